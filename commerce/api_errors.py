@@ -1,0 +1,19 @@
+"""One exception handler for the API: domain errors become 4xx with a code, never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from commerce.errors import DomainError, DomainValidationError
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainValidationError):
+        return Response({exc.field: [exc.detail], "code": exc.code}, status=exc.status)
+    if isinstance(exc, DomainError):
+        body = {"detail": exc.detail, "code": exc.code, **exc.context}
+        return Response(body, status=exc.status)
+    return drf_exception_handler(exc, context)

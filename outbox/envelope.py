@@ -1,0 +1,69 @@
+"""The event contract between the domain apps and the outbox.
+
+A domain app declares its events as frozen dataclasses that subclass `DomainEvent` (in its own
+`events.py`) and hands them to `outbox.recording.outbox_record`. The class says where the event
+goes (stream, aggregate); the instance carries the payload. Everything in the payload becomes
+JSON: Decimal as a string, datetimes as ISO-8601 UTC, UUIDs as strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from django.utils import timezone as django_timezone
+
+
+def _utc_now() -> datetime:
+    return django_timezone.now()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DomainEvent:
+    stream: ClassVar[str]  # logical topic: "order-events" or "catalog-events"
+    aggregate_type: ClassVar[str]  # "order", "product"
+    aggregate_field: ClassVar[str]  # the payload field that holds the aggregate id (the key)
+    event_type: ClassVar[str]  # defaults to the class name
+    event_version: ClassVar[int] = 1
+
+    event_id: uuid.UUID = dataclasses.field(default_factory=uuid.uuid4)
+    occurred_at: datetime = dataclasses.field(default_factory=_utc_now)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "event_type" not in cls.__dict__:
+            cls.event_type = cls.__name__
+
+    @property
+    def aggregate_id(self) -> str:
+        return str(getattr(self, self.aggregate_field))
+
+    def payload(self) -> dict[str, Any]:
+        """The record's value: every field but the event id (which travels as a header)."""
+        data = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name != "event_id"
+        }
+        return to_json_compatible(data)
+
+
+def to_json_compatible(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime in an event payload; use timezone-aware UTC")
+        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_json_compatible(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(key): to_json_compatible(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json_compatible(item) for item in value]
+    return value

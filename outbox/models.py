@@ -1,0 +1,63 @@
+"""The outbox table: one row per event, written in the transaction of the change it describes.
+
+Column names follow Debezium's outbox event router defaults (`id`, `aggregatetype`,
+`aggregateid`, `type`, `payload`), so change data capture can replace the polling relay without
+touching the application (see docs/OPERATIONS.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class OutboxEvent(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PUBLISHED = "published"
+        DEAD = "dead"
+
+    # `seq` orders the events of one key: services lock the aggregate row before recording, so
+    # for one key the insert order is the commit order.
+    seq = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False, db_column="id")
+    topic = models.CharField(max_length=249)
+    key = models.CharField(max_length=255)
+    type = models.CharField(max_length=100)
+    event_version = models.PositiveIntegerField(default=1)
+    aggregatetype = models.CharField(max_length=100)
+    aggregateid = models.CharField(max_length=255)
+    payload = models.JSONField()
+    headers = models.JSONField(default=dict)
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    available_at = models.DateTimeField(db_index=False)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    published_at = models.DateTimeField(null=True, blank=True)
+    kafka_partition = models.IntegerField(null=True, blank=True)
+    kafka_offset = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [
+            # The drain reads only pending rows; a partial index keeps it small when the table
+            # holds millions of published rows.
+            models.Index(
+                fields=["available_at", "seq"],
+                name="outbox_pending_idx",
+                condition=Q(status="pending"),
+            ),
+            models.Index(
+                fields=["key", "seq"], name="outbox_unfinished_key_idx",
+                condition=~Q(status="published"),
+            ),
+            models.Index(fields=["published_at"], name="outbox_published_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.aggregatetype}:{self.aggregateid} ({self.status})"

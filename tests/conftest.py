@@ -1,0 +1,95 @@
+"""Shared fixtures: settings for tests, the real Kafka broker, per-test topics, a real worker.
+
+Integration tests (marker `integration`) run against the real services named by the
+environment: `KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`, `CELERY_BROKER_URL`. `make test` starts
+them; nothing here replaces them with fakes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+ARTIFACTS_DIR = PROJECT_DIR / "var" / "test-artifacts"
+
+from tests.support.kafka import (  # noqa: E402
+    kafka_ensure_broker,
+    kafka_topics_create,
+    kafka_topics_delete,
+)
+from tests.support.processes import ManagedProcess, database_url_for_subprocess  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings, tmp_path):  # noqa: ANN001, ANN202 - pytest fixture
+    settings.SECURE_SSL_REDIRECT = False
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                    "LOCATION": str(tmp_path / "cache")}
+    }
+    # The on-commit kick would enqueue Celery tasks on the real broker; tests that want the
+    # worker turn it on explicitly.
+    settings.OUTBOX_KICK_ENABLED = False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The bootstrap address of a broker that answers; starts the local one if none does."""
+    return kafka_ensure_broker()
+
+
+@pytest.fixture
+def kafka_topics(kafka_bootstrap: str, settings) -> Iterator[dict[str, str]]:  # noqa: ANN001
+    """Fresh topics (3 partitions, with their .dlq) for this test only; settings point at them."""
+    suffix = uuid.uuid4().hex[:10]
+    topics = {stream: f"test-{suffix}-{stream}" for stream in settings.KAFKA_TOPICS}
+    created = list(topics.values()) + [f"{name}.dlq" for name in topics.values()]
+    kafka_topics_create(kafka_bootstrap, created, partitions=3)
+    settings.KAFKA_TOPICS = topics
+    yield topics
+    kafka_topics_delete(kafka_bootstrap, created)
+
+
+@pytest.fixture
+def subprocess_env(settings, kafka_topics: dict[str, str]) -> dict[str, str]:  # noqa: ANN001
+    """Environment for a worker or consumer subprocess: the test database and this test's topics."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url_for_subprocess(settings.DATABASES["default"]),
+        KAFKA_TOPIC_CATALOG=kafka_topics["catalog-events"],
+        KAFKA_TOPIC_ORDERS=kafka_topics["order-events"],
+        KAFKA_BOOTSTRAP_SERVERS=",".join(settings.KAFKA_BOOTSTRAP_SERVERS),
+        DEBUG="1",
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def celery_worker_process(subprocess_env: dict[str, str], tmp_path: Path):  # noqa: ANN201
+    """A real Celery worker (no beat) as a subprocess on this test's database, broker and topics.
+
+    `--purge` drops messages left in the queue by earlier tests before the worker starts.
+    """
+    process = ManagedProcess(
+        name="celery-worker",
+        argv=[sys.executable, "-m", "celery", "-A", "commerce", "worker", "--pool=solo",
+              "--loglevel=INFO", "--purge", "--without-heartbeat", "--without-gossip",
+              "--without-mingle"],
+        env=subprocess_env,
+        log_path=tmp_path / "celery-worker.log",
+        ready_text="ready.",
+    )
+    process.start(timeout=60)
+    yield process
+    process.stop()

@@ -1,0 +1,129 @@
+"""Test helpers that talk to the real broker with kafka-python."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def _bootstrap() -> list[str]:
+    return list(settings.KAFKA_BOOTSTRAP_SERVERS)
+
+
+def kafka_is_up(bootstrap: list[str], timeout_s: float = 3.0) -> bool:
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                                 **settings.KAFKA_SECURITY)
+    except KafkaError:
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except KafkaError:
+        return False
+    finally:
+        admin.close()
+
+
+def kafka_ensure_broker() -> str:
+    """Use the broker at KAFKA_BOOTSTRAP_SERVERS; start the project's local one if none answers."""
+    bootstrap = _bootstrap()
+    if not kafka_is_up(bootstrap):
+        subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), "start"], check=True,
+                       env=dict(os.environ))
+    deadline = time.monotonic() + 60
+    while not kafka_is_up(bootstrap):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kafka at {bootstrap} does not answer")
+        time.sleep(1)
+    return ",".join(bootstrap)
+
+
+def kafka_topics_create(bootstrap: str, names: list[str], *, partitions: int = 3) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **settings.KAFKA_SECURITY)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+    _wait_for_leaders(bootstrap, names, partitions)
+
+
+def _wait_for_leaders(bootstrap: str, names: list[str], partitions: int) -> None:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), **settings.KAFKA_SECURITY)
+    try:
+        deadline = time.monotonic() + 30
+        for name in names:
+            while True:
+                found = consumer.partitions_for_topic(name)
+                if found and len(found) == partitions:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"topic {name} has no leaders after 30 s")
+                consumer.topics()  # refreshes metadata
+                time.sleep(0.2)
+    finally:
+        consumer.close()
+
+
+def kafka_topics_delete(bootstrap: str, names: list[str]) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **settings.KAFKA_SECURITY)
+    try:
+        admin.delete_topics(names)
+    except (UnknownTopicOrPartitionError, KafkaError):
+        pass
+    finally:
+        admin.close()
+
+
+@dataclass(frozen=True)
+class ReadRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+
+def kafka_read_all(topic: str, *, expected: int | None = None, timeout_s: float = 30.0) -> list[ReadRecord]:
+    """Every record of a topic, from the beginning, without a consumer group.
+
+    Stops when `expected` records were read, or when the end offsets are reached (and, when
+    `expected` is given but not reached, keeps polling until `timeout_s`).
+    """
+    consumer = KafkaConsumer(bootstrap_servers=_bootstrap(), enable_auto_commit=False,
+                             group_id=None, **settings.KAFKA_SECURITY)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        assignment = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assignment)
+        consumer.seek_to_beginning(*assignment)
+        records: list[ReadRecord] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=500, max_records=5000)
+            for tp_records in batch.values():
+                for r in tp_records:
+                    records.append(ReadRecord(r.topic, r.partition, r.offset, r.key, r.value,
+                                              {k: v for k, v in r.headers}))
+            if expected is not None and len(records) >= expected:
+                break
+            if expected is None and not batch:
+                end = consumer.end_offsets(assignment)
+                if all(consumer.position(tp) >= end[tp] for tp in assignment):
+                    break
+        return records
+    finally:
+        consumer.close()
