@@ -1,0 +1,41 @@
+# The two commands of the README: `make run` (the whole pipeline locally) and `make test`.
+# Each sets up what it needs on a fresh machine.
+
+PYTHON_BOOTSTRAP ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test test-unit test-integration venv services kafka-start kafka-stop stop demo bench chaos clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(PY) scripts/run_local.py
+
+test: venv
+	scripts/test-all
+
+test-unit: venv
+	$(PY) -m pytest -m "not integration and not fault"
+
+services:
+	scripts/services-up
+
+kafka-start:
+	scripts/kafka-local start
+
+kafka-stop:
+	scripts/kafka-local stop
+
+stop:
+	-$(PY) scripts/run_local.py --stop
+	scripts/kafka-local stop
+
+clean: stop
+	rm -rf var
