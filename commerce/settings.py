@@ -189,6 +189,8 @@ PAYMENT_CALLBACK_SECRET = env.str(
 PAYMENT_SIM_FAILURE_RATE = env.float("PAYMENT_SIM_FAILURE_RATE", default=0.1)
 PAYMENT_SIM_DELAY = env.float("PAYMENT_SIM_DELAY", default=0.2)
 PAYMENT_RECONCILE_AFTER = env.float("PAYMENT_RECONCILE_AFTER", default=30.0)
+# Where the simulated gateway POSTs its callbacks; empty: it calls the callback handler in-process.
+PAYMENT_CALLBACK_BASE_URL = env.str("PAYMENT_CALLBACK_BASE_URL", default="")
 
 # --- Back office ------------------------------------------------------------------------------
 BACKOFFICE_GROUP_ID = env.str("BACKOFFICE_GROUP_ID", default="backoffice")

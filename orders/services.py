@@ -1,0 +1,156 @@
+"""Order use cases: place (reserve stock, use the coupon), confirm, cancel (restore both).
+
+Each is one transaction. Products are locked in id order, so concurrent orders of the same
+products wait for each other instead of deadlocking, and no unit is sold twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from catalog.models import Product
+from catalog.services import product_stock_reserve, product_stock_restore
+from commerce.errors import DomainValidationError, IllegalTransition
+from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderLinePayload
+from orders.models import Coupon, Order, OrderLine
+from orders.signals import order_cancelled, order_confirmed, order_created
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderLineRequest:
+    product_id: int
+    quantity: int
+
+
+def _snapshot(order: Order) -> dict[str, object]:
+    lines = tuple(
+        OrderLinePayload(product_id=str(line.product_id), quantity=line.quantity,
+                         unit_price=line.unit_price)
+        for line in order.lines.all().order_by("product_id")
+    )
+    return dict(order_id=str(order.id), order_number=order.number, user_id=str(order.user_id),
+                original_total=order.original_total, discount=order.discount,
+                final_total=order.final_total, lines=lines)
+
+
+def _lines_validate(lines: list[OrderLineRequest]) -> None:
+    if not lines:
+        raise DomainValidationError("an order needs at least one line", field="lines")
+    seen: set[int] = set()
+    for line in lines:
+        if line.quantity < 1:
+            raise DomainValidationError(
+                f"quantity of product {line.product_id} must be at least 1", field="lines")
+        if line.product_id in seen:
+            raise DomainValidationError(
+                f"product {line.product_id} appears on more than one line", field="lines")
+        seen.add(line.product_id)
+
+
+def _coupon_lock_usable(*, code: str, user: AbstractBaseUser) -> Coupon:
+    coupon = Coupon.objects.select_for_update().filter(code=code).first()
+    if coupon is None or coupon.owner_id != user.pk:
+        # Someone else's coupon reads as unknown: its existence is not the caller's business.
+        raise DomainValidationError(f"unknown coupon {code!r}", field="coupon_code")
+    if coupon.used_at is not None:
+        raise DomainValidationError(f"coupon {code!r} has already been used", field="coupon_code")
+    if coupon.expires_at <= timezone.now():
+        raise DomainValidationError(f"coupon {code!r} has expired", field="coupon_code")
+    return coupon
+
+
+def order_place(*, user: AbstractBaseUser, lines: list[OrderLineRequest],
+                coupon_code: str | None = None) -> Order:
+    """Place an order: reserve every line's stock and use the coupon, all or nothing.
+
+    Raises DomainValidationError (400: lines, coupon_code) and InsufficientStock (409).
+    """
+    _lines_validate(lines)
+    with transaction.atomic():
+        product_ids = sorted(line.product_id for line in lines)
+        products = {p.id: p for p in Product.objects.select_for_update().filter(id__in=product_ids).order_by("id")}
+        missing = [pid for pid in product_ids if pid not in products]
+        if missing:
+            raise DomainValidationError(f"unknown product {missing[0]}", field="lines")
+        coupon = _coupon_lock_usable(code=coupon_code, user=user) if coupon_code else None
+
+        original_total = sum((products[line.product_id].price * line.quantity for line in lines),
+                             Decimal("0.00"))
+        discount = coupon.discount_for(original_total) if coupon else Decimal("0.00")
+        order = Order.objects.create(user=user, original_total=original_total, discount=discount,
+                                     final_total=original_total - discount, coupon=coupon)
+        OrderLine.objects.bulk_create([
+            OrderLine(order=order, product=products[line.product_id], quantity=line.quantity,
+                      unit_price=products[line.product_id].price)
+            for line in lines
+        ])
+        for line in sorted(lines, key=lambda item: item.product_id):
+            product_stock_reserve(product=products[line.product_id], quantity=line.quantity,
+                                  order_id=order.id)
+        if coupon is not None:
+            coupon.used_at = timezone.now()
+            coupon.used_by_order = order
+            coupon.save(update_fields=["used_at", "used_by_order"])
+        order_created.send(sender=Order, event=OrderCreated(
+            **_snapshot(order), coupon_code=coupon.code if coupon else None))
+    return order
+
+
+def order_confirm(*, order_id: int) -> Order:
+    """Confirm a paid order. Confirming a confirmed order changes nothing and emits nothing.
+
+    Raises IllegalTransition (409) for a cancelled order.
+    """
+    with transaction.atomic():
+        order = Order.objects.select_for_update().get(id=order_id)
+        if order.status == Order.Status.CONFIRMED:
+            return order
+        if order.status != Order.Status.PENDING_PAYMENT:
+            raise IllegalTransition(f"order {order.number} is {order.status}", status=order.status)
+        order.status = Order.Status.CONFIRMED
+        order.confirmed_at = timezone.now()
+        order.save(update_fields=["status", "confirmed_at", "updated_at"])
+        order_confirmed.send(sender=Order, event=OrderConfirmed(**_snapshot(order)))
+    return order
+
+
+def order_cancel(*, order_id: int, reason: str, user: AbstractBaseUser | None = None) -> Order:
+    """Cancel an order, restoring its stock and releasing its coupon, exactly once.
+
+    With `user`, only that user's order is found (Order.DoesNotExist otherwise).
+    Raises IllegalTransition (409) when the order is already cancelled.
+    """
+    with transaction.atomic():
+        orders = Order.objects.select_for_update()
+        if user is not None:
+            orders = orders.filter(user=user)
+        order = orders.get(id=order_id)
+        if order.status == Order.Status.CANCELLED:
+            raise IllegalTransition(f"order {order.number} is already cancelled", status=order.status)
+        was_confirmed = order.status == Order.Status.CONFIRMED
+        lines = list(order.lines.all().order_by("product_id"))
+        products = {p.id: p for p in Product.objects.select_for_update()
+                    .filter(id__in=[line.product_id for line in lines]).order_by("id")}
+        for line in lines:
+            product_stock_restore(product=products[line.product_id], quantity=line.quantity,
+                                  order_id=order.id)
+        coupon = Coupon.objects.select_for_update().filter(used_by_order=order).first()
+        if coupon is not None:
+            coupon.used_at = None
+            coupon.used_by_order = None
+            coupon.save(update_fields=["used_at", "used_by_order"])
+        order.status = Order.Status.CANCELLED
+        order.cancelled_at = timezone.now()
+        order.cancel_reason = reason[:200]
+        order.save(update_fields=["status", "cancelled_at", "cancel_reason", "updated_at"])
+        order_cancelled.send(sender=Order, event=OrderCancelled(
+            **_snapshot(order), reason=order.cancel_reason, was_confirmed=was_confirmed))
+    return order
