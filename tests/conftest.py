@@ -41,6 +41,24 @@ def _test_settings(settings, tmp_path):  # noqa: ANN001, ANN202 - pytest fixture
     settings.OUTBOX_KICK_ENABLED = False
 
 
+@pytest.fixture
+def celery_eager():  # noqa: ANN201
+    """Run Celery tasks in the calling process (unit tests of reactions, no worker)."""
+    from commerce.celery import app
+
+    previous = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    yield app
+    app.conf.task_always_eager, app.conf.task_eager_propagates = previous
+
+
+@pytest.fixture
+def api_client():  # noqa: ANN201
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     """The bootstrap address of a broker that answers; starts the local one if none does."""
