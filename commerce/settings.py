@@ -180,6 +180,8 @@ OUTBOX_KICK_DEBOUNCE = env.float("OUTBOX_KICK_DEBOUNCE", default=0.05)
 OUTBOX_KICK_ENABLED = env.bool("OUTBOX_KICK_ENABLED", default=True)
 OUTBOX_RETENTION = timedelta(days=env.float("OUTBOX_RETENTION_DAYS", default=7))
 OUTBOX_STALE_SECONDS = env.float("OUTBOX_STALE_SECONDS", default=60.0)
+# Fault tests only: seconds the relay waits between the broker's acknowledgement and marking rows.
+OUTBOX_FAULT_PAUSE_AFTER_SEND = env.float("OUTBOX_FAULT_PAUSE_AFTER_SEND", default=0.0)
 
 # --- Payments ---------------------------------------------------------------------------------
 PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="payments.gateway.SimulatedGateway")

@@ -41,6 +41,10 @@ class OutboxEvent(models.Model):
     published_at = models.DateTimeField(null=True, blank=True)
     kafka_partition = models.IntegerField(null=True, blank=True)
     kafka_offset = models.BigIntegerField(null=True, blank=True)
+    # The lease of the relay that is sending the row; the write-back is fenced by the token, so
+    # a relay whose lease expired (and whose rows another relay took over) cannot mark them.
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
+    claim_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["seq"]

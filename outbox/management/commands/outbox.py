@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from outbox.housekeeping import outbox_purge_published, outbox_requeue, outbox_status
+from outbox.relay import relay_drain
+
+
+class Command(BaseCommand):
+    help = ("Outbox operations: `status` (exit 1 when the oldest pending row is older than "
+            "--max-age), `requeue` (dead rows back to pending), `drain` (publish now), `purge`.")
+
+    def add_arguments(self, parser) -> None:  # noqa: ANN001
+        sub = parser.add_subparsers(dest="action", required=True)
+        status = sub.add_parser("status")
+        status.add_argument("--max-age", type=float, default=None,
+                            help="seconds; exit 1 when the oldest pending row is older")
+        status.add_argument("--json", action="store_true")
+        requeue = sub.add_parser("requeue")
+        requeue.add_argument("event_ids", nargs="*", help="event ids; none means every dead row")
+        requeue.add_argument("--all", action="store_true")
+        drain = sub.add_parser("drain")
+        drain.add_argument("--until-empty", action="store_true")
+        sub.add_parser("purge")
+
+    def handle(self, *args, action: str, **options) -> None:  # noqa: ANN002, ANN003
+        if action == "status":
+            self._status(options["max_age"], options["json"])
+        elif action == "requeue":
+            if not options["event_ids"] and not options["all"]:
+                raise CommandError("name event ids, or pass --all")
+            count = outbox_requeue(event_ids=options["event_ids"] or None)
+            self.stdout.write(f"requeued {count} dead row(s)")
+        elif action == "drain":
+            total = 0
+            while True:
+                result = relay_drain()
+                total += result.published
+                self.stdout.write(json.dumps(result.as_dict()))
+                if not options["until_empty"] or not result.batches or result.failed:
+                    break
+            self.stdout.write(f"published {total}")
+        elif action == "purge":
+            self.stdout.write(f"deleted {outbox_purge_published()} published row(s)")
+
+    def _status(self, max_age: float | None, as_json: bool) -> None:
+        now = timezone.now()
+        rows = outbox_status()
+        oldest = max((row.oldest_pending_age_s(now) or 0.0 for row in rows), default=0.0)
+        if as_json:
+            self.stdout.write(json.dumps({
+                "topics": [{"topic": r.topic, "pending": r.pending, "dead": r.dead,
+                            "oldest_pending_age_s": r.oldest_pending_age_s(now),
+                            "published_last_minute": r.published_last_minute} for r in rows],
+                "oldest_pending_age_s": oldest}))
+        else:
+            self.stdout.write(f"{'topic':<40} {'pending':>8} {'dead':>6} {'oldest(s)':>10} {'pub/1m':>8}")
+            for r in rows:
+                age = r.oldest_pending_age_s(now)
+                self.stdout.write(f"{r.topic:<40} {r.pending:>8} {r.dead:>6} "
+                                  f"{(f'{age:.1f}' if age is not None else '-'):>10} "
+                                  f"{r.published_last_minute:>8}")
+        if max_age is not None and oldest > max_age:
+            self.stderr.write(f"oldest pending row is {oldest:.1f} s old (> {max_age} s)")
+            sys.exit(1)

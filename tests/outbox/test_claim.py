@@ -1,0 +1,112 @@
+"""The claim protocol on its own (no broker): per-key order, leases and the fenced write-back."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.producer.future import RecordMetadata
+
+from outbox.models import OutboxEvent
+from outbox.relay import DrainResult, _write_back, claim_batch
+from tests.outbox.events_for_tests import outbox_rows_bulk
+
+pytestmark = pytest.mark.django_db
+
+
+def _meta(offset: int) -> RecordMetadata:
+    return RecordMetadata("t", 0, None, offset, 0, None, 0, 0, 0)
+
+
+def test_a_key_with_an_older_row_in_backoff_is_not_claimed():
+    # given key 1's oldest row is waiting for its retry
+    outbox_rows_bulk(topic="t", keys=2, per_key=3)
+    oldest_of_key_1 = OutboxEvent.objects.filter(key="1").order_by("seq").first()
+    oldest_of_key_1.available_at = timezone.now() + timedelta(minutes=5)
+    oldest_of_key_1.save()
+    # when
+    claimed = claim_batch(token=uuid.uuid4(), limit=100)
+    # then only key 2 is taken, in order
+    assert {row.key for row in claimed} == {"2"}
+    assert [row.payload["sequence"] for row in claimed] == [0, 1, 2]
+
+
+def test_a_key_under_another_relays_lease_is_not_claimed_even_its_later_rows():
+    outbox_rows_bulk(topic="t", keys=2, per_key=2)
+    first = claim_batch(token=uuid.uuid4(), limit=1)  # the oldest row: key 1, sequence 0
+    second = claim_batch(token=uuid.uuid4(), limit=100)
+    assert [(r.key, r.payload["sequence"]) for r in first] == [("1", 0)]
+    assert sorted((r.key, r.payload["sequence"]) for r in second) == [("2", 0), ("2", 1)]
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_mark():
+    outbox_rows_bulk(topic="t", keys=1, per_key=2)
+    old_token = uuid.uuid4()
+    old_rows = claim_batch(token=old_token, limit=100)
+    OutboxEvent.objects.update(claim_expires_at=timezone.now() - timedelta(seconds=1))
+    new_token = uuid.uuid4()
+    assert len(claim_batch(token=new_token, limit=100)) == 2
+    # when the old owner writes back
+    result = DrainResult()
+    _write_back(token=old_token, rows=old_rows, outcomes={r.seq: _meta(i) for i, r in enumerate(old_rows)},
+                result=result)
+    # then nothing changed: the rows belong to the new owner
+    assert result.fenced_out == 2
+    assert not OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED).exists()
+    assert set(OutboxEvent.objects.values_list("claim_token", flat=True)) == {new_token}
+
+
+def test_a_failed_row_holds_back_the_rest_of_its_key_and_gets_backoff():
+    outbox_rows_bulk(topic="t", keys=2, per_key=3)
+    token = uuid.uuid4()
+    rows = claim_batch(token=token, limit=100)
+    failing = next(r for r in rows if r.key == "1" and r.payload["sequence"] == 1)
+    outcomes = {r.seq: _meta(r.seq) for r in rows}
+    outcomes[failing.seq] = KafkaTimeoutError("broker away")
+    result = DrainResult()
+    _write_back(token=token, rows=rows, outcomes=outcomes, result=result)
+    statuses = {(r.key, r.payload["sequence"]): (r.status, r.attempts)
+                for r in OutboxEvent.objects.all()}
+    assert statuses[("1", 0)] == ("published", 0)
+    assert statuses[("1", 1)] == ("pending", 1)
+    assert statuses[("1", 2)] == ("pending", 0)
+    assert all(statuses[("2", n)] == ("published", 0) for n in range(3))
+    failed = OutboxEvent.objects.get(seq=failing.seq)
+    assert failed.available_at > timezone.now() and "broker away" in failed.last_error
+    # and the key stays blocked until the failed row is due again
+    assert claim_batch(token=uuid.uuid4(), limit=100) == []
+
+
+def test_a_permanent_error_marks_the_row_dead_and_by_default_does_not_block_its_key(settings):
+    settings.OUTBOX_DEAD_BLOCKS_KEY = False
+    outbox_rows_bulk(topic="t", keys=1, per_key=2)
+    token = uuid.uuid4()
+    rows = claim_batch(token=token, limit=100)
+    outcomes = {rows[0].seq: MessageSizeTooLargeError("too big"), rows[1].seq: _meta(1)}
+    _write_back(token=token, rows=rows, outcomes=outcomes, result=DrainResult())
+    assert list(OutboxEvent.objects.order_by("seq").values_list("status", flat=True)) == ["dead", "published"]
+
+
+def test_dead_rows_block_their_key_when_the_setting_says_so(settings):
+    settings.OUTBOX_DEAD_BLOCKS_KEY = True
+    outbox_rows_bulk(topic="t", keys=1, per_key=2)
+    OutboxEvent.objects.filter(seq=OutboxEvent.objects.order_by("seq").first().seq).update(status="dead")
+    assert claim_batch(token=uuid.uuid4(), limit=100) == []
+    settings.OUTBOX_DEAD_BLOCKS_KEY = False
+    assert len(claim_batch(token=uuid.uuid4(), limit=100)) == 1
+
+
+def test_too_many_attempts_mark_the_row_dead(settings):
+    settings.OUTBOX_MAX_ATTEMPTS = 2
+    outbox_rows_bulk(topic="t", keys=1, per_key=1)
+    for _ in range(2):
+        OutboxEvent.objects.update(available_at=timezone.now())
+        token = uuid.uuid4()
+        rows = claim_batch(token=token, limit=10)
+        _write_back(token=token, rows=rows, outcomes={rows[0].seq: KafkaTimeoutError("x")},
+                    result=DrainResult())
+    row = OutboxEvent.objects.get()
+    assert row.status == "dead" and row.attempts == 2
