@@ -31,7 +31,6 @@ def producer_config() -> dict[str, Any]:
         "max_in_flight_requests_per_connection": 5,
         "linger_ms": 5,
         "batch_size": 256 * 1024,
-        "buffer_memory": 64 * 1024 * 1024,
         # A send that cannot even find its partition's leader gives up quickly; the row is
         # retried by a later drain with backoff instead of blocking the worker.
         "max_block_ms": 5000,

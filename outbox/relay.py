@@ -66,6 +66,12 @@ SEND_FIELDS = ["seq", "event_id", "topic", "key", "type", "event_version", "aggr
                "aggregateid", "payload", "headers", "occurred_at", "attempts"]
 
 
+class ProducerUnavailable(KafkaError):
+    """The producer could not be made or used at all: retriable, whatever the cause was."""
+
+    retriable = True
+
+
 @dataclass
 class DrainResult:
     published: int = 0
@@ -270,10 +276,11 @@ def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
             result.batches += 1
             try:
                 outcomes = _send_all(rows)
-            except KafkaError as exc:
+            except Exception as exc:  # noqa: BLE001 - recorded on every row of the batch
                 # The producer itself failed (e.g. no broker to bootstrap from): every row failed.
                 producer_reset()
-                outcomes = {row.seq: exc for row in rows}
+                unavailable = ProducerUnavailable(f"{type(exc).__name__}: {exc}")
+                outcomes = {row.seq: unavailable for row in rows}
             if settings.OUTBOX_FAULT_PAUSE_AFTER_SEND:
                 # Fault tests kill the relay here: sent and acknowledged, not yet marked.
                 logger.warning("paused after send", extra={"rows": len(rows)})
