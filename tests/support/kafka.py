@@ -127,3 +127,23 @@ def kafka_read_all(topic: str, *, expected: int | None = None, timeout_s: float 
         return records
     finally:
         consumer.close()
+
+
+class PrivateBroker:
+    """A second real broker of the project's own (scripts/kafka-local on another port), for
+    tests that stop and start Kafka without taking the shared one away from other tests."""
+
+    def __init__(self, *, port: int = 19092) -> None:
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+                        KAFKA_HOME_DIR=str(PROJECT_DIR / "var" / f"kafka-private-{port}"))
+
+    def _run(self, action: str) -> None:
+        subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), action], check=True,
+                       env=self.env, timeout=120)
+
+    def start(self) -> None:
+        self._run("start")
+
+    def stop(self) -> None:
+        self._run("stop")
