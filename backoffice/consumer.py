@@ -1,0 +1,261 @@
+"""The back-office consumer loop: poll a batch, apply it once in one transaction, then commit
+the Kafka offsets.
+
+- Offsets are committed only after the batch's transaction committed: a crash in between
+  redelivers the batch, and the inbox skips what was already applied.
+- A record that breaks the contract is dead-lettered (a DeadLetter row, and the record on
+  `<topic>.dlq` with the error in its headers) and its offset moves on with the batch: one bad
+  record never blocks a partition.
+- A transient failure (the database or the broker away) never skips a record: the batch is
+  not committed, the consumer seeks back to the batch's first offsets, backs off and retries,
+  and stays alive until the dependency returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import DatabaseError, IntegrityError, close_old_connections, connection
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from backoffice.contract import ContractViolation, IncomingEvent, event_parse
+from backoffice.projections import BatchOutcome, PoisonRecord, batch_apply
+from commerce.tracing import trace_context
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ConsumerStats:
+    polled: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    batches: int = 0
+
+
+class _CommitBeforeRevoke(ConsumerRebalanceListener):
+    def __init__(self, consumer_loop: EventConsumer) -> None:
+        self.loop = consumer_loop
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Batches are committed as soon as they are applied, so this only commits a batch whose
+        # offset commit failed before; anything not applied is redelivered to the next owner.
+        self.loop.offsets_commit(only=set(revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        logger.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)})
+        if self.loop.seek_to_beginning_on_assign and assigned:
+            self.loop.consumer.seek_to_beginning(*assigned)
+
+
+class EventConsumer:
+    def __init__(self, *, topics: list[str], group_id: str, batch_size: int | None = None,
+                 from_beginning: bool = True, seek_to_beginning_on_assign: bool = False,
+                 progress_every_s: float = 10.0) -> None:
+        self.topics = topics
+        self.group_id = group_id
+        self.batch_size = batch_size or settings.BACKOFFICE_BATCH_SIZE
+        self.seek_to_beginning_on_assign = seek_to_beginning_on_assign
+        self.progress_every_s = progress_every_s
+        self.stats = ConsumerStats()
+        self.stopping = False
+        self._applied_offsets: dict[TopicPartition, int] = {}
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            max_poll_records=self.batch_size,
+            client_id=f"backoffice-{group_id}",
+            **settings.KAFKA_SECURITY,
+        )
+        self.consumer.subscribe(topics, listener=_CommitBeforeRevoke(self))
+        self._dlq_producer: KafkaProducer | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def close(self) -> None:
+        self.offsets_commit()
+        self.consumer.close(autocommit=False)
+        if self._dlq_producer is not None:
+            self._dlq_producer.close(timeout=10)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self, *, until_idle_s: float | None = None, max_events: int | None = None,
+            on_progress: Callable[[str], None] | None = None) -> ConsumerStats:
+        last_record_at = time.monotonic()
+        last_progress_at = time.monotonic()
+        progress_polled = 0
+        while not self.stopping:
+            try:
+                polled = self.consumer.poll(timeout_ms=500, max_records=self.batch_size)
+            except KafkaError as exc:
+                self._back_off("kafka poll failed", exc)
+                continue
+            records = [record for batch in polled.values() for record in batch]
+            if records:
+                last_record_at = time.monotonic()
+                self._process(polled)
+            now = time.monotonic()
+            if now - last_progress_at >= self.progress_every_s:
+                line = self._progress_line(self.stats.polled - progress_polled, now - last_progress_at)
+                logger.info(line)
+                if on_progress:
+                    on_progress(line)
+                last_progress_at, progress_polled = now, self.stats.polled
+            if max_events is not None and self.stats.polled >= max_events:
+                break
+            if until_idle_s is not None and not records and now - last_record_at >= until_idle_s:
+                break
+        return self.stats
+
+    def _process(self, polled: dict[TopicPartition, list]) -> None:
+        events: list[IncomingEvent] = []
+        poison: list[PoisonRecord] = []
+        for records in polled.values():
+            for record in records:
+                try:
+                    events.append(event_parse(topic=record.topic, partition=record.partition,
+                                              offset=record.offset, key=record.key,
+                                              value=record.value, headers=list(record.headers or [])))
+                except ContractViolation as exc:
+                    poison.append(PoisonRecord(record.topic, record.partition, record.offset,
+                                               record.key, record.value, list(record.headers or []),
+                                               str(exc)))
+        attempt = 0
+        while True:
+            try:
+                if poison:
+                    self._forward_to_dlq(poison)
+                outcome = batch_apply(group=self.group_id, events=events, poison=poison)
+                break
+            except IntegrityError as exc:
+                # Another consumer of the group applied some of these events meanwhile (a
+                # rebalance): retry, and the inbox will skip them.
+                attempt += 1
+                self._back_off("inbox conflict, retrying the batch", exc, attempt=attempt)
+            except (DatabaseError, KafkaError) as exc:
+                attempt += 1
+                self._back_off("batch not applied, retrying", exc, attempt=attempt)
+                if self.stopping:
+                    self._seek_back(polled)
+                    return
+        self._after_commit(polled, outcome, events)
+
+    def _after_commit(self, polled: dict[TopicPartition, list], outcome: BatchOutcome,
+                      events: list[IncomingEvent]) -> None:
+        for key in outcome.cache_keys_to_delete:
+            try:
+                cache.delete(key)
+            except Exception:  # noqa: BLE001 - a stale cache entry expires by itself
+                logger.warning("cache invalidation failed", extra={"cache_key": key})
+        for tp, records in polled.items():
+            self._applied_offsets[tp] = records[-1].offset + 1
+        self.offsets_commit()
+        self.stats.batches += 1
+        self.stats.polled += sum(len(records) for records in polled.values())
+        self.stats.applied += outcome.applied
+        self.stats.duplicates += outcome.duplicates
+        self.stats.dead_lettered += outcome.dead_lettered
+        if logger.isEnabledFor(logging.DEBUG):
+            for event in events:
+                with trace_context(event.traceparent or None):
+                    logger.debug("event handled", extra={
+                        "event_id": str(event.event_id), "event_type": event.event_type,
+                        "topic": event.topic, "partition": event.partition, "offset": event.offset})
+
+    def offsets_commit(self, *, only: set[TopicPartition] | None = None) -> None:
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._applied_offsets.items()
+                   if only is None or tp in only}
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets)
+            for tp in offsets:
+                self._applied_offsets.pop(tp, None)
+        except CommitFailedError as exc:
+            # The group moved on without us: the new owner re-reads from the last commit and
+            # the inbox absorbs what we already applied.
+            logger.warning("offset commit refused after a rebalance", extra={"error": str(exc)})
+            for tp in offsets:
+                self._applied_offsets.pop(tp, None)
+        except KafkaError as exc:
+            logger.warning("offset commit failed; kept for the next commit", extra={"error": repr(exc)})
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _forward_to_dlq(self, poison: list[PoisonRecord]) -> None:
+        if self._dlq_producer is None:
+            self._dlq_producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                                               acks="all", enable_idempotence=True, linger_ms=5,
+                                               max_block_ms=5000, **settings.KAFKA_SECURITY)
+        futures = []
+        for record in poison:
+            headers = [(name, raw if isinstance(raw, bytes) else str(raw).encode())
+                       for name, raw in record.headers]
+            headers += [("dlq_error", record.error.encode()[:4000]),
+                        ("dlq_source_topic", record.topic.encode()),
+                        ("dlq_source_partition", str(record.partition).encode()),
+                        ("dlq_source_offset", str(record.offset).encode()),
+                        ("dlq_consumer_group", self.group_id.encode())]
+            futures.append(self._dlq_producer.send(f"{record.topic}.dlq", key=record.key,
+                                                   value=record.value, headers=headers))
+            logger.warning("record dead-lettered", extra={
+                "topic": record.topic, "partition": record.partition, "offset": record.offset,
+                "error": record.error})
+        self._dlq_producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=0)  # raises the send's error: the batch is retried, never skipped
+
+    def _seek_back(self, polled: dict[TopicPartition, list]) -> None:
+        for tp, records in polled.items():
+            self.consumer.seek(tp, records[0].offset)
+
+    def _back_off(self, message: str, exc: BaseException, *, attempt: int = 1) -> None:
+        self.stats.retries += 1
+        delay = min(30.0, 0.2 * (2 ** min(attempt, 8)))
+        logger.warning(message, extra={"error": f"{type(exc).__name__}: {exc}"[:500],
+                                       "retry_in_s": round(delay, 2)})
+        # A dropped database connection is useless now: the next attempt opens a new one.
+        try:
+            connection.close()
+        except DatabaseError:
+            pass
+        close_old_connections()
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self.stopping:
+            time.sleep(0.1)
+
+    def _progress_line(self, polled: int, seconds: float) -> str:
+        lag = self.lag()
+        return (f"consumed {self.stats.polled} (applied {self.stats.applied}, duplicates "
+                f"{self.stats.duplicates}, dead letters {self.stats.dead_lettered}); "
+                f"{polled / seconds if seconds else 0:.0f} events/s; lag {lag}")
+
+    def lag(self) -> int | None:
+        assignment = list(self.consumer.assignment())
+        if not assignment:
+            return None
+        try:
+            ends = self.consumer.end_offsets(assignment)
+            return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in assignment)
+        except KafkaError:
+            return None

@@ -1,0 +1,106 @@
+"""The back office's event handlers, registered per event type in one place (`HANDLERS`).
+
+A handler is a plain function of (event, effects): it adds what the event changes to the batch's
+`Effects`, which `backoffice.projections.effects_apply` writes in bulk (one update per product)
+in the batch's transaction. Handlers run only for events the inbox has not seen in this consumer
+group, so counters move once per event id; stock and the ledger are order-insensitive too
+(highest version, latest event time), which makes every handler idempotent.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from backoffice.contract import IncomingEvent
+
+
+@dataclass
+class MetricsDelta:
+    likes: int = 0
+    views: int = 0
+    sales_quantity: int = 0
+    sales_amount: Decimal = Decimal("0.00")
+
+
+@dataclass
+class Effects:
+    metrics: dict[str, MetricsDelta] = field(default_factory=lambda: defaultdict(MetricsDelta))
+    stock: dict[str, tuple[int, int]] = field(default_factory=dict)  # product -> (version, quantity)
+    ledger: dict[str, dict[str, Any]] = field(default_factory=dict)  # order -> latest row
+
+    def stock_seen(self, product_id: str, *, version: int, quantity: int) -> None:
+        current = self.stock.get(product_id)
+        if current is None or version > current[0]:
+            self.stock[product_id] = (version, quantity)
+
+    def ledger_seen(self, order_id: str, row: dict[str, Any]) -> None:
+        current = self.ledger.get(order_id)
+        if current is None or row["event_time"] >= current["event_time"]:
+            self.ledger[order_id] = row
+
+
+def handle_like_changed(event: IncomingEvent, effects: Effects) -> None:
+    effects.metrics[event.payload["product_id"]].likes += 1 if event.payload["liked"] else -1
+
+
+def handle_product_viewed(event: IncomingEvent, effects: Effects) -> None:
+    effects.metrics[event.payload["product_id"]].views += 1
+
+
+def handle_stock_changed(event: IncomingEvent, effects: Effects) -> None:
+    payload = event.payload
+    effects.metrics[payload["product_id"]]  # the product gets a metrics row even with no counter
+    effects.stock_seen(payload["product_id"], version=payload["version"], quantity=payload["quantity"])
+
+
+def _sales(event: IncomingEvent, effects: Effects, sign: int) -> None:
+    for line in event.payload["lines"]:
+        delta = effects.metrics[line["product_id"]]
+        delta.sales_quantity += sign * line["quantity"]
+        delta.sales_amount += sign * line["quantity"] * line["unit_price"]
+
+
+def _ledger_row(event: IncomingEvent, status: str) -> dict[str, Any]:
+    payload = event.payload
+    return {"order_number": payload["order_number"], "user_id": payload["user_id"], "status": status,
+            "original_total": payload["original_total"], "discount": payload["discount"],
+            "final_total": payload["final_total"], "event_type": event.event_type,
+            "event_id": event.event_id, "event_time": event.occurred_at}
+
+
+def handle_order_confirmed(event: IncomingEvent, effects: Effects) -> None:
+    _sales(event, effects, +1)
+    effects.ledger_seen(event.payload["order_id"], _ledger_row(event, "CONFIRMED"))
+
+
+def handle_order_cancelled(event: IncomingEvent, effects: Effects) -> None:
+    if event.payload["was_confirmed"]:
+        _sales(event, effects, -1)
+    effects.ledger_seen(event.payload["order_id"], _ledger_row(event, "CANCELLED"))
+
+
+def handle_nothing(event: IncomingEvent, effects: Effects) -> None:
+    """Known events with no projection effect beyond the event log (kept for the audit)."""
+
+
+Handler = Callable[[IncomingEvent, Effects], None]
+
+HANDLERS: dict[tuple[str, int], Handler] = {
+    ("LikeChanged", 1): handle_like_changed,
+    ("ProductViewed", 1): handle_product_viewed,
+    ("StockChanged", 1): handle_stock_changed,
+    ("OrderCreated", 1): handle_nothing,
+    ("OrderConfirmed", 1): handle_order_confirmed,
+    ("OrderCancelled", 1): handle_order_cancelled,
+    ("PaymentCompleted", 1): handle_nothing,
+    ("PaymentFailed", 1): handle_nothing,
+}
+
+
+def event_handle(event: IncomingEvent, effects: Effects) -> None:
+    HANDLERS[(event.event_type, event.event_version)](event, effects)
+

@@ -1,0 +1,62 @@
+"""Back-office operations besides consuming: dead-letter redrive and inbox retention."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from backoffice.contract import ContractViolation, event_parse
+from backoffice.models import DeadLetter, InboxEntry
+from backoffice.projections import batch_apply
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RedriveResult:
+    redriven: int = 0
+    still_failing: int = 0
+
+
+def dead_letters_redrive(*, ids: list[int] | None = None) -> RedriveResult:
+    """Handle open dead letters again (after a fix); those that now pass are applied once."""
+    result = RedriveResult()
+    letters = DeadLetter.objects.filter(status=DeadLetter.Status.OPEN).order_by("id")
+    if ids is not None:
+        letters = letters.filter(id__in=ids)
+    for letter in letters:
+        headers = [(name, value.encode("latin-1")) for name, value in letter.headers]
+        key = bytes(letter.key) if letter.key is not None else None
+        value = bytes(letter.value) if letter.value is not None else None
+        try:
+            event = event_parse(topic=letter.topic, partition=letter.partition, offset=letter.offset,
+                                key=key, value=value, headers=headers)
+        except ContractViolation as exc:
+            letter.error = str(exc)
+            letter.save(update_fields=["error"])
+            result.still_failing += 1
+            continue
+        with transaction.atomic():
+            batch_apply(group=letter.consumer_group, events=[event], poison=[])
+            letter.status = DeadLetter.Status.REDRIVEN
+            letter.redriven_at = timezone.now()
+            letter.save(update_fields=["status", "redriven_at"])
+        result.redriven += 1
+    return result
+
+
+def inbox_purge(*, older_than: timedelta | None = None, chunk_size: int = 10000) -> int:
+    """Forget handled event ids older than BACKOFFICE_INBOX_RETENTION, in bounded chunks."""
+    cutoff = timezone.now() - (older_than or settings.BACKOFFICE_INBOX_RETENTION)
+    deleted_total = 0
+    while True:
+        ids = list(InboxEntry.objects.filter(handled_at__lt=cutoff).values_list("id", flat=True)[:chunk_size])
+        if not ids:
+            return deleted_total
+        deleted, _ = InboxEntry.objects.filter(id__in=ids).delete()
+        deleted_total += deleted

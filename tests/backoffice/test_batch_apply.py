@@ -1,0 +1,83 @@
+"""Applying batches without a broker: once per event id, stock by version, ledger by time."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from backoffice.contract import ContractViolation, event_parse
+from backoffice.models import EventLog, InboxEntry, OrderLedger, ProductMetrics
+from backoffice.projections import batch_apply
+from tests.backoffice.stream import Record, like, order_event, projections_differences, stock, stream_make, view
+
+pytestmark = pytest.mark.django_db
+
+
+def _events(records: list[Record]):  # noqa: ANN202
+    return [event_parse(topic=r.topic_stream, partition=0, offset=n, key=r.key, value=r.value,
+                        headers=r.headers) for n, r in enumerate(records)]
+
+
+def test_a_stream_applied_twice_equals_applied_once():
+    records, expected = stream_make(events=300)
+    batch_apply(group="g", events=_events(records), poison=[])
+    second = batch_apply(group="g", events=_events(records), poison=[])
+    assert second.applied == 0 and second.duplicates == 300
+    assert projections_differences(expected) == []
+    assert InboxEntry.objects.count() == 300 and EventLog.objects.count() == 300
+
+
+def test_duplicates_inside_one_batch_count_once():
+    record = like("1", True)
+    outcome = batch_apply(group="g", events=_events([record, record, view("1")]), poison=[])
+    assert outcome.applied == 2 and outcome.duplicates == 1
+    metrics = ProductMetrics.objects.get(product_id="1")
+    assert (metrics.like_count, metrics.view_count) == (1, 1)
+
+
+def test_an_older_stock_event_never_overwrites_a_newer_one():
+    batch_apply(group="g", events=_events([stock("5", 30, 3)]), poison=[])
+    batch_apply(group="g", events=_events([stock("5", 40, 2)]), poison=[])
+    metrics = ProductMetrics.objects.get(product_id="5")
+    assert (metrics.stock, metrics.stock_version) == (30, 3)
+
+
+def test_ledger_keeps_the_latest_state_by_event_time():
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    lines = [("3", 2, "5.00")]
+    cancelled = order_event("OrderCancelled", "9", lines, occurred_at=t0 + timedelta(seconds=1),
+                            reason="x", was_confirmed=True)
+    confirmed = order_event("OrderConfirmed", "9", lines, occurred_at=t0)
+    batch_apply(group="g", events=_events([cancelled]), poison=[])
+    batch_apply(group="g", events=_events([confirmed]), poison=[])
+    assert OrderLedger.objects.get(order_id="9").status == "CANCELLED"
+    metrics = ProductMetrics.objects.get(product_id="3")
+    assert (metrics.sales_quantity, metrics.sales_amount) == (0, Decimal("0.00"))
+
+
+def test_groups_have_their_own_inbox():
+    record = view("2")
+    batch_apply(group="a", events=_events([record]), poison=[])
+    assert batch_apply(group="b", events=_events([record]), poison=[]).applied == 1
+
+
+@pytest.mark.parametrize("mutate,reason", [
+    (lambda r: Record(r.topic_stream, r.key, b"{not json", r.headers), "not JSON"),
+    (lambda r: Record(r.topic_stream, r.key, r.value, [h for h in r.headers if h[0] != "event_id"]), "event_id"),
+    (lambda r: Record(r.topic_stream, r.key, r.value,
+                      [(n, b"nope" if n == "event_id" else v) for n, v in r.headers]), "UUID"),
+    (lambda r: Record(r.topic_stream, r.key, r.value,
+                      [(n, b"Exploded" if n == "event_type" else v) for n, v in r.headers]), "unknown event type"),
+    (lambda r: Record(r.topic_stream, r.key, r.value,
+                      [(n, b"9" if n == "event_version" else v) for n, v in r.headers]), "v9"),
+    (lambda r: Record(r.topic_stream, r.key, b'{"product_id": "1"}', r.headers), "missing"),
+    (lambda r: Record(r.topic_stream, r.key, r.value.replace(b'"liked": true', b'"liked": "yes"'), r.headers), "liked"),
+    (lambda r: Record(r.topic_stream, b"2", r.value, r.headers), "key"),
+])
+def test_contract_violations_name_the_problem(mutate, reason):
+    bad = mutate(like("1", True))
+    with pytest.raises(ContractViolation, match=reason):
+        _events([bad])
