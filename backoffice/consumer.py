@@ -76,6 +76,9 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
             max_poll_records=self.batch_size,
+            # A crashed member's partitions move to the others after this long without heartbeats.
+            session_timeout_ms=settings.BACKOFFICE_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=max(1000, settings.BACKOFFICE_SESSION_TIMEOUT_MS // 4),
             client_id=f"backoffice-{group_id}",
             **settings.KAFKA_SECURITY,
         )
@@ -111,7 +114,8 @@ class EventConsumer:
                 self._back_off("kafka poll failed", exc)
                 continue
             records = [record for batch in polled.values() for record in batch]
-            if records:
+            if records or not self.consumer.assignment():
+                # Idle means "assigned and nothing to read", not "waiting to join the group".
                 last_record_at = time.monotonic()
                 self._process(polled)
             now = time.monotonic()
@@ -188,7 +192,7 @@ class EventConsumer:
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets)
+            self.consumer.commit(offsets, timeout_ms=10000)
             for tp in offsets:
                 self._applied_offsets.pop(tp, None)
         except CommitFailedError as exc:

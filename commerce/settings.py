@@ -197,6 +197,7 @@ PAYMENT_CALLBACK_BASE_URL = env.str("PAYMENT_CALLBACK_BASE_URL", default="")
 # --- Back office ------------------------------------------------------------------------------
 BACKOFFICE_GROUP_ID = env.str("BACKOFFICE_GROUP_ID", default="backoffice")
 BACKOFFICE_BATCH_SIZE = env.int("BACKOFFICE_BATCH_SIZE", default=500)
+BACKOFFICE_SESSION_TIMEOUT_MS = env.int("BACKOFFICE_SESSION_TIMEOUT_MS", default=10000)
 BACKOFFICE_INBOX_RETENTION = timedelta(days=env.float("BACKOFFICE_INBOX_RETENTION_DAYS", default=14))
 PRODUCT_CACHE_KEY = "catalog:product:{product_id}"
 

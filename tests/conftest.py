@@ -30,6 +30,12 @@ from tests.support.processes import ManagedProcess, database_url_for_subprocess 
 
 
 @pytest.fixture(autouse=True)
+def _no_leftover_processes():  # noqa: ANN202
+    yield
+    ManagedProcess.kill_survivors()
+
+
+@pytest.fixture(autouse=True)
 def _test_settings(settings, tmp_path):  # noqa: ANN001, ANN202 - pytest fixture
     settings.SECURE_SSL_REDIRECT = False
     settings.CACHES = {

@@ -26,7 +26,13 @@ def database_url_for_subprocess(database: dict[str, Any]) -> str:
 
 
 class ManagedProcess:
-    """A child process with its output in a log file; waits for a line that says it is ready."""
+    """A child process with its output in a log file; waits for a line that says it is ready.
+
+    Every started process is remembered, so that a test that fails half-way still leaves none
+    behind (tests/conftest.py kills the survivors after each test).
+    """
+
+    started: list[ManagedProcess] = []
 
     def __init__(self, *, name: str, argv: list[str], env: dict[str, str], log_path: Path,
                  ready_text: str | None = None, cwd: Path | None = None) -> None:
@@ -43,6 +49,7 @@ class ManagedProcess:
         start_offset = self.log_path.stat().st_size
         self.popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=self._log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
+        ManagedProcess.started.append(self)
         if self.ready_text is None:
             return
         deadline = time.monotonic() + timeout
@@ -78,6 +85,14 @@ class ManagedProcess:
                 self.popen.wait(timeout=30)
         self._log.close()
         return self.popen.returncode
+
+    @classmethod
+    def kill_survivors(cls) -> None:
+        while cls.started:
+            process = cls.started.pop()
+            process.kill()
+            if not process._log.closed:
+                process._log.close()
 
     def wait(self, timeout: float) -> int:
         assert self.popen is not None

@@ -1,0 +1,162 @@
+"""consume_events against the real broker: redelivery, crashes, rebalances, poison, replay."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from backoffice.consumer import EventConsumer
+from backoffice.models import DeadLetter, EventLog, InboxEntry, ProductMetrics
+from tests.backoffice.stream import (
+    Record,
+    like,
+    produce,
+    projections_differences,
+    stock,
+    stream_make,
+    view,
+)
+from tests.support.kafka import kafka_read_all
+from tests.support.processes import ManagedProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _consume(group: str, *, until_idle_s: float = 3.0, batch_size: int = 200) -> EventConsumer:
+    consumer = EventConsumer(topics=list(settings.KAFKA_TOPICS.values()), group_id=group,
+                             batch_size=batch_size)
+    try:
+        consumer.run(until_idle_s=until_idle_s)
+    finally:
+        consumer.close()
+    return consumer
+
+
+def _consumer_process(name: str, env: dict, tmp_path, group: str, *extra: str) -> ManagedProcess:  # noqa: ANN001
+    return ManagedProcess(
+        name=name, env=env, log_path=tmp_path / f"{name}.log", ready_text="consuming",
+        argv=[sys.executable, "manage.py", "consume_events", "--group", group, "--batch-size", "50",
+              "--progress-every", "1", *extra])
+
+
+def _wait_for_inbox(count: int, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while InboxEntry.objects.count() < count and time.monotonic() < deadline:
+        time.sleep(0.3)
+
+
+def test_every_record_produced_twice_gives_the_metrics_of_once(kafka_topics):
+    records, expected = stream_make(events=500)
+    produce(records, kafka_topics)
+    produce(records, kafka_topics)  # the same event ids again
+    consumer = _consume(f"g-{uuid.uuid4().hex[:6]}")
+    assert consumer.stats.polled == 2 * len(records) and consumer.stats.duplicates == len(records)
+    assert projections_differences(expected) == []
+    assert EventLog.objects.count() == len(records)
+
+
+def test_consumer_killed_mid_stream_and_restarted_counts_exactly(kafka_topics, subprocess_env, tmp_path):
+    # given a stream and a consumer subprocess
+    records, expected = stream_make(events=3000, seed=11)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    produce(records, kafka_topics)
+    first = _consumer_process("consumer-1", subprocess_env, tmp_path, group)
+    first.start()
+    # when it is SIGKILLed while consuming
+    _wait_for_inbox(400)
+    first.kill()
+    handled_before_restart = InboxEntry.objects.count()
+    assert 0 < handled_before_restart < len(records)
+    second = _consumer_process("consumer-2", subprocess_env, tmp_path, group, "--until-idle", "4")
+    second.start()
+    assert second.wait(timeout=120) == 0, second.log_tail()
+    # then nothing was lost and nothing counted twice
+    assert InboxEntry.objects.count() == len(records)
+    assert projections_differences(expected) == []
+
+
+def test_group_members_joining_and_leaving_mid_stream_count_exactly(kafka_topics, subprocess_env, tmp_path):
+    records, expected = stream_make(events=3000, seed=5)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    produce(records[:1500], kafka_topics)
+    # two consumers share the 3 partitions of each topic
+    members = [_consumer_process(f"member-{n}", subprocess_env, tmp_path, group) for n in range(2)]
+    for member in members:
+        member.start()
+    _wait_for_inbox(300)
+    # a third joins, then the first leaves (SIGTERM: finishes its batch and commits)
+    third = _consumer_process("member-2", subprocess_env, tmp_path, group)
+    third.start()
+    produce(records[1500:], kafka_topics)
+    time.sleep(2)
+    assert members[0].stop() == 0, members[0].log_tail()
+    _wait_for_inbox(len(records))
+    for member in (members[1], third):
+        assert member.stop() == 0, member.log_tail()
+    assert InboxEntry.objects.count() == len(records)
+    assert projections_differences(expected) == []
+
+
+def test_poison_records_are_dead_lettered_and_never_block_good_ones(kafka_topics):
+    good, expected = stream_make(events=200, seed=3)
+    sample = like("1", True)
+    poison = [
+        Record("catalog-events", b"1", b"{broken json", sample.headers),
+        Record("catalog-events", b"1", sample.value, [h for h in sample.headers if h[0] != "event_id"]),
+        Record("catalog-events", b"1", sample.value,
+               [(n, b"Unheard" if n == "event_type" else v) for n, v in sample.headers]),
+        Record("catalog-events", b"1", b'{"product_id": "1", "liked": "maybe"}', sample.headers),
+    ]
+    mixed = []
+    for index, record in enumerate(good):
+        mixed.append(record)
+        if index % 50 == 0:
+            mixed.append(poison[index // 50])
+    produce(mixed, kafka_topics)
+    _consume(f"g-{uuid.uuid4().hex[:6]}")
+    assert projections_differences(expected) == []
+    letters = list(DeadLetter.objects.order_by("offset"))
+    assert len(letters) == 4 and all(letter.error for letter in letters)
+    dlq = kafka_read_all(f"{kafka_topics['catalog-events']}.dlq", expected=4)
+    assert len(dlq) == 4
+    assert all(r.headers["dlq_error"] and r.headers["dlq_source_topic"] == kafka_topics["catalog-events"].encode()
+               for r in dlq)
+    assert {bytes(letter.value) for letter in letters} == {r.value for r in dlq}
+
+
+def test_stock_delivered_out_of_order_keeps_the_highest_version(kafka_topics):
+    produce([stock("42", 7, 3), stock("42", 9, 2), stock("42", 11, 1)], kafka_topics)
+    _consume(f"g-{uuid.uuid4().hex[:6]}")
+    metrics = ProductMetrics.objects.get(product_id="42")
+    assert (metrics.stock, metrics.stock_version) == (7, 3)
+
+
+def test_stock_reaching_zero_invalidates_the_cached_product(kafka_topics):
+    from django.core.cache import cache
+
+    key = settings.PRODUCT_CACHE_KEY.format(product_id="77")
+    cache.set(key, {"stock": 1})
+    produce([view("77"), stock("77", 0, 1)], kafka_topics)
+    _consume(f"g-{uuid.uuid4().hex[:6]}")
+    assert cache.get(key) is None
+
+
+def test_replay_rebuilds_projections_equal_to_live(kafka_topics, settings):
+    records, expected = stream_make(events=800, seed=9)
+    produce(records, kafka_topics)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    settings.BACKOFFICE_GROUP_ID = group
+    _consume(group)
+    live = sorted(ProductMetrics.objects.values_list(
+        "product_id", "like_count", "view_count", "sales_quantity", "sales_amount", "stock"))
+    call_command("rebuild_projections", "--group", group, "--until-idle", "3")
+    replayed = sorted(ProductMetrics.objects.values_list(
+        "product_id", "like_count", "view_count", "sales_quantity", "sales_amount", "stock"))
+    assert replayed == live
+    assert projections_differences(expected) == []
+    assert InboxEntry.objects.filter(consumer_group=group).count() == len(records)
