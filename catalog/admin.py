@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest
+
+from catalog.models import Like, Product, ProductView
+from catalog.services import product_create, product_restock
+
+
+class ProductCreateForm(forms.ModelForm):
+    class Meta:
+        model = Product
+        fields = ["name", "price", "stock"]
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    """Stock changes only through the services (they emit StockChanged): created with its initial
+    stock, then restocked with the action; name and price are plain edits."""
+
+    list_display = ["id", "name", "price", "stock", "stock_version", "updated_at"]
+    search_fields = ["name", "=id"]
+    list_filter = ["updated_at"]
+    actions = ["restock_ten"]
+
+    def get_form(self, request, obj=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        if obj is None:
+            kwargs["form"] = ProductCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Product | None = None) -> list[str]:
+        return ["stock", "stock_version", "created_at", "updated_at"] if obj else []
+
+    def save_model(self, request: HttpRequest, obj: Product, form, change: bool) -> None:  # noqa: ANN001
+        if change:
+            obj.save(update_fields=["name", "price", "updated_at"])
+        else:
+            created = product_create(name=obj.name, price=obj.price, stock=obj.stock)
+            obj.pk = created.pk
+
+    @admin.action(description="Restock 10 units (emits StockChanged)")
+    def restock_ten(self, request: HttpRequest, queryset) -> None:  # noqa: ANN001
+        for product in queryset:
+            product_restock(product_id=product.id, quantity=10)
+        self.message_user(request, f"Restocked {queryset.count()} product(s).", messages.SUCCESS)
+
+
+@admin.register(Like)
+class LikeAdmin(admin.ModelAdmin):
+    list_display = ["id", "user", "product", "created_at"]
+    search_fields = ["=product__id", "user__username"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Like | None = None) -> bool:
+        return False
+
+
+@admin.register(ProductView)
+class ProductViewAdmin(admin.ModelAdmin):
+    list_display = ["id", "product", "user", "viewed_at"]
+    list_filter = ["viewed_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ProductView | None = None) -> bool:
+        return False

@@ -249,5 +249,7 @@ LOGGING = {
     "loggers": {
         "kafka": {"level": env.str("KAFKA_LOG_LEVEL", default="WARNING")},
         "django.db.backends": {"level": "INFO"},
+        # The file broker has no host name; kombu warns about it on every publish.
+        "kombu.connection": {"level": "ERROR"},
     },
 }

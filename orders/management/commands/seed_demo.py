@@ -1,0 +1,57 @@
+"""Demo data for `make run`: products, users with API tokens and coupons; a superuser in DEBUG."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from catalog.models import Product
+from catalog.services import product_create
+from orders.models import Coupon
+
+PRODUCTS = [("Espresso cup", "8.50"), ("Pour-over kettle", "39.00"), ("Burr grinder", "129.00"),
+            ("Coffee beans 1kg", "24.90"), ("Milk jug", "14.00"), ("Tamper", "19.50"),
+            ("Scale", "45.00"), ("Filter papers", "5.90"), ("Travel mug", "22.00"),
+            ("Cold brew bottle", "27.50"), ("Moka pot", "34.00"), ("French press", "29.00"),
+            ("Knock box", "18.00"), ("Cleaning tablets", "9.90"), ("Latte glass", "7.50"),
+            ("Dripper", "16.00"), ("Server jug", "21.00"), ("Canister", "17.00"),
+            ("Barista apron", "32.00"), ("Descaler", "11.00")]
+DEMO_USERS = ["alice", "bob", "carol"]
+DEV_ADMIN = ("admin", "admin-dev-only")
+
+
+class Command(BaseCommand):
+    help = "Create demo products, users with tokens and coupons (idempotent); a dev superuser in DEBUG."
+
+    def add_arguments(self, parser) -> None:  # noqa: ANN001
+        parser.add_argument("--stock", type=int, default=500)
+
+    def handle(self, *args, stock: int, **options) -> None:  # noqa: ANN002, ANN003
+        existing = set(Product.objects.values_list("name", flat=True))
+        for name, price in PRODUCTS:
+            if name not in existing:
+                product_create(name=name, price=Decimal(price), stock=stock)
+        User = get_user_model()
+        for username in DEMO_USERS:
+            user, created = User.objects.get_or_create(username=username)
+            if created:
+                user.set_password(f"{username}-dev-only")
+                user.save()
+            token, _ = Token.objects.get_or_create(user=user)
+            for n, (kind, value) in enumerate([(Coupon.Kind.FIXED, "5.00"), (Coupon.Kind.PERCENT, "10")]):
+                Coupon.objects.get_or_create(code=f"{username.upper()}-{n + 1}", defaults={
+                    "kind": kind, "value": Decimal(value), "owner": user,
+                    "expires_at": timezone.now() + timedelta(days=365)})
+            self.stdout.write(f"user {username}: token {token.key}")
+        if settings.DEBUG:
+            username, password = DEV_ADMIN
+            if not User.objects.filter(username=username).exists():
+                User.objects.create_superuser(username=username, password=password, email="")
+            self.stdout.write(f"admin (development only): {username} / {password}")
+        self.stdout.write(f"{Product.objects.count()} products, {Coupon.objects.count()} coupons")
