@@ -30,7 +30,9 @@ def callback_signature(body: bytes) -> str:
 def callback_signature_valid(body: bytes, signature: str | None) -> bool:
     if not signature:
         return False
-    return hmac.compare_digest(callback_signature(body), signature.strip().lower())
+    # Bytes on both sides: compare_digest refuses non-ASCII text, and a header may hold anything.
+    presented = signature.strip().lower().encode("utf-8", errors="replace")
+    return hmac.compare_digest(callback_signature(body).encode(), presented)
 
 
 def callback_body(*, transaction_key: str, status: str, reason: str = "") -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,6 +27,8 @@ from payments.models import Payment
 from payments.signals import payment_completed, payment_failed
 
 logger = logging.getLogger(__name__)
+
+TRANSACTION_KEY = re.compile(r"txn_[0-9a-f]{24}")
 
 
 class InvalidSignature(Exception):
@@ -133,8 +136,9 @@ def payment_callback_handle(*, body: bytes, signature: str | None) -> CallbackOu
         raise DomainValidationError("body must be a JSON object", field="non_field_errors")
     key = data.get("transaction_key")
     status = data.get("status")
-    if not isinstance(key, str) or not key:
-        raise DomainValidationError("this field is required", field="transaction_key")
+    if not isinstance(key, str) or not TRANSACTION_KEY.fullmatch(key):
+        raise DomainValidationError("must be a transaction key (txn_ and 24 hex digits)",
+                                    field="transaction_key")
     if status == Payment.Status.COMPLETED:
         return payment_complete(transaction_key=key)
     if status == Payment.Status.FAILED:

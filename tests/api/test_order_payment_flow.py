@@ -147,7 +147,7 @@ def test_callback_with_a_bad_signature_is_401_and_changes_nothing(
 
 
 def test_signed_callback_for_an_unknown_payment_is_404(api_client):
-    body = callback_body(transaction_key="txn_unknown", status="COMPLETED")
+    body = callback_body(transaction_key="txn_" + "0" * 24, status="COMPLETED")
     response = api_client.post("/api/payments/callback/", body, content_type="application/json",
                                HTTP_X_SIGNATURE=callback_signature(body))
     assert response.status_code == 404
