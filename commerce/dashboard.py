@@ -1,0 +1,155 @@
+"""The pipeline dashboard in the admin (staff only): is every event flowing?
+
+Outbox backlog and publish rate, consumer lag per partition (Kafka's committed offsets against
+the end offsets), dead letters, a chart of events per second, and the trace of one order from
+its HTTP request to the back office.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.db.models.functions import TruncMinute
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+
+from backoffice.models import DeadLetter, InboxEntry
+from commerce.tracing import trace_id_of
+from orders.models import Order
+from outbox.housekeeping import outbox_status
+from outbox.models import OutboxEvent
+
+logger = logging.getLogger(__name__)
+
+CHART_MINUTES = 10
+CHART_BUCKET_S = 10
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return self.end - (self.committed or 0)
+
+
+def consumer_lag(group: str) -> list[PartitionLag] | str:
+    """Lag of the group per partition, or the reason it cannot be read now."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                                 request_timeout_ms=3000, **settings.KAFKA_SECURITY)
+        consumer = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                                 request_timeout_ms=3000, **settings.KAFKA_SECURITY)
+    except Exception as exc:  # noqa: BLE001 - shown on the page instead of the table
+        return f"Kafka unavailable: {type(exc).__name__}: {exc}"
+    try:
+        committed = admin.list_consumer_group_offsets(group)
+        partitions = [TopicPartition(topic, p) for topic in settings.KAFKA_TOPICS.values()
+                      for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        ends = consumer.end_offsets(partitions) if partitions else {}
+        return [PartitionLag(tp.topic, tp.partition,
+                             committed[tp].offset if tp in committed else None, ends[tp])
+                for tp in partitions]
+    except Exception as exc:  # noqa: BLE001
+        return f"Kafka unavailable: {type(exc).__name__}: {exc}"
+    finally:
+        admin.close()
+        consumer.close()
+
+
+def _per_bucket(timestamps: list, since) -> list[float]:  # noqa: ANN001
+    buckets = [0] * (CHART_MINUTES * 60 // CHART_BUCKET_S)
+    for ts in timestamps:
+        index = int((ts - since).total_seconds() // CHART_BUCKET_S)
+        if 0 <= index < len(buckets):
+            buckets[index] += 1
+    return [count / CHART_BUCKET_S for count in buckets]
+
+
+def chart_svg(series: dict[str, tuple[str, list[float]]], *, width: int = 640, height: int = 160) -> str:
+    """A small line chart of events per second, drawn on the server as SVG."""
+    peak = max([max(values, default=0) for _, values in series.values()] + [1.0])
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20}" '
+             f'role="img" aria-label="events per second">',
+             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#f8f8f8" stroke="#ccc"/>',
+             f'<text x="4" y="12" font-size="10">{peak:.0f}/s</text>',
+             f'<text x="4" y="{height + 14}" font-size="10">-{CHART_MINUTES} min</text>',
+             f'<text x="{width - 30}" y="{height + 14}" font-size="10">now</text>']
+    for label_index, (name, (color, values)) in enumerate(series.items()):
+        if values:
+            step = width / max(len(values) - 1, 1)
+            points = " ".join(f"{i * step:.1f},{height - (v / peak) * (height - 16):.1f}"
+                              for i, v in enumerate(values))
+            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
+        parts.append(f'<text x="{80 + 110 * label_index}" y="{height + 14}" font-size="11" '
+                     f'fill="{color}">{name}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def pipeline_dashboard(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    since = now - timedelta(minutes=CHART_MINUTES)
+    group = settings.BACKOFFICE_GROUP_ID
+    topics = [{"topic": r.topic, "pending": r.pending, "dead": r.dead,
+               "oldest_pending_age_s": r.oldest_pending_age_s(now),
+               "published_last_minute": r.published_last_minute} for r in outbox_status()]
+    totals = OutboxEvent.objects.aggregate(
+        pending=Count("seq", filter=Q(status=OutboxEvent.Status.PENDING)),
+        dead=Count("seq", filter=Q(status=OutboxEvent.Status.DEAD)),
+        published=Count("seq", filter=Q(status=OutboxEvent.Status.PUBLISHED)))
+    published_times = list(OutboxEvent.objects.filter(published_at__gte=since)
+                           .values_list("published_at", flat=True))
+    handled_times = list(InboxEntry.objects.filter(consumer_group=group, handled_at__gte=since)
+                         .values_list("handled_at", flat=True))
+    lag = consumer_lag(group)
+    context = {
+        **admin_context(request, "Pipeline"),
+        "topics": topics,
+        "totals": totals,
+        "consumed_total": InboxEntry.objects.filter(consumer_group=group).count(),
+        "publish_rate": sum(1 for t in published_times if t >= now - timedelta(minutes=1)) / 60,
+        "lag": lag if isinstance(lag, list) else None,
+        "lag_error": lag if isinstance(lag, str) else None,
+        "lag_total": sum(p.lag for p in lag) if isinstance(lag, list) else None,
+        "dead_letters_open": DeadLetter.objects.filter(status=DeadLetter.Status.OPEN).count(),
+        "recent_orders": Order.objects.order_by("-id")[:10],
+        "chart": chart_svg({"published": ("#2b6cb0", _per_bucket(published_times, since)),
+                            "consumed": ("#2f855a", _per_bucket(handled_times, since))}),
+        "group": group,
+    }
+    return render(request, "admin/pipeline/dashboard.html", context)
+
+
+def order_trace(request: HttpRequest, order_id: int) -> HttpResponse:
+    order = get_object_or_404(Order.objects.prefetch_related("lines", "payments"), id=order_id)
+    rows = list(OutboxEvent.objects.filter(
+        Q(aggregatetype="order", aggregateid=str(order.id)) | Q(type="StockChanged", payload__order_id=str(order.id))
+    ).order_by("seq"))
+    handled = dict(InboxEntry.objects.filter(consumer_group=settings.BACKOFFICE_GROUP_ID,
+                                             event_id__in=[r.event_id for r in rows])
+                   .values_list("event_id", "handled_at"))
+    events = [{"row": row, "handled_at": handled.get(row.event_id),
+               "trace_id": trace_id_of(row.headers.get("traceparent")),
+               "latency_ms": ((handled[row.event_id] - row.occurred_at).total_seconds() * 1000
+                              if row.event_id in handled else None)} for row in rows]
+    context = {**admin_context(request, f"Trace of order {order.number}"), "order": order,
+               "events": events, "request_trace_id": events[0]["trace_id"] if events else None}
+    return render(request, "admin/pipeline/order_trace.html", context)
+
+
+def admin_context(request: HttpRequest, title: str) -> dict:
+    from django.contrib import admin
+
+    return {**admin.site.each_context(request), "title": title}
