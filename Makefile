@@ -30,12 +30,17 @@ services:
 kafka-start:
 	scripts/kafka-local start
 
-kafka-stop:
-	scripts/kafka-local stop
+kafka-demo: venv
+	$(PY) scripts/run_local.py --demo $(or $(ACTIONS),1000)
 
 stop:
-	-$(PY) scripts/run_local.py --stop
 	scripts/kafka-local stop
+
+demo: venv
+	$(PY) scripts/run_local.py --demo $(or $(ACTIONS),1000)
+
+stop:
+	$(PY) scripts/run_local.py --stop
 
 clean: stop
 	rm -rf var

@@ -213,6 +213,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_celery_dir / "processed"),
         "control_folder": str(_celery_dir / "control"),
         "store_processed": False,
+        # The file transport polls its folder; its default of 1 s would add up to a second to
+        # every kick and reaction.
+        "polling_interval": 0.05,
     }
     for _folder in ("queue", "processed", "control"):
         (_celery_dir / _folder).mkdir(parents=True, exist_ok=True)

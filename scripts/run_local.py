@@ -54,27 +54,43 @@ def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
                             start_new_session=True)
 
 
-def stop_processes(pids: dict[str, int]) -> None:
-    for name, pid in pids.items():
+def stop_processes(processes: dict[str, subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
+    """SIGTERM each process (it stops its own children), SIGKILL the groups of what is left."""
+    for name, process in processes.items():
+        if process.poll() is None:
+            say(f"stopping {name} (pid {process.pid})")
+            process.terminate()
+    deadline = time.monotonic() + timeout_s
+    for name, process in processes.items():
         try:
-            os.killpg(pid, signal.SIGTERM)
-            say(f"stopping {name} (pid {pid})")
-        except ProcessLookupError:
-            continue
-    deadline = time.monotonic() + 20
-    for name, pid in pids.items():
-        while time.monotonic() < deadline:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say(f"{name} did not stop in time: killed")
             try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.2)
-        else:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-                say(f"{name} did not stop in time: killed")
+                os.killpg(process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            process.wait()
+
+
+def stop_running_supervisor() -> None:
+    """`make stop` from another shell: ask the running `make run` to stop what it started."""
+    if not PIDS_FILE.exists():
+        say("nothing to stop")
+        return
+    pid = json.loads(PIDS_FILE.read_text())["supervisor"]
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        PIDS_FILE.unlink(missing_ok=True)
+        return
+    say(f"asked make run (pid {pid}) to stop")
+    for _ in range(600):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 def readiness() -> str:
@@ -93,15 +109,29 @@ def readiness() -> str:
     return " ".join(parts)
 
 
+def run_demo(actions: int, processes: dict[str, subprocess.Popen[bytes]]) -> int:
+    """`make demo`: traffic through the running stack, the report and the consistency check."""
+    deadline = time.monotonic() + 60
+    while "database=ok kafka=ok celery_broker=ok" not in readiness():
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes.values()):
+            say(f"the stack did not become ready: {readiness()}")
+            return 1
+        time.sleep(1)
+    say(f"simulating {actions} user actions")
+    result = subprocess.run([PY, "manage.py", "simulate_traffic", "--base-url", f"http://{HOST}:{PORT}",
+                             "--actions", str(actions), "--drain-timeout", "300"], cwd=PROJECT_DIR)
+    return result.returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stop", action="store_true", help="stop what a running `make run` started")
+    parser.add_argument("--demo", type=int, default=None, metavar="ACTIONS",
+                        help="run simulate_traffic with this many actions, report, then stop")
     options = parser.parse_args()
 
     if options.stop:
-        if PIDS_FILE.exists():
-            stop_processes(json.loads(PIDS_FILE.read_text()))
-            PIDS_FILE.unlink()
+        stop_running_supervisor()
         return 0
 
     kafka_local = str(PROJECT_DIR / "scripts" / "kafka-local")
@@ -122,9 +152,9 @@ def main() -> int:
                                    "--loglevel=INFO", "--concurrency=2"]),
         "consumer": start("consumer", [PY, "manage.py", "consume_events"]),
     }
-    pids = {name: process.pid for name, process in processes.items()}
     PIDS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    PIDS_FILE.write_text(json.dumps(pids))
+    PIDS_FILE.write_text(json.dumps({"supervisor": os.getpid(),
+                                     **{name: p.pid for name, p in processes.items()}}))
 
     base = f"http://{HOST}:{PORT}"
     say(f"API docs:   {base}/api/docs/")
@@ -143,6 +173,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     exit_code = 0
     try:
+        if options.demo is not None:
+            return run_demo(options.demo, processes)
         while not stopping:
             dead = [name for name, process in processes.items() if process.poll() is not None]
             if dead:
@@ -155,7 +187,7 @@ def main() -> int:
                     break
                 time.sleep(0.1)
     finally:
-        stop_processes(pids)
+        stop_processes(processes)
         PIDS_FILE.unlink(missing_ok=True)
         if kafka_started_here:
             subprocess.run([kafka_local, "stop"], check=False)
