@@ -54,6 +54,7 @@ from kafka.errors import (
     RecordListTooLargeError,
 )
 
+from commerce.tracing import trace_context
 from outbox.kafka import producer_get, producer_reset
 from outbox.models import OutboxEvent
 
@@ -210,6 +211,10 @@ def _write_back(*, token: uuid.UUID, rows: list[OutboxEvent], outcomes: dict[int
                 row.claim_expires_at = None
                 failed.append(row)
                 result.errors.append(row.last_error)
+                with trace_context((row.headers or {}).get("traceparent")):
+                    logger.warning("outbox send failed", extra={
+                        "event_id": str(row.event_id), "event_type": row.type, "topic": row.topic,
+                        "attempts": row.attempts, "status": row.status, "error": row.last_error})
             else:
                 row.status = OutboxEvent.Status.PUBLISHED
                 row.published_at = now
