@@ -43,29 +43,28 @@ class PartitionLag:
 
 
 def consumer_lag(group: str) -> list[PartitionLag] | str:
-    """Lag of the group per partition, or the reason it cannot be read now."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    """Lag of the group per partition, or the reason it cannot be read now.
+
+    A consumer that names the group but never subscribes reads the group's committed offsets
+    without joining it (no rebalance of the real consumers).
+    """
+    from kafka import KafkaConsumer, TopicPartition
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                                 request_timeout_ms=3000, **settings.KAFKA_SECURITY)
-        consumer = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                                 request_timeout_ms=3000, **settings.KAFKA_SECURITY)
+        reader = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, group_id=group,
+                               enable_auto_commit=False, request_timeout_ms=3000,
+                               **settings.KAFKA_SECURITY)
     except Exception as exc:  # noqa: BLE001 - shown on the page instead of the table
         return f"Kafka unavailable: {type(exc).__name__}: {exc}"
     try:
-        committed = admin.list_consumer_group_offsets(group)
         partitions = [TopicPartition(topic, p) for topic in settings.KAFKA_TOPICS.values()
-                      for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        ends = consumer.end_offsets(partitions) if partitions else {}
-        return [PartitionLag(tp.topic, tp.partition,
-                             committed[tp].offset if tp in committed else None, ends[tp])
-                for tp in partitions]
+                      for p in sorted(reader.partitions_for_topic(topic) or [])]
+        ends = reader.end_offsets(partitions) if partitions else {}
+        return [PartitionLag(tp.topic, tp.partition, reader.committed(tp), ends[tp]) for tp in partitions]
     except Exception as exc:  # noqa: BLE001
         return f"Kafka unavailable: {type(exc).__name__}: {exc}"
     finally:
-        admin.close()
-        consumer.close()
+        reader.close()
 
 
 def _per_bucket(timestamps: list, since) -> list[float]:  # noqa: ANN001
