@@ -1,0 +1,122 @@
+"""Shared set-up of the benchmarks: Django on PostgreSQL, fresh topics, memory readings."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgres://commerce:commerce@127.0.0.1:5432/commerce_bench"
+
+
+def django_setup() -> None:
+    """Django with the benchmark database (PostgreSQL; created and migrated if missing)."""
+    sys.path.insert(0, str(PROJECT_DIR))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ["OUTBOX_KICK_ENABLED"] = "0"
+    url = os.environ["DATABASE_URL"]
+    if not url.startswith("postgres"):
+        raise SystemExit(f"benchmarks run on PostgreSQL; DATABASE_URL is {url}")
+    _database_ensure(url)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _database_ensure(url: str) -> None:
+    import psycopg
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    with psycopg.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username,
+                         password=parts.password, dbname="postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def topics_fresh(streams: list[str] | None = None) -> dict[str, str]:
+    from django.conf import settings
+
+    from tests.support.kafka import kafka_topics_create
+
+    suffix = uuid.uuid4().hex[:8]
+    topics = {stream: f"bench-{suffix}-{stream}" for stream in (streams or list(settings.KAFKA_TOPICS))}
+    names = list(topics.values()) + [f"{name}.dlq" for name in topics.values()]
+    kafka_topics_create(",".join(settings.KAFKA_BOOTSTRAP_SERVERS), names, partitions=3)
+    settings.KAFKA_TOPICS = topics
+    return topics
+
+
+def topics_delete(topics: dict[str, str]) -> None:
+    from django.conf import settings
+
+    from tests.support.kafka import kafka_topics_delete
+
+    names = list(topics.values()) + [f"{name}.dlq" for name in topics.values()]
+    kafka_topics_delete(",".join(settings.KAFKA_BOOTSTRAP_SERVERS), names)
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class RssSampler:
+    """Samples resident memory in the background; growth = last quarter's mean minus second's."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        self.samples: list[float] = []
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(rss_mb())
+            time.sleep(self.every_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_mb(self) -> float:
+        if len(self.samples) < 8:
+            return 0.0
+        quarter = len(self.samples) // 4
+        second = self.samples[quarter:2 * quarter]
+        last = self.samples[-quarter:]
+        return round(sum(last) / len(last) - sum(second) / len(second), 1)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def finish(figures: dict[str, object]) -> None:
+    """The last line of every benchmark: one JSON object of its figures."""
+    print(json.dumps(figures), flush=True)
