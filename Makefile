@@ -5,7 +5,7 @@ PYTHON_BOOTSTRAP ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-unit test-integration venv services kafka-start kafka-stop stop demo bench chaos clean
+.PHONY: run test test-unit venv services kafka-start kafka-stop stop demo bench chaos clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -33,11 +33,35 @@ kafka-start:
 kafka-demo: venv
 	$(PY) scripts/run_local.py --demo $(or $(ACTIONS),1000)
 
+# The fault campaign at scale (>= 50,000 user actions, >= 20 faults) on PostgreSQL + Redis + Kafka.
+chaos: venv
+	eval "$$(scripts/services-up --env)" && scripts/kafka-local start && \
+	  CELERY_BROKER_URL=redis://127.0.0.1:6379/6 $(PY) -m tests.fault.campaign \
+	  --actions $(or $(ACTIONS),50000) --faults $(or $(FAULTS),20) $(if $(SEED),--seed $(SEED),)
+
+# Every benchmark; regenerates docs/BENCHMARKS.md and its plot.
+bench: venv
+	$(PY) -m pip install -q -r requirements-bench.txt
+	eval "$$(scripts/services-up --env)" && scripts/kafka-local start && \
+	  $(PY) bench/report.py $(if $(QUICK),--quick,)
+
 stop:
 	scripts/kafka-local stop
 
 demo: venv
 	$(PY) scripts/run_local.py --demo $(or $(ACTIONS),1000)
+
+# The fault campaign at scale (>= 50,000 user actions, >= 20 faults) on PostgreSQL + Redis + Kafka.
+chaos: venv
+	eval "$$(scripts/services-up --env)" && scripts/kafka-local start && \
+	  CELERY_BROKER_URL=redis://127.0.0.1:6379/6 $(PY) -m tests.fault.campaign \
+	  --actions $(or $(ACTIONS),50000) --faults $(or $(FAULTS),20) $(if $(SEED),--seed $(SEED),)
+
+# Every benchmark; regenerates docs/BENCHMARKS.md and its plot.
+bench: venv
+	$(PY) -m pip install -q -r requirements-bench.txt
+	eval "$$(scripts/services-up --env)" && scripts/kafka-local start && \
+	  $(PY) bench/report.py $(if $(QUICK),--quick,)
 
 stop:
 	$(PY) scripts/run_local.py --stop

@@ -193,6 +193,7 @@ PAYMENT_CALLBACK_SECRET = env.str(
 PAYMENT_SIM_FAILURE_RATE = env.float("PAYMENT_SIM_FAILURE_RATE", default=0.1)
 PAYMENT_SIM_DELAY = env.float("PAYMENT_SIM_DELAY", default=0.2)
 PAYMENT_RECONCILE_AFTER = env.float("PAYMENT_RECONCILE_AFTER", default=30.0)
+PAYMENT_RECONCILE_INTERVAL = env.float("PAYMENT_RECONCILE_INTERVAL", default=30.0)
 # Where the simulated gateway POSTs its callbacks; empty: it calls the callback handler in-process.
 PAYMENT_CALLBACK_BASE_URL = env.str("PAYMENT_CALLBACK_BASE_URL", default="")
 
@@ -230,7 +231,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "outbox-drain": {"task": "outbox.relay_drain", "schedule": OUTBOX_POLL_INTERVAL},
     "outbox-purge-published": {"task": "outbox.purge_published", "schedule": 3600.0},
-    "payments-reconcile": {"task": "payments.reconcile", "schedule": 30.0},
+    "payments-reconcile": {"task": "payments.reconcile", "schedule": PAYMENT_RECONCILE_INTERVAL},
     "backoffice-purge-inbox": {"task": "backoffice.purge_inbox", "schedule": 3600.0},
 }
 

@@ -1,0 +1,249 @@
+"""The fault campaign: traffic through the real stack while a seeded controller kills and
+restarts its parts, then an exact consistency check.
+
+The stack: the API server, a Celery worker with beat (relay, gateway, reactions,
+reconciliation) and `consume_events`, on PostgreSQL and a Kafka broker of the campaign's own.
+The controller injects, at moments drawn from the seed (the same seed gives the same schedule):
+SIGKILL of the worker, SIGKILL of the consumer, a stop and start of the Kafka broker, and a
+restart of PostgreSQL. At the end everything is running again, the pipeline drains, and
+`simulate_traffic`'s consistency check must find no difference.
+
+Used by tests/fault/test_campaign.py (small scale, in `make test`) and by `make chaos`:
+
+    python -m tests.fault.campaign --actions 50000 --faults 20 --seed 7
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.kafka import PrivateBroker, kafka_topics_create
+from tests.support.processes import ManagedProcess
+
+FAULT_KINDS = ("worker_kill", "consumer_kill", "kafka_restart", "postgres_restart")
+
+
+@dataclass
+class CampaignReport:
+    seed: int
+    schedule: list[tuple[float, str]]
+    faults: Counter = field(default_factory=Counter)
+    simulation: dict = field(default_factory=dict)
+    duplicates_absorbed: int = 0
+
+    def as_json(self) -> dict:
+        return {"seed": self.seed, "faults": sum(self.faults.values()),
+                "faults_by_kind": dict(self.faults),
+                "actions": self.simulation.get("actions", 0),
+                "events": self.simulation.get("events_recorded", 0),
+                "duplicates_absorbed": self.duplicates_absorbed,
+                "dead_letters": self.simulation.get("dead_letters", 0),
+                "server_errors_during_faults": self.simulation.get("server_errors", 0),
+                "differences": len(self.simulation.get("differences", ["not run"])),
+                "drained": self.simulation.get("drained", False),
+                "latency_ms": self.simulation.get("latency_ms")}
+
+    def table(self) -> str:
+        data = self.as_json()
+        lines = ["== fault campaign ==", f"{'seed':<30}{self.seed}"]
+        for kind in FAULT_KINDS:
+            lines.append(f"{'faults: ' + kind:<30}{self.faults.get(kind, 0)}")
+        for key in ("actions", "events", "duplicates_absorbed", "dead_letters",
+                    "server_errors_during_faults", "differences"):
+            lines.append(f"{key:<30}{data[key]}")
+        return "\n".join(lines)
+
+
+def fault_schedule(*, seed: int, faults: int, duration_s: float, kinds: tuple[str, ...]) -> list[tuple[float, str]]:
+    """Moments (seconds from the start) and kinds of the faults: a function of the seed alone."""
+    rng = random.Random(seed)
+    moments = sorted(rng.uniform(0.05 * duration_s, 0.9 * duration_s) for _ in range(faults))
+    return [(round(moment, 2), kinds[index % len(kinds)] if index < len(kinds) else rng.choice(kinds))
+            for index, moment in enumerate(moments)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Stack:
+    """The processes of `make run`, each restartable, on the given environment."""
+
+    def __init__(self, *, env: dict[str, str], log_dir: Path, port: int) -> None:
+        self.env, self.log_dir, self.port = env, log_dir, port
+        self.processes: dict[str, ManagedProcess] = {}
+
+    def _make(self, name: str) -> ManagedProcess:
+        python = sys.executable
+        argv = {
+            "server": [python, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"],
+            "worker": [python, "-m", "celery", "-A", "commerce", "worker", "--beat", "--pool=prefork",
+                       "--concurrency=2", "--loglevel=INFO", "--purge",
+                       f"--schedule={self.log_dir / 'celerybeat-schedule'}"],
+            "consumer": [python, "manage.py", "consume_events", "--batch-size", "200"],
+        }[name]
+        ready = {"server": "Quit the server", "worker": "ready.", "consumer": "consuming"}[name]
+        return ManagedProcess(name=name, argv=argv, env=self.env, log_path=self.log_dir / f"{name}.log",
+                              ready_text=ready)
+
+    def start(self, name: str) -> None:
+        process = self._make(name)
+        process.start(timeout=90)
+        self.processes[name] = process
+
+    def kill(self, name: str) -> None:
+        self.processes[name].kill()
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+
+
+def _records_on(bootstrap: str, topics: dict[str, str]) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=[bootstrap])
+    try:
+        partitions = [TopicPartition(t, p) for t in topics.values() for p in consumer.partitions_for_topic(t) or []]
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
+
+
+def postgres_restart() -> None:
+    subprocess.run(["bash", "-c", "pg_ctlcluster $(pg_lsclusters -h | head -n1 | cut -d' ' -f1,2) restart"],
+                   check=True, timeout=120)
+
+
+def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], log_dir: Path,
+                 topics: dict[str, str], kinds: tuple[str, ...] = FAULT_KINDS,
+                 rate: float = 60.0, say=print) -> CampaignReport:  # noqa: ANN001
+    """Run traffic and faults against a fresh stack; returns the report (differences must be 0)."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    from backoffice.models import InboxEntry
+
+    duration_s = actions / rate
+    report = CampaignReport(seed=seed, schedule=fault_schedule(seed=seed, faults=faults,
+                                                               duration_s=duration_s, kinds=kinds))
+    say(f"fault campaign: seed {seed}, {actions} actions at {rate}/s, schedule {report.schedule}")
+    broker = PrivateBroker(port=19192)
+    broker.start()
+    kafka_topics_create(broker.bootstrap, list(topics.values()) + [f"{t}.dlq" for t in topics.values()])
+    port = _free_port()
+    stack_env = dict(env, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+                     PAYMENT_CALLBACK_BASE_URL=f"http://127.0.0.1:{port}", PAYMENT_SIM_FAILURE_RATE="0.2",
+                     PAYMENT_SIM_DELAY="0.2", PAYMENT_RECONCILE_AFTER="8", PAYMENT_RECONCILE_INTERVAL="3",
+                     OUTBOX_POLL_INTERVAL="1", OUTBOX_CLAIM_TTL="10", OUTBOX_BACKOFF_MAX="3",
+                     OUTBOX_KICK_ENABLED="1", DB_CONN_MAX_AGE="0")
+    stack = Stack(env=stack_env, log_dir=log_dir, port=port)
+    simulation_output: dict = {}
+    try:
+        for name in ("server", "worker", "consumer"):
+            stack.start(name)
+
+        def simulate() -> None:
+            import io
+
+            out = io.StringIO()
+            try:
+                call_command("simulate_traffic", "--base-url", f"http://127.0.0.1:{port}",
+                             "--actions", str(actions), "--rate", str(rate), "--users", "4",
+                             "--seed", str(seed), "--drain-timeout", "240", "--json",
+                             "--tolerate-server-errors", stdout=out)
+            except SystemExit:
+                pass
+            finally:
+                connection.close()
+            lines = out.getvalue().strip().splitlines()
+            simulation_output["report"] = json.loads(lines[-1]) if lines else {}
+            simulation_output["text"] = out.getvalue()
+
+        simulation = threading.Thread(target=simulate, daemon=True)
+        started = time.monotonic()
+        simulation.start()
+        for moment, kind in report.schedule:
+            delay = started + moment - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            say(f"  t={time.monotonic() - started:6.1f}s fault: {kind}")
+            if kind == "worker_kill":
+                stack.kill("worker")
+                time.sleep(1)
+                stack.start("worker")
+            elif kind == "consumer_kill":
+                stack.kill("consumer")
+                time.sleep(1)
+                stack.start("consumer")
+            elif kind == "kafka_restart":
+                broker.stop()
+                time.sleep(3)
+                broker.start()
+            elif kind == "postgres_restart":
+                postgres_restart()
+            report.faults[kind] += 1
+        simulation.join(timeout=duration_s + 600)
+        report.simulation = simulation_output.get("report", {})
+        say(simulation_output.get("text", "")[-2500:])
+        connection.close()
+        # Every record on the topics beyond one per published event is a duplicate the relay
+        # sent (a kill between ack and mark); the inbox absorbed each one.
+        handled = InboxEntry.objects.filter(consumer_group=env.get("BACKOFFICE_GROUP_ID", "backoffice")).count()
+        report.duplicates_absorbed = max(0, _records_on(broker.bootstrap, topics) - handled)
+    finally:
+        stack.stop_all()
+        broker.stop()
+    say(report.table())
+    return report
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--actions", type=int, default=50_000)
+    parser.add_argument("--faults", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
+    parser.add_argument("--rate", type=float, default=80.0)
+    options = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+    os.environ.setdefault("DATABASE_URL", "postgres://commerce:commerce@127.0.0.1:5432/commerce_chaos")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from common import django_setup  # the benchmarks' set-up: PostgreSQL, created and migrated
+
+    django_setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    suffix = f"chaos-{options.seed}-{int(time.time())}"
+    topics = {stream: f"{suffix}-{stream}" for stream in settings.KAFKA_TOPICS}
+    group = f"{suffix}-backoffice"
+    env = dict(os.environ, KAFKA_TOPIC_CATALOG=topics["catalog-events"], KAFKA_TOPIC_ORDERS=topics["order-events"],
+               BACKOFFICE_GROUP_ID=group, DEBUG="1", PYTHONUNBUFFERED="1", OUTBOX_KICK_ENABLED="1")
+    settings.KAFKA_TOPICS, settings.BACKOFFICE_GROUP_ID = topics, group
+    call_command("seed_demo", "--stock", "1000000")
+    log_dir = Path(__file__).resolve().parents[2] / "var" / "chaos" / suffix
+    log_dir.mkdir(parents=True, exist_ok=True)
+    report = run_campaign(seed=options.seed, actions=options.actions, faults=options.faults, env=env,
+                          log_dir=log_dir, topics=topics, rate=options.rate)
+    print(json.dumps(report.as_json()))
+    sys.exit(0 if report.as_json()["differences"] == 0 and report.as_json()["drained"] else 1)
+
+
+if __name__ == "__main__":
+    main()
