@@ -35,14 +35,14 @@ kafka-demo: venv
 
 # The fault campaign at scale (>= 50,000 user actions, >= 20 faults) on PostgreSQL + Redis + Kafka.
 chaos: venv
-	eval "$$(scripts/services-up --env)" && scripts/kafka-local start && \
+	scripts/services-up && scripts/kafka-local start && \
 	  CELERY_BROKER_URL=redis://127.0.0.1:6379/6 $(PY) -m tests.fault.campaign \
 	  --actions $(or $(ACTIONS),50000) --faults $(or $(FAULTS),20) $(if $(SEED),--seed $(SEED),)
 
 # Every benchmark; regenerates docs/BENCHMARKS.md and its plot.
 bench: venv
 	$(PY) -m pip install -q -r requirements-bench.txt
-	eval "$$(scripts/services-up --env)" && scripts/kafka-local start && \
+	scripts/services-up && scripts/kafka-local start && \
 	  $(PY) bench/report.py $(if $(QUICK),--quick,)
 
 stop:
@@ -53,14 +53,14 @@ demo: venv
 
 # The fault campaign at scale (>= 50,000 user actions, >= 20 faults) on PostgreSQL + Redis + Kafka.
 chaos: venv
-	eval "$$(scripts/services-up --env)" && scripts/kafka-local start && \
+	scripts/services-up && scripts/kafka-local start && \
 	  CELERY_BROKER_URL=redis://127.0.0.1:6379/6 $(PY) -m tests.fault.campaign \
 	  --actions $(or $(ACTIONS),50000) --faults $(or $(FAULTS),20) $(if $(SEED),--seed $(SEED),)
 
 # Every benchmark; regenerates docs/BENCHMARKS.md and its plot.
 bench: venv
 	$(PY) -m pip install -q -r requirements-bench.txt
-	eval "$$(scripts/services-up --env)" && scripts/kafka-local start && \
+	scripts/services-up && scripts/kafka-local start && \
 	  $(PY) bench/report.py $(if $(QUICK),--quick,)
 
 stop:

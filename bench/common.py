@@ -15,10 +15,13 @@ DEFAULT_DATABASE_URL = "postgres://commerce:commerce@127.0.0.1:5432/commerce_ben
 
 
 def django_setup() -> None:
-    """Django with the benchmark database (PostgreSQL; created and migrated if missing)."""
+    """Django on a database of the benchmarks' own (PostgreSQL; created and migrated if missing).
+
+    BENCH_DATABASE_URL, never DATABASE_URL: the benchmarks empty the tables they measure.
+    """
     sys.path.insert(0, str(PROJECT_DIR))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ["OUTBOX_KICK_ENABLED"] = "0"
     url = os.environ["DATABASE_URL"]

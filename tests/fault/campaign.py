@@ -221,7 +221,7 @@ def main() -> None:
     options = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    os.environ.setdefault("DATABASE_URL", "postgres://commerce:commerce@127.0.0.1:5432/commerce_chaos")
+    os.environ.setdefault("BENCH_DATABASE_URL", "postgres://commerce:commerce@127.0.0.1:5432/commerce_chaos")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
     from common import django_setup  # the benchmarks' set-up: PostgreSQL, created and migrated
