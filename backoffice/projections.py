@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -46,10 +46,21 @@ class BatchOutcome:
 
 def _effects_apply(effects: Effects) -> list[str]:
     """Write the batch's effects in bulk; returns the product cache keys to invalidate."""
-    product_ids = set(effects.metrics) | set(effects.stock)
+    product_ids = sorted(set(effects.metrics) | set(effects.stock))
     if product_ids:
-        ProductMetrics.objects.bulk_create([ProductMetrics(product_id=p) for p in sorted(product_ids)],
+        ProductMetrics.objects.bulk_create([ProductMetrics(product_id=p) for p in product_ids],
                                            ignore_conflicts=True)
+    if connection.vendor == "postgresql":
+        _counters_apply_postgresql(effects)
+        stock_zeroed = _stock_apply_postgresql(effects)
+    else:
+        _counters_apply_portable(effects)
+        stock_zeroed = _stock_apply_portable(effects)
+    _ledger_apply(effects)
+    return [settings.PRODUCT_CACHE_KEY.format(product_id=p) for p in stock_zeroed]
+
+
+def _counters_apply_portable(effects: Effects) -> None:
     for product_id in sorted(effects.metrics):
         delta = effects.metrics[product_id]
         changes = {}
@@ -63,19 +74,72 @@ def _effects_apply(effects: Effects) -> list[str]:
             changes["sales_amount"] = F("sales_amount") + delta.sales_amount
         if changes:
             ProductMetrics.objects.filter(product_id=product_id).update(**changes, updated_at=timezone.now())
-    cache_keys = []
+
+
+def _counters_apply_postgresql(effects: Effects) -> None:
+    """Every product's counters in one UPDATE: the batch's deltas as arrays, looked up by
+    position (not a join, whose plan goes quadratic on stale statistics)."""
+    ids = sorted(p for p, d in effects.metrics.items()
+                 if d.likes or d.views or d.sales_quantity or d.sales_amount)
+    if not ids:
+        return
+    deltas = [effects.metrics[p] for p in ids]
+    position = "array_position(%(ids)s::text[], product_id::text)"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {ProductMetrics._meta.db_table} SET "
+            f"like_count = like_count + (%(likes)s::integer[])[{position}], "
+            f"view_count = view_count + (%(views)s::integer[])[{position}], "
+            f"sales_quantity = sales_quantity + (%(quantities)s::integer[])[{position}], "
+            f"sales_amount = sales_amount + (%(amounts)s::numeric[])[{position}], "
+            "updated_at = %(now)s WHERE product_id = ANY(%(ids)s::text[])",
+            {"ids": ids, "likes": [d.likes for d in deltas], "views": [d.views for d in deltas],
+             "quantities": [d.sales_quantity for d in deltas], "amounts": [d.sales_amount for d in deltas],
+             "now": timezone.now()})
+
+
+def _stock_apply_portable(effects: Effects) -> list[str]:
+    zeroed = []
     for product_id, (version, quantity) in sorted(effects.stock.items()):
         # An older event never overwrites a newer one, whatever order they arrive in.
         updated = ProductMetrics.objects.filter(product_id=product_id, stock_version__lt=version).update(
             stock=quantity, stock_version=version, updated_at=timezone.now())
         if updated and quantity == 0:
-            cache_keys.append(settings.PRODUCT_CACHE_KEY.format(product_id=product_id))
+            zeroed.append(product_id)
+    return zeroed
+
+
+def _stock_apply_postgresql(effects: Effects) -> list[str]:
+    """Stock of the highest version, for every product in one UPDATE; returns those now at 0."""
+    if not effects.stock:
+        return []
+    ids = sorted(effects.stock)
+    position = "array_position(%(ids)s::text[], product_id::text)"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {ProductMetrics._meta.db_table} SET "
+            f"stock = (%(quantities)s::integer[])[{position}], "
+            f"stock_version = (%(versions)s::integer[])[{position}], updated_at = %(now)s "
+            f"WHERE product_id = ANY(%(ids)s::text[]) AND stock_version < (%(versions)s::integer[])[{position}] "
+            "RETURNING product_id, stock",
+            {"ids": ids, "quantities": [effects.stock[p][1] for p in ids],
+             "versions": [effects.stock[p][0] for p in ids], "now": timezone.now()})
+        return [product_id for product_id, quantity in cursor.fetchall() if quantity == 0]
+
+
+def _ledger_apply(effects: Effects) -> None:
+    """Latest state by event time: insert the orders seen for the first time in one statement;
+    overwrite an existing row only when this batch's state is newer."""
+    if not effects.ledger:
+        return
+    existing = dict(OrderLedger.objects.filter(order_id__in=list(effects.ledger))
+                    .values_list("order_id", "event_time"))
+    OrderLedger.objects.bulk_create(
+        [OrderLedger(order_id=order_id, **row) for order_id, row in sorted(effects.ledger.items())
+         if order_id not in existing], ignore_conflicts=True)
     for order_id, row in sorted(effects.ledger.items()):
-        # Latest state by event time: overwrite an older state, or insert the first one.
-        updated = OrderLedger.objects.filter(order_id=order_id, event_time__lte=row["event_time"]).update(**row)
-        if not updated:
-            OrderLedger.objects.bulk_create([OrderLedger(order_id=order_id, **row)], ignore_conflicts=True)
-    return cache_keys
+        if order_id in existing and existing[order_id] <= row["event_time"]:
+            OrderLedger.objects.filter(order_id=order_id, event_time__lte=row["event_time"]).update(**row)
 
 
 def batch_apply(*, group: str, events: list[IncomingEvent], poison: list[PoisonRecord],
