@@ -52,7 +52,7 @@ def main() -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(settings.DATABASES["default"]),
                KAFKA_TOPIC_CATALOG=topics["catalog-events"], KAFKA_TOPIC_ORDERS=topics["order-events"],
-               BACKOFFICE_GROUP_ID=group, DEBUG="1", LOG_LEVEL="WARNING", OUTBOX_POLL_INTERVAL="1",
+               BACKOFFICE_GROUP_ID=group, LOG_LEVEL="WARNING", OUTBOX_POLL_INTERVAL="1",
                DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1")
     worker = ManagedProcess(name="worker", env=dict(env, LOG_LEVEL="INFO"), log_path=log_dir / "worker.log",
                             ready_text="ready.", argv=[
