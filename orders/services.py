@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from datetime import datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -65,6 +66,20 @@ def _coupon_lock_usable(*, code: str, user: AbstractBaseUser) -> Coupon:
     if coupon.expires_at <= timezone.now():
         raise DomainValidationError(f"coupon {code!r} has expired", field="coupon_code")
     return coupon
+
+
+def coupon_create(*, code: str, owner: AbstractBaseUser, kind: str, value: Decimal,
+                  expires_at: datetime) -> Coupon:
+    """Issue a single-use coupon to `owner`. Raises DomainValidationError (400) for bad terms."""
+    if kind not in Coupon.Kind.values:
+        raise DomainValidationError(f"unknown coupon kind {kind!r}", field="kind")
+    if value <= 0 or (kind == Coupon.Kind.PERCENT and value > 100):
+        raise DomainValidationError("must be positive, and at most 100 for a percentage",
+                                    field="value")
+    if Coupon.objects.filter(code=code).exists():
+        raise DomainValidationError(f"coupon {code!r} already exists", field="code")
+    return Coupon.objects.create(code=code, owner=owner, kind=kind, value=value,
+                                 expires_at=expires_at)
 
 
 def order_place(*, user: AbstractBaseUser, lines: list[OrderLineRequest],

@@ -76,49 +76,46 @@ def payment_request(*, user: AbstractBaseUser, order_id: int, card_type: str) ->
     return payment
 
 
-def payment_complete(*, transaction_key: str) -> CallbackOutcome:
+def _payment_finish(*, transaction_key: str, status: str, reason: str = "") -> CallbackOutcome:
+    """Move a PENDING payment to `status`; the same final status again changes nothing."""
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(transaction_key=transaction_key)
+        if payment.status == status:
+            return CallbackOutcome(payment, changed=False)
+        if payment.status != Payment.Status.PENDING:
+            raise IllegalTransition(f"payment {transaction_key} is {payment.status}",
+                                    status=payment.status)
+        # Lock the order too: the payment's events are events of the order's key.
+        Order.objects.select_for_update().get(id=payment.order_id)
+        payment.status = status
+        payment.finished_at = timezone.now()
+        if status == Payment.Status.COMPLETED:
+            payment.save(update_fields=["status", "finished_at", "updated_at"])
+            payment_completed.send(sender=Payment, event=PaymentCompleted(**_event_fields(payment)))
+        else:
+            payment.failure_reason = (reason or "declined")[:200]
+            payment.save(update_fields=["status", "failure_reason", "finished_at", "updated_at"])
+            payment_failed.send(sender=Payment, event=PaymentFailed(
+                **_event_fields(payment), reason=payment.failure_reason))
+        _order_follow_on_commit(payment)
+    return CallbackOutcome(payment, changed=True)
+
+
+def payment_complete(*, transaction_key: str) -> Payment:
     """Mark a PENDING payment COMPLETED. A repeated success callback changes nothing.
 
     Raises Payment.DoesNotExist, IllegalTransition (409) when the payment had failed.
     """
-    with transaction.atomic():
-        payment = Payment.objects.select_for_update().get(transaction_key=transaction_key)
-        if payment.status == Payment.Status.COMPLETED:
-            return CallbackOutcome(payment, changed=False)
-        if payment.status != Payment.Status.PENDING:
-            raise IllegalTransition(f"payment {transaction_key} is {payment.status}",
-                                    status=payment.status)
-        # Lock the order too: PaymentCompleted is an event of the order's key.
-        Order.objects.select_for_update().get(id=payment.order_id)
-        payment.status = Payment.Status.COMPLETED
-        payment.finished_at = timezone.now()
-        payment.save(update_fields=["status", "finished_at", "updated_at"])
-        payment_completed.send(sender=Payment, event=PaymentCompleted(**_event_fields(payment)))
-        _order_follow_on_commit(payment)
-    return CallbackOutcome(payment, changed=True)
+    return _payment_finish(transaction_key=transaction_key, status=Payment.Status.COMPLETED).payment
 
 
-def payment_fail(*, transaction_key: str, reason: str) -> CallbackOutcome:
+def payment_fail(*, transaction_key: str, reason: str) -> Payment:
     """Mark a PENDING payment FAILED. A repeated failure callback changes nothing.
 
     Raises Payment.DoesNotExist, IllegalTransition (409) when the payment had completed.
     """
-    with transaction.atomic():
-        payment = Payment.objects.select_for_update().get(transaction_key=transaction_key)
-        if payment.status == Payment.Status.FAILED:
-            return CallbackOutcome(payment, changed=False)
-        if payment.status != Payment.Status.PENDING:
-            raise IllegalTransition(f"payment {transaction_key} is {payment.status}",
-                                    status=payment.status)
-        Order.objects.select_for_update().get(id=payment.order_id)
-        payment.status = Payment.Status.FAILED
-        payment.failure_reason = (reason or "declined")[:200]
-        payment.finished_at = timezone.now()
-        payment.save(update_fields=["status", "failure_reason", "finished_at", "updated_at"])
-        payment_failed.send(sender=Payment, event=PaymentFailed(
-            **_event_fields(payment), reason=payment.failure_reason))
-        _order_follow_on_commit(payment)
-    return CallbackOutcome(payment, changed=True)
+    return _payment_finish(transaction_key=transaction_key, status=Payment.Status.FAILED,
+                           reason=reason).payment
 
 
 def payment_callback_handle(*, body: bytes, signature: str | None) -> CallbackOutcome:
@@ -140,10 +137,11 @@ def payment_callback_handle(*, body: bytes, signature: str | None) -> CallbackOu
         raise DomainValidationError("must be a transaction key (txn_ and 24 hex digits)",
                                     field="transaction_key")
     if status == Payment.Status.COMPLETED:
-        return payment_complete(transaction_key=key)
+        return _payment_finish(transaction_key=key, status=Payment.Status.COMPLETED)
     if status == Payment.Status.FAILED:
         reason = data.get("reason")
-        return payment_fail(transaction_key=key, reason=reason if isinstance(reason, str) else "")
+        return _payment_finish(transaction_key=key, status=Payment.Status.FAILED,
+                               reason=reason if isinstance(reason, str) else "")
     raise DomainValidationError("must be COMPLETED or FAILED", field="status")
 
 

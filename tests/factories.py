@@ -14,6 +14,7 @@ from rest_framework.authtoken.models import Token
 from catalog.models import Product
 from catalog.services import product_create
 from orders.models import Coupon
+from orders.services import coupon_create
 
 _counter = itertools.count(1)
 
@@ -34,6 +35,5 @@ def product_make(*, price: str = "10.00", stock: int = 10, name: str | None = No
 
 def coupon_make(*, owner, kind: str = Coupon.Kind.FIXED, value: str = "5.00",  # noqa: ANN001
                 expires_in: timedelta = timedelta(days=7), code: str | None = None) -> Coupon:
-    return Coupon.objects.create(code=code or f"C{next(_counter):06d}", kind=kind,
-                                 value=Decimal(value), owner=owner,
-                                 expires_at=timezone.now() + expires_in)
+    return coupon_create(code=code or f"C{next(_counter):06d}", kind=kind, value=Decimal(value),
+                         owner=owner, expires_at=timezone.now() + expires_in)

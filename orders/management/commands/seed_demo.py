@@ -14,6 +14,7 @@ from rest_framework.authtoken.models import Token
 from catalog.models import Product
 from catalog.services import product_create
 from orders.models import Coupon
+from orders.services import coupon_create
 
 PRODUCTS = [("Espresso cup", "8.50"), ("Pour-over kettle", "39.00"), ("Burr grinder", "129.00"),
             ("Coffee beans 1kg", "24.90"), ("Milk jug", "14.00"), ("Tamper", "19.50"),
@@ -45,9 +46,10 @@ class Command(BaseCommand):
                 user.save()
             token, _ = Token.objects.get_or_create(user=user)
             for n, (kind, value) in enumerate([(Coupon.Kind.FIXED, "5.00"), (Coupon.Kind.PERCENT, "10")]):
-                Coupon.objects.get_or_create(code=f"{username.upper()}-{n + 1}", defaults={
-                    "kind": kind, "value": Decimal(value), "owner": user,
-                    "expires_at": timezone.now() + timedelta(days=365)})
+                code = f"{username.upper()}-{n + 1}"
+                if not Coupon.objects.filter(code=code).exists():
+                    coupon_create(code=code, owner=user, kind=kind, value=Decimal(value),
+                                  expires_at=timezone.now() + timedelta(days=365))
             self.stdout.write(f"user {username}: token {token.key}")
         if settings.DEBUG:
             username, password = DEV_ADMIN
