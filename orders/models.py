@@ -13,7 +13,8 @@ CENT = Decimal("0.01")
 
 
 def order_number_new() -> str:
-    return f"ORD-{timezone.now():%Y%m%d}-{secrets.token_hex(4).upper()}"
+    # 64 random bits: with 32 (the first version) a day of ~20,000 orders collided in the benchmark.
+    return f"ORD-{timezone.now():%Y%m%d}-{secrets.token_hex(8).upper()}"
 
 
 class Coupon(models.Model):
