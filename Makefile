@@ -30,22 +30,7 @@ services:
 kafka-start:
 	scripts/kafka-local start
 
-kafka-demo: venv
-	$(PY) scripts/run_local.py --demo $(or $(ACTIONS),1000)
-
-# The fault campaign at scale (>= 50,000 user actions, >= 20 faults) on PostgreSQL + Redis + Kafka.
-chaos: venv
-	scripts/services-up && scripts/kafka-local start && \
-	  CELERY_BROKER_URL=redis://127.0.0.1:6379/6 $(PY) -m tests.fault.campaign \
-	  --actions $(or $(ACTIONS),50000) --faults $(or $(FAULTS),20) $(if $(SEED),--seed $(SEED),)
-
-# Every benchmark; regenerates docs/BENCHMARKS.md and its plot.
-bench: venv
-	$(PY) -m pip install -q -r requirements-bench.txt
-	scripts/services-up && scripts/kafka-local start && \
-	  $(PY) bench/report.py $(if $(QUICK),--quick,)
-
-stop:
+kafka-stop:
 	scripts/kafka-local stop
 
 demo: venv
