@@ -48,10 +48,21 @@ def _database_ensure(url: str) -> None:
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
-    with psycopg.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username,
-                         password=parts.password, dbname="postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+    # Any database the role may open will do to run CREATE DATABASE: the project's own first.
+    last_error: Exception | None = None
+    for maintenance_db in (os.environ.get("BENCH_MAINTENANCE_DB", "commerce"), "postgres"):
+        try:
+            conn = psycopg.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username,
+                                   password=parts.password, dbname=maintenance_db, autocommit=True)
+        except psycopg.OperationalError as exc:
+            last_error = exc
+            continue
+        with conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                say(f"creating database {name} ...")
+                conn.execute(f'CREATE DATABASE "{name}"')
+        return
+    raise SystemExit(f"cannot reach PostgreSQL to create {name}: {last_error}")
 
 
 def topics_fresh(streams: list[str] | None = None) -> dict[str, str]:
@@ -90,36 +101,64 @@ def peak_rss_mb() -> float:
     return 0.0
 
 
-class RssSampler:
-    """Samples resident memory in the background; growth = last quarter's mean minus second's."""
+def peak_rss_reset() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so a phase's peak excludes set-up."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
-    def __init__(self, every_s: float = 0.2) -> None:
-        self.samples: list[float] = []
+
+class RssSampler:
+    """Samples resident memory (VmRSS) in the background while a phase runs.
+
+    `growth_mb` is the RSS at the end of the phase minus the RSS at 25% of it: the first quarter
+    is warm-up (imports, connections, the first batch's buffers); a process whose memory is
+    flat shows ~0 from there on, whatever the number of events.
+    """
+
+    def __init__(self, every_s: float = 0.05) -> None:
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, RSS MB)
         self.every_s = every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = 0.0
+
+    def _sample(self) -> None:
+        self.samples.append((time.monotonic() - self._started, rss_mb()))
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append(rss_mb())
-            time.sleep(self.every_s)
+            self._sample()
+            self._stop.wait(self.every_s)
 
     def __enter__(self) -> RssSampler:
+        self._started = time.monotonic()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()
+
+    def at(self, fraction: float) -> float:
+        """RSS (MB) of the first sample taken at or after `fraction` of the phase."""
+        if not self.samples:
+            return 0.0
+        end = self.samples[-1][0]
+        return next(mb for t, mb in self.samples if t >= fraction * end)
 
     @property
     def growth_mb(self) -> float:
-        if len(self.samples) < 8:
+        if len(self.samples) < 4:
             return 0.0
-        quarter = len(self.samples) // 4
-        second = self.samples[quarter:2 * quarter]
-        last = self.samples[-quarter:]
-        return round(sum(last) / len(last) - sum(second) / len(second), 1)
+        return round(self.samples[-1][1] - self.at(0.25), 1)
+
+    @property
+    def peak_mb(self) -> float:
+        return max((mb for _, mb in self.samples), default=0.0)
 
 
 def say(message: str) -> None:

@@ -1,10 +1,12 @@
 """Relay throughput: drain pre-recorded outbox rows on PostgreSQL to a 3-partition topic.
 
-Baselines in the same run: (a) the raw kafka-python producer sending the same records, (b) a
-naive relay (one row at a time: send, wait for the ack, mark). Targets: relay >= 50% of raw and
->= 20x naive; relay memory flat however many rows it drains.
+Baselines in the same run: (a) the raw kafka-python producer (same `producer_config()`) sending
+the very same records (topic, key, value, headers built as the relay builds them) and flushing;
+(b) a naive relay on a sample (one row at a time: send, wait for the ack, `save()` the row as
+published). Targets: relay >= 50% of raw and >= 20x naive; relay memory flat however many rows
+it drains (RSS growth between 25% and 100% of the drain).
 
-    .venv/bin/python bench/relay.py [--quick] [--events N]
+    .venv/bin/python bench/relay.py [--quick] [--events N] [--batch-size N] [--profile]
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import argparse
 import json
 import time
 
-from common import RssSampler, django_setup, finish, peak_rss_mb, say, topics_delete, topics_fresh
+from common import (RssSampler, django_setup, finish, peak_rss_mb, peak_rss_reset, say,
+                    topics_delete, topics_fresh)
+
+KEYS = 1000
 
 
 def main() -> None:
@@ -21,74 +26,129 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--naive-sample", type=int, default=None)
+    parser.add_argument("--profile", action="store_true",
+                        help="also drain once more under cProfile and print the top functions")
     options = parser.parse_args()
     events = options.events or (10_000 if options.quick else 100_000)
-    naive_sample = 500 if options.quick else 2000
+    naive_sample = options.naive_sample or (500 if options.quick else 2000)
     django_setup()
 
-    from django.conf import settings
+    from django.db.models import TextField
+    from django.db.models.functions import Cast
     from kafka import KafkaProducer
 
     from outbox.kafka import producer_config, producer_reset
     from outbox.models import OutboxEvent
-    from outbox.relay import _record_headers, relay_drain
+    from outbox.relay import SEND_FIELDS, ClaimedRow, _record_headers, relay_drain
     from tests.outbox.events_for_tests import outbox_rows_bulk
+
+    def record_pending(count: int, keys: int) -> int:
+        """Bulk-insert `count` pending rows over `keys` keys, in chunks (bounded memory)."""
+        chunk = max(keys, 20_000 // keys * keys)
+        for start in range(0, count, chunk):
+            outbox_rows_bulk(topic=topic, keys=keys, per_key=max(1, min(chunk, count - start) // keys))
+        return OutboxEvent.objects.filter(status="pending").count()
+
+    def records_as_relay_sends() -> list[tuple[str, bytes, bytes, list]]:
+        """(topic, key, value, headers) of every row, exactly as `_send_all` builds them."""
+        rows = (OutboxEvent.objects.annotate(payload_text=Cast("payload", output_field=TextField()))
+                .order_by("seq").values_list(*SEND_FIELDS, "payload_text"))
+        out = []
+        for values in rows.iterator(chunk_size=5000):
+            row = ClaimedRow(*values)
+            out.append((row.topic, row.key.encode(), row.payload_text.encode(), _record_headers(row)))
+        return out
+
+    def drain_all(total: int, progress: bool = True) -> tuple[int, float]:
+        started = time.perf_counter()
+        published = 0
+        while True:
+            # A short time budget per call only so that progress can be printed between calls.
+            result = relay_drain(batch_size=options.batch_size, time_budget_s=2.0)
+            published += result.published
+            if result.failed or result.dead:
+                say(f"  relay reported failures: {result.as_dict()} {result.errors[-1:]}")
+            if not result.batches:
+                break
+            if progress:
+                elapsed = time.perf_counter() - started
+                say(f"  published {published}/{total} ({published / elapsed:,.0f} events/s so far)")
+        return published, time.perf_counter() - started
 
     topics = topics_fresh(["catalog-events"])
     topic = topics["catalog-events"]
     OutboxEvent.objects.all().delete()
     try:
-        say(f"recording {events} events across 1000 keys ...")
-        for start in range(0, events, 20_000):
-            outbox_rows_bulk(topic=topic, keys=1000, per_key=min(20_000, events - start) // 1000)
-        total = OutboxEvent.objects.filter(status="pending").count()
+        say(f"recording {events} pending events across {KEYS} keys (bulk inserts) ...")
+        total = record_pending(events, KEYS)
+        say(f"  {total} pending rows")
 
-        say(f"relay: draining {total} rows (batch {options.batch_size}) ...")
+        say(f"relay: relay_drain(batch_size={options.batch_size}) until nothing is pending ...")
         producer_reset()
+        peak_rss_reset()  # the relay's own peak, not the recording's
         with RssSampler() as sampler:
-            started = time.perf_counter()
-            published = 0
-            while True:
-                result = relay_drain(batch_size=options.batch_size, time_budget_s=600)
-                published += result.published
-                if not result.batches:
-                    break
-                say(f"  published {published}/{total}")
-            relay_seconds = time.perf_counter() - started
-        relay_eps = published / relay_seconds
+            published, relay_seconds = drain_all(total)
         relay_peak_mb = peak_rss_mb()  # before the baselines load their records into memory
-        say(f"relay: {published} events in {relay_seconds:.1f} s = {relay_eps:,.0f} events/s "
-            f"(peak RSS {relay_peak_mb:.0f} MB, growth {sampler.growth_mb} MB)")
+        pending_left = OutboxEvent.objects.filter(status="pending").count()
+        relay_eps = published / relay_seconds
+        say(f"relay: {published} events in {relay_seconds:.2f} s = {relay_eps:,.0f} events/s "
+            f"(peak RSS {relay_peak_mb:.0f} MB, RSS {sampler.at(0.25):.0f} MB at 25% -> "
+            f"{sampler.samples[-1][1]:.0f} MB at 100%: growth {sampler.growth_mb} MB; "
+            f"{pending_left} left pending)")
 
-        records = [(row.key.encode(), json.dumps(row.payload, separators=(",", ":")).encode(),
-                    _record_headers(row))
-                   for row in OutboxEvent.objects.order_by("seq").iterator(chunk_size=5000)]
+        say("raw producer: building the same records, then send + flush (timed) ...")
+        records = records_as_relay_sends()
         raw_producer = KafkaProducer(**producer_config())
+        raw_producer.partitions_for(topic)  # metadata fetched before the clock starts, as the relay's is
         started = time.perf_counter()
-        for key, value, headers in records:
-            raw_producer.send(topic, key=key, value=value, headers=headers)
+        for record_topic, key, value, headers in records:
+            raw_producer.send(record_topic, key=key, value=value, headers=headers)
         raw_producer.flush()
         raw_seconds = time.perf_counter() - started
         raw_producer.close()
         raw_eps = len(records) / raw_seconds
-        say(f"raw producer: {len(records)} records in {raw_seconds:.1f} s = {raw_eps:,.0f} events/s")
+        say(f"raw producer: {len(records)} records in {raw_seconds:.2f} s = {raw_eps:,.0f} events/s")
         del records
 
+        say(f"naive relay: {naive_sample} rows, one at a time (send, wait for the ack, save()) ...")
         OutboxEvent.objects.all().delete()
-        outbox_rows_bulk(topic=topic, keys=100, per_key=naive_sample // 100)
+        record_pending(naive_sample, min(100, naive_sample))
         naive_producer = KafkaProducer(**producer_config())
-        rows = list(OutboxEvent.objects.order_by("seq"))
+        naive_producer.partitions_for(topic)
+        rows = list(OutboxEvent.objects.filter(status="pending").order_by("seq"))
         started = time.perf_counter()
-        for row in rows:
+        for n, row in enumerate(rows, 1):
+            claimed = ClaimedRow(row.seq, row.event_id, row.topic, row.key, row.type, row.event_version,
+                                 row.aggregatetype, row.aggregateid, row.headers, row.occurred_at,
+                                 row.attempts, "")
             metadata = naive_producer.send(
-                row.topic, key=row.key.encode(), headers=_record_headers(row),
-                value=json.dumps(row.payload, separators=(",", ":")).encode()).get(timeout=30)
-            row.status, row.kafka_partition, row.kafka_offset = "published", metadata.partition, metadata.offset
-            row.save(update_fields=["status", "kafka_partition", "kafka_offset"])
+                row.topic, key=row.key.encode(), headers=_record_headers(claimed),
+                value=json.dumps(row.payload).encode()).get(timeout=30)
+            row.status = OutboxEvent.Status.PUBLISHED
+            row.kafka_partition, row.kafka_offset = metadata.partition, metadata.offset
+            row.save()
+            if n % max(1, len(rows) // 4) == 0:
+                say(f"  naive: {n}/{len(rows)} ({n / (time.perf_counter() - started):,.0f} events/s)")
         naive_seconds = time.perf_counter() - started
         naive_producer.close()
         naive_eps = len(rows) / naive_seconds
-        say(f"naive relay: {len(rows)} rows in {naive_seconds:.1f} s = {naive_eps:,.0f} events/s")
+        say(f"naive relay: {len(rows)} rows in {naive_seconds:.2f} s = {naive_eps:,.0f} events/s "
+            f"(extrapolated: {events} events would take {events / naive_eps:,.0f} s)")
+
+        if options.profile:
+            import cProfile
+            import pstats
+
+            OutboxEvent.objects.all().delete()
+            record_pending(events, KEYS)
+            say("profile: draining again under cProfile ...")
+            profiler = cProfile.Profile()
+            profiler.enable()
+            drain_all(events, progress=False)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
     finally:
         OutboxEvent.objects.all().delete()
         topics_delete(topics)
@@ -100,7 +160,8 @@ def main() -> None:
     finish({"events": published, "relay_eps": round(relay_eps), "raw_eps": round(raw_eps),
             "naive_eps": round(naive_eps), "ratio_vs_raw": round(ratio_vs_raw, 3),
             "ratio_vs_naive": round(ratio_vs_naive, 1), "relay_peak_rss_mb": round(relay_peak_mb, 1),
-            "relay_rss_growth_mb": sampler.growth_mb, "batch_size": options.batch_size})
+            "relay_rss_growth_mb": sampler.growth_mb, "batch_size": options.batch_size,
+            "naive_sample": len(rows)})
 
 
 if __name__ == "__main__":
