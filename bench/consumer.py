@@ -17,7 +17,7 @@ import argparse
 import time
 import uuid
 
-from common import RssSampler, django_setup, finish, say, topics_delete, topics_fresh
+from common import RssSampler, django_setup, finish, say, tables_empty, topics_delete, topics_fresh
 
 
 def main() -> None:
@@ -42,8 +42,7 @@ def main() -> None:
     from tests.backoffice.stream import produce, projections_differences, stream_make
 
     def reset() -> None:
-        for model in (InboxEntry, EventLog, ProductMetrics, OrderLedger, DeadLetter):
-            model.objects.all().delete()
+        tables_empty(InboxEntry, EventLog, ProductMetrics, OrderLedger, DeadLetter)
 
     def joined(kafka_consumer: KafkaConsumer, timeout_s: float = 60) -> float:
         """Join the group before the clock starts; rewind whatever the joining poll fetched."""

@@ -16,7 +16,7 @@ import json
 import time
 
 from common import (RssSampler, django_setup, finish, peak_rss_mb, peak_rss_reset, say,
-                    topics_delete, topics_fresh)
+                    tables_empty, topics_delete, topics_fresh)
 
 KEYS = 1000
 
@@ -78,7 +78,7 @@ def main() -> None:
 
     topics = topics_fresh(["catalog-events"])
     topic = topics["catalog-events"]
-    OutboxEvent.objects.all().delete()
+    tables_empty(OutboxEvent)
     try:
         say(f"recording {events} pending events across {KEYS} keys (bulk inserts) ...")
         total = record_pending(events, KEYS)
@@ -112,7 +112,7 @@ def main() -> None:
         del records
 
         say(f"naive relay: {naive_sample} rows, one at a time (send, wait for the ack, save()) ...")
-        OutboxEvent.objects.all().delete()
+        tables_empty(OutboxEvent)
         record_pending(naive_sample, min(100, naive_sample))
         naive_producer = KafkaProducer(**producer_config())
         naive_producer.partitions_for(topic)
@@ -140,7 +140,7 @@ def main() -> None:
             import cProfile
             import pstats
 
-            OutboxEvent.objects.all().delete()
+            tables_empty(OutboxEvent)
             record_pending(events, KEYS)
             say("profile: draining again under cProfile ...")
             profiler = cProfile.Profile()
@@ -150,7 +150,7 @@ def main() -> None:
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
     finally:
-        OutboxEvent.objects.all().delete()
+        tables_empty(OutboxEvent)
         topics_delete(topics)
 
     ratio_vs_raw = relay_eps / raw_eps
