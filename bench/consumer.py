@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--events", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--naive-sample", type=int, default=None)
     options = parser.parse_args()
     events = options.events or (10_000 if options.quick else 100_000)

@@ -92,7 +92,7 @@ so figures are compared with a baseline measured in the same run.
 - `bench/record.py`: `order_place` (two lines: three events per order) with the outbox receiver
   connected and disconnected, alternating rounds, medians.
 - `bench/consumer.py`: {consumer['events']:,} catalog and order events consumed into the projections by
-  `EventConsumer` (batches of 2,000); the naive consumer applies one record per transaction and commits
+  `EventConsumer` (batches of {consumer.get('batch_size', 2000):,}); the naive consumer applies one record per transaction and commits
   its offset after each, on a sample.
 - `bench/e2e.py`: orders through the services at a fixed rate ({e2e['orders_per_s']:.0f}/s achieved) with a real
   worker (relay) and `consume_events`; latency = inbox handled time - event occurred_at; then the same
