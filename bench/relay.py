@@ -38,7 +38,7 @@ def main() -> None:
     from django.db.models.functions import Cast
     from kafka import KafkaProducer
 
-    from outbox.kafka import producer_config, producer_reset
+    from outbox.kafka import producer_config, producer_get, producer_reset
     from outbox.models import OutboxEvent
     from outbox.relay import SEND_FIELDS, ClaimedRow, _record_headers, relay_drain
     from tests.outbox.events_for_tests import outbox_rows_bulk
@@ -56,7 +56,7 @@ def main() -> None:
                 .order_by("seq").values_list(*SEND_FIELDS, "payload_text"))
         out = []
         for values in rows.iterator(chunk_size=5000):
-            row = ClaimedRow(*values)
+            row = ClaimedRow.from_orm_values(values)
             out.append((row.topic, row.key.encode(), row.payload_text.encode(), _record_headers(row)))
         return out
 
@@ -86,6 +86,7 @@ def main() -> None:
 
         say(f"relay: relay_drain(batch_size={options.batch_size}) until nothing is pending ...")
         producer_reset()
+        producer_get().partitions_for(topic)  # a long-lived producer knows its topics already
         peak_rss_reset()  # the relay's own peak, not the recording's
         with RssSampler() as sampler:
             published, relay_seconds = drain_all(total)
@@ -119,9 +120,9 @@ def main() -> None:
         rows = list(OutboxEvent.objects.filter(status="pending").order_by("seq"))
         started = time.perf_counter()
         for n, row in enumerate(rows, 1):
-            claimed = ClaimedRow(row.seq, row.event_id, row.topic, row.key, row.type, row.event_version,
-                                 row.aggregatetype, row.aggregateid, row.headers, row.occurred_at,
-                                 row.attempts, "")
+            claimed = ClaimedRow.from_orm_values((
+                row.seq, row.event_id, row.topic, row.key, row.type, row.event_version,
+                row.aggregatetype, row.aggregateid, row.headers, row.occurred_at, row.attempts, ""))
             metadata = naive_producer.send(
                 row.topic, key=row.key.encode(), headers=_record_headers(claimed),
                 value=json.dumps(row.payload).encode()).get(timeout=30)

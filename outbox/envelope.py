@@ -51,13 +51,18 @@ class DomainEvent:
         return to_json_compatible(data)
 
 
+def iso_utc(value: datetime) -> str:
+    """ISO-8601 in UTC with a `Z`, as events carry time (`2026-01-02T03:04:05.123456Z`)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime in an event; use timezone-aware UTC")
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def to_json_compatible(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime in an event payload; use timezone-aware UTC")
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return iso_utc(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -110,3 +110,40 @@ def test_too_many_attempts_mark_the_row_dead(settings):
                     result=DrainResult())
     row = OutboxEvent.objects.get()
     assert row.status == "dead" and row.attempts == 2
+
+
+def test_rows_of_this_drains_in_flight_batch_do_not_hold_their_key_back():
+    # given a key whose two oldest rows are claimed by the batch this drain is sending
+    outbox_rows_bulk(topic="t", keys=1, per_key=4)
+    in_flight = uuid.uuid4()
+    assert [r.payload["sequence"] for r in claim_batch(token=in_flight, limit=2)] == [0, 1]
+    # then another relay may not take the key's later rows, but this drain's next batch may
+    assert claim_batch(token=uuid.uuid4(), limit=10) == []
+    next_batch = claim_batch(token=uuid.uuid4(), limit=10, in_flight=in_flight)
+    assert [r.payload["sequence"] for r in next_batch] == [2, 3]
+
+
+def test_a_key_that_failed_in_one_batch_is_not_marked_in_the_next_one_already_sent():
+    # given two batches in flight: sequence 0 of keys 1 and 2, then sequence 1 of both
+    outbox_rows_bulk(topic="t", keys=2, per_key=2)
+    first_token, second_token = uuid.uuid4(), uuid.uuid4()
+    first = claim_batch(token=first_token, limit=2)
+    second = claim_batch(token=second_token, limit=2, in_flight=first_token)
+    assert [(r.key, r.payload["sequence"]) for r in first + second] == [
+        ("1", 0), ("2", 0), ("1", 1), ("2", 1)]
+    # when key 1's row fails in the first batch and everything of the second is acknowledged
+    blocked_keys: set[str] = set()
+    result = DrainResult()
+    outcomes = {r.seq: _meta(r.seq) for r in first}
+    outcomes[first[0].seq] = KafkaTimeoutError("broker away")
+    _write_back(token=first_token, rows=first, outcomes=outcomes, result=result,
+                blocked_keys=blocked_keys)
+    _write_back(token=second_token, rows=second, outcomes={r.seq: _meta(r.seq) for r in second},
+                result=result, blocked_keys=blocked_keys)
+    # then key 1's later row is released, unmarked, to be sent again after the failed one
+    state = {(r.key, r.payload["sequence"]): (r.status, r.attempts, r.claim_token)
+             for r in OutboxEvent.objects.all()}
+    assert state[("1", 0)] == ("pending", 1, None)
+    assert state[("1", 1)] == ("pending", 0, None)
+    assert state[("2", 0)][0] == state[("2", 1)][0] == "published"
+    assert (result.published, result.failed, result.released) == (2, 1, 1)
