@@ -108,7 +108,8 @@ def pipeline_dashboard(request: HttpRequest) -> HttpResponse:
         pending=Count("seq", filter=Q(status=OutboxEvent.Status.PENDING)),
         dead=Count("seq", filter=Q(status=OutboxEvent.Status.DEAD)),
         published=Count("seq", filter=Q(status=OutboxEvent.Status.PUBLISHED)))
-    published_times = list(OutboxEvent.objects.filter(published_at__gte=since)
+    published_times = list(OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED,
+                                                      published_at__gte=since)
                            .values_list("published_at", flat=True))
     handled_times = list(InboxEntry.objects.filter(consumer_group=group, handled_at__gte=since)
                          .values_list("handled_at", flat=True))

@@ -9,6 +9,7 @@ JSON: Decimal as a string, datetimes as ISO-8601 UTC, UUIDs as strings.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -43,12 +44,12 @@ class DomainEvent:
 
     def payload(self) -> dict[str, Any]:
         """The record's value: every field but the event id (which travels as a header)."""
-        data = {
-            field.name: getattr(self, field.name)
-            for field in dataclasses.fields(self)
-            if field.name != "event_id"
-        }
-        return to_json_compatible(data)
+        return {name: to_json_compatible(getattr(self, name)) for name in _payload_fields(type(self))}
+
+
+@functools.cache
+def _payload_fields(event_class: type[DomainEvent]) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(event_class) if field.name != "event_id")
 
 
 def iso_utc(value: datetime) -> str:
@@ -58,7 +59,12 @@ def iso_utc(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+_PLAIN_JSON_TYPES = (str, int, float, bool, type(None))
+
+
 def to_json_compatible(value: Any) -> Any:
+    if type(value) in _PLAIN_JSON_TYPES:
+        return value
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
@@ -66,7 +72,8 @@ def to_json_compatible(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_json_compatible(dataclasses.asdict(value))
+        return {field.name: to_json_compatible(getattr(value, field.name))
+                for field in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {str(key): to_json_compatible(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
