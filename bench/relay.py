@@ -92,6 +92,11 @@ def main() -> None:
             published, relay_seconds = drain_all(total)
         relay_peak_mb = peak_rss_mb()  # before the baselines load their records into memory
         pending_left = OutboxEvent.objects.filter(status="pending").count()
+        # Each published row must carry the partition and offset Kafka gave it: distinct pairs.
+        positions = (OutboxEvent.objects.filter(status="published", kafka_offset__isnull=False)
+                     .values_list("kafka_partition", "kafka_offset").distinct().count())
+        if positions != published:
+            raise SystemExit(f"relay wrote {positions} distinct partition/offset pairs for {published} rows")
         relay_eps = published / relay_seconds
         say(f"relay: {published} events in {relay_seconds:.2f} s = {relay_eps:,.0f} events/s "
             f"(peak RSS {relay_peak_mb:.0f} MB, RSS {sampler.at(0.25):.0f} MB at 25% -> "

@@ -409,7 +409,7 @@ def _mark_published(*, token: uuid.UUID, rows: list[ClaimedRow], now: datetime) 
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             updated = 0
-            for run in _dense_runs(rows):
+            for run in _dense_runs(sorted(rows, key=lambda row: row.seq)):
                 # Each row finds its partition and offset at subscript `seq - base` of arrays
                 # as long as the run's span: O(1) per row. (A join with unnest() can be planned
                 # as a nested loop on a freshly filled table, and array_position() is linear:
@@ -443,7 +443,7 @@ def _mark_published(*, token: uuid.UUID, rows: list[ClaimedRow], now: datetime) 
 
 
 def _dense_runs(rows: list[ClaimedRow], max_span: int = 16_384) -> Iterator[list[ClaimedRow]]:
-    """The rows (in seq order) cut into runs whose seqs span at most `max_span`."""
+    """The rows, sorted by seq, cut into runs whose seqs span at most `max_span`."""
     run: list[ClaimedRow] = []
     for row in rows:
         if run and row.seq - run[0].seq >= max_span:

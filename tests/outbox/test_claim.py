@@ -76,8 +76,24 @@ def test_a_failed_row_holds_back_the_rest_of_its_key_and_gets_backoff():
     assert all(statuses[("2", n)] == ("published", 0) for n in range(3))
     failed = OutboxEvent.objects.get(seq=failing.seq)
     assert failed.available_at > timezone.now() and "broker away" in failed.last_error
+
     # and the key stays blocked until the failed row is due again
     assert claim_batch(token=uuid.uuid4(), limit=100) == []
+
+
+def test_every_published_row_gets_its_own_partition_and_offset():
+    # given rows of three keys, interleaved, whose newest row fails: the write back groups the
+    # acknowledged rows by key, so they are no longer in seq order
+    outbox_rows_bulk(topic="t", keys=3, per_key=3)
+    token = uuid.uuid4()
+    rows = claim_batch(token=token, limit=100)
+    outcomes = {r.seq: RecordMetadata("t", r.seq % 3, None, 1000 + r.seq, 0, None, 0, 0, 0) for r in rows}
+    outcomes[rows[-1].seq] = KafkaTimeoutError("broker away")
+    _write_back(token=token, rows=rows, outcomes=outcomes, result=DrainResult())
+    published = list(OutboxEvent.objects.filter(status="published"))
+    assert len(published) == 8
+    assert [(r.kafka_partition, r.kafka_offset) for r in published] == [
+        (r.seq % 3, 1000 + r.seq) for r in published]
 
 
 def test_a_permanent_error_marks_the_row_dead_and_by_default_does_not_block_its_key(settings):
