@@ -54,10 +54,11 @@ class _Batch:
 _local = threading.local()
 
 
-def _batches(using: str) -> list[_Batch]:
+def _batches() -> dict[str, _Batch]:
+    """The open batch of each database alias, in this thread (at most one: nested blocks join)."""
     if not hasattr(_local, "batches"):
         _local.batches = {}
-    return _local.batches.setdefault(using, [])
+    return _local.batches
 
 
 @contextmanager
@@ -72,19 +73,18 @@ def outbox_atomic(using: str = "default") -> Iterator[None]:
     `outbox_atomic()` joins the enclosing block's batch.
     """
     with transaction.atomic(using=using):
-        batches = _batches(using)
-        if batches:
+        batches = _batches()
+        if using in batches:
             yield
             return
         connection = connections[using]
-        batch = _Batch(depth=len(connection.savepoint_ids))
-        batches.append(batch)
+        batch = batches[using] = _Batch(depth=len(connection.savepoint_ids))
         try:
             yield
             if not connection.needs_rollback:  # otherwise the block rolls back: nothing to write
                 _insert(_surviving_rows(batch, connection), connection)
         finally:
-            batches.pop()
+            del batches[using]
 
 
 def _surviving_rows(batch: _Batch, connection: Any) -> list[list[Any]]:
@@ -106,7 +106,7 @@ def outbox_record(*, event: DomainEvent, using: str = "default") -> None:
     """Write the event's outbox row in the caller's transaction and nudge the relay after commit.
 
     Raises OutboxOutsideTransaction when called outside `transaction.atomic()`. The row is
-    inserted with one prepared statement rather than `Model.save()`: recording sits on the path of
+    inserted with one hand-written statement rather than `Model.save()`: recording sits on the path of
     every write of the application, and the ORM's insert compilation was most of its cost. Inside
     `outbox_atomic()` the row waits for the block's single INSERT.
     """
@@ -125,9 +125,8 @@ def outbox_record(*, event: DomainEvent, using: str = "default") -> None:
            field_of("payload").get_db_prep_save(event.payload(), connection),
            field_of("headers").get_db_prep_save({"traceparent": traceparent_get()}, connection),
            occurred_at, occurred_at, occurred_at]
-    batches = _batches(using)
-    if batches:
-        batch = batches[0]
+    batch = _batches().get(using)
+    if batch is not None:
         marker = None
         if len(connection.savepoint_ids) != batch.depth:
             marker = _SavepointMarker()
