@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import sys
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
@@ -18,7 +19,8 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         status = sub.add_parser("status")
         status.add_argument("--max-age", type=float, default=None,
-                            help="seconds; exit 1 when the oldest pending row is older")
+                            help="seconds; exit 1 when the oldest pending row is older "
+                                 "(default OUTBOX_STALE_SECONDS)")
         status.add_argument("--json", action="store_true")
         requeue = sub.add_parser("requeue")
         requeue.add_argument("event_ids", nargs="*", help="event ids; none means every dead row")
@@ -29,7 +31,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, action: str, **options) -> None:  # noqa: ANN002, ANN003
         if action == "status":
-            self._status(options["max_age"], options["json"])
+            max_age = options["max_age"]
+            self._status(settings.OUTBOX_STALE_SECONDS if max_age is None else max_age,
+                         options["json"])
         elif action == "requeue":
             if not options["event_ids"] and not options["all"]:
                 raise CommandError("name event ids, or pass --all")
@@ -47,7 +51,7 @@ class Command(BaseCommand):
         elif action == "purge":
             self.stdout.write(f"deleted {outbox_purge_published()} published row(s)")
 
-    def _status(self, max_age: float | None, as_json: bool) -> None:
+    def _status(self, max_age: float, as_json: bool) -> None:
         now = timezone.now()
         rows = outbox_status()
         oldest = max((row.oldest_pending_age_s(now) or 0.0 for row in rows), default=0.0)
@@ -64,6 +68,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"{r.topic:<40} {r.pending:>8} {r.dead:>6} "
                                   f"{(f'{age:.1f}' if age is not None else '-'):>10} "
                                   f"{r.published_last_minute:>8}")
-        if max_age is not None and oldest > max_age:
+        if oldest > max_age:
             self.stderr.write(f"oldest pending row is {oldest:.1f} s old (> {max_age} s)")
             sys.exit(1)
