@@ -287,3 +287,10 @@ def test_ensure_topics_creates_the_topics_and_their_dlq_with_the_partitions_once
             {name: 3 for name in expected}
     finally:
         kafka_topics_delete(kafka_bootstrap, expected)
+
+
+def test_the_table_has_the_column_names_debeziums_outbox_router_expects_by_default():
+    with connection.cursor() as cursor:
+        columns = {column.name for column in connection.introspection.get_table_description(
+            cursor, OutboxEvent._meta.db_table)}
+    assert {"id", "aggregatetype", "aggregateid", "type", "payload"} <= columns
