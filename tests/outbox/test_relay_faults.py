@@ -49,34 +49,65 @@ def _sequences_by_key(records) -> dict[str, list[int]]:  # noqa: ANN001
     return by_key
 
 
-def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(private_broker, kafka_topics, settings):
-    # given the broker is down
-    settings.OUTBOX_BACKOFF_BASE = 0.2
-    settings.OUTBOX_BACKOFF_MAX = 2.0
+def _wait_for(condition, timeout_s: float, *, kick=None, every_s: float = 1.0) -> bool:  # noqa: ANN001
+    """Poll `condition` until it holds; `kick` (if any) runs before each poll, at most every `every_s`."""
+    deadline = time.monotonic() + timeout_s
+    last_kick = 0.0
+    while time.monotonic() < deadline:
+        if kick is not None and time.monotonic() - last_kick >= every_s:
+            kick()
+            last_kick = time.monotonic()
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
+        private_broker, kafka_topics, subprocess_env, tmp_path):  # noqa: ANN001
+    from outbox.tasks import relay_drain_task
+
+    # given a real worker relaying to the private broker, with a short backoff
+    env = dict(subprocess_env, KAFKA_BOOTSTRAP_SERVERS=private_broker.bootstrap,
+               OUTBOX_BACKOFF_BASE="0.2", OUTBOX_BACKOFF_MAX="2")
+    worker = ManagedProcess(
+        name="celery-worker",
+        argv=[sys.executable, "-m", "celery", "-A", "commerce", "worker", "--pool=solo",
+              "--loglevel=INFO", "--purge", "--without-heartbeat", "--without-gossip",
+              "--without-mingle"],
+        env=env, log_path=tmp_path / "celery-worker.log", ready_text="ready.")
+    worker.start(timeout=60)
+    # and the broker goes down; 500 events are recorded through the services
     private_broker.stop()
     products = [product_create(name=f"P{n}", price=Decimal("1.00"), stock=0) for n in range(10)]
     for round_number in range(49):
         for product in products:
             product_restock(product_id=product.id, quantity=1)
     assert OutboxEvent.objects.count() == 500
-    # when the relay drains during the outage
-    result = relay_drain(time_budget_s=20)
-    # then nothing is lost or marked, and the failure is recorded with a backoff
-    assert result.published == 0 and result.failed > 0
+
+    # when the worker drains during the outage
+    tried = _wait_for(lambda: OutboxEvent.objects.filter(attempts__gte=2).exists(), 90,
+                      kick=relay_drain_task.delay, every_s=2.0)
+
+    # then every row stays pending, the failures are recorded with a backoff, the worker lives
+    assert tried, worker.log_tail(40)
     assert OutboxEvent.objects.filter(status="pending").count() == 500
-    failed = OutboxEvent.objects.filter(attempts__gt=0)
-    assert failed.exists() and all(row.last_error for row in failed)
-    # when the broker is back, drains deliver everything
+    failed = list(OutboxEvent.objects.filter(attempts__gt=0))
+    assert all(row.last_error and row.available_at > row.created_at for row in failed)
+    assert worker.running, worker.log_tail(40)
+
+    # when the broker is back, the same worker delivers everything
     private_broker.start()
-    deadline = time.monotonic() + 90
-    while OutboxEvent.objects.filter(status="pending").exists() and time.monotonic() < deadline:
-        relay_drain()
-        time.sleep(0.3)
+    delivered = _wait_for(lambda: not OutboxEvent.objects.filter(status="pending").exists(), 120,
+                          kick=relay_drain_task.delay, every_s=1.0)
+    assert delivered, worker.log_tail(40)
+    assert worker.running
     assert OutboxEvent.objects.filter(status="published").count() == 500
     records = kafka_read_all(kafka_topics["catalog-events"], expected=500, timeout_s=60)
     assert len({r.headers["event_id"] for r in records}) == 500
     for key, versions in _sequences_by_key(records).items():
         assert versions == sorted(versions) and versions == list(range(1, 51)), key
+    worker.stop()
 
 
 def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subprocess_env, tmp_path):
