@@ -26,7 +26,11 @@ from tests.support.kafka import (  # noqa: E402
     kafka_topics_create,
     kafka_topics_delete,
 )
-from tests.support.processes import ManagedProcess, database_url_for_subprocess  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    ManagedProcess,
+    celery_worker_managed,
+    database_url_for_subprocess,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -101,19 +105,8 @@ def subprocess_env(settings, kafka_topics: dict[str, str]) -> dict[str, str]:  #
 
 @pytest.fixture
 def celery_worker_process(subprocess_env: dict[str, str], tmp_path: Path):  # noqa: ANN201
-    """A real Celery worker (no beat) as a subprocess on this test's database, broker and topics.
-
-    `--purge` drops messages left in the queue by earlier tests before the worker starts.
-    """
-    process = ManagedProcess(
-        name="celery-worker",
-        argv=[sys.executable, "-m", "celery", "-A", "commerce", "worker", "--pool=solo",
-              "--loglevel=INFO", "--purge", "--without-heartbeat", "--without-gossip",
-              "--without-mingle"],
-        env=subprocess_env,
-        log_path=tmp_path / "celery-worker.log",
-        ready_text="ready.",
-    )
+    """A real Celery worker (no beat) as a subprocess on this test's database, broker and topics."""
+    process = celery_worker_managed(env=subprocess_env, log_path=tmp_path / "celery-worker.log")
     process.start(timeout=60)
     yield process
     process.stop()

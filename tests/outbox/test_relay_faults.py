@@ -18,7 +18,7 @@ from outbox.models import OutboxEvent
 from outbox.relay import relay_drain
 from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.kafka import PrivateBroker, kafka_read_all, kafka_topics_create
-from tests.support.processes import ManagedProcess
+from tests.support.processes import ManagedProcess, celery_worker_managed
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.django_db(transaction=True)]
 
@@ -70,12 +70,7 @@ def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
     # given a real worker relaying to the private broker, with a short backoff
     env = dict(subprocess_env, KAFKA_BOOTSTRAP_SERVERS=private_broker.bootstrap,
                OUTBOX_BACKOFF_BASE="0.2", OUTBOX_BACKOFF_MAX="2")
-    worker = ManagedProcess(
-        name="celery-worker",
-        argv=[sys.executable, "-m", "celery", "-A", "commerce", "worker", "--pool=solo",
-              "--loglevel=INFO", "--purge", "--without-heartbeat", "--without-gossip",
-              "--without-mingle"],
-        env=env, log_path=tmp_path / "celery-worker.log", ready_text="ready.")
+    worker = celery_worker_managed(env=env, log_path=tmp_path / "celery-worker.log")
     worker.start(timeout=60)
     # and the broker goes down; 500 events are recorded through the services
     private_broker.stop()
@@ -111,21 +106,29 @@ def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
 
 
 def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subprocess_env, tmp_path):
-    # given 600 rows and a relay that pauses between the broker's ack and the write-back
+    from outbox.tasks import relay_drain_task
+
+    # given 600 rows and a worker whose relay pauses between the broker's ack and the write-back
     outbox_rows_bulk(topic=kafka_topics["catalog-events"], keys=20, per_key=30)
     env = dict(subprocess_env, OUTBOX_FAULT_PAUSE_AFTER_SEND="60", OUTBOX_CLAIM_TTL="3",
                OUTBOX_BATCH_SIZE="250")
-    relay = ManagedProcess(name="relay", argv=[sys.executable, "manage.py", "outbox", "drain"],
-                           env=env, log_path=tmp_path / "relay.log", ready_text="paused after send")
-    relay.start(timeout=60)
-    # when it is killed there
-    relay.kill()
+    worker = celery_worker_managed(env=env, log_path=tmp_path / "worker-killed.log")
+    worker.start(timeout=60)
+    relay_drain_task.delay()
+    paused = _wait_for(lambda: "paused after send" in worker.log_tail(400), 60)
+    assert paused, worker.log_tail(40)
+    # when it is killed with SIGKILL there
+    worker.kill()
     assert OutboxEvent.objects.filter(status="published").count() == 0
-    # then after its lease expires a new relay publishes everything
+    # then, once its lease has expired, a restarted worker publishes everything
     time.sleep(3.5)
-    deadline = time.monotonic() + 60
-    while OutboxEvent.objects.filter(status="pending").exists() and time.monotonic() < deadline:
-        relay_drain()
+    restarted = celery_worker_managed(env=dict(subprocess_env, OUTBOX_BATCH_SIZE="250"),
+                                      log_path=tmp_path / "worker-restarted.log")
+    restarted.start(timeout=60)
+    drained = _wait_for(lambda: not OutboxEvent.objects.filter(status="pending").exists(), 90,
+                        kick=relay_drain_task.delay, every_s=1.0)
+    assert drained, restarted.log_tail(40)
+    restarted.stop()
     assert OutboxEvent.objects.filter(status="published").count() == 600
     records = kafka_read_all(kafka_topics["catalog-events"], timeout_s=20)  # to the end offsets
     ids = [r.headers["event_id"] for r in records]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,13 @@ class ManagedProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+
+def celery_worker_managed(*, env: dict[str, str], log_path: Path) -> ManagedProcess:
+    """A real Celery worker (solo pool, no beat); `--purge` drops messages left by earlier tests."""
+    return ManagedProcess(
+        name="celery-worker",
+        argv=[sys.executable, "-m", "celery", "-A", "commerce", "worker", "--pool=solo",
+              "--loglevel=INFO", "--purge", "--without-heartbeat", "--without-gossip",
+              "--without-mingle"],
+        env=env, log_path=log_path, ready_text="ready.")
