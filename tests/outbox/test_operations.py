@@ -294,3 +294,21 @@ def test_the_table_has_the_column_names_debeziums_outbox_router_expects_by_defau
         columns = {column.name for column in connection.introspection.get_table_description(
             cursor, OutboxEvent._meta.db_table)}
     assert {"id", "aggregatetype", "aggregateid", "type", "payload"} <= columns
+
+
+def test_drain_until_empty_waits_for_keys_another_relay_holds_then_gives_up(settings):  # noqa: ANN001
+    # given a key whose oldest row is under another relay's live lease
+    settings.OUTBOX_CLAIM_TTL = 0.5
+    held, _behind = _rows("orders", 2)
+    OutboxEvent.objects.filter(seq=held.seq).update(
+        claim_token=uuid.uuid4(), claim_expires_at=timezone.now() + timedelta(minutes=5))
+    out, err = StringIO(), StringIO()
+
+    # when a drain runs until empty
+    call_command("outbox", "drain", "--until-empty", stdout=out, stderr=err)
+
+    # then it claimed nothing (the later row waits behind the held one) and stopped once
+    # nothing had moved for the claim TTL, saying why
+    assert out.getvalue().strip().endswith("published 0")
+    assert "2 due row(s) pending, none claimable" in err.getvalue()
+    assert OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING).count() == 2

@@ -152,7 +152,10 @@ def test_concurrent_relays_on_postgresql_publish_everything_in_per_key_order(
         pytest.fail("concurrent relays are proven on PostgreSQL: run with DATABASE_URL=postgres://...")
     # given 20,000 events across 200 keys
     outbox_rows_bulk(topic=kafka_topics["catalog-events"], keys=200, per_key=100)
-    env = dict(subprocess_env, OUTBOX_BATCH_SIZE="1000")
+    # and relays whose batches (25 rows: 25 keys) leave keys to the others: a relay holds the
+    # keys of up to two batches, and a key's rows go to one relay at a time. Each pauses a
+    # little after every ack, so that none drains it all before the others have started.
+    env = dict(subprocess_env, OUTBOX_BATCH_SIZE="25", OUTBOX_FAULT_PAUSE_AFTER_SEND="0.02")
     # when several relay processes drain at once
     processes = [ManagedProcess(name=f"relay-{n}", env=env, log_path=tmp_path / f"relay-{n}.log",
                                 argv=[sys.executable, "manage.py", "outbox", "drain", "--until-empty"])
@@ -171,3 +174,4 @@ def test_concurrent_relays_on_postgresql_publish_everything_in_per_key_order(
     assert all(sequences == list(range(100)) for sequences in by_key.values())
     totals = [int(p.log_tail(5).rsplit("published ", 1)[1].split()[0]) for p in processes]
     assert sum(totals) == 20000, totals
+    assert all(total > 0 for total in totals), totals  # they really did share the work

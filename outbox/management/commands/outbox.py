@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from outbox.housekeeping import outbox_purge_published, outbox_requeue, outbox_status
+from outbox.models import OutboxEvent
 from outbox.relay import relay_drain
 
 
@@ -40,16 +42,42 @@ class Command(BaseCommand):
             count = outbox_requeue(event_ids=options["event_ids"] or None)
             self.stdout.write(f"requeued {count} dead row(s)")
         elif action == "drain":
-            total = 0
-            while True:
-                result = relay_drain()
-                total += result.published
-                self.stdout.write(json.dumps(result.as_dict()))
-                if not options["until_empty"] or not result.batches or result.failed:
-                    break
-            self.stdout.write(f"published {total}")
+            self._drain(until_empty=options["until_empty"])
         elif action == "purge":
             self.stdout.write(f"deleted {outbox_purge_published()} published row(s)")
+
+    def _drain(self, *, until_empty: bool) -> None:
+        """One drain; with `until_empty`, drains until no due row is pending.
+
+        A drain that finds nothing to claim while due rows are pending has met rows of keys that
+        another relay holds: it waits while the backlog shrinks, and gives up once nothing has
+        moved for OUTBOX_CLAIM_TTL (a key held back by a dead row, say). A failed send ends it:
+        the rows are in backoff.
+        """
+        total = 0
+        backlog, stalled_since = None, None
+        while True:
+            result = relay_drain()
+            total += result.published
+            if result.batches:
+                self.stdout.write(json.dumps(result.as_dict()))
+            if not until_empty or result.failed:
+                break
+            if result.batches:
+                backlog, stalled_since = None, None
+                continue
+            due = OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING,
+                                             available_at__lte=timezone.now()).count()
+            if due == 0:
+                break
+            if backlog is None or due < backlog:
+                backlog, stalled_since = due, time.monotonic()
+            elif time.monotonic() - stalled_since > settings.OUTBOX_CLAIM_TTL:
+                self.stderr.write(f"{due} due row(s) pending, none claimable for "
+                                  f"{settings.OUTBOX_CLAIM_TTL:.0f} s: stopping")
+                break
+            time.sleep(0.1)
+        self.stdout.write(f"published {total}")
 
     def _status(self, max_age: float, as_json: bool) -> None:
         now = timezone.now()
