@@ -32,6 +32,11 @@ class DomainEvent:
 
     event_id: uuid.UUID = dataclasses.field(default_factory=uuid.uuid4)
     occurred_at: datetime = dataclasses.field(default_factory=_utc_now)
+    # The aggregate's sequence number, incremented under its row lock in the transaction that
+    # records the event: the order of one aggregate's events without trusting any clock. It
+    # travels as the `aggregate_version` header, not in the payload. None for events whose
+    # order does not matter (they commute).
+    aggregate_version: int | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -43,13 +48,17 @@ class DomainEvent:
         return str(getattr(self, self.aggregate_field))
 
     def payload(self) -> dict[str, Any]:
-        """The record's value: every field but the event id (which travels as a header)."""
+        """The record's value: every field but the envelope's own (event id and aggregate version
+        travel as headers)."""
         return {name: to_json_compatible(getattr(self, name)) for name in _payload_fields(type(self))}
+
+
+_ENVELOPE_ONLY_FIELDS = frozenset({"event_id", "aggregate_version"})
 
 
 @functools.cache
 def _payload_fields(event_class: type[DomainEvent]) -> tuple[str, ...]:
-    return tuple(field.name for field in dataclasses.fields(event_class) if field.name != "event_id")
+    return tuple(field.name for field in dataclasses.fields(event_class) if field.name not in _ENVELOPE_ONLY_FIELDS)
 
 
 def iso_utc(value: datetime) -> str:

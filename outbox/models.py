@@ -29,6 +29,8 @@ class OutboxEvent(models.Model):
     event_version = models.PositiveIntegerField(default=1)
     aggregatetype = models.CharField(max_length=100)
     aggregateid = models.CharField(max_length=255)
+    # Per-aggregate sequence number (the `aggregate_version` header); null for events that commute.
+    aggregate_version = models.BigIntegerField(null=True, blank=True)
     payload = models.JSONField()
     headers = models.JSONField(default=dict)
     occurred_at = models.DateTimeField()

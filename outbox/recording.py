@@ -23,7 +23,7 @@ class OutboxOutsideTransaction(RuntimeError):
 
 # The row's own values, then constants: a new row is pending, never tried.
 _COLUMNS = ("event_id", "topic", "key", "type", "event_version", "aggregatetype", "aggregateid",
-            "payload", "headers", "occurred_at", "created_at", "available_at")
+            "aggregate_version", "payload", "headers", "occurred_at", "created_at", "available_at")
 _CONSTANTS = {"status": "'pending'", "attempts": "0", "last_error": "''"}
 
 
@@ -121,7 +121,7 @@ def outbox_record(*, event: DomainEvent, using: str = "default") -> None:
     aggregate_id = event.aggregate_id
     row = [field_of("event_id").get_db_prep_save(event.event_id, connection),
            settings.KAFKA_TOPICS[event.stream], aggregate_id, event.event_type, event.event_version,
-           event.aggregate_type, aggregate_id,
+           event.aggregate_type, aggregate_id, event.aggregate_version,
            field_of("payload").get_db_prep_save(event.payload(), connection),
            field_of("headers").get_db_prep_save({"traceparent": traceparent_get()}, connection),
            occurred_at, occurred_at, occurred_at]

@@ -77,7 +77,7 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError, TypeError, ValueError,
 )
 SEND_FIELDS = ["seq", "event_id", "topic", "key", "type", "event_version", "aggregatetype",
-               "aggregateid", "headers", "occurred_at", "attempts"]
+               "aggregateid", "aggregate_version", "headers", "occurred_at", "attempts"]
 
 
 class ProducerUnavailable(KafkaError):
@@ -127,6 +127,7 @@ class ClaimedRow:
     event_version: int
     aggregatetype: str
     aggregateid: str
+    aggregate_version: int | None
     headers: dict
     occurred_at: str  # ISO-8601 UTC, as the header carries it
     attempts: int
@@ -144,10 +145,10 @@ class ClaimedRow:
     @classmethod
     def from_orm_values(cls, values: tuple) -> ClaimedRow:
         """From `values_list(*SEND_FIELDS, "payload_text")`."""
-        (seq, event_id, topic, key, type_, event_version, aggregatetype, aggregateid, headers,
-         occurred_at, attempts, payload_text) = values
+        (seq, event_id, topic, key, type_, event_version, aggregatetype, aggregateid,
+         aggregate_version, headers, occurred_at, attempts, payload_text) = values
         return cls(seq, str(event_id), topic, key, type_, event_version, aggregatetype, aggregateid,
-                   headers, iso_utc(occurred_at), attempts, payload_text)
+                   aggregate_version, headers, iso_utc(occurred_at), attempts, payload_text)
 
 
 def claim_batch(*, token: uuid.UUID, limit: int, now: datetime | None = None,
@@ -239,16 +240,16 @@ def _pg_lease(kept: list[int], *, token: uuid.UUID, expires: datetime) -> list[C
         cursor.execute(
             f"UPDATE {_TABLE} SET claim_token = %(token)s, claim_expires_at = %(expires)s "
             "WHERE seq = ANY(%(kept)s) RETURNING seq, id::text, topic, key, type, event_version, "
-            "aggregatetype, aggregateid, headers::text, "
+            "aggregatetype, aggregateid, aggregate_version, headers::text, "
             "replace(to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
             "'.000000Z', 'Z'), attempts, payload::text",
             {"token": token, "expires": expires, "kept": kept})
         fetched = cursor.fetchall()
     loads = json.loads
     rows = [ClaimedRow(seq, event_id, topic, key, type_, version, aggregatetype, aggregateid,
-                       loads(headers), occurred_at, attempts, payload)
-            for (seq, event_id, topic, key, type_, version, aggregatetype, aggregateid, headers,
-                 occurred_at, attempts, payload) in fetched]
+                       aggregate_version, loads(headers), occurred_at, attempts, payload)
+            for (seq, event_id, topic, key, type_, version, aggregatetype, aggregateid,
+                 aggregate_version, headers, occurred_at, attempts, payload) in fetched]
     rows.sort(key=lambda row: row.seq)
     return rows
 
@@ -262,6 +263,8 @@ def _record_headers(row: ClaimedRow) -> list[tuple[str, bytes]]:
         ("aggregate_id", row.aggregateid.encode()),
         ("occurred_at", row.occurred_at.encode()),
     ]
+    if row.aggregate_version is not None:
+        headers.append(("aggregate_version", str(row.aggregate_version).encode()))
     for name, value in (row.headers or {}).items():
         headers.append((name, str(value).encode()))
     return headers

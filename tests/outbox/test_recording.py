@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from outbox.models import OutboxEvent
 from outbox.recording import outbox_atomic, outbox_record
+from outbox.relay import _record_headers, claim_batch
 from tests.outbox.events_for_tests import SequenceRecorded
 
 pytestmark = pytest.mark.django_db
@@ -75,3 +78,18 @@ def test_an_inner_block_that_raises_keeps_the_outer_rows():
             raise RuntimeError("inner block fails")
         _record("1", 2)
     assert _recorded() == [("1", 0), ("1", 2)]
+
+
+def test_the_aggregate_version_is_a_column_and_a_header_never_a_payload_field():
+    # given
+    with transaction.atomic():
+        outbox_record(event=SequenceRecorded(product_id="9", sequence=1, aggregate_version=41))
+        outbox_record(event=SequenceRecorded(product_id="9", sequence=2))
+    # when
+    claimed = claim_batch(token=uuid.uuid4(), limit=10)
+    # then
+    versioned, unversioned = OutboxEvent.objects.order_by("seq")
+    assert (versioned.aggregate_version, unversioned.aggregate_version) == (41, None)
+    assert "aggregate_version" not in versioned.payload
+    assert ("aggregate_version", b"41") in _record_headers(claimed[0])
+    assert "aggregate_version" not in dict(_record_headers(claimed[1]))
