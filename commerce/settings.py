@@ -185,14 +185,25 @@ OUTBOX_STALE_SECONDS = env.float("OUTBOX_STALE_SECONDS", default=60.0)
 # Fault tests only: seconds the relay waits between the broker's acknowledgement and marking rows.
 OUTBOX_FAULT_PAUSE_AFTER_SEND = env.float("OUTBOX_FAULT_PAUSE_AFTER_SEND", default=0.0)
 
-# --- Payments ---------------------------------------------------------------------------------
-PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="payments.gateway.SimulatedGateway")
+# --- Payments (fail closed: outside DEBUG nothing defaults; commerce/checks.py refuses to run
+# without a gateway, with the simulator, or with a missing or short callback secret) -----------
+PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY",
+                          default="payments.simulator.SimulatedGateway" if DEBUG else "")
 PAYMENT_CALLBACK_SECRET = env.str(
-    "PAYMENT_CALLBACK_SECRET", default="dev-only-callback-secret" if DEBUG else None
+    "PAYMENT_CALLBACK_SECRET",
+    default="dev-only-callback-secret-never-use-in-production" if DEBUG else "",
 )
+PAYMENT_CALLBACK_SECRET_MIN_LENGTH = 32
+# Seconds a callback's signed X-Gateway-Timestamp may differ from our clock.
+PAYMENT_CALLBACK_TOLERANCE = env.float("PAYMENT_CALLBACK_TOLERANCE", default=300.0)
+# A larger callback body is refused with 413 before it is read.
+PAYMENT_CALLBACK_MAX_BYTES = env.int("PAYMENT_CALLBACK_MAX_BYTES", default=64 * 1024)
 PAYMENT_SIM_FAILURE_RATE = env.float("PAYMENT_SIM_FAILURE_RATE", default=0.1)
 PAYMENT_SIM_DELAY = env.float("PAYMENT_SIM_DELAY", default=0.2)
+# Seconds without an answer after which the reconciliation asks the gateway about a payment.
 PAYMENT_RECONCILE_AFTER = env.float("PAYMENT_RECONCILE_AFTER", default=30.0)
+# Seconds after which a payment the gateway still calls "processing" goes to manual review.
+PAYMENT_REVIEW_AFTER = env.float("PAYMENT_REVIEW_AFTER", default=3600.0)
 PAYMENT_RECONCILE_INTERVAL = env.float("PAYMENT_RECONCILE_INTERVAL", default=30.0)
 # Where the simulated gateway POSTs its callbacks; empty: it calls the callback handler in-process.
 PAYMENT_CALLBACK_BASE_URL = env.str("PAYMENT_CALLBACK_BASE_URL", default="")
@@ -232,6 +243,8 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-drain": {"task": "outbox.relay_drain", "schedule": OUTBOX_POLL_INTERVAL},
     "outbox-purge-published": {"task": "outbox.purge_published", "schedule": 3600.0},
     "payments-reconcile": {"task": "payments.reconcile", "schedule": PAYMENT_RECONCILE_INTERVAL},
+    "orders-follow-lost-payments": {"task": "orders.follow_lost_payments",
+                                    "schedule": PAYMENT_RECONCILE_INTERVAL},
     "backoffice-purge-inbox": {"task": "backoffice.purge_inbox", "schedule": 3600.0},
 }
 
