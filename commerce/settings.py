@@ -26,8 +26,10 @@ DEBUG = env.bool("DEBUG", default=False)
 if DEBUG:
     SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-never-use-in-production")
 else:
-    # No default: a production process without a secret must not start.
+    # No default: a production process without a secret must not start (unset or empty).
     SECRET_KEY = env.str("SECRET_KEY")
+    if not SECRET_KEY:
+        raise environ.ImproperlyConfigured("SECRET_KEY is empty; it is required when DEBUG is off")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
