@@ -210,6 +210,10 @@ PAYMENT_RECONCILE_INTERVAL = env.float("PAYMENT_RECONCILE_INTERVAL", default=30.
 # Where the simulated gateway POSTs its callbacks; empty: it calls the callback handler in-process.
 PAYMENT_CALLBACK_BASE_URL = env.str("PAYMENT_CALLBACK_BASE_URL", default="")
 
+# --- Health -----------------------------------------------------------------------------------
+# Bearer token that lets monitoring read /health/relay without a staff session; empty: staff only.
+HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
+
 # --- Back office ------------------------------------------------------------------------------
 BACKOFFICE_GROUP_ID = env.str("BACKOFFICE_GROUP_ID", default="backoffice")
 BACKOFFICE_BATCH_SIZE = env.int("BACKOFFICE_BATCH_SIZE", default=500)

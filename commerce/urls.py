@@ -9,6 +9,7 @@ from commerce import dashboard, health
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("health/relay", health.relay_health_view, name="health-relay"),
     path("admin/pipeline/", admin.site.admin_view(dashboard.pipeline_dashboard), name="pipeline-dashboard"),
     path("admin/pipeline/order/<int:order_id>/", admin.site.admin_view(dashboard.order_trace),
          name="pipeline-order-trace"),
