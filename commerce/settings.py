@@ -210,7 +210,15 @@ PAYMENT_RECONCILE_INTERVAL = env.float("PAYMENT_RECONCILE_INTERVAL", default=30.
 # Where the simulated gateway POSTs its callbacks; empty: it calls the callback handler in-process.
 PAYMENT_CALLBACK_BASE_URL = env.str("PAYMENT_CALLBACK_BASE_URL", default="")
 
-# --- Health -----------------------------------------------------------------------------------
+# --- API rate limits (DRF throttles, commerce/throttling.py; 429 with Retry-After) -----------
+# Per client IP for anonymous requests, per user for authenticated ones, per IP for the token
+# endpoint (password guessing). The test settings raise the first two for the suite and the
+# load tools; set them in the environment of a load test against a running server.
+THROTTLE_ANON = env.str("THROTTLE_ANON", default="120/min")
+THROTTLE_USER = env.str("THROTTLE_USER", default="1200/min")
+THROTTLE_LOGIN = env.str("THROTTLE_LOGIN", default="10/min")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "commerce.throttling.AnonThrottle", "commerce.throttling.UserThrottle"]
 # Bearer token that lets monitoring read /health/relay without a staff session; empty: staff only.
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
 

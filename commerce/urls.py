@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from commerce import dashboard, health
+from commerce import api_auth, dashboard, health
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -16,6 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/auth/token/", api_auth.TokenObtainApi.as_view(), name="auth-token"),
     path("api/", include("catalog.api.urls")),
     path("api/", include("orders.api.urls")),
     path("api/", include("payments.api.urls")),

@@ -5,6 +5,9 @@ otherwise; every service address still comes from the environment.
 
 The benchmarks use these settings with DEBUG off (production-like timings) and the simulated
 gateway on purpose: they silence the two checks that refuse the simulator and a short secret.
+The API's rate limits are raised so that neither the suite nor the load tools that drive a
+server started with these settings (fault campaign, e2e simulation) are throttled by accident;
+the throttle tests set the rates they test.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import os
 os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("PAYMENT_GATEWAY", "payments.simulator.SimulatedGateway")
+os.environ.setdefault("THROTTLE_ANON", "1000000/min")
+os.environ.setdefault("THROTTLE_USER", "1000000/min")
+os.environ.setdefault("THROTTLE_LOGIN", "1000000/min")
 
 from commerce.settings import *  # noqa: E402,F403
 
