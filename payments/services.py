@@ -129,10 +129,13 @@ def payment_settle(*, transaction_key: str, status: str, reason: str = "") -> Ca
     only; a decline after a capture raises IllegalTransition (409) and changes nothing.
     Raises Payment.DoesNotExist.
     """
+    order_id = Payment.objects.values_list("order_id", flat=True).get(transaction_key=transaction_key)
     with transaction.atomic():
+        # The order first, then the payment: the order as every writer of an order's key locks
+        # it (a cancel locks the order, then its payments), so that the two never deadlock. The
+        # payment's events are events of the order's key, with the order's next version.
+        order = Order.objects.select_for_update().get(id=order_id)
         payment = Payment.objects.select_for_update().get(transaction_key=transaction_key)
-        # The payment's events are events of the order's key: lock it, and take its next version.
-        order = Order.objects.select_for_update().get(id=payment.order_id)
         if status == Payment.Status.COMPLETED:
             if payment.status in (Payment.Status.COMPLETED, Payment.Status.REFUND_DUE):
                 return CallbackOutcome(payment, changed=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from datetime import timedelta
 import urllib.error
 import urllib.request
 
@@ -37,6 +38,12 @@ class SimulatedGateway:
         charge = SimulatedCharge.objects.filter(transaction_key=transaction_key).first()
         if charge is None:
             return ChargeStatus(ChargeState.UNKNOWN)
+        due = charge.requested_at + timedelta(seconds=settings.PAYMENT_SIM_DELAY)
+        if charge.status == SimulatedCharge.Status.PROCESSING and timezone.now() >= due:
+            # The simulated bank decides after PAYMENT_SIM_DELAY whether or not its answer task
+            # ran (a killed worker may have lost it), as a real gateway's charge is settled
+            # whether or not its callback got through.
+            charge = _charge_decide(transaction_key)
         return ChargeStatus(ChargeState(charge.status), charge.reason)
 
 

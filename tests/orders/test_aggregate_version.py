@@ -63,7 +63,7 @@ def test_concurrent_updates_of_one_order_get_distinct_increasing_versions(silent
     user = user_make()
     product = product_make(stock=1000)
     payments = []
-    for _ in range(8):
+    for _ in range(15):
         order = order_place(user=user, lines=[OrderLineRequest(product_id=product.id, quantity=1)])
         payments.append(payment_request(user=user, order_id=order.id, card_type="VISA"))
     calls = []
@@ -91,3 +91,45 @@ def test_concurrent_updates_of_one_order_get_distinct_increasing_versions(silent
         assert versions == list(range(1, len(versions) + 1)), _versions("order", payment.order_id)
         assert Order.objects.get(id=payment.order_id).version == len(versions)
         assert len(versions) >= 3  # created, the capture, the cancel (and more, by the race)
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_repeated_capture_racing_the_cancel_of_a_paid_order_neither_deadlocks_nor_skips_a_version(
+        silent_gateway):
+    if connection.vendor != "postgresql":
+        pytest.fail("this guarantee is proven on PostgreSQL: run with DATABASE_URL=postgres://...")
+    # given: paid orders (the capture recorded)
+    user = user_make()
+    product = product_make(stock=1000)
+    payments = []
+    for _ in range(15):
+        order = order_place(user=user, lines=[OrderLineRequest(product_id=product.id, quantity=1)])
+        payment = payment_request(user=user, order_id=order.id, card_type="VISA")
+        payment_complete(transaction_key=payment.transaction_key)
+        payments.append(payment)
+    # when: the gateway repeats the capture while the user cancels (which locks the order, then
+    # its captured payment, to make it refund-due)
+    calls = [call for payment in payments for call in (
+        lambda p=payment: payment_complete(transaction_key=p.transaction_key),
+        lambda p=payment: order_cancel(order_id=p.order_id, reason="race"))]
+    barrier = Barrier(len(calls))
+    errors = []
+
+    def run(call) -> None:  # noqa: ANN001
+        barrier.wait()
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - a deadlock is what this test looks for
+            errors.append(repr(exc))
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        list(pool.map(run, calls))
+    # then
+    assert errors == []
+    for payment in payments:
+        assert _versions("order", payment.order_id) == [
+            ("OrderCreated", 1), ("PaymentCompleted", 2), ("OrderCancelled", 3),
+            ("PaymentRefundRequired", 4)]

@@ -73,3 +73,23 @@ def test_completing_twice_returns_the_payment_unchanged(settings):  # noqa: ANN0
     again = payment_complete(transaction_key=payment.transaction_key)
     assert isinstance(first, Payment) and isinstance(again, Payment)
     assert again.status == Payment.Status.COMPLETED and again.finished_at == first.finished_at
+
+
+def test_the_simulator_answers_a_status_lookup_truthfully(settings):
+    from payments.gateway import ChargeState
+    from payments.models import SimulatedCharge
+    from payments.simulator import SimulatedGateway
+
+    settings.PAYMENT_SIM_FAILURE_RATE = 0.0
+    settings.PAYMENT_SIM_DELAY = 3600
+    gateway = SimulatedGateway()
+    # never asked: never seen
+    assert gateway.payment_status(transaction_key="txn_" + "1" * 24).state is ChargeState.UNKNOWN
+    # asked, its answer not due yet: still processing
+    SimulatedCharge.objects.create(transaction_key="txn_" + "2" * 24)
+    assert gateway.payment_status(transaction_key="txn_" + "2" * 24).state is ChargeState.PROCESSING
+    # past the delay, even if its answer task was lost: the outcome it decided, and it sticks
+    settings.PAYMENT_SIM_DELAY = 0
+    assert gateway.payment_status(transaction_key="txn_" + "2" * 24).state is ChargeState.COMPLETED
+    settings.PAYMENT_SIM_FAILURE_RATE = 1.0
+    assert gateway.payment_status(transaction_key="txn_" + "2" * 24).state is ChargeState.COMPLETED
