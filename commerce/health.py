@@ -7,6 +7,8 @@
   the API. Anonymous callers learn which check failed, never an exception's text (it is logged).
 - `/health/relay` (staff, or `Authorization: Bearer <HEALTH_TOKEN>` for monitoring) and
   `manage.py relay_health`: whether the relay can reach the broker, and the outbox backlog.
+- `/health/backoffice` (same access) and `manage.py backoffice_health`: the consumer group's lag
+  and its last progress (the newest inbox entry: the consumer's heartbeat as seen from outside).
 """
 
 from __future__ import annotations
@@ -104,6 +106,31 @@ def relay_health() -> dict[str, Any]:
             "broker": "ok" if reachable else "unreachable", "outbox": topics}
 
 
+def backoffice_health() -> dict[str, Any]:
+    """The back office's consumer, seen from outside: its group's lag and its last progress.
+
+    Unhealthy when Kafka cannot be read, or when events wait (lag) and nothing was handled for
+    BACKOFFICE_STALE_SECONDS: a consumer that is down, stuck or too slow.
+    """
+    from backoffice.models import InboxEntry
+    from commerce.dashboard import consumer_lag
+
+    group = settings.BACKOFFICE_GROUP_ID
+    lag = consumer_lag(group)
+    last = (InboxEntry.objects.filter(consumer_group=group).order_by("-handled_at")
+            .values_list("handled_at", flat=True).first())
+    idle_s = (timezone.now() - last).total_seconds() if last else None
+    if isinstance(lag, str):
+        logger.info("back-office lag unreadable", extra={"error": lag[:300]})
+        return {"status": "unhealthy", "problems": ["kafka unavailable"], "group": group,
+                "lag": None, "last_handled_at": last, "idle_s": idle_s}
+    total = sum(partition.lag for partition in lag)
+    stuck = total > 0 and (idle_s is None or idle_s > settings.BACKOFFICE_STALE_SECONDS)
+    return {"status": "unhealthy" if stuck else "ok",
+            "problems": [f"lag {total} with no progress"] if stuck else [], "group": group,
+            "lag": total, "last_handled_at": last, "idle_s": idle_s}
+
+
 def _monitoring_allowed(request: HttpRequest) -> bool:
     if request.user.is_authenticated and request.user.is_staff:
         return True
@@ -116,4 +143,11 @@ def relay_health_view(request: HttpRequest) -> JsonResponse:
     if not _monitoring_allowed(request):
         return JsonResponse({"detail": "staff or monitoring token required"}, status=403)
     body = relay_health()
+    return JsonResponse(body, status=200 if body["status"] == "ok" else 503)
+
+
+def backoffice_health_view(request: HttpRequest) -> JsonResponse:
+    if not _monitoring_allowed(request):
+        return JsonResponse({"detail": "staff or monitoring token required"}, status=403)
+    body = backoffice_health()
     return JsonResponse(body, status=200 if body["status"] == "ok" else 503)

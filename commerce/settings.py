@@ -221,6 +221,8 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
     "commerce.throttling.AnonThrottle", "commerce.throttling.UserThrottle"]
 # Bearer token that lets monitoring read /health/relay without a staff session; empty: staff only.
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
+# /health/backoffice is unhealthy when events wait and the consumer handled none for this long.
+BACKOFFICE_STALE_SECONDS = env.float("BACKOFFICE_STALE_SECONDS", default=60.0)
 
 # --- Back office ------------------------------------------------------------------------------
 BACKOFFICE_GROUP_ID = env.str("BACKOFFICE_GROUP_ID", default="backoffice")

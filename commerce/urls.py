@@ -10,6 +10,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("health/relay", health.relay_health_view, name="health-relay"),
+    path("health/backoffice", health.backoffice_health_view, name="health-backoffice"),
     path("admin/pipeline/", admin.site.admin_view(dashboard.pipeline_dashboard), name="pipeline-dashboard"),
     path("admin/pipeline/order/<int:order_id>/", admin.site.admin_view(dashboard.order_trace),
          name="pipeline-order-trace"),

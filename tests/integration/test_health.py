@@ -93,3 +93,26 @@ def test_with_the_broker_stopped_readyz_is_200_orders_are_accepted_and_the_relay
         assert relay_health()["broker"] == "ok"
     finally:
         broker.stop()
+
+
+@pytest.mark.integration
+def test_the_backoffice_health_reports_lag_without_progress(client, settings, kafka_topics, kafka_bootstrap):
+    from kafka import KafkaProducer
+
+    # given: a fresh group, nothing waiting
+    settings.BACKOFFICE_GROUP_ID = f"health-{kafka_topics['order-events']}"
+    client.force_login(user_make(is_staff=True))
+    healthy = client.get("/health/backoffice")
+    assert healthy.status_code == 200 and healthy.json()["lag"] == 0
+    # when: an event waits and no consumer handles it
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer.send(kafka_topics["order-events"], key=b"1", value=b"{}").get(timeout=10)
+    producer.close()
+    settings.BACKOFFICE_STALE_SECONDS = 0
+    stuck = client.get("/health/backoffice")
+    # then
+    assert stuck.status_code == 503
+    assert stuck.json()["lag"] == 1 and stuck.json()["problems"] == ["lag 1 with no progress"]
+    # and an unreachable Kafka is reported as such
+    settings.KAFKA_BOOTSTRAP_SERVERS = ["127.0.0.1:1"]
+    assert client.get("/health/backoffice").json()["problems"] == ["kafka unavailable"]
