@@ -70,3 +70,19 @@ def site_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Error | 
         messages.append(Error("CSRF_TRUSTED_ORIGINS lists an http:// origin with DEBUG off.",
                               id="commerce.E002"))
     return messages
+
+
+def fail_closed() -> None:
+    """Raise ImproperlyConfigured when a check above reports an error.
+
+    For the entry points that run no management command: a WSGI or ASGI server (gunicorn,
+    uvicorn) loads `application` without Django's checks, and would otherwise serve with no
+    gateway or an empty callback secret.
+    """
+    from django.core.checks import ERROR, run_checks
+    from django.core.exceptions import ImproperlyConfigured
+
+    errors = [message for message in run_checks(tags=["payments", "security"])
+              if message.level >= ERROR and not message.is_silenced()]
+    if errors:
+        raise ImproperlyConfigured("; ".join(f"{error.id}: {error.msg}" for error in errors))

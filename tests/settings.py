@@ -4,7 +4,8 @@ Tests run with DEBUG on (dev secret key and callback secret) unless the environm
 otherwise; every service address still comes from the environment.
 
 The benchmarks use these settings with DEBUG off (production-like timings) and the simulated
-gateway on purpose: they silence the two checks that refuse the simulator and a short secret.
+gateway on purpose, and the test runner turns DEBUG off in the test process: these settings
+silence the two checks that refuse the simulator and a short secret outside DEBUG.
 The API's rate limits are raised so that neither the suite nor the load tools that drive a
 server started with these settings (fault campaign, e2e simulation) are throttled by accident;
 the throttle tests set the rates they test.
@@ -23,5 +24,6 @@ os.environ.setdefault("THROTTLE_LOGIN", "1000000/min")
 
 from commerce.settings import *  # noqa: E402,F403
 
-if not DEBUG:  # noqa: F405 - the benchmarks
-    SILENCED_SYSTEM_CHECKS = ["payments.E003", "payments.E004"]
+# The simulator on purpose: the benchmarks run with DEBUG off, and the test runner turns DEBUG
+# off inside the test process too.
+SILENCED_SYSTEM_CHECKS = ["payments.E003", "payments.E004"]

@@ -65,3 +65,17 @@ def test_a_secret_key_is_required_outside_debug(tmp_path):
     result = _manage(tmp_path, "check", SECRET_KEY="", **PRODUCTION)
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+@pytest.mark.parametrize("module", ["commerce.wsgi", "commerce.asgi"])
+def test_a_wsgi_or_asgi_server_refuses_to_load_without_a_gateway(tmp_path, module):
+    # gunicorn or uvicorn import the application without running the system checks
+    env = {"PATH": os.environ["PATH"], "VAR_DIR": str(tmp_path), "DEBUG": "0",
+           "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "api.example.com"}
+    refused = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=PROJECT_DIR, text=True,
+                             capture_output=True, env=env, timeout=60)
+    assert refused.returncode != 0
+    assert "payments.E001" in refused.stderr and "payments.E004" in refused.stderr
+    loaded = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=PROJECT_DIR, text=True,
+                            capture_output=True, env={**env, **PRODUCTION}, timeout=60)
+    assert loaded.returncode == 0, loaded.stderr
