@@ -58,7 +58,10 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     search_fields = ["error"]
     actions = ["redrive"]
 
-    @admin.action(description="Redrive selected dead letters")
+    def has_redrive_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("commerce.deadletter_redrive")
+
+    @admin.action(description="Redrive selected dead letters", permissions=["redrive"])
     def redrive(self, request: HttpRequest, queryset) -> None:  # noqa: ANN001
         result = dead_letters_redrive(ids=list(queryset.values_list("id", flat=True)))
         self.message_user(request, f"Redriven {result.redriven}, still failing {result.still_failing}.",

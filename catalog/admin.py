@@ -6,6 +6,7 @@ from django.http import HttpRequest
 
 from catalog.models import Like, Product, ProductView
 from catalog.services import product_create, product_restock
+from commerce.admin import ReadOnlyAdmin
 
 
 class ProductCreateForm(forms.ModelForm):
@@ -39,7 +40,7 @@ class ProductAdmin(admin.ModelAdmin):
             created = product_create(name=obj.name, price=obj.price, stock=obj.stock)
             obj.pk = created.pk
 
-    @admin.action(description="Restock 10 units (emits StockChanged)")
+    @admin.action(description="Restock 10 units (emits StockChanged)", permissions=["change"])
     def restock_ten(self, request: HttpRequest, queryset) -> None:  # noqa: ANN001
         for product in queryset:
             product_restock(product_id=product.id, quantity=10)
@@ -47,24 +48,14 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(Like)
-class LikeAdmin(admin.ModelAdmin):
+class LikeAdmin(ReadOnlyAdmin):
+    """Likes change through the API only (each change is a LikeChanged event)."""
+
     list_display = ["id", "user", "product", "created_at"]
     search_fields = ["=product__id", "user__username"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Like | None = None) -> bool:
-        return False
-
 
 @admin.register(ProductView)
-class ProductViewAdmin(admin.ModelAdmin):
+class ProductViewAdmin(ReadOnlyAdmin):
     list_display = ["id", "product", "user", "viewed_at"]
     list_filter = ["viewed_at"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: ProductView | None = None) -> bool:
-        return False

@@ -12,6 +12,10 @@ class Product(models.Model):
     stock = models.PositiveIntegerField(default=0)
     # Increases by one on every stock change; consumers keep the stock of the highest version.
     stock_version = models.PositiveIntegerField(default=0)
+    # The product's sequence number over all its ordered events (LikeChanged, StockChanged), bumped
+    # under its row lock in the event's transaction: the events' `aggregate_version`.
+    # ProductViewed leaves it alone: views commute, and a lock would serialize every read.
+    version = models.PositiveBigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -24,6 +28,11 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def version_bump(self) -> int:
+        """The next `aggregate_version`; the caller holds the row lock and saves `version`."""
+        self.version += 1
+        return self.version
 
 
 class Like(models.Model):

@@ -23,11 +23,22 @@ def _stock_change(*, product: Product, delta: int, reason: str, order_id: int | 
         )
     product.stock += delta
     product.stock_version += 1
-    product.save(update_fields=["stock", "stock_version", "updated_at"])
+    aggregate_version = product.version_bump()
+    product.save(update_fields=["stock", "stock_version", "version", "updated_at"])
     stock_changed.send(sender=Product, event=StockChanged(
         product_id=str(product.id), quantity=product.stock, version=product.stock_version,
         delta=delta, reason=reason, order_id=str(order_id) if order_id is not None else None,
+        aggregate_version=aggregate_version,
     ))
+
+
+def _like_changed(*, product: Product, user: AbstractBaseUser, liked: bool) -> None:
+    """Send LikeChanged with the product's next version; the caller holds the product's lock."""
+    aggregate_version = product.version_bump()
+    product.save(update_fields=["version"])
+    like_changed.send(sender=Like, event=LikeChanged(
+        product_id=str(product.id), user_id=str(user.pk), liked=liked,
+        aggregate_version=aggregate_version))
 
 
 def product_create(*, name: str, price: Decimal, stock: int) -> Product:
@@ -63,8 +74,7 @@ def product_like(*, user: AbstractBaseUser, product_id: int) -> bool:
         product = Product.objects.select_for_update().get(id=product_id)
         _, created = Like.objects.get_or_create(user=user, product=product)
         if created:
-            like_changed.send(sender=Like, event=LikeChanged(
-                product_id=str(product.id), user_id=str(user.pk), liked=True))
+            _like_changed(product=product, user=user, liked=True)
     return created
 
 
@@ -74,16 +84,15 @@ def product_unlike(*, user: AbstractBaseUser, product_id: int) -> bool:
         product = Product.objects.select_for_update().get(id=product_id)
         deleted, _ = Like.objects.filter(user=user, product=product).delete()
         if deleted:
-            like_changed.send(sender=Like, event=LikeChanged(
-                product_id=str(product.id), user_id=str(user.pk), liked=False))
+            _like_changed(product=product, user=user, liked=False)
     return bool(deleted)
 
 
 def product_view_record(*, user: AbstractBaseUser | AnonymousUser | None, product_id: int) -> ProductView:
     """Record one read of a product's detail.
 
-    No product lock: views only ever add one, so their order per product does not matter, and
-    a lock would serialize every read of a popular product.
+    No product lock and no `aggregate_version` (None): views only ever add one, so their order
+    per product does not matter, and a lock would serialize every read of a popular product.
     """
     viewer = user if user is not None and user.is_authenticated else None
     with transaction.atomic():

@@ -1,9 +1,12 @@
-"""One exception handler for the API: domain errors become 4xx with a code, never a 500."""
+"""One exception handler for the API: domain errors become 4xx with a code, never a 500, and a
+missing row (any model's DoesNotExist, e.g. someone else's order) is a 404: views do not catch it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
+from django.http import Http404
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -16,4 +19,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DomainError):
         body = {"detail": exc.detail, "code": exc.code, **exc.context}
         return Response(body, status=exc.status)
+    if isinstance(exc, ObjectDoesNotExist):
+        exc = Http404()
     return drf_exception_handler(exc, context)

@@ -26,8 +26,10 @@ DEBUG = env.bool("DEBUG", default=False)
 if DEBUG:
     SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-key-never-use-in-production")
 else:
-    # No default: a production process without a secret must not start.
+    # No default: a production process without a secret must not start (unset or empty).
     SECRET_KEY = env.str("SECRET_KEY")
+    if not SECRET_KEY:
+        raise environ.ImproperlyConfigured("SECRET_KEY is empty; it is required when DEBUG is off")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -185,17 +187,42 @@ OUTBOX_STALE_SECONDS = env.float("OUTBOX_STALE_SECONDS", default=60.0)
 # Fault tests only: seconds the relay waits between the broker's acknowledgement and marking rows.
 OUTBOX_FAULT_PAUSE_AFTER_SEND = env.float("OUTBOX_FAULT_PAUSE_AFTER_SEND", default=0.0)
 
-# --- Payments ---------------------------------------------------------------------------------
-PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="payments.gateway.SimulatedGateway")
+# --- Payments (fail closed: outside DEBUG nothing defaults; commerce/checks.py refuses to run
+# without a gateway, with the simulator, or with a missing or short callback secret) -----------
+PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY",
+                          default="payments.simulator.SimulatedGateway" if DEBUG else "")
 PAYMENT_CALLBACK_SECRET = env.str(
-    "PAYMENT_CALLBACK_SECRET", default="dev-only-callback-secret" if DEBUG else None
+    "PAYMENT_CALLBACK_SECRET",
+    default="dev-only-callback-secret-never-use-in-production" if DEBUG else "",
 )
+PAYMENT_CALLBACK_SECRET_MIN_LENGTH = 32
+# Seconds a callback's signed X-Gateway-Timestamp may differ from our clock.
+PAYMENT_CALLBACK_TOLERANCE = env.float("PAYMENT_CALLBACK_TOLERANCE", default=300.0)
+# A larger callback body is refused with 413 before it is read.
+PAYMENT_CALLBACK_MAX_BYTES = env.int("PAYMENT_CALLBACK_MAX_BYTES", default=64 * 1024)
 PAYMENT_SIM_FAILURE_RATE = env.float("PAYMENT_SIM_FAILURE_RATE", default=0.1)
 PAYMENT_SIM_DELAY = env.float("PAYMENT_SIM_DELAY", default=0.2)
+# Seconds without an answer after which the reconciliation asks the gateway about a payment.
 PAYMENT_RECONCILE_AFTER = env.float("PAYMENT_RECONCILE_AFTER", default=30.0)
+# Seconds after which a payment the gateway still calls "processing" goes to manual review.
+PAYMENT_REVIEW_AFTER = env.float("PAYMENT_REVIEW_AFTER", default=3600.0)
 PAYMENT_RECONCILE_INTERVAL = env.float("PAYMENT_RECONCILE_INTERVAL", default=30.0)
 # Where the simulated gateway POSTs its callbacks; empty: it calls the callback handler in-process.
 PAYMENT_CALLBACK_BASE_URL = env.str("PAYMENT_CALLBACK_BASE_URL", default="")
+
+# --- API rate limits (DRF throttles, commerce/throttling.py; 429 with Retry-After) -----------
+# Per client IP for anonymous requests, per user for authenticated ones, per IP for the token
+# endpoint (password guessing). The test settings raise the first two for the suite and the
+# load tools; set them in the environment of a load test against a running server.
+THROTTLE_ANON = env.str("THROTTLE_ANON", default="120/min")
+THROTTLE_USER = env.str("THROTTLE_USER", default="1200/min")
+THROTTLE_LOGIN = env.str("THROTTLE_LOGIN", default="10/min")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "commerce.throttling.AnonThrottle", "commerce.throttling.UserThrottle"]
+# Bearer token that lets monitoring read /health/relay without a staff session; empty: staff only.
+HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
+# /health/backoffice is unhealthy when events wait and the consumer handled none for this long.
+BACKOFFICE_STALE_SECONDS = env.float("BACKOFFICE_STALE_SECONDS", default=60.0)
 
 # --- Back office ------------------------------------------------------------------------------
 BACKOFFICE_GROUP_ID = env.str("BACKOFFICE_GROUP_ID", default="backoffice")
@@ -232,6 +259,8 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-drain": {"task": "outbox.relay_drain", "schedule": OUTBOX_POLL_INTERVAL},
     "outbox-purge-published": {"task": "outbox.purge_published", "schedule": 3600.0},
     "payments-reconcile": {"task": "payments.reconcile", "schedule": PAYMENT_RECONCILE_INTERVAL},
+    "orders-follow-lost-payments": {"task": "orders.follow_lost_payments",
+                                    "schedule": PAYMENT_RECONCILE_INTERVAL},
     "backoffice-purge-inbox": {"task": "backoffice.purge_inbox", "schedule": 3600.0},
 }
 

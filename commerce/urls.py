@@ -4,17 +4,20 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from commerce import dashboard, health
+from commerce import api_auth, dashboard, health
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("health/relay", health.relay_health_view, name="health-relay"),
+    path("health/backoffice", health.backoffice_health_view, name="health-backoffice"),
     path("admin/pipeline/", admin.site.admin_view(dashboard.pipeline_dashboard), name="pipeline-dashboard"),
     path("admin/pipeline/order/<int:order_id>/", admin.site.admin_view(dashboard.order_trace),
          name="pipeline-order-trace"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/auth/token/", api_auth.TokenObtainApi.as_view(), name="auth-token"),
     path("api/", include("catalog.api.urls")),
     path("api/", include("orders.api.urls")),
     path("api/", include("payments.api.urls")),

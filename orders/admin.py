@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
+from commerce.admin import ReadOnlyAdmin
 from commerce.errors import DomainError
 from orders.models import Coupon, Order, OrderLine
 from orders.services import order_cancel
@@ -19,14 +20,15 @@ class OrderLineInline(admin.TabularInline):
 
 class PaymentInline(admin.TabularInline):
     model = Payment
-    fields = ["transaction_key", "amount", "card_type", "status", "failure_reason", "finished_at"]
+    fields = ["transaction_key", "amount", "card_type", "status", "failure_reason",
+              "refund_reason", "finished_at"]
     readonly_fields = fields
     extra = 0
     can_delete = False
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(ReadOnlyAdmin):
     """Orders change state only through the services (cancel action), never by editing."""
 
     list_display = ["number", "user", "status", "original_total", "discount", "final_total", "created_at"]
@@ -36,10 +38,13 @@ class OrderAdmin(admin.ModelAdmin):
     actions = ["cancel_orders"]
     readonly_fields = [f.name for f in Order._meta.fields]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        # The form is read-only (has_change_permission is False); cancelling is what "change"
+        # on an order grants.
+        return request.user.has_perm("orders.change_order")
 
-    @admin.action(description="Cancel selected orders (restores stock and coupon)")
+    @admin.action(description="Cancel selected orders (restores stock and coupon)",
+                  permissions=["cancel"])
     def cancel_orders(self, request: HttpRequest, queryset) -> None:  # noqa: ANN001
         for order in queryset:
             try:

@@ -71,6 +71,9 @@ class Order(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+    # The order's sequence number: one more for every event recorded for the order, bumped under
+    # its row lock in the event's transaction; events carry it as `aggregate_version`.
+    version = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-id"]
@@ -81,6 +84,11 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return self.number
+
+    def version_bump(self) -> int:
+        """The next `aggregate_version`; the caller holds the row lock and saves `version`."""
+        self.version += 1
+        return self.version
 
 
 class OrderLine(models.Model):

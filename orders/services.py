@@ -24,6 +24,8 @@ from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderLin
 from orders.models import Coupon, Order, OrderLine
 from orders.signals import order_cancelled, order_confirmed, order_created
 from outbox.recording import outbox_atomic
+from payments.models import Payment
+from payments.selectors import payment_finished_for_pending_orders, payment_get
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +105,11 @@ def order_place(*, user: AbstractBaseUser, lines: list[OrderLineRequest],
         original_total = sum((products[line.product_id].price * line.quantity for line in lines),
                              Decimal("0.00"))
         discount = coupon.discount_for(original_total) if coupon else Decimal("0.00")
+        # OrderCreated is the order's first event: version 1 from the start (the row is new,
+        # nobody else can see it before the commit).
         order = Order.objects.create(user=user, original_total=original_total, discount=discount,
-                                     final_total=original_total - discount, coupon=coupon)
+                                     final_total=original_total - discount, coupon=coupon,
+                                     version=1)
         OrderLine.objects.bulk_create([
             OrderLine(order=order, product=products[line.product_id], quantity=line.quantity,
                       unit_price=products[line.product_id].price)
@@ -118,7 +123,8 @@ def order_place(*, user: AbstractBaseUser, lines: list[OrderLineRequest],
             coupon.used_by_order = order
             coupon.save(update_fields=["used_at", "used_by_order"])
         order_created.send(sender=Order, event=OrderCreated(
-            **_snapshot(order), coupon_code=coupon.code if coupon else None))
+            **_snapshot(order), coupon_code=coupon.code if coupon else None,
+            aggregate_version=order.version))
     return order
 
 
@@ -135,8 +141,10 @@ def order_confirm(*, order_id: int) -> Order:
             raise IllegalTransition(f"order {order.number} is {order.status}", status=order.status)
         order.status = Order.Status.CONFIRMED
         order.confirmed_at = timezone.now()
-        order.save(update_fields=["status", "confirmed_at", "updated_at"])
-        order_confirmed.send(sender=Order, event=OrderConfirmed(**_snapshot(order)))
+        aggregate_version = order.version_bump()
+        order.save(update_fields=["status", "confirmed_at", "version", "updated_at"])
+        order_confirmed.send(sender=Order, event=OrderConfirmed(
+            **_snapshot(order), aggregate_version=aggregate_version))
     return order
 
 
@@ -168,7 +176,39 @@ def order_cancel(*, order_id: int, reason: str, user: AbstractBaseUser | None = 
         order.status = Order.Status.CANCELLED
         order.cancelled_at = timezone.now()
         order.cancel_reason = reason[:200]
-        order.save(update_fields=["status", "cancelled_at", "cancel_reason", "updated_at"])
+        aggregate_version = order.version_bump()
+        order.save(update_fields=["status", "cancelled_at", "cancel_reason", "version", "updated_at"])
         order_cancelled.send(sender=Order, event=OrderCancelled(
-            **_snapshot(order), reason=order.cancel_reason, was_confirmed=was_confirmed))
+            **_snapshot(order), reason=order.cancel_reason, was_confirmed=was_confirmed,
+            aggregate_version=aggregate_version))
     return order
+
+
+def order_follow_payment(*, payment_id: int) -> None:
+    """Confirm or cancel the order of a finished payment. Safe to run any number of times.
+
+    A completed payment whose order was cancelled meanwhile was made refund-due by that
+    cancellation (payments.receivers): nothing is left to do here.
+    """
+    payment = payment_get(payment_id=payment_id)
+    if payment.status == Payment.Status.COMPLETED:
+        try:
+            order_confirm(order_id=payment.order_id)
+        except IllegalTransition:
+            pass
+    elif payment.status == Payment.Status.FAILED:
+        if Order.objects.filter(id=payment.order_id, status=Order.Status.PENDING_PAYMENT).exists():
+            try:
+                order_cancel(order_id=payment.order_id,
+                             reason=f"payment failed: {payment.failure_reason}")
+            except IllegalTransition:
+                pass  # cancelled meanwhile: nothing left to do
+
+
+def order_payments_follow_lost() -> int:
+    """Orders still awaiting payment whose payment finished follow it (a lost reaction); beat."""
+    repaired = 0
+    for payment_id in list(payment_finished_for_pending_orders().values_list("id", flat=True)):
+        order_follow_payment(payment_id=payment_id)
+        repaired += 1
+    return repaired

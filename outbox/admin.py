@@ -31,7 +31,10 @@ class OutboxEventAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: OutboxEvent | None = None) -> bool:
         return False
 
-    @admin.action(description="Requeue selected dead rows")
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("commerce.outbox_requeue")
+
+    @admin.action(description="Requeue selected dead rows", permissions=["requeue"])
     def requeue_dead(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
         ids = [str(e) for e in queryset.filter(status=OutboxEvent.Status.DEAD)
                .values_list("event_id", flat=True)]

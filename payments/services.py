@@ -1,8 +1,11 @@
-"""Payment use cases: request a charge, and complete or fail it from the gateway's callback.
+"""Payment use cases: request a charge; settle it from the gateway's signed callback or from
+the reconciliation, which asks the gateway before it decides anything.
 
-The order follows the payment after commit (a Celery task with retries), so a failure to
-confirm or cancel the order never rolls back the payment; `payment_reconcile` repairs orders
-whose reaction was lost.
+Money the gateway captured is always recorded: a capture for an order that can no longer be paid
+becomes REFUND_DUE with a PaymentRefundRequired event, never a refusal. Every event of a payment
+is an event of its order: recorded under the order's row lock with the order's next version.
+Orders follow a payment after commit (orders.receivers), so a failure there never rolls back
+the payment.
 """
 
 from __future__ import annotations
@@ -10,29 +13,45 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from commerce.errors import Conflict, DomainValidationError, IllegalTransition
 from orders.models import Order
-from orders.services import order_cancel, order_confirm
-from payments.events import PaymentCompleted, PaymentFailed
-from payments.gateway import callback_signature_valid, gateway_get
-from payments.models import Payment
-from payments.signals import payment_completed, payment_failed
+from payments.events import PaymentCompleted, PaymentFailed, PaymentRefundRequired
+from payments.gateway import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ChargeState,
+    GatewayUnavailable,
+    callback_signature_valid,
+    gateway_get,
+)
+from payments.models import CallbackReceipt, Payment
+from payments.signals import payment_completed, payment_failed, payment_refund_required
 
 logger = logging.getLogger(__name__)
 
 TRANSACTION_KEY = re.compile(r"txn_[0-9a-f]{24}")
+EVENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 
 class InvalidSignature(Exception):
-    """The callback is not signed by the gateway; nothing may change."""
+    """The callback is not signed by the gateway, or not now: nothing may change (401)."""
+
+
+class ReplayedCallback(Conflict):
+    """A callback with an event id already applied: refused, nothing changes (409)."""
+
+    code = "replayed"
 
 
 @dataclass(frozen=True)
@@ -47,18 +66,11 @@ def _event_fields(payment: Payment) -> dict[str, object]:
                 amount=payment.amount, card_type=payment.card_type)
 
 
-def _order_follow_on_commit(payment: Payment) -> None:
-    from payments.tasks import order_follow_payment
-
-    payment_id = payment.id
-    transaction.on_commit(lambda: order_follow_payment.delay(payment_id))
-
-
 def payment_request(*, user: AbstractBaseUser, order_id: int, card_type: str) -> Payment:
     """Create a PENDING payment for the user's order and ask the gateway after commit.
 
     Raises Order.DoesNotExist for someone else's order, IllegalTransition (409) when the order
-    is not awaiting payment, Conflict (409) when a payment is already pending or completed.
+    is not awaiting payment, Conflict (409) when a payment is open or captured.
     """
     if card_type not in Payment.CardType.values:
         raise DomainValidationError(f"unknown card type {card_type!r}", field="card_type")
@@ -66,7 +78,7 @@ def payment_request(*, user: AbstractBaseUser, order_id: int, card_type: str) ->
         order = Order.objects.select_for_update().get(id=order_id, user=user)
         if order.status != Order.Status.PENDING_PAYMENT:
             raise IllegalTransition(f"order {order.number} is {order.status}", status=order.status)
-        if order.payments.filter(status__in=[Payment.Status.PENDING, Payment.Status.COMPLETED]).exists():
+        if order.payments.filter(status__in=Payment.OPEN_OR_CAPTURED).exists():
             raise Conflict(f"order {order.number} already has a payment in progress",
                            status=order.status)
         payment = Payment.objects.create(order=order, user=user, amount=order.final_total,
@@ -76,55 +88,124 @@ def payment_request(*, user: AbstractBaseUser, order_id: int, card_type: str) ->
     return payment
 
 
-def _payment_finish(*, transaction_key: str, status: str, reason: str = "") -> CallbackOutcome:
-    """Move a PENDING payment to `status`; the same final status again changes nothing."""
+def _order_version_bump(order: Order) -> int:
+    version = order.version_bump()
+    order.save(update_fields=["version"])
+    return version
+
+
+def _refund_required(*, payment: Payment, order: Order, reason: str) -> None:
+    """Mark captured money refund-due and say so; the caller holds both rows' locks."""
+    payment.status = Payment.Status.REFUND_DUE
+    payment.refund_reason = reason
+    payment.finished_at = payment.finished_at or timezone.now()
+    payment.save(update_fields=["status", "refund_reason", "finished_at", "updated_at"])
+    payment_refund_required.send(sender=Payment, event=PaymentRefundRequired(
+        payment_id=str(payment.id), order_id=str(payment.order_id), user_id=str(payment.user_id),
+        amount=payment.amount, card_type=payment.card_type, reason=reason,
+        aggregate_version=_order_version_bump(order)))
+
+
+def _capture_record(*, payment: Payment, order: Order) -> None:
+    """The gateway captured the money: COMPLETED if the order can still take it, else REFUND_DUE."""
+    if order.status == Order.Status.PENDING_PAYMENT:
+        payment.status = Payment.Status.COMPLETED
+        payment.finished_at = timezone.now()
+        payment.save(update_fields=["status", "finished_at", "updated_at"])
+        payment_completed.send(sender=Payment, event=PaymentCompleted(
+            **_event_fields(payment), aggregate_version=_order_version_bump(order)))
+        return
+    reason = "order_cancelled" if order.status == Order.Status.CANCELLED else "order_already_paid"
+    logger.warning("payment captured for an order that cannot take it: refund due",
+                   extra={"payment_id": payment.id, "order_id": order.id, "reason": reason})
+    _refund_required(payment=payment, order=order, reason=reason)
+
+
+def payment_settle(*, transaction_key: str, status: str, reason: str = "") -> CallbackOutcome:
+    """Apply the gateway's word on a payment (callback or reconciliation). Idempotent.
+
+    COMPLETED is recorded whatever the payment's state (a capture is never refused): an order
+    that cannot take it makes the payment REFUND_DUE. FAILED applies to an unsettled payment
+    only; a decline after a capture raises IllegalTransition (409) and changes nothing.
+    Raises Payment.DoesNotExist.
+    """
+    order_id = Payment.objects.values_list("order_id", flat=True).get(transaction_key=transaction_key)
     with transaction.atomic():
+        # The order first, then the payment: the order as every writer of an order's key locks
+        # it (a cancel locks the order, then its payments), so that the two never deadlock. The
+        # payment's events are events of the order's key, with the order's next version.
+        order = Order.objects.select_for_update().get(id=order_id)
         payment = Payment.objects.select_for_update().get(transaction_key=transaction_key)
-        if payment.status == status:
+        if status == Payment.Status.COMPLETED:
+            if payment.status in (Payment.Status.COMPLETED, Payment.Status.REFUND_DUE):
+                return CallbackOutcome(payment, changed=False)
+            _capture_record(payment=payment, order=order)
+            return CallbackOutcome(payment, changed=True)
+        if payment.status == Payment.Status.FAILED:
             return CallbackOutcome(payment, changed=False)
-        if payment.status != Payment.Status.PENDING:
+        if payment.status not in Payment.UNSETTLED:
             raise IllegalTransition(f"payment {transaction_key} is {payment.status}",
                                     status=payment.status)
-        # Lock the order too: the payment's events are events of the order's key.
-        Order.objects.select_for_update().get(id=payment.order_id)
-        payment.status = status
+        payment.status = Payment.Status.FAILED
         payment.finished_at = timezone.now()
-        if status == Payment.Status.COMPLETED:
-            payment.save(update_fields=["status", "finished_at", "updated_at"])
-            payment_completed.send(sender=Payment, event=PaymentCompleted(**_event_fields(payment)))
-        else:
-            payment.failure_reason = (reason or "declined")[:200]
-            payment.save(update_fields=["status", "failure_reason", "finished_at", "updated_at"])
-            payment_failed.send(sender=Payment, event=PaymentFailed(
-                **_event_fields(payment), reason=payment.failure_reason))
-        _order_follow_on_commit(payment)
+        payment.failure_reason = (reason or "declined")[:200]
+        payment.save(update_fields=["status", "failure_reason", "finished_at", "updated_at"])
+        payment_failed.send(sender=Payment, event=PaymentFailed(
+            **_event_fields(payment), reason=payment.failure_reason,
+            aggregate_version=_order_version_bump(order)))
     return CallbackOutcome(payment, changed=True)
 
 
 def payment_complete(*, transaction_key: str) -> Payment:
-    """Mark a PENDING payment COMPLETED. A repeated success callback changes nothing.
-
-    Raises Payment.DoesNotExist, IllegalTransition (409) when the payment had failed.
-    """
-    return _payment_finish(transaction_key=transaction_key, status=Payment.Status.COMPLETED).payment
+    """Record a capture (see payment_settle). Raises Payment.DoesNotExist."""
+    return payment_settle(transaction_key=transaction_key, status=Payment.Status.COMPLETED).payment
 
 
 def payment_fail(*, transaction_key: str, reason: str) -> Payment:
-    """Mark a PENDING payment FAILED. A repeated failure callback changes nothing.
+    """Fail an unsettled payment (see payment_settle). Raises Payment.DoesNotExist, IllegalTransition."""
+    return payment_settle(transaction_key=transaction_key, status=Payment.Status.FAILED,
+                          reason=reason).payment
 
-    Raises Payment.DoesNotExist, IllegalTransition (409) when the payment had completed.
+
+def payments_refund_for_cancelled_order(*, order_id: int) -> None:
+    """Captured payments of an order being cancelled become refund-due, in the cancel's transaction.
+
+    Called by the receiver of `order_cancelled` (payments.receivers), inside the transaction that
+    holds the order's lock.
     """
-    return _payment_finish(transaction_key=transaction_key, status=Payment.Status.FAILED,
-                           reason=reason).payment
+    captured = list(Payment.objects.select_for_update()
+                    .filter(order_id=order_id, status=Payment.Status.COMPLETED))
+    if not captured:
+        return
+    order = Order.objects.select_for_update().get(id=order_id)
+    for payment in captured:
+        _refund_required(payment=payment, order=order, reason="order_cancelled")
 
 
-def payment_callback_handle(*, body: bytes, signature: str | None) -> CallbackOutcome:
+def _callback_authenticate(*, body: bytes, headers: Mapping[str, str], now: float) -> str:
+    """The callback's event id, once its signature and timestamp are good; else InvalidSignature."""
+    timestamp = headers.get(TIMESTAMP_HEADER) or ""
+    event_id = headers.get(EVENT_ID_HEADER) or ""
+    if not timestamp.isdigit() or not EVENT_ID.fullmatch(event_id):
+        raise InvalidSignature(f"missing or malformed {TIMESTAMP_HEADER} or {EVENT_ID_HEADER}")
+    if not callback_signature_valid(body, timestamp=timestamp, event_id=event_id,
+                                    signature=headers.get(SIGNATURE_HEADER)):
+        raise InvalidSignature(f"bad or missing {SIGNATURE_HEADER}")
+    if abs(now - int(timestamp)) > settings.PAYMENT_CALLBACK_TOLERANCE:
+        raise InvalidSignature(f"{TIMESTAMP_HEADER} is outside the tolerance window")
+    return event_id
+
+
+def payment_callback_handle(*, body: bytes, headers: Mapping[str, str],
+                            now: float | None = None) -> CallbackOutcome:
     """Verify and apply a gateway callback (the endpoint and the simulated gateway share it).
 
-    Raises InvalidSignature, DomainValidationError (400), Payment.DoesNotExist, IllegalTransition.
+    The event id is stored with the change in one transaction: a replay is refused and a refused
+    callback stores nothing. Raises InvalidSignature (401), ReplayedCallback (409),
+    DomainValidationError (400), Payment.DoesNotExist (404), IllegalTransition (409).
     """
-    if not callback_signature_valid(body, signature):
-        raise InvalidSignature("bad or missing X-Signature")
+    event_id = _callback_authenticate(body=body, headers=headers,
+                                      now=time.time() if now is None else now)
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -136,55 +217,82 @@ def payment_callback_handle(*, body: bytes, signature: str | None) -> CallbackOu
     if not isinstance(key, str) or not TRANSACTION_KEY.fullmatch(key):
         raise DomainValidationError("must be a transaction key (txn_ and 24 hex digits)",
                                     field="transaction_key")
-    if status == Payment.Status.COMPLETED:
-        return _payment_finish(transaction_key=key, status=Payment.Status.COMPLETED)
-    if status == Payment.Status.FAILED:
-        reason = data.get("reason")
-        return _payment_finish(transaction_key=key, status=Payment.Status.FAILED,
-                               reason=reason if isinstance(reason, str) else "")
-    raise DomainValidationError("must be COMPLETED or FAILED", field="status")
-
-
-def order_follow_payment(*, payment_id: int) -> None:
-    """Confirm or cancel the order of a finished payment. Safe to run any number of times."""
-    payment = Payment.objects.get(id=payment_id)
-    order = Order.objects.get(id=payment.order_id)
-    if order.status != Order.Status.PENDING_PAYMENT:
-        if payment.status == Payment.Status.COMPLETED and order.status == Order.Status.CANCELLED:
-            logger.warning("payment completed for a cancelled order: refund needed",
-                           extra={"payment_id": payment.id, "order_id": order.id})
-        return
-    if payment.status == Payment.Status.COMPLETED:
-        order_confirm(order_id=order.id)
-    elif payment.status == Payment.Status.FAILED:
+    if status not in (Payment.Status.COMPLETED, Payment.Status.FAILED):
+        raise DomainValidationError("must be COMPLETED or FAILED", field="status")
+    reason = data.get("reason")
+    with transaction.atomic():
         try:
-            order_cancel(order_id=order.id, reason=f"payment failed: {payment.failure_reason}")
-        except IllegalTransition:
-            pass  # cancelled meanwhile: nothing left to do
+            with transaction.atomic():
+                CallbackReceipt.objects.create(event_id=event_id, transaction_key=key)
+        except IntegrityError as exc:
+            raise ReplayedCallback(f"callback {event_id} was already received") from exc
+        return payment_settle(transaction_key=key, status=status,
+                              reason=reason if isinstance(reason, str) else "")
 
 
-def payment_reconcile(*, now=None) -> dict[str, int]:  # noqa: ANN001 - datetime | None
-    """Repair what a lost after-commit reaction left behind; run periodically by beat.
+@dataclass
+class ReconcileResult:
+    captured: int = 0
+    failed: int = 0
+    still_processing: int = 0
+    marked_for_review: int = 0
+    gateway_unreachable: int = 0
 
-    Orders still awaiting payment whose payment finished follow it; payments the gateway never
-    answered within PAYMENT_RECONCILE_AFTER seconds fail with reason "gateway timeout".
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+def _review_mark(*, transaction_key: str) -> bool:
+    with transaction.atomic():
+        updated = (Payment.objects.filter(transaction_key=transaction_key,
+                                          status=Payment.Status.PENDING)
+                   .update(status=Payment.Status.NEEDS_REVIEW, updated_at=timezone.now()))
+    if updated:
+        logger.warning("payment unsettled past PAYMENT_REVIEW_AFTER: manual review",
+                       extra={"transaction_key": transaction_key})
+    return bool(updated)
+
+
+def payment_reconcile(*, now: datetime | None = None) -> ReconcileResult:
+    """Settle payments the gateway left unanswered, by asking it; run periodically by beat.
+
+    Only what the gateway says is applied: captured -> recorded (COMPLETED or REFUND_DUE),
+    failed or never seen -> FAILED. Still processing, or the gateway unreachable: nothing is
+    decided, and past PAYMENT_REVIEW_AFTER the payment is marked NEEDS_REVIEW for a person.
     """
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.PAYMENT_RECONCILE_AFTER)
-    repaired = 0
-    finished = Payment.objects.filter(
-        status__in=[Payment.Status.COMPLETED, Payment.Status.FAILED],
-        order__status=Order.Status.PENDING_PAYMENT,
-    ).values_list("id", flat=True)
-    for payment_id in list(finished):
-        order_follow_payment(payment_id=payment_id)
-        repaired += 1
-    timed_out = 0
-    stale = Payment.objects.filter(status=Payment.Status.PENDING, created_at__lt=cutoff)
-    for key in list(stale.values_list("transaction_key", flat=True)):
+    result = ReconcileResult()
+    asked_before = now - timedelta(seconds=settings.PAYMENT_RECONCILE_AFTER)
+    review_before = now - timedelta(seconds=settings.PAYMENT_REVIEW_AFTER)
+    unsettled = (Payment.objects.filter(status__in=Payment.UNSETTLED, created_at__lt=asked_before)
+                 .order_by("id").values_list("transaction_key", "created_at"))
+    gateway = gateway_get()
+    for key, created_at in list(unsettled):
         try:
-            payment_fail(transaction_key=key, reason="gateway timeout")
-            timed_out += 1
-        except IllegalTransition:
-            pass
-    return {"orders_repaired": repaired, "payments_timed_out": timed_out}
+            answer = gateway.payment_status(transaction_key=key)
+        except GatewayUnavailable as exc:
+            logger.warning("gateway unreachable during reconciliation: nothing decided",
+                           extra={"transaction_key": key, "error": str(exc)[:200]})
+            result.gateway_unreachable += 1
+            if created_at < review_before:
+                result.marked_for_review += _review_mark(transaction_key=key)
+            continue
+        if answer.state is ChargeState.COMPLETED:
+            result.captured += payment_settle(transaction_key=key,
+                                              status=Payment.Status.COMPLETED).changed
+        elif answer.state in (ChargeState.FAILED, ChargeState.UNKNOWN):
+            reason = (answer.reason or "declined") if answer.state is ChargeState.FAILED \
+                else "gateway never received the request"
+            try:
+                result.failed += payment_settle(transaction_key=key, status=Payment.Status.FAILED,
+                                                reason=reason).changed
+            except IllegalTransition:
+                pass  # a capture arrived meanwhile: it stands
+        else:
+            result.still_processing += 1
+            if created_at < review_before:
+                result.marked_for_review += _review_mark(transaction_key=key)
+    # Older receipts are useless: their callbacks are refused by the timestamp window already.
+    keep_after = now - timedelta(seconds=2 * settings.PAYMENT_CALLBACK_TOLERANCE)
+    CallbackReceipt.objects.filter(received_at__lt=keep_after).delete()
+    return result

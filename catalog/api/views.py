@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.cache import cache
-from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -63,17 +62,14 @@ class ProductDetailApi(APIView):
         cache_key = settings.PRODUCT_CACHE_KEY.format(product_id=product_id)
         data = cache.get(cache_key)
         if data is None:
-            try:
-                product = selectors.product_get(product_id=product_id)
-            except Product.DoesNotExist as exc:
-                raise Http404 from exc
+            product = selectors.product_get(product_id=product_id)
             data = ProductOutputSerializer(product).data
             cache.set(cache_key, data, PRODUCT_CACHE_SECONDS)
         try:
             services.product_view_record(user=request.user, product_id=product_id)
-        except Product.DoesNotExist as exc:
-            cache.delete(cache_key)
-            raise Http404 from exc
+        except Product.DoesNotExist:
+            cache.delete(cache_key)  # deleted since it was cached; the handler answers 404
+            raise
         return Response(data)
 
 
@@ -83,17 +79,11 @@ class ProductLikeApi(APIView):
     @extend_schema(operation_id="products_like", request=None,
                    responses={200: LikeOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
     def put(self, request: Request, product_id: int) -> Response:
-        try:
-            changed = services.product_like(user=request.user, product_id=product_id)
-        except Product.DoesNotExist as exc:
-            raise Http404 from exc
+        changed = services.product_like(user=request.user, product_id=product_id)
         return Response({"product_id": product_id, "liked": True, "changed": changed})
 
     @extend_schema(operation_id="products_unlike", request=None,
                    responses={200: LikeOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
     def delete(self, request: Request, product_id: int) -> Response:
-        try:
-            changed = services.product_unlike(user=request.user, product_id=product_id)
-        except Product.DoesNotExist as exc:
-            raise Http404 from exc
+        changed = services.product_unlike(user=request.user, product_id=product_id)
         return Response({"product_id": product_id, "liked": False, "changed": changed})

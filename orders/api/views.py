@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -78,10 +77,7 @@ class OrderDetailApi(APIView):
     @extend_schema(operation_id="orders_retrieve",
                    responses={200: OrderOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
     def get(self, request: Request, order_id: int) -> Response:
-        try:
-            order = selectors.order_get(user=request.user, order_id=order_id)
-        except Order.DoesNotExist as exc:
-            raise Http404 from exc
+        order = selectors.order_get(user=request.user, order_id=order_id)
         return Response(OrderOutputSerializer(order).data)
 
 
@@ -92,10 +88,7 @@ class OrderCancelApi(APIView):
     def post(self, request: Request, order_id: int) -> Response:
         payload = OrderCancelInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        try:
-            services.order_cancel(order_id=order_id, user=request.user,
-                                  reason=payload.validated_data["reason"])
-        except Order.DoesNotExist as exc:
-            raise Http404 from exc
+        services.order_cancel(order_id=order_id, user=request.user,
+                              reason=payload.validated_data["reason"])
         order = selectors.order_get(user=request.user, order_id=order_id)
         return Response(OrderOutputSerializer(order).data)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from django.http import Http404
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import APIException
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -10,8 +11,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from commerce.api_schema import BAD_REQUEST, CONFLICT, NOT_FOUND, UNAUTHORIZED, ErrorSerializer
-from orders.models import Order
-from payments import services
+from payments import selectors, services
+from payments.gateway import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from payments.models import Payment
 
 
@@ -42,13 +43,26 @@ CallbackOutputSerializer = inline_serializer(
 )
 
 
+class RequestTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "request body too large"
+    default_code = "too_large"
+
+
 class RawBodyParser(BaseParser):
-    """The callback's signature covers the exact bytes, so the view reads them unparsed."""
+    """The callback's signature covers the exact bytes, so the view reads them unparsed, and
+    never more than PAYMENT_CALLBACK_MAX_BYTES (a body without a length is cut there)."""
 
     media_type = "*/*"
 
     def parse(self, stream, media_type=None, parser_context=None):  # noqa: ANN001, ANN201
-        return stream.read() if stream is not None else b""
+        if stream is None:
+            return b""
+        limit = settings.PAYMENT_CALLBACK_MAX_BYTES
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            raise RequestTooLarge(f"the body exceeds {limit} bytes")
+        return body
 
 
 class PaymentRequestApi(APIView):
@@ -58,10 +72,7 @@ class PaymentRequestApi(APIView):
     def post(self, request: Request) -> Response:
         payload = PaymentRequestInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        try:
-            payment = services.payment_request(user=request.user, **payload.validated_data)
-        except Order.DoesNotExist as exc:
-            raise Http404 from exc
+        payment = services.payment_request(user=request.user, **payload.validated_data)
         return Response(PaymentOutputSerializer(payment).data, status=status.HTTP_201_CREATED)
 
 
@@ -69,38 +80,50 @@ class PaymentDetailApi(APIView):
     @extend_schema(operation_id="payments_retrieve",
                    responses={200: PaymentOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
     def get(self, request: Request, payment_id: int) -> Response:
-        try:
-            payment = Payment.objects.get(id=payment_id, user=request.user)
-        except Payment.DoesNotExist as exc:
-            raise Http404 from exc
+        payment = selectors.payment_get(payment_id=payment_id, user=request.user)
         return Response(PaymentOutputSerializer(payment).data)
 
 
 class PaymentCallbackApi(APIView):
-    """The gateway's answer. Authenticated by an HMAC-SHA256 of the raw body, hex, in X-Signature."""
+    """The gateway's answer, authenticated by an HMAC-SHA256 over the signed timestamp, the event
+    id and the raw body (payments.gateway; docs/PAYMENTS.md shows the gateway's side)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    # Authenticated by its signature and bounded in size; all of a gateway's callbacks come from
+    # a few addresses, which an anonymous rate limit would refuse.
+    throttle_classes: list = []
     parser_classes = [RawBodyParser]
 
     @extend_schema(
         operation_id="payments_callback",
         request={"application/json": CallbackInputSerializer},
-        parameters=[OpenApiParameter("X-Signature", str, OpenApiParameter.HEADER, required=True,
-                                     description="hex HMAC-SHA256 of the raw body under the shared secret")],
+        parameters=[
+            OpenApiParameter(TIMESTAMP_HEADER, str, OpenApiParameter.HEADER, required=True,
+                             description="Unix seconds; refused outside PAYMENT_CALLBACK_TOLERANCE"),
+            OpenApiParameter(EVENT_ID_HEADER, str, OpenApiParameter.HEADER, required=True,
+                             description="unique per callback; a repeated id is refused (409)"),
+            OpenApiParameter(SIGNATURE_HEADER, str, OpenApiParameter.HEADER, required=True,
+                             description="hex HMAC-SHA256 of `<timestamp>.<event id>.<raw body>`"),
+        ],
         responses={200: CallbackOutputSerializer, 400: BAD_REQUEST,
-                   401: OpenApiResponse(ErrorSerializer, description="bad or missing signature"),
-                   404: NOT_FOUND, 409: CONFLICT},
+                   401: OpenApiResponse(ErrorSerializer, description="bad, missing or stale signature"),
+                   404: NOT_FOUND, 409: CONFLICT,
+                   413: OpenApiResponse(ErrorSerializer, description="body over PAYMENT_CALLBACK_MAX_BYTES")},
     )
     def post(self, request: Request) -> Response:
+        # Refused before a byte of the body is read when the declared length is over the limit.
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > settings.PAYMENT_CALLBACK_MAX_BYTES:
+            raise RequestTooLarge(f"the body exceeds {settings.PAYMENT_CALLBACK_MAX_BYTES} bytes")
         body = request.data if isinstance(request.data, bytes) else b""
         try:
-            outcome = services.payment_callback_handle(
-                body=body, signature=request.headers.get("X-Signature"))
+            outcome = services.payment_callback_handle(body=body, headers=request.headers)
         except services.InvalidSignature as exc:
             return Response({"detail": str(exc), "code": "invalid_signature"},
                             status=status.HTTP_401_UNAUTHORIZED)
-        except Payment.DoesNotExist as exc:
-            raise Http404 from exc
         return Response({"transaction_key": outcome.payment.transaction_key,
                          "status": outcome.payment.status, "changed": outcome.changed})

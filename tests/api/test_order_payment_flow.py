@@ -9,9 +9,10 @@ import pytest
 from catalog.models import Product
 from orders.models import Coupon, Order
 from outbox.models import OutboxEvent
-from payments.gateway import callback_body, callback_signature
+from payments.gateway import callback_body
 from payments.models import Payment
 from tests.factories import coupon_make, product_make, token_for, user_make
+from tests.support.gateways import signed
 
 pytestmark = pytest.mark.django_db
 
@@ -113,12 +114,14 @@ def test_duplicate_callback_is_acknowledged_and_changes_nothing(
         payment = api_client.post("/api/payments/", {"order_id": order["id"], "card_type": "VISA"},
                                   format="json").json()
     body = callback_body(transaction_key=payment["transaction_key"], status="COMPLETED")
-    headers = {"HTTP_X_SIGNATURE": callback_signature(body)}
     with django_capture_on_commit_callbacks(execute=True):
-        first = api_client.post("/api/payments/callback/", body, content_type="application/json", **headers)
+        first = api_client.post("/api/payments/callback/", body, content_type="application/json",
+                                **signed(body))
     after_first = _last_seq()
+    # the gateway sends the same outcome again as a new callback (a new event id)
     with django_capture_on_commit_callbacks(execute=True):
-        second = api_client.post("/api/payments/callback/", body, content_type="application/json", **headers)
+        second = api_client.post("/api/payments/callback/", body, content_type="application/json",
+                                 **signed(body))
     assert first.status_code == 200 and first.json()["changed"] is True
     assert second.status_code == 200 and second.json()["changed"] is False
     assert _last_seq() == after_first
@@ -126,7 +129,7 @@ def test_duplicate_callback_is_acknowledged_and_changes_nothing(
     # a contradicting callback is a conflict that names the current state
     failed_body = callback_body(transaction_key=payment["transaction_key"], status="FAILED", reason="x")
     conflict = api_client.post("/api/payments/callback/", failed_body, content_type="application/json",
-                               HTTP_X_SIGNATURE=callback_signature(failed_body))
+                               **signed(failed_body))
     assert conflict.status_code == 409 and conflict.json()["status"] == "COMPLETED"
 
 
@@ -139,7 +142,10 @@ def test_callback_with_a_bad_signature_is_401_and_changes_nothing(
                               format="json").json()
     start = _last_seq()
     body = callback_body(transaction_key=payment["transaction_key"], status="COMPLETED")
-    headers = {} if signature is None else {"HTTP_X_SIGNATURE": signature}
+    headers = signed(body)
+    del headers["HTTP_X_SIGNATURE"]
+    if signature is not None:
+        headers["HTTP_X_SIGNATURE"] = signature
     response = api_client.post("/api/payments/callback/", body, content_type="application/json", **headers)
     assert response.status_code == 401
     assert Payment.objects.get(id=payment["id"]).status == Payment.Status.PENDING
@@ -149,7 +155,7 @@ def test_callback_with_a_bad_signature_is_401_and_changes_nothing(
 def test_signed_callback_for_an_unknown_payment_is_404(api_client):
     body = callback_body(transaction_key="txn_" + "0" * 24, status="COMPLETED")
     response = api_client.post("/api/payments/callback/", body, content_type="application/json",
-                               HTTP_X_SIGNATURE=callback_signature(body))
+                               **signed(body))
     assert response.status_code == 404
 
 

@@ -1,9 +1,15 @@
-"""/healthz and /readyz against real dependencies: Kafka going away is named, and recovers."""
+"""/healthz, /readyz and the relay's health: the API's readiness depends on what the API needs
+(database, cache), never on Kafka; the relay's health says when the broker is unreachable."""
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from django.core.management import call_command
+
+from commerce.health import relay_health
+from tests.factories import product_make, token_for, user_make
 from tests.support.kafka import PrivateBroker
 
 pytestmark = [pytest.mark.django_db]
@@ -13,21 +19,100 @@ def test_healthz_answers_without_dependencies(client):
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
+def test_readyz_checks_the_database_and_the_cache(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "failing": []}
+
+
+def test_readyz_names_a_failing_dependency_without_its_exception_text(client, settings):
+    # given: a cache nobody listens to
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:1/0"}}
+    # when
+    response = client.get("/readyz")
+    # then: 503 naming the check, and nothing of the error for an anonymous caller
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "failing": ["cache"]}
+    assert b"refused" not in response.content.lower() and b"Error" not in response.content
+
+
+def test_readyz_opens_no_kafka_client(client, settings, monkeypatch):
+    import kafka
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("readiness must not talk to Kafka")
+
+    monkeypatch.setattr(kafka, "KafkaAdminClient", refuse)
+    settings.KAFKA_BOOTSTRAP_SERVERS = ["127.0.0.1:1"]
+    assert client.get("/readyz").status_code == 200
+
+
+def test_the_relay_health_is_for_staff_or_monitoring_only(client, settings):
+    settings.KAFKA_BOOTSTRAP_SERVERS = ["127.0.0.1:1"]
+    settings.HEALTH_TOKEN = "monitoring-token-for-tests"
+    assert client.get("/health/relay").status_code == 403
+    assert client.get("/health/relay", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    answer = client.get("/health/relay", HTTP_AUTHORIZATION="Bearer monitoring-token-for-tests")
+    assert answer.status_code == 503 and answer.json()["broker"] == "unreachable"
+
+
 @pytest.mark.integration
 @pytest.mark.fault
-def test_readyz_names_kafka_when_it_is_down_and_recovers(client, settings):
-    broker = PrivateBroker(port=19094)
+def test_with_the_broker_stopped_readyz_is_200_orders_are_accepted_and_the_relay_says_unreachable(
+        client, api_client, settings, capsys):
+    # given: a broker of this test's own, then stopped
+    port = int(settings.KAFKA_BOOTSTRAP_SERVERS[0].rsplit(":", 1)[1]) + 2
+    broker = PrivateBroker(port=port)
     broker.start()
     settings.KAFKA_BOOTSTRAP_SERVERS = [broker.bootstrap]
+    settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
+    admin = user_make(is_staff=True)
     try:
-        ready = client.get("/readyz")
-        assert ready.status_code == 200, ready.json()
+        assert relay_health()["broker"] == "ok"
         broker.stop()
-        down = client.get("/readyz")
-        assert down.status_code == 503
-        assert down.json()["failing"] == ["kafka"]
-        assert down.json()["checks"]["database"] == "ok"
-        broker.start()
+        # when / then: the API stays in rotation and takes orders (the outbox keeps them)
         assert client.get("/readyz").status_code == 200
+        product = product_make(stock=3)
+        api_client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user_make())}")
+        placed = api_client.post("/api/orders/", {"lines": [{"product_id": product.id, "quantity": 1}]},
+                                 format="json")
+        assert placed.status_code == 201, placed.content
+        # and the relay's health says what is wrong, on the endpoint and the command
+        client.force_login(admin)
+        relay = client.get("/health/relay")
+        assert relay.status_code == 503
+        assert relay.json()["broker"] == "unreachable"
+        assert "broker unreachable" in relay.json()["problems"]
+        with pytest.raises(SystemExit) as exited:
+            call_command("relay_health")
+        assert exited.value.code == 1
+        assert json.loads(capsys.readouterr().out)["broker"] == "unreachable"
+        # and once the broker is back, the relay is healthy again
+        broker.start()
+        assert relay_health()["broker"] == "ok"
     finally:
         broker.stop()
+
+
+@pytest.mark.integration
+def test_the_backoffice_health_reports_lag_without_progress(client, settings, kafka_topics, kafka_bootstrap):
+    from kafka import KafkaProducer
+
+    # given: a fresh group, nothing waiting
+    settings.BACKOFFICE_GROUP_ID = f"health-{kafka_topics['order-events']}"
+    client.force_login(user_make(is_staff=True))
+    healthy = client.get("/health/backoffice")
+    assert healthy.status_code == 200 and healthy.json()["lag"] == 0
+    # when: an event waits and no consumer handles it
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer.send(kafka_topics["order-events"], key=b"1", value=b"{}").get(timeout=10)
+    producer.close()
+    settings.BACKOFFICE_STALE_SECONDS = 0
+    stuck = client.get("/health/backoffice")
+    # then
+    assert stuck.status_code == 503
+    assert stuck.json()["lag"] == 1 and stuck.json()["problems"] == ["lag 1 with no progress"]
+    # and an unreachable Kafka is reported as such
+    settings.KAFKA_BOOTSTRAP_SERVERS = ["127.0.0.1:1"]
+    assert client.get("/health/backoffice").json()["problems"] == ["kafka unavailable"]

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def simulated(settings, celery_eager):  # noqa: ANN001, ANN201
-    settings.PAYMENT_GATEWAY = "payments.gateway.SimulatedGateway"
+    settings.PAYMENT_GATEWAY = "payments.simulator.SimulatedGateway"
     settings.PAYMENT_CALLBACK_BASE_URL = ""  # answer in-process through the same handler
     settings.PAYMENT_SIM_DELAY = 0
 
@@ -51,11 +51,17 @@ def test_the_simulated_gateway_fails_and_the_order_is_cancelled(
     assert Product.objects.get(id=product.id).stock == 3
 
 
-def test_the_signature_covers_the_exact_body():
+def test_the_signature_covers_the_exact_body_the_timestamp_and_the_event_id():
     body = callback_body(transaction_key="txn_" + "0" * 24, status="COMPLETED")
-    assert callback_signature_valid(body, callback_signature(body))
-    assert not callback_signature_valid(body + b" ", callback_signature(body))
-    assert not callback_signature_valid(body, None)
+    signature = callback_signature(body, timestamp="1764086400", event_id="evt_1")
+    assert callback_signature_valid(body, timestamp="1764086400", event_id="evt_1", signature=signature)
+    assert not callback_signature_valid(body + b" ", timestamp="1764086400", event_id="evt_1",
+                                        signature=signature)
+    assert not callback_signature_valid(body, timestamp="1764086401", event_id="evt_1",
+                                        signature=signature)
+    assert not callback_signature_valid(body, timestamp="1764086400", event_id="evt_2",
+                                        signature=signature)
+    assert not callback_signature_valid(body, timestamp="1764086400", event_id="evt_1", signature=None)
 
 
 def test_completing_twice_returns_the_payment_unchanged(settings):  # noqa: ANN001
@@ -67,3 +73,23 @@ def test_completing_twice_returns_the_payment_unchanged(settings):  # noqa: ANN0
     again = payment_complete(transaction_key=payment.transaction_key)
     assert isinstance(first, Payment) and isinstance(again, Payment)
     assert again.status == Payment.Status.COMPLETED and again.finished_at == first.finished_at
+
+
+def test_the_simulator_answers_a_status_lookup_truthfully(settings):
+    from payments.gateway import ChargeState
+    from payments.models import SimulatedCharge
+    from payments.simulator import SimulatedGateway
+
+    settings.PAYMENT_SIM_FAILURE_RATE = 0.0
+    settings.PAYMENT_SIM_DELAY = 3600
+    gateway = SimulatedGateway()
+    # never asked: never seen
+    assert gateway.payment_status(transaction_key="txn_" + "1" * 24).state is ChargeState.UNKNOWN
+    # asked, its answer not due yet: still processing
+    SimulatedCharge.objects.create(transaction_key="txn_" + "2" * 24)
+    assert gateway.payment_status(transaction_key="txn_" + "2" * 24).state is ChargeState.PROCESSING
+    # past the delay, even if its answer task was lost: the outcome it decided, and it sticks
+    settings.PAYMENT_SIM_DELAY = 0
+    assert gateway.payment_status(transaction_key="txn_" + "2" * 24).state is ChargeState.COMPLETED
+    settings.PAYMENT_SIM_FAILURE_RATE = 1.0
+    assert gateway.payment_status(transaction_key="txn_" + "2" * 24).state is ChargeState.COMPLETED

@@ -1,0 +1,25 @@
+"""Reads of payments, for the API and for the orders' reaction to a payment."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from orders.models import Order
+from payments.models import Payment
+
+
+def payment_get(*, payment_id: int, user: AbstractBaseUser | None = None) -> Payment:
+    """A payment; with `user`, only that user's (someone else's raises Payment.DoesNotExist)."""
+    payments = Payment.objects.all() if user is None else Payment.objects.filter(user=user)
+    return payments.get(id=payment_id)
+
+
+def payment_finished_for_pending_orders() -> QuerySet[Payment]:
+    """Finished payments whose order still awaits payment: a reaction was lost."""
+    return Payment.objects.filter(status__in=[Payment.Status.COMPLETED, Payment.Status.FAILED],
+                                  order__status=Order.Status.PENDING_PAYMENT)
+
+
+def payment_refunds_due() -> QuerySet[Payment]:
+    return Payment.objects.filter(status=Payment.Status.REFUND_DUE).select_related("order", "user")

@@ -1,0 +1,90 @@
+"""Request rates are limited (DRF throttles, THROTTLE_* settings): anonymous per IP, users per
+user, the token endpoint per IP and most strictly; over the limit, 429 with Retry-After."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rest_framework.test import APIClient
+
+from payments.gateway import callback_body
+from tests.factories import product_make, token_for, user_make
+from tests.support.gateways import signed
+
+pytestmark = pytest.mark.django_db
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def _client(user=None) -> APIClient:  # noqa: ANN001
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
+    return client
+
+
+def _assert_throttled(response) -> None:  # noqa: ANN001
+    assert response.status_code == 429, response.content
+    assert int(response["Retry-After"]) > 0
+    assert "throttled" in response.json()["detail"].lower()
+
+
+def test_anonymous_requests_are_limited_per_client(settings):
+    settings.THROTTLE_ANON = "3/min"
+    product = product_make()
+    anonymous = _client()
+    answers = [anonymous.get(f"/api/products/{product.id}/").status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+    _assert_throttled(anonymous.get(f"/api/products/{product.id}/"))
+    # a signed-in user is counted per user, not per address
+    assert _client(user_make()).get("/api/products/").status_code == 200
+
+
+def test_a_user_is_limited_per_user(settings):
+    settings.THROTTLE_USER = "3/min"
+    shopper, other = user_make(), user_make()
+    client = _client(shopper)
+    assert [client.get("/api/orders/").status_code for _ in range(3)] == [200, 200, 200]
+    _assert_throttled(client.get("/api/orders/"))
+    assert _client(other).get("/api/orders/").status_code == 200
+
+
+def test_the_token_endpoint_is_limited_whatever_the_credentials(settings):
+    settings.THROTTLE_LOGIN = "3/min"
+    user_make(username="alice")
+    client = _client()
+    good = {"username": "alice", "password": "pw-for-tests-only"}
+    first = client.post("/api/auth/token/", good, format="json")
+    assert first.status_code == 200 and first.json()["token"]
+    wrong = [client.post("/api/auth/token/", {"username": "alice", "password": f"guess{n}"},
+                         format="json").status_code for n in range(2)]
+    assert wrong == [400, 400]
+    # the next attempt is refused even with the right password: guessing stops here
+    _assert_throttled(client.post("/api/auth/token/", good, format="json"))
+
+
+def test_the_gateway_callback_is_not_rate_limited(settings):
+    # it is authenticated by its signature; a gateway's callbacks come from a few addresses
+    settings.THROTTLE_ANON = "1/min"
+    settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
+    body = callback_body(transaction_key="txn_" + "0" * 24, status="COMPLETED")
+    client = _client()
+    answers = [client.post("/api/payments/callback/", body, content_type="application/json",
+                           **signed(body)).status_code for _ in range(3)]
+    assert answers == [404, 404, 404]
+
+
+def test_the_default_rates_put_the_token_endpoint_strictest(tmp_path):
+    code = ("import django;django.setup();from django.conf import settings as s;"
+            "print(s.THROTTLE_LOGIN, s.THROTTLE_ANON, s.THROTTLE_USER)")
+    env = {"PATH": os.environ["PATH"], "VAR_DIR": str(tmp_path), "DEBUG": "1",
+           "DJANGO_SETTINGS_MODULE": "commerce.settings"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, text=True,
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    login, anon, user = (int(rate.split("/")[0]) for rate in result.stdout.split())
+    assert result.stdout.split()[0].endswith("/min") and login < anon < user
