@@ -140,3 +140,35 @@ def test_consumer_lag_is_set_per_partition_and_forgotten_on_revoke():
 def test_a_poll_sets_the_consumer_heartbeat():
     metrics.consumer_poll_observed(at=1_700_000_123.0)
     assert sample("backoffice_consumer_last_poll_timestamp_seconds") == 1_700_000_123.0
+
+
+def test_a_published_batch_counts_per_topic_and_observes_each_rows_latency():
+    acked_at = timezone.now()
+    other = TOPIC + "-other"
+    before = {t: sample("outbox_events_published_total", topic=t) for t in (TOPIC, other)}
+    before_count = {t: sample("outbox_commit_to_ack_seconds_count", topic=t) for t in (TOPIC, other)}
+    before_sum = sample("outbox_commit_to_ack_seconds_sum", topic=TOPIC)
+    rows = [(TOPIC, (acked_at - timedelta(seconds=1)).isoformat()),
+            (other, acked_at - timedelta(seconds=3)),
+            (TOPIC, (acked_at - timedelta(seconds=2)).isoformat().replace("+00:00", "Z"))]
+
+    metrics.relay_published_batch_observed(rows=rows, acked_at=acked_at)
+
+    assert sample("outbox_events_published_total", topic=TOPIC) == before[TOPIC] + 2
+    assert sample("outbox_events_published_total", topic=other) == before[other] + 1
+    assert sample("outbox_commit_to_ack_seconds_count", topic=TOPIC) == before_count[TOPIC] + 2
+    assert sample("outbox_commit_to_ack_seconds_count", topic=other) == before_count[other] + 1
+    assert sample("outbox_commit_to_ack_seconds_sum", topic=TOPIC) == pytest.approx(before_sum + 3.0)
+
+
+def test_a_batchs_commit_to_projection_latencies_are_observed_per_topic():
+    applied_at = timezone.now()
+    before_count = sample("backoffice_commit_to_projection_seconds_count", topic=TOPIC)
+    before_sum = sample("backoffice_commit_to_projection_seconds_sum", topic=TOPIC)
+
+    metrics.consumer_applied_batch_latency_observed(
+        rows=[(TOPIC, applied_at - timedelta(seconds=0.5)), (TOPIC, applied_at - timedelta(seconds=1.5))],
+        applied_at=applied_at)
+
+    assert sample("backoffice_commit_to_projection_seconds_count", topic=TOPIC) == before_count + 2
+    assert sample("backoffice_commit_to_projection_seconds_sum", topic=TOPIC) == pytest.approx(before_sum + 2.0)
