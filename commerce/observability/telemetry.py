@@ -21,7 +21,6 @@ commerce.tracing keeps generating its own traceparents.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -39,8 +38,6 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-logger = logging.getLogger(__name__)
 
 _propagator = TraceContextTextMapPropagator()
 
