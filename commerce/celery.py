@@ -11,3 +11,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "commerce.settings")
 app = Celery("commerce")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# Worker-process hooks of the metrics exporter (commerce/observability/worker.py).
+import commerce.observability.worker  # noqa: E402,F401

@@ -264,6 +264,17 @@ CELERY_BEAT_SCHEDULE = {
     "backoffice-purge-inbox": {"task": "backoffice.purge_inbox", "schedule": 3600.0},
 }
 
+# --- Observability (docs/OPERATIONS.md, Observability) ----------------------------------------
+# /metrics answers a bearer token equal to METRICS_TOKEN, or a staff session; empty: staff only.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# Metrics ports of the Celery worker (its prefork children summed: PROMETHEUS_MULTIPROC_DIR) and of
+# consume_events; 0 turns the exporter off.
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", default=0)
+CONSUMER_METRICS_PORT = env.int("CONSUMER_METRICS_PORT", default=0)
+# Traces: none (default), otlp (OTEL_EXPORTER_OTLP_ENDPOINT, read by the exporter) or console.
+OTEL_TRACES_EXPORTER = env.str("OTEL_TRACES_EXPORTER", default="none")
+OTEL_SERVICE_NAME = env.str("OTEL_SERVICE_NAME", default="commerce")
+
 # --- Logging ----------------------------------------------------------------------------------
 LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -3,6 +3,11 @@
 The middleware takes the caller's `traceparent` header (or starts a new trace) and keeps it in a
 context variable, so that the outbox can stamp it on every event the request records and the
 logs can carry the trace id. Celery tasks and consumers set it from the event they handle.
+
+When OpenTelemetry is on (commerce.observability.telemetry, `OTEL_TRACES_EXPORTER`), its current
+span is the source of truth: the middleware answers with the HTTP server span's traceparent, and
+`traceparent_get()` returns the current span's (the outbox's "create" span while an event is
+recorded), so that what the outbox stores is a real span of the trace. Off, the ids are made here.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from django.http import HttpRequest, HttpResponse
+
+from commerce.observability.telemetry import current_span_traceparent, telemetry_enabled
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -40,6 +47,10 @@ def trace_id_of(traceparent: str | None) -> str | None:
 
 def traceparent_get() -> str:
     """The current traceparent; starts a trace when none is active (a shell, a beat task)."""
+    if telemetry_enabled():
+        span_traceparent = current_span_traceparent()
+        if span_traceparent is not None:
+            return span_traceparent
     value = current_traceparent.get()
     if value is None:
         value = traceparent_new()
@@ -61,7 +72,10 @@ class TraceparentMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        traceparent = traceparent_child(request.headers.get("traceparent"))
+        # With OpenTelemetry on, its Django middleware (first in the chain) has opened the HTTP
+        # span from the caller's header: that span is the request's context.
+        traceparent = (current_span_traceparent() if telemetry_enabled() else None) \
+            or traceparent_child(request.headers.get("traceparent"))
         with trace_context(traceparent):
             response = self.get_response(request)
         response["traceparent"] = traceparent

@@ -5,12 +5,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from commerce import api_auth, dashboard, health
+from commerce.observability.exporters import metrics_view
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("health/relay", health.relay_health_view, name="health-relay"),
     path("health/backoffice", health.backoffice_health_view, name="health-backoffice"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/pipeline/", admin.site.admin_view(dashboard.pipeline_dashboard), name="pipeline-dashboard"),
     path("admin/pipeline/order/<int:order_id>/", admin.site.admin_view(dashboard.order_trace),
          name="pipeline-order-trace"),
