@@ -265,9 +265,14 @@ def run_demo(actions: int, supervisor: Supervisor, base: str, stopping) -> int: 
             return 1
         time.sleep(1)
     say(f"simulating {actions} user actions")
-    result = subprocess.run([PY, "manage.py", "simulate_traffic", "--base-url", base,
-                             "--actions", str(actions), "--drain-timeout", "300"], cwd=PROJECT_DIR)
-    return result.returncode
+    traffic = subprocess.Popen([PY, "manage.py", "simulate_traffic", "--base-url", base,
+                                "--actions", str(actions), "--drain-timeout", "300"], cwd=PROJECT_DIR)
+    while traffic.poll() is None:
+        supervisor.check()  # a component that dies during the demo is restarted too
+        if stopping():
+            traffic.terminate()
+        time.sleep(0.2)
+    return traffic.returncode
 
 
 if __name__ == "__main__":
