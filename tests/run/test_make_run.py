@@ -30,20 +30,19 @@ def stacks(tmp_path_factory):  # noqa: ANN001, ANN201
     started: dict[str, LocalStack] = {"newcomer": LocalStack(checkout)}
     started["newcomer"].start()
     yield started
+    # Whatever a failed test left running: every process working in a copied checkout.
     for stack in started.values():
         if stack.popen is not None and stack.popen.poll() is None:
             os.killpg(stack.popen.pid, signal.SIGKILL)
-        for component in stack.state_last.get("components", {}).values() if hasattr(stack, "state_last") else []:
-            if component.get("pid"):
-                try:
-                    os.killpg(component["pid"], signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        for line in processes_in(stack.project_dir):
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def _remember(stack: LocalStack) -> dict:
-    stack.state_last = stack.state()
-    return stack.state_last
+    return stack.state()
 
 
 def _settled(stack: LocalStack, payment_id: int) -> tuple | None:
@@ -106,14 +105,6 @@ def test_a_second_stack_on_the_same_broker_gets_none_of_the_first_stacks_events(
     first = stacks["newcomer"]
     second = stacks["second"] = LocalStack(project_copy(tmp_path_factory.mktemp("second-checkout")))
     second.start()
-    _remember(second)
-
-    # each says which broker it uses and whether it started it, and names its own topics
-    names = [re.search(r"topics (\S+), (\S+); consumer group (\S+)", stack.output()).groups()
-             for stack in (first, second)]
-    assert set(names[0]).isdisjoint(names[1])
-    for stack in (first, second):
-        assert "Kafka: using the broker that answers at" in stack.output()
 
     # when both publish (seed_demo's products) and the first gets an order too
     token = first.token("bob")
@@ -133,6 +124,13 @@ def test_a_second_stack_on_the_same_broker_gets_none_of_the_first_stacks_events(
     (published_1, handled_1), (published_2, handled_2) = own_events(first), own_events(second)
     assert handled_1.isdisjoint(published_2)
     assert handled_2.isdisjoint(published_1)
+
+    # each says which broker it uses and whether it started it, and names its own topics
+    names = [re.search(r"topics (\S+), (\S+); consumer group (\S+)", stack.output()).groups()
+             for stack in (first, second)]
+    assert set(names[0]).isdisjoint(names[1])
+    for stack in (first, second):
+        assert "Kafka: using the broker that answers at" in stack.output()
 
 
 def test_ctrl_c_stops_every_process_it_started(stacks):  # noqa: ANN001
