@@ -15,8 +15,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
+# RUN_PORT / RUN_HOST (default 127.0.0.1:8000) choose where the API listens; KAFKA_BOOTSTRAP_SERVERS
+# which broker it uses (started here when none answers there).
 run: venv
 	$(PY) scripts/run_local.py
+
+# `make restart-worker` (server, worker, relay, beat, consumer): restart one component of a
+# running `make run`.
+restart-%:
+	$(PY) scripts/run_local.py --restart $*
 
 test: venv
 	scripts/test-all

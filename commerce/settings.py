@@ -248,6 +248,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     for _folder in ("queue", "processed", "control"):
         (_celery_dir / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+# Relay drains (kicks and beat) on a queue of their own, so that they never wait in line in front
+# of domain reactions; a worker started without -Q consumes both queues (commerce/celery.py).
+OUTBOX_CELERY_QUEUE = env.str("OUTBOX_CELERY_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}-outbox")
 CELERY_TASK_IGNORE_RESULT = True
 # The project's structured logging (LOGGING below) applies in the worker too.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

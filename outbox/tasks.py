@@ -7,11 +7,14 @@ from celery.signals import worker_process_shutdown
 
 from outbox.housekeeping import outbox_purge_published
 from outbox.kafka import producer_close
+from outbox.kick import relay_kick_taken
 from outbox.relay import relay_drain
 
 
 @shared_task(name="outbox.relay_drain", ignore_result=True)
 def relay_drain_task() -> dict[str, object]:
+    # Before claiming rows: a commit from now on is not covered by this drain, it kicks again.
+    relay_kick_taken()
     return relay_drain().as_dict()
 
 

@@ -1,8 +1,11 @@
-"""`make run`: the whole pipeline on one machine, stopped by Ctrl-C (or `make stop`).
+"""`make run`: the whole pipeline on one machine, supervised, stopped by Ctrl-C (or `make stop`).
 
-Starts the local Kafka broker (unless one answers at KAFKA_BOOTSTRAP_SERVERS), migrates, creates
-the topics and demo data, then runs the API server, a Celery worker with beat (the outbox relay)
-and `consume_events` (the back office), prints where everything is and a status line.
+Uses the Kafka broker at KAFKA_BOOTSTRAP_SERVERS (starts the local one if none answers there, and
+stops on exit only a broker it started), migrates, creates the topics and demo data, then runs
+and supervises the API server, a Celery worker for domain reactions, a Celery worker for the
+outbox relay, Celery beat and `consume_events` (the back office). A component that dies is
+restarted with backoff; the status line shows readiness, the outbox backlog, the consumer lag
+and the restarts. `--env` prints the environment it runs with (for `manage.py` commands).
 """
 
 from __future__ import annotations
@@ -10,26 +13,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = PROJECT_DIR / "var"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run.environment import (  # noqa: E402
+    PROJECT_DIR, dotenv_values, empty_dotenv_keys, run_address, run_environment)
+from run.status import PipelineFigures, is_ready, readiness  # noqa: E402
+from run.supervisor import Component, Supervisor, group_alive, group_kill  # noqa: E402
+
+VAR_DIR = Path(os.environ.get("VAR_DIR") or PROJECT_DIR / "var")
 LOG_DIR = VAR_DIR / "log"
 PIDS_FILE = VAR_DIR / "run" / "run_local.json"
 PY = sys.executable
-
-os.environ.setdefault("DEBUG", "1")
-os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
-os.environ.setdefault("PYTHONUNBUFFERED", "1")
-HOST = os.environ.get("RUN_HOST", "127.0.0.1")
-PORT = int(os.environ.get("RUN_PORT", "8000"))
-os.environ.setdefault("PAYMENT_CALLBACK_BASE_URL", f"http://{HOST}:{PORT}")
+KAFKA_LOCAL = str(PROJECT_DIR / "scripts" / "kafka-local")
+STATUS_EVERY_S = 5.0
 
 
 def say(message: str) -> None:
@@ -40,129 +43,180 @@ def manage(*args: str) -> None:
     subprocess.run([PY, "manage.py", *args], cwd=PROJECT_DIR, check=True)
 
 
-def has_command(name: str) -> bool:
-    result = subprocess.run([PY, "manage.py", "help", name], cwd=PROJECT_DIR,
-                            capture_output=True)
-    return result.returncode == 0
+def components() -> list[Component]:
+    host, port = run_address(dict(os.environ))
+    celery = [PY, "-m", "celery", "-A", "commerce"]
+    # The queue names as commerce/settings.py derives them.
+    settings_env = {**dotenv_values(PROJECT_DIR / ".env"), **os.environ}
+    domain_queue = settings_env.get("CELERY_TASK_DEFAULT_QUEUE") or "celery"
+    outbox_queue = settings_env.get("OUTBOX_CELERY_QUEUE") or f"{domain_queue}-outbox"
+    argvs = {
+        "server": [PY, "manage.py", "runserver", f"{host}:{port}", "--noreload"],
+        # Domain reactions (the order following its payment, the gateway's answer) on a worker
+        # of their own: relay drains never wait in line in front of them, nor take their slots.
+        # A prefetch window wider than the settings' 1 per process: on the file transport the
+        # worker's loop waits up to 2 s whenever the window is full, and the gateway's answers
+        # (countdown tasks) hold slots of it; with a window of 2 it fetched 2 messages per 2 s.
+        "worker": [*celery, "worker", "-Q", domain_queue, "-n", "domain@%h", "--concurrency=2",
+                   "--prefetch-multiplier=16", "--loglevel=INFO"],
+        "relay": [*celery, "worker", "-Q", outbox_queue, "-n", "relay@%h", "--pool=solo",
+                  "--prefetch-multiplier=4", "--loglevel=INFO"],
+        # Beat as a component of its own (not `worker --beat`): its death is seen and restarted,
+        # and a killed worker cannot leave an orphan beat scheduling drains.
+        "beat": [*celery, "beat", "--loglevel=INFO", "--pidfile=",
+                 "-s", str(VAR_DIR / "celerybeat-schedule")],
+        "consumer": [PY, "manage.py", "consume_events"],
+    }
+    return [Component(name, argv, LOG_DIR / f"{name}.log", PROJECT_DIR) for name, argv in argvs.items()]
 
 
-def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-    say(f"starting {name} (log: var/log/{name}.log)")
-    return subprocess.Popen(argv, cwd=PROJECT_DIR, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+def pids_read() -> dict | None:
+    try:
+        return json.loads(PIDS_FILE.read_text())
+    except (OSError, ValueError):
+        return None
 
 
-def stop_processes(processes: dict[str, subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
-    """SIGTERM each process (it stops its own children), SIGKILL the groups of what is left."""
-    for name, process in processes.items():
-        if process.poll() is None:
-            say(f"stopping {name} (pid {process.pid})")
-            process.terminate()
-    deadline = time.monotonic() + timeout_s
-    for name, process in processes.items():
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            say(f"{name} did not stop in time: killed")
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_leftovers() -> bool:
+    """Before starting: refuse if this checkout's `make run` runs; kill what a dead one left."""
+    previous = pids_read()
+    if previous is None:
+        return True
+    if pid_alive(previous["supervisor"]):
+        say(f"make run already runs in this checkout (pid {previous['supervisor']}); "
+            "`make stop` stops it")
+        return False
+    for name, info in previous.get("components", {}).items():
+        pgid = info.get("pid")
+        if pgid and group_alive(pgid) and _cwd_is_project(pgid):
+            say(f"killing what the previous make run left of {name} (process group {pgid})")
+            group_kill(pgid)
+    PIDS_FILE.unlink(missing_ok=True)
+    return True
+
+
+def _cwd_is_project(pid: int) -> bool:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == PROJECT_DIR
+    except OSError:
+        return False
 
 
 def stop_running_supervisor() -> None:
     """`make stop` from another shell: ask the running `make run` to stop what it started."""
-    if not PIDS_FILE.exists():
+    state = pids_read()
+    if state is None or not pid_alive(state["supervisor"]):
+        reap_leftovers()
         say("nothing to stop")
         return
-    pid = json.loads(PIDS_FILE.read_text())["supervisor"]
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        PIDS_FILE.unlink(missing_ok=True)
-        return
+    pid = state["supervisor"]
+    os.kill(pid, signal.SIGTERM)
     say(f"asked make run (pid {pid}) to stop")
     for _ in range(600):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):
             return
         time.sleep(0.1)
 
 
-def readiness() -> str:
+def restart_component(name: str) -> int:
+    """Stop one component (SIGTERM to its process group); the supervisor starts it again."""
+    state = pids_read()
+    if state is None or not pid_alive(state["supervisor"]):
+        say("make run is not running in this checkout")
+        return 1
+    info = state["components"].get(name)
+    if info is None or not info.get("pid"):
+        say(f"no component {name!r}; components: {', '.join(state['components'])}")
+        return 1
     try:
-        with urllib.request.urlopen(f"http://{HOST}:{PORT}/readyz", timeout=3) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        body = json.loads(error.read() or b"{}")
-    except (urllib.error.URLError, OSError, ValueError):
-        return "server: not answering"
-    checks = body.get("checks", {})
-    parts = [f"{name}={'ok' if value == 'ok' else 'DOWN'}" for name, value in checks.items()]
-    for key in ("outbox_pending", "outbox_dead", "consumer_lag", "dead_letters"):
-        if key in body:
-            parts.append(f"{key}={body[key]}")
-    return " ".join(parts)
+        os.killpg(info["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    say(f"stopped {name} (pid {info['pid']}); make run starts it again")
+    return 0
 
 
-def run_demo(actions: int, processes: dict[str, subprocess.Popen[bytes]]) -> int:
-    """`make demo`: traffic through the running stack, the report and the consistency check."""
-    deadline = time.monotonic() + 60
-    while "database=ok kafka=ok celery_broker=ok" not in readiness():
-        if time.monotonic() > deadline or any(p.poll() is not None for p in processes.values()):
-            say(f"the stack did not become ready: {readiness()}")
-            return 1
-        time.sleep(1)
-    say(f"simulating {actions} user actions")
-    result = subprocess.run([PY, "manage.py", "simulate_traffic", "--base-url", f"http://{HOST}:{PORT}",
-                             "--actions", str(actions), "--drain-timeout", "300"], cwd=PROJECT_DIR)
-    return result.returncode
+def kafka_prepare() -> bool:
+    """Make sure a broker answers; say which one and whether `make run` started it."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    was_ours = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True).returncode == 0
+    subprocess.run([KAFKA_LOCAL, "start"], check=True, capture_output=True)
+    ours_now = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True).returncode == 0
+    if ours_now and not was_ours:
+        say(f"Kafka: started a local broker at {bootstrap} (stopped on exit)")
+        return True
+    if ours_now:
+        say(f"Kafka: using this checkout's local broker at {bootstrap}, already running (left running)")
+    else:
+        say(f"Kafka: using the broker that answers at {bootstrap}, not started here (left running)")
+    return False
+
+
+def print_environment() -> None:
+    for key, value in run_environment(dict(os.environ)).items():
+        print(f"export {key}={shlex.quote(value)}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stop", action="store_true", help="stop what a running `make run` started")
+    parser.add_argument("--env", action="store_true",
+                        help="print the variables make run sets, as `export` lines")
+    parser.add_argument("--restart", metavar="COMPONENT",
+                        help="restart one component of the running `make run` (server, worker, "
+                             "relay, beat, consumer)")
     parser.add_argument("--demo", type=int, default=None, metavar="ACTIONS",
                         help="run simulate_traffic with this many actions, report, then stop")
     options = parser.parse_args()
-
+    if options.env:
+        print_environment()
+        return 0
     if options.stop:
         stop_running_supervisor()
         return 0
+    if options.restart:
+        return restart_component(options.restart)
+    if not reap_leftovers():
+        return 1
 
-    kafka_local = str(PROJECT_DIR / "scripts" / "kafka-local")
-    kafka_was_running = subprocess.run([kafka_local, "status"], capture_output=True).returncode == 0
-    subprocess.run([kafka_local, "start"], check=True)
-    # Stop on exit only the broker this command started, not an external or earlier one.
-    kafka_started_here = not kafka_was_running and (
-        subprocess.run([kafka_local, "status"], capture_output=True).returncode == 0
-    )
-    manage("migrate", "--noinput", "-v", "0")
-    manage("ensure_topics")
-    if has_command("seed_demo"):
+    os.environ.update(run_environment(dict(os.environ)))
+    empty = empty_dotenv_keys()
+    if empty:
+        say(f".env sets {', '.join(empty)} to an empty value, which overrides the default: "
+            "comment the line out to get the default")
+    host, port = run_address(dict(os.environ))
+    base = f"http://{host}:{port}"
+    kafka_started_here = kafka_prepare()
+    say(f"topics {os.environ['KAFKA_TOPIC_CATALOG']}, {os.environ['KAFKA_TOPIC_ORDERS']}; "
+        f"consumer group {os.environ['BACKOFFICE_GROUP_ID']}")
+    try:
+        manage("migrate", "--noinput", "-v", "0")
+        manage("ensure_topics")
         manage("seed_demo")
+    except subprocess.CalledProcessError as error:
+        say(f"preparing the stack failed: `manage.py {' '.join(error.cmd[2:])}` exited with "
+            f"{error.returncode} (its message is above)")
+        if kafka_started_here:
+            subprocess.run([KAFKA_LOCAL, "stop"], check=False)
+        return 1
 
-    processes = {
-        "server": start("server", [PY, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"]),
-        "worker": start("worker", [PY, "-m", "celery", "-A", "commerce", "worker", "--beat",
-                                   "--loglevel=INFO", "--concurrency=2"]),
-        "consumer": start("consumer", [PY, "manage.py", "consume_events"]),
-    }
-    PIDS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    PIDS_FILE.write_text(json.dumps({"supervisor": os.getpid(),
-                                     **{name: p.pid for name, p in processes.items()}}))
+    supervisor = Supervisor(components(), say)
 
-    base = f"http://{HOST}:{PORT}"
-    say(f"API docs:   {base}/api/docs/")
-    say(f"admin:      {base}/admin/")
-    say(f"dashboard:  {base}/admin/pipeline/")
-    say(f"health:     {base}/readyz")
-    say("Ctrl-C stops everything it started")
+    def pids_write() -> None:
+        PIDS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        PIDS_FILE.write_text(json.dumps({"supervisor": os.getpid(), "components": supervisor.as_dict()}))
 
+    supervisor.on_change = pids_write
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -171,28 +225,54 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    exit_code = 0
+    figures = PipelineFigures(PROJECT_DIR)
     try:
+        supervisor.start_all()
+        say(f"API docs:   {base}/api/docs/")
+        say(f"admin:      {base}/admin/   (development user admin / admin-dev-only)")
+        say(f"dashboard:  {base}/admin/pipeline/")
+        say(f"health:     {base}/readyz")
+        say("Ctrl-C or `make stop` stops everything it started; `make restart-<component>` "
+            "restarts one (server, worker, relay, beat, consumer)")
+        figures.start()
         if options.demo is not None:
-            return run_demo(options.demo, processes)
+            return run_demo(options.demo, supervisor, base, lambda: stopping)
+        next_status = 0.0
         while not stopping:
-            dead = [name for name, process in processes.items() if process.poll() is not None]
-            if dead:
-                say(f"{', '.join(dead)} exited; see var/log/. Stopping the rest.")
-                exit_code = 1
-                break
-            print(f"[{time.strftime('%H:%M:%S')}] {readiness()}", flush=True)
-            for _ in range(50):
-                if stopping:
-                    break
-                time.sleep(0.1)
+            supervisor.check()
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + STATUS_EVERY_S
+                print(f"[{time.strftime('%H:%M:%S')}] {readiness(base)} | {figures.text} | "
+                      f"{supervisor.summary()}", flush=True)
+            time.sleep(0.2)
     finally:
-        stop_processes(processes)
+        figures.stop()
+        supervisor.stop_all()
         PIDS_FILE.unlink(missing_ok=True)
         if kafka_started_here:
-            subprocess.run([kafka_local, "stop"], check=False)
+            subprocess.run([KAFKA_LOCAL, "stop"], check=False)
         say("stopped")
-    return exit_code
+    return 0
+
+
+def run_demo(actions: int, supervisor: Supervisor, base: str, stopping) -> int:  # noqa: ANN001
+    """`make demo`: traffic through the running stack, the report and the consistency check."""
+    deadline = time.monotonic() + 90
+    while not is_ready(line := readiness(base)):
+        supervisor.check()
+        if time.monotonic() > deadline or stopping():
+            say(f"the stack did not become ready: {line}")
+            return 1
+        time.sleep(1)
+    say(f"simulating {actions} user actions")
+    traffic = subprocess.Popen([PY, "manage.py", "simulate_traffic", "--base-url", base,
+                                "--actions", str(actions), "--drain-timeout", "300"], cwd=PROJECT_DIR)
+    while traffic.poll() is None:
+        supervisor.check()  # a component that dies during the demo is restarted too
+        if stopping():
+            traffic.terminate()
+        time.sleep(0.2)
+    return traffic.returncode
 
 
 if __name__ == "__main__":

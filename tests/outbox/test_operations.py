@@ -231,7 +231,9 @@ def test_the_kick_is_debounced_leading_and_trailing(settings, monkeypatch):  # n
     monkeypatch.setattr(kick, "_window_ends_at", 0.0)
     monkeypatch.setattr(kick, "_trailing_scheduled", False)
 
-    for _ in range(50):
+    kick._kick()
+    kick.relay_kick_taken()  # the drain started: later commits need a kick of their own
+    for _ in range(49):
         kick._kick()
 
     # one kick at once, one at the end of the window for the commits that came after it
@@ -240,9 +242,72 @@ def test_the_kick_is_debounced_leading_and_trailing(settings, monkeypatch):  # n
     assert 29.0 < countdowns[1] <= 30.0
 
     # a commit after the window kicks at once again
+    kick.relay_kick_taken()
     monkeypatch.setattr(kick, "_window_ends_at", 0.0)
     kick._kick()
     assert countdowns[2] is None
+
+
+def test_a_burst_of_kicks_from_many_processes_is_one_message_until_the_drain_starts(  # noqa: ANN001
+        settings, monkeypatch):
+    from outbox.tasks import relay_drain_task
+
+    sent: list[float | None] = []
+    monkeypatch.setattr(relay_drain_task, "apply_async",
+                        lambda countdown=None, **kwargs: sent.append(countdown))
+
+    def kick_from_a_fresh_process() -> None:
+        # each process has its own debounce window; only the shared cache connects them
+        monkeypatch.setattr(kick, "_window_ends_at", 0.0)
+        monkeypatch.setattr(kick, "_trailing_scheduled", False)
+        kick._kick()
+
+    # given a kick waiting in the queue
+    kick_from_a_fresh_process()
+    # when 100 commits in other processes kick before the drain starts
+    for _ in range(100):
+        kick_from_a_fresh_process()
+    # then the one waiting message covers them all
+    assert len(sent) == 1
+
+    # when the drain starts (it clears the mark before claiming rows), a later commit kicks again
+    kick.relay_kick_taken()
+    kick_from_a_fresh_process()
+    assert len(sent) == 2
+
+
+def test_the_drain_task_clears_the_kick_mark_before_it_drains(settings, monkeypatch):  # noqa: ANN001
+    from django.core.cache import cache
+
+    import outbox.tasks as tasks
+
+    seen: list[object] = []
+    cache.set(kick.KICK_PENDING_KEY, 1)
+
+    class Result:
+        def as_dict(self) -> dict[str, object]:
+            return {}
+
+    def drain() -> Result:
+        seen.append(cache.get(kick.KICK_PENDING_KEY))
+        return Result()
+
+    monkeypatch.setattr(tasks, "relay_drain", drain)
+    tasks.relay_drain_task()
+    assert seen == [None]
+
+
+def test_relay_drains_have_a_queue_of_their_own_that_a_plain_worker_also_consumes(settings):  # noqa: ANN001
+    from commerce.celery import app
+
+    router = app.amqp.router
+    assert router.route({}, "outbox.relay_drain")["queue"].name == settings.OUTBOX_CELERY_QUEUE
+    assert router.route({}, "orders.follow_payment")["queue"].name == \
+        settings.CELERY_TASK_DEFAULT_QUEUE
+    assert settings.OUTBOX_CELERY_QUEUE != settings.CELERY_TASK_DEFAULT_QUEUE
+    # a worker without -Q consumes task_queues: both
+    assert {q.name for q in app.conf.task_queues} == {settings.CELERY_TASK_DEFAULT_QUEUE,
+                                                     settings.OUTBOX_CELERY_QUEUE}
 
 
 def test_the_kick_is_registered_on_commit_only_when_enabled(  # noqa: ANN001

@@ -1,0 +1,57 @@
+"""kombu's file transport made safe for several processes: `make run`'s default Celery broker.
+
+kombu's own creates a message file and then writes into it. A worker polling in between moves
+the empty file away, fails to decode it and dies ("Unrecoverable error: JSONDecodeError"), and
+the message is lost (the producer writes into a file already gone): under `make run`'s traffic
+the relay and the domain worker died this way every few seconds. It also takes a message by
+moving it to the system's temporary folder, a copy when that is another filesystem.
+
+Here a message is written whole under a temporary name and renamed into the queue folder, and a
+consumer takes one by renaming it into the processed folder: both atomic on one filesystem, and
+only one consumer can win a message. The cost of a poll is a listing of the queue folder, so it
+grows with the backlog; the relay's kicks are coalesced (outbox/kick.py) so that they never make
+one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from queue import Empty
+from time import monotonic
+
+from kombu.transport import filesystem
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        writing = os.path.join(self.processed_folder, f"writing-{name}")
+        with open(writing, "wb") as message:
+            message.write(str_to_bytes(dumps(payload)))
+        os.replace(writing, os.path.join(self.data_folder_out, name))
+
+    def _get(self, queue: str) -> dict:
+        suffix = f".{queue}.msg"
+        for filename in sorted(os.listdir(self.data_folder_in)):
+            if not filename.endswith(suffix):
+                continue
+            taken = os.path.join(self.processed_folder, filename)
+            try:
+                os.rename(os.path.join(self.data_folder_in, filename), taken)
+            except OSError:
+                continue  # another consumer took it
+            try:
+                with open(taken, "rb") as message:
+                    payload = message.read()
+            finally:
+                if not self.store_processed:
+                    os.remove(taken)
+            return loads(bytes_to_str(payload))
+        raise Empty()
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel

@@ -1,0 +1,1 @@
+"""The pieces of `make run` (scripts/run_local.py): environment, supervisor, status line."""
