@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import time
 from dataclasses import dataclass
@@ -49,10 +50,14 @@ def kafka_ensure_broker() -> str:
     return ",".join(bootstrap)
 
 
-def kafka_topics_create(bootstrap: str, names: list[str], *, partitions: int = 3) -> None:
+def kafka_topics_create(bootstrap: str, names: list[str], *, partitions: int = 3,
+                        replication_factor: int = 1) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **settings.KAFKA_SECURITY)
+    configs = {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"} \
+        if replication_factor >= 3 else {}
     try:
-        admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        admin.create_topics([NewTopic(name, partitions, replication_factor, topic_configs=configs)
+                             for name in names])
     except TopicAlreadyExistsError:
         pass
     finally:
@@ -147,6 +152,9 @@ class PrivateBroker:
 
     def stop(self) -> None:
         self._run("stop")
+
+    def topics_create(self, names: list[str]) -> None:
+        kafka_topics_create(self.bootstrap, names)
 
 
 CLUSTER_BOOTSTRAP_DEFAULT = "127.0.0.1:9700,127.0.0.1:9702,127.0.0.1:9704"
@@ -256,3 +264,26 @@ class KafkaCluster:
                 last_error = exc
             time.sleep(0.5)
         raise AssertionError(f"{what} not within {timeout_s} s (last error: {last_error!r})")
+
+    def topics_create(self, names: list[str]) -> None:
+        """Topics replicated as topics_ensure makes them on a cluster: RF 3, min ISR 2."""
+        kafka_topics_create(self.bootstrap, names, replication_factor=min(3, self.brokers))
+
+
+def campaign_kafka() -> PrivateBroker | KafkaCluster:
+    """The fault campaign's Kafka: a private single broker, or with KAFKA_BROKERS=3 the local
+    3-node cluster (KAFKA_CLUSTER_BOOTSTRAP_SERVERS), which also allows the `broker_kill` fault."""
+    if os.environ.get("KAFKA_BROKERS", "1") == "3":
+        return KafkaCluster()
+    return PrivateBroker(port=19192)
+
+
+def broker_kill(cluster: KafkaCluster, *, seed: int, moment: float, down_s: float = 5.0) -> int:
+    """The `broker_kill` fault: SIGKILL one node drawn from the seed and the fault's moment (any
+    node: partition leaders, the group coordinator and the active controller are all fair game),
+    leave it down `down_s` seconds, start it again and wait until it is registered."""
+    node = random.Random(f"{seed}-{moment}").randint(1, cluster.brokers)
+    cluster.kill(node)
+    time.sleep(down_s)
+    cluster.start(node)
+    return node
