@@ -6,7 +6,7 @@ Every topic `topics_ensure` creates (the `.dlq` ones included) gets the replicat
 `unclean.leader.election.enable=false`: with the producer's `acks=all`, an acknowledged record is
 then on at least two brokers, and a replica that missed it can never become leader. A topic that
 already exists is not changed: what differs from the above is reported (`TopicMismatch`), by
-`ensure_topics`, `manage.py outbox status` and the admin dashboard.
+`ensure_topics`, `manage.py outbox status --topics` and the admin dashboard.
 """
 
 from __future__ import annotations

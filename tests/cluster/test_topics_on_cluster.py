@@ -3,6 +3,7 @@ mean two brokers, and topics that already exist with less are reported wherever 
 
 from __future__ import annotations
 
+import json
 import uuid
 from io import StringIO
 
@@ -43,6 +44,9 @@ def test_ensure_topics_creates_every_topic_with_3_replicas_2_in_sync_and_no_uncl
         admin.close()
     assert {t["name"]: sorted({len(p["replica_nodes"]) for p in t["partitions"]}) for t in described} == \
         {name: [3] for name in fresh_names}
+    status = StringIO()
+    call_command("outbox", "status", "--topics", "--json", stdout=status)  # exit 0: no SystemExit
+    assert json.loads(status.getvalue())["topic_mismatches"] == []
     assert {name: (configs[name]["min.insync.replicas"]["value"],
                    configs[name]["unclean.leader.election.enable"]["value"]) for name in fresh_names} == \
         {name: ("2", "false") for name in fresh_names}
@@ -68,14 +72,17 @@ def test_a_topic_made_with_less_is_reported_by_ensure_topics_outbox_status_and_t
     assert f"{weak}: exists" in out.getvalue()
     assert err.getvalue().split("\n")[:-1] == [f"mismatch: {line}" for line in expected]
 
-    # and `outbox status` shows it, as text and as JSON
+    # and `outbox status --topics` shows it, as text and as JSON, and fails
     status = StringIO()
-    call_command("outbox", "status", stdout=status)
+    with pytest.raises(SystemExit) as exited:
+        call_command("outbox", "status", "--topics", stdout=status, stderr=StringIO())
+    assert exited.value.code == 1
     assert [line for line in status.getvalue().split("\n") if line.startswith("topic mismatch")] == \
         [f"topic mismatch: {line}" for line in expected]
     as_json = StringIO()
-    call_command("outbox", "status", "--json", stdout=as_json)
-    assert f'"topic_mismatches": {expected!r}'.replace("'", '"') in as_json.getvalue()
+    with pytest.raises(SystemExit):
+        call_command("outbox", "status", "--topics", "--json", stdout=as_json, stderr=StringIO())
+    assert json.loads(as_json.getvalue())["topic_mismatches"] == expected
 
     # and so does the admin dashboard
     client.force_login(user_make(is_staff=True))
