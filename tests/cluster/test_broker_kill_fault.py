@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.support.kafka import PROJECT_DIR, broker_kill
+from tests.support.kafka import PROJECT_DIR, broker_kill, broker_kill_draw
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.cluster]
 
@@ -26,5 +26,6 @@ def test_broker_kill_crashes_the_node_the_seed_draws_and_brings_it_back(cluster)
     assert set(after) == {1, 2, 3} and cluster.running()
     assert after[node] != before[node]
     assert all(after[other] == before[other] for other in after if other != node)
-    # the same seed and moment draw the same node: a campaign's faults replay
-    assert broker_kill(cluster, seed=7, moment=12.5, down_s=1.0) == node
+    # the seed and the moment draw the node: a campaign's faults replay, and every node is drawn
+    assert node == broker_kill_draw(seed=7, moment=12.5, brokers=3)
+    assert {broker_kill_draw(seed=7, moment=moment, brokers=3) for moment in range(30)} == {1, 2, 3}

@@ -282,8 +282,13 @@ def broker_kill(cluster: KafkaCluster, *, seed: int, moment: float, down_s: floa
     """The `broker_kill` fault: SIGKILL one node drawn from the seed and the fault's moment (any
     node: partition leaders, the group coordinator and the active controller are all fair game),
     leave it down `down_s` seconds, start it again and wait until it is registered."""
-    node = random.Random(f"{seed}-{moment}").randint(1, cluster.brokers)
+    node = broker_kill_draw(seed=seed, moment=moment, brokers=cluster.brokers)
     cluster.kill(node)
     time.sleep(down_s)
     cluster.start(node)
     return node
+
+
+def broker_kill_draw(*, seed: int, moment: float, brokers: int) -> int:
+    """The node a `broker_kill` at `moment` of campaign `seed` kills: the same seed replays it."""
+    return random.Random(f"{seed}-{moment}").randint(1, brokers)
