@@ -1,5 +1,6 @@
 """The back office on the 3-broker cluster: a group of three `consume_events` processes while the
-broker that coordinates their group (and leads some of their partitions) is killed and restarted."""
+broker that coordinates their group, and leads some of their partitions, is killed and restarted:
+both the coordinator and those partitions' leaders move."""
 
 from __future__ import annotations
 
@@ -47,10 +48,14 @@ def test_group_of_three_rides_the_coordinator_killed_and_restarted(
     # when the broker that coordinates the group is SIGKILLed mid-stream, more events arrive
     # while it is down, and it comes back
     coordinator = cluster.group_coordinator(group)
+    led_before = {(topic, partition) for topic in cluster_topics.values()
+                  for partition, leader in cluster.leaders(topic).items() if leader == coordinator}
+    assert led_before, "the coordinator leads none of the group's partitions: no leader move tested"
     cluster.kill(coordinator)
     assert _handled(group) < len(records)
     produce(records[6000:], cluster_topics)
     cluster.wait_until(lambda: cluster.group_coordinator(group) != coordinator, 60, "a new coordinator")
+    assert all(cluster.leaders(topic)[partition] != coordinator for topic, partition in led_before)
     _wait_for_handled(group, 7000, 120)
     cluster.start(coordinator)
 
