@@ -44,8 +44,9 @@ demo: venv
 	$(PY) scripts/run_local.py --demo $(or $(ACTIONS),1000)
 
 # The fault campaign at scale (>= 50,000 user actions, >= 20 faults) on PostgreSQL + Redis + Kafka.
+# KAFKA_BROKERS=3 runs it on the local 3-node cluster and adds the broker_kill fault.
 chaos: venv
-	scripts/services-up && scripts/kafka-local start && \
+	scripts/services-up && KAFKA_BROKERS=1 scripts/kafka-local start && \
 	  CELERY_BROKER_URL=redis://127.0.0.1:6379/6 $(PY) -m tests.fault.campaign \
 	  --actions $(or $(ACTIONS),50000) --faults $(or $(FAULTS),20) $(if $(SEED),--seed $(SEED),)
 

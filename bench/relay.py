@@ -6,13 +6,24 @@ the very same records (topic, key, value, headers built as the relay builds them
 published). Targets: relay >= 50% of raw and >= 20x naive; relay memory flat however many rows
 it drains (RSS growth between 25% and 100% of the drain).
 
-    .venv/bin/python bench/relay.py [--quick] [--events N] [--batch-size N] [--profile]
+`--brokers 3` runs the same against the local 3-node cluster (KAFKA_CLUSTER_BOOTSTRAP_SERVERS,
+started by `KAFKA_BROKERS=3 scripts/kafka-local` if it does not answer) on topics made by
+`topics_ensure` (replication factor 3, min.insync.replicas 2), so `acks=all` waits for two
+replicas; it then measures the commit -> ack latency at a steady `--latency-rate` (default
+1,000 events/s): transactions of 10 events commit every 10 ms while a relay loop drains them;
+the latency of a row is `published_at` (the relay's clock once the broker acknowledged it,
+before the write back) minus `created_at` (its insert, in a transaction that commits at once).
+
+    .venv/bin/python bench/relay.py [--quick] [--events N] [--batch-size N] [--brokers 1|3]
+                                    [--latency-rate N] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import threading
 import time
 
 from common import (RssSampler, django_setup, finish, peak_rss_mb, peak_rss_reset, say,
@@ -27,6 +38,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--naive-sample", type=int, default=None)
+    parser.add_argument("--brokers", type=int, choices=(1, 3), default=1,
+                        help="3: on the local 3-node cluster, replication factor 3, min ISR 2")
+    parser.add_argument("--latency-rate", type=int, default=None,
+                        help="events/s of the commit->ack latency phase (default 1000 with "
+                             "--brokers 3, off with 1; 0 turns it off)")
     parser.add_argument("--profile", action="store_true",
                         help="also drain once more under cProfile and print the top functions")
     options = parser.parse_args()
@@ -35,6 +51,8 @@ def main() -> None:
     events = options.events or (50_000 if options.quick else 100_000)
     naive_sample = options.naive_sample or (500 if options.quick else 2000)
     django_setup()
+    cluster = cluster_use() if options.brokers == 3 else None
+    latency_rate = options.latency_rate if options.latency_rate is not None else (1000 if cluster else 0)
 
     from django.db.models import TextField
     from django.db.models.functions import Cast
@@ -78,9 +96,13 @@ def main() -> None:
                 say(f"  published {published}/{total} ({published / elapsed:,.0f} events/s so far)")
         return published, time.perf_counter() - started
 
-    topics = topics_fresh(["catalog-events"])
+    if cluster is None:
+        topics = topics_fresh(["catalog-events"])
+    else:
+        topics = cluster_topics_fresh(cluster)
     topic = topics["catalog-events"]
     tables_empty(OutboxEvent)
+    latency: dict[str, float] = {}
     try:
         say(f"recording {events} pending events across {KEYS} keys (bulk inserts) ...")
         total = record_pending(events, KEYS)
@@ -129,7 +151,8 @@ def main() -> None:
         for n, row in enumerate(rows, 1):
             claimed = ClaimedRow.from_orm_values((
                 row.seq, row.event_id, row.topic, row.key, row.type, row.event_version,
-                row.aggregatetype, row.aggregateid, row.headers, row.occurred_at, row.attempts, ""))
+                row.aggregatetype, row.aggregateid, row.aggregate_version, row.headers,
+                row.occurred_at, row.attempts, ""))
             metadata = naive_producer.send(
                 row.topic, key=row.key.encode(), headers=_record_headers(claimed),
                 value=json.dumps(row.payload).encode()).get(timeout=30)
@@ -143,6 +166,17 @@ def main() -> None:
         naive_eps = len(rows) / naive_seconds
         say(f"naive relay: {len(rows)} rows in {naive_seconds:.2f} s = {naive_eps:,.0f} events/s "
             f"(extrapolated: {events} events would take {events / naive_eps:,.0f} s)")
+
+        if latency_rate:
+            tables_empty(OutboxEvent)
+            producer_reset()
+            producer_get().partitions_for(topic)
+            seconds = 10 if options.quick else 20
+            say(f"latency: {latency_rate} events/s committed for {seconds} s while a relay loop drains ...")
+            latency = commit_to_ack_latency(topic=topic, rate=latency_rate, seconds=seconds)
+            say(f"latency: commit -> ack p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, "
+                f"max {latency['max_ms']:.1f} ms over {latency['events']} events "
+                f"({latency['achieved_rate']:.0f} events/s committed)")
 
         if options.profile:
             import cProfile
@@ -160,6 +194,8 @@ def main() -> None:
     finally:
         tables_empty(OutboxEvent)
         topics_delete(topics)
+        if cluster is not None and cluster.started_here:
+            cluster.stop()
 
     ratio_vs_raw = relay_eps / raw_eps
     ratio_vs_naive = relay_eps / naive_eps
@@ -169,7 +205,81 @@ def main() -> None:
             "naive_eps": round(naive_eps), "ratio_vs_raw": round(ratio_vs_raw, 3),
             "ratio_vs_naive": round(ratio_vs_naive, 1), "relay_peak_rss_mb": round(relay_peak_mb, 1),
             "relay_rss_growth_mb": sampler.growth_mb, "batch_size": options.batch_size,
-            "naive_sample": len(rows)})
+            "naive_sample": len(rows), "brokers": options.brokers,
+            **({"replication_factor": 3, "min_insync_replicas": 2} if cluster else {}),
+            **({"latency_rate": latency_rate, "latency_p50_ms": round(latency["p50_ms"], 1),
+                "latency_p99_ms": round(latency["p99_ms"], 1),
+                "latency_events": latency["events"]} if latency else {})})
+
+
+def cluster_use():  # noqa: ANN201
+    """The local 3-node cluster, started if it does not answer; this process's clients on it."""
+    from django.conf import settings
+
+    from tests.support.kafka import KafkaCluster
+
+    cluster = KafkaCluster()
+    cluster.started_here = not cluster.is_up()
+    say(f"cluster: {cluster.bootstrap} ({'starting it' if cluster.started_here else 'running'})")
+    cluster.start()
+    settings.KAFKA_BOOTSTRAP_SERVERS = list(cluster.bootstrap_list)
+    return cluster
+
+
+def cluster_topics_fresh(cluster) -> dict[str, str]:  # noqa: ANN001
+    """Fresh topics on the cluster, made by the project's own topics_ensure (RF 3, min ISR 2)."""
+    import uuid
+
+    from django.conf import settings
+
+    from outbox.topics import topics_ensure
+
+    suffix = uuid.uuid4().hex[:8]
+    settings.KAFKA_TOPICS = {"catalog-events": f"bench-{suffix}-catalog-events"}
+    report = topics_ensure(partitions=3)
+    say(f"cluster topics: {report.created} (replication factor {report.policy.replication_factor}, "
+        f"min.insync.replicas {report.policy.min_insync_replicas})")
+    for name in report.created:
+        cluster.wait_until(lambda name=name: len(cluster.leaders(name)) == 3, 30, f"leaders of {name}")
+    return dict(settings.KAFKA_TOPICS)
+
+
+def commit_to_ack_latency(*, topic: str, rate: int, seconds: float) -> dict[str, float]:
+    """Commit `rate` events/s in transactions of 10 for `seconds` while a relay loop drains them."""
+    from django.db import connection
+
+    from outbox.models import OutboxEvent
+    from outbox.relay import relay_drain
+    from tests.outbox.events_for_tests import outbox_rows_bulk
+
+    stop = threading.Event()
+
+    def relay_loop() -> None:
+        try:
+            while not stop.is_set() or OutboxEvent.objects.filter(status="pending").exists():
+                if not relay_drain(time_budget_s=1.0).batches:
+                    time.sleep(0.002)
+        finally:
+            connection.close()
+
+    relay = threading.Thread(target=relay_loop, name="relay-loop")
+    relay.start()
+    per_tick = 10
+    tick_s = per_tick / rate
+    started = time.monotonic()
+    ticks = 0
+    while time.monotonic() - started < seconds:
+        outbox_rows_bulk(topic=topic, keys=per_tick, per_key=1)  # one INSERT, committed at once
+        ticks += 1
+        time.sleep(max(0.0, started + ticks * tick_s - time.monotonic()))
+    committed_for = time.monotonic() - started
+    stop.set()
+    relay.join(timeout=120)
+    rows = list(OutboxEvent.objects.filter(status="published").values_list("created_at", "published_at"))
+    millis = sorted((published - created).total_seconds() * 1000 for created, published in rows)
+    quantiles = statistics.quantiles(millis, n=100)
+    return {"events": len(millis), "achieved_rate": ticks * per_tick / committed_for,
+            "p50_ms": statistics.median(millis), "p99_ms": quantiles[98], "max_ms": millis[-1]}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The pipeline dashboard in the admin (staff only): is every event flowing?
 
-Outbox backlog and publish rate, consumer lag per partition (Kafka's committed offsets against
+Outbox backlog and publish rate, topics that differ from the replication policy, consumer lag per partition (Kafka's committed offsets against
 the end offsets), dead letters, a chart of events per second, and the trace of one order from
 its HTTP request to the back office.
 """
@@ -23,6 +23,7 @@ from commerce.tracing import trace_id_of
 from orders.models import Order
 from outbox.housekeeping import outbox_status
 from outbox.models import OutboxEvent
+from outbox.topics import topics_check_report
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ def pipeline_dashboard(request: HttpRequest) -> HttpResponse:
     handled_times = list(InboxEntry.objects.filter(consumer_group=group, handled_at__gte=since)
                          .values_list("handled_at", flat=True))
     lag = consumer_lag(group)
+    topic_mismatches, topic_check_error = topics_check_report()
     context = {
         **admin_context(request, "Pipeline"),
         "topics": topics,
@@ -128,6 +130,8 @@ def pipeline_dashboard(request: HttpRequest) -> HttpResponse:
         "chart": chart_svg({"published": ("#2b6cb0", _per_bucket(published_times, since)),
                             "consumed": ("#2f855a", _per_bucket(handled_times, since))}),
         "group": group,
+        "topic_mismatches": [str(m) for m in topic_mismatches],
+        "topic_check_error": topic_check_error,
     }
     return render(request, "admin/pipeline/dashboard.html", context)
 

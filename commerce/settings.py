@@ -170,7 +170,10 @@ KAFKA_TOPICS = {
     "order-events": env.str("KAFKA_TOPIC_ORDERS", default="order-events"),
 }
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=3)
-KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=1)
+# Replication of the topics ensure_topics creates (outbox/topics.py). Unset: min(3, brokers) and
+# then 2 when the factor is 3 or more, else 1; unclean leader election is always off.
+KAFKA_REPLICATION_FACTOR = env.int("KAFKA_REPLICATION_FACTOR", default=None)
+KAFKA_MIN_INSYNC_REPLICAS = env.int("KAFKA_MIN_INSYNC_REPLICAS", default=None)
 
 # --- Outbox relay -----------------------------------------------------------------------------
 OUTBOX_POLL_INTERVAL = env.float("OUTBOX_POLL_INTERVAL", default=1.0)

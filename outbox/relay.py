@@ -528,6 +528,11 @@ def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
                             result=result, blocked_keys=blocked_keys)
                 if result.failed or result.dead:
                     claiming = False  # let backoff work instead of spinning on a failing broker
+    if result.failed:
+        # A producer whose sends timed out can stay wedged after the brokers are back (seen on a
+        # cluster whose brokers were stopped: every later send unacknowledged): the next drain
+        # gets a fresh one. Unacknowledged rows are pending, so nothing it held is lost.
+        producer_reset()
     result.seconds = time.monotonic() - started
     if result.batches:
         level = logging.WARNING if result.failed or result.dead else logging.INFO

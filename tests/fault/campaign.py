@@ -27,10 +27,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.kafka import PrivateBroker, kafka_topics_create
+from tests.support.kafka import broker_kill, campaign_kafka
 from tests.support.processes import ManagedProcess
 
-FAULT_KINDS = ("worker_kill", "consumer_kill", "kafka_restart", "postgres_restart")
+FAULT_KINDS = ("worker_kill", "consumer_kill", "kafka_restart", "postgres_restart") + (
+    ("broker_kill",) if os.environ.get("KAFKA_BROKERS", "1") == "3" else ())  # a 3-node cluster
 
 
 @dataclass
@@ -114,7 +115,7 @@ class Stack:
 def _records_on(bootstrap: str, topics: dict[str, str]) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=[bootstrap])
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","))
     try:
         partitions = [TopicPartition(t, p) for t in topics.values() for p in consumer.partitions_for_topic(t) or []]
         return sum(consumer.end_offsets(partitions).values())
@@ -140,9 +141,9 @@ def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], l
     report = CampaignReport(seed=seed, schedule=fault_schedule(seed=seed, faults=faults,
                                                                duration_s=duration_s, kinds=kinds))
     say(f"fault campaign: seed {seed}, {actions} actions at {rate}/s, schedule {report.schedule}")
-    broker = PrivateBroker(port=19192)
+    broker = campaign_kafka()
     broker.start()
-    kafka_topics_create(broker.bootstrap, list(topics.values()) + [f"{t}.dlq" for t in topics.values()])
+    broker.topics_create(list(topics.values()) + [f"{t}.dlq" for t in topics.values()])
     port = _free_port()
     stack_env = dict(env, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
                      PAYMENT_CALLBACK_BASE_URL=f"http://127.0.0.1:{port}", PAYMENT_SIM_FAILURE_RATE="0.2",
@@ -194,6 +195,8 @@ def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], l
                 broker.start()
             elif kind == "postgres_restart":
                 postgres_restart()
+            elif kind == "broker_kill":
+                broker_kill(broker, seed=seed, moment=moment)
             report.faults[kind] += 1
         simulation.join(timeout=duration_s + 600)
         report.simulation = simulation_output.get("report", {})

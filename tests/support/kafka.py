@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import time
 from dataclasses import dataclass
@@ -49,10 +50,14 @@ def kafka_ensure_broker() -> str:
     return ",".join(bootstrap)
 
 
-def kafka_topics_create(bootstrap: str, names: list[str], *, partitions: int = 3) -> None:
+def kafka_topics_create(bootstrap: str, names: list[str], *, partitions: int = 3,
+                        replication_factor: int = 1) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **settings.KAFKA_SECURITY)
+    configs = {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"} \
+        if replication_factor >= 3 else {}
     try:
-        admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        admin.create_topics([NewTopic(name, partitions, replication_factor, topic_configs=configs)
+                             for name in names])
     except TopicAlreadyExistsError:
         pass
     finally:
@@ -147,3 +152,143 @@ class PrivateBroker:
 
     def stop(self) -> None:
         self._run("stop")
+
+    def topics_create(self, names: list[str]) -> None:
+        kafka_topics_create(self.bootstrap, names)
+
+
+CLUSTER_BOOTSTRAP_DEFAULT = "127.0.0.1:9700,127.0.0.1:9702,127.0.0.1:9704"
+
+
+def java_string_hash(text: str) -> int:
+    """Java's String.hashCode(), as Kafka applies it to a group id (32-bit, signed)."""
+    value = 0
+    for char in text:
+        value = (31 * value + ord(char)) & 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+class KafkaCluster:
+    """The project's local 3-node KRaft cluster (`KAFKA_BROKERS=3 scripts/kafka-local`), for the
+    tests marked `cluster`: its nodes are started, stopped and SIGKILLed one by one by id.
+
+    Where it listens: KAFKA_CLUSTER_BOOTSTRAP_SERVERS (default 127.0.0.1:9700,9702,9704: the
+    script's layout from the first port); its files: KAFKA_CLUSTER_HOME_DIR (default
+    var/kafka-cluster).
+    """
+
+    def __init__(self, *, bootstrap: str | None = None, home: str | None = None, brokers: int = 3) -> None:
+        self.bootstrap_list = (bootstrap or os.environ.get("KAFKA_CLUSTER_BOOTSTRAP_SERVERS")
+                               or CLUSTER_BOOTSTRAP_DEFAULT).split(",")[:brokers]
+        self.brokers = brokers
+        host, port = self.bootstrap_list[0].rsplit(":", 1)
+        self.sasl_bootstrap_list = [f"{host}:{int(port) + 2 * brokers + n}" for n in range(brokers)]
+        self.env = dict(os.environ, KAFKA_BROKERS=str(brokers),
+                        KAFKA_BOOTSTRAP_SERVERS=",".join(self.bootstrap_list),
+                        KAFKA_HOME_DIR=home or os.environ.get("KAFKA_CLUSTER_HOME_DIR")
+                        or str(PROJECT_DIR / "var" / "kafka-cluster"))
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(self.bootstrap_list)
+
+    def _run(self, *args: str) -> str:
+        done = subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), *args], env=self.env,
+                              capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka-local {' '.join(args)} failed ({done.returncode}):\n"
+                               f"{done.stdout}{done.stderr}")
+        return done.stdout.strip()
+
+    def is_up(self) -> bool:
+        return kafka_is_up(self.bootstrap_list)
+
+    def start(self, node: int | None = None) -> None:
+        """Start every node (or one) and wait until it answers and is registered."""
+        self._run("start", *([str(node)] if node else []))
+
+    def stop(self, node: int | None = None) -> None:
+        self._run("stop", *([str(node)] if node else []))
+
+    def kill(self, node: int) -> None:
+        """SIGKILL one node: a crash, no controlled shutdown."""
+        self._run("kill", str(node))
+
+    def running(self) -> bool:
+        return subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), "status"], env=self.env,
+                              capture_output=True, timeout=60).returncode == 0
+
+    def _admin(self) -> KafkaAdminClient:
+        return KafkaAdminClient(bootstrap_servers=self.bootstrap_list, request_timeout_ms=5000)
+
+    def controller(self) -> int:
+        """The active controller (the leader of the KRaft quorum), as the quorum describes itself."""
+        admin = self._admin()
+        try:
+            quorum = admin.describe_metadata_quorum()
+            return quorum["topics"][0]["partitions"][0]["leader_id"]
+        finally:
+            admin.close()
+
+    def leaders(self, topic: str) -> dict[int, int]:
+        """partition -> the broker that leads it now."""
+        admin = self._admin()
+        try:
+            described = admin.describe_topics([topic])
+            return {p["partition_index"]: p["leader_id"] for p in described[0]["partitions"]}
+        finally:
+            admin.close()
+
+    def isr(self, topic: str) -> dict[int, list[int]]:
+        admin = self._admin()
+        try:
+            described = admin.describe_topics([topic])
+            return {p["partition_index"]: sorted(p["isr_nodes"]) for p in described[0]["partitions"]}
+        finally:
+            admin.close()
+
+    def group_coordinator(self, group: str) -> int:
+        """The broker that coordinates `group`: the leader of the __consumer_offsets partition
+        that Kafka assigns the group to (abs(groupId.hashCode()) % partitions)."""
+        leaders = self.leaders("__consumer_offsets")
+        return leaders[(java_string_hash(group) & 0x7FFFFFFF) % len(leaders)]
+
+    def wait_until(self, condition, timeout_s: float, what: str) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + timeout_s
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                if condition():
+                    return
+            except KafkaError as exc:
+                last_error = exc
+            time.sleep(0.5)
+        raise AssertionError(f"{what} not within {timeout_s} s (last error: {last_error!r})")
+
+    def topics_create(self, names: list[str]) -> None:
+        """Topics replicated as topics_ensure makes them on a cluster: RF 3, min ISR 2."""
+        kafka_topics_create(self.bootstrap, names, replication_factor=min(3, self.brokers))
+
+
+def campaign_kafka() -> PrivateBroker | KafkaCluster:
+    """The fault campaign's Kafka: a private single broker, or with KAFKA_BROKERS=3 the local
+    3-node cluster (KAFKA_CLUSTER_BOOTSTRAP_SERVERS), which also allows the `broker_kill` fault."""
+    if os.environ.get("KAFKA_BROKERS", "1") == "3":
+        return KafkaCluster()
+    return PrivateBroker(port=19192)
+
+
+def broker_kill(cluster: KafkaCluster, *, seed: int, moment: float, down_s: float = 5.0) -> int:
+    """The `broker_kill` fault: SIGKILL one node drawn from the seed and the fault's moment (any
+    node: partition leaders, the group coordinator and the active controller are all fair game),
+    leave it down `down_s` seconds, start it again and wait until it is registered."""
+    node = broker_kill_draw(seed=seed, moment=moment, brokers=cluster.brokers)
+    cluster.kill(node)
+    time.sleep(down_s)
+    cluster.start(node)
+    return node
+
+
+def broker_kill_draw(*, seed: int, moment: float, brokers: int) -> int:
+    """The node a `broker_kill` at `moment` of campaign `seed` kills: the same seed replays it."""
+    return random.Random(f"{seed}-{moment}").randint(1, brokers)

@@ -6,12 +6,16 @@ from outbox.topics import topic_names, topics_ensure
 
 
 class Command(BaseCommand):
-    help = "Create the event topics and their .dlq topics if missing (idempotent)."
+    help = ("Create the event topics and their .dlq topics if missing (idempotent), replicated "
+            "per KAFKA_REPLICATION_FACTOR / KAFKA_MIN_INSYNC_REPLICAS; existing topics that "
+            "differ are reported on stderr, not changed.")
 
     def add_arguments(self, parser) -> None:  # noqa: ANN001
         parser.add_argument("--partitions", type=int, default=None)
 
     def handle(self, *args, partitions: int | None = None, **options) -> None:  # noqa: ANN002, ANN003
-        created = topics_ensure(partitions=partitions)
+        report = topics_ensure(partitions=partitions)
         for name in topic_names():
-            self.stdout.write(f"{name}: {'created' if name in created else 'exists'}")
+            self.stdout.write(f"{name}: {'created' if name in report.created else 'exists'}")
+        for mismatch in report.mismatches:
+            self.stderr.write(f"mismatch: {mismatch}")

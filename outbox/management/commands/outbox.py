@@ -11,11 +11,12 @@ from django.utils import timezone
 from outbox.housekeeping import outbox_purge_published, outbox_requeue, outbox_status
 from outbox.models import OutboxEvent
 from outbox.relay import relay_drain
+from outbox.topics import topics_check_report
 
 
 class Command(BaseCommand):
     help = ("Outbox operations: `status` (exit 1 when the oldest pending row is older than "
-            "--max-age), `requeue` (dead rows back to pending), `drain` (publish now), `purge`.")
+            "--max-age; with --topics, also on a topic that differs from the replication policy), `requeue` (dead rows back to pending), `drain` (publish now), `purge`.")
 
     def add_arguments(self, parser) -> None:  # noqa: ANN001
         sub = parser.add_subparsers(dest="action", required=True)
@@ -24,6 +25,9 @@ class Command(BaseCommand):
                             help="seconds; exit 1 when the oldest pending row is older "
                                  "(default OUTBOX_STALE_SECONDS)")
         status.add_argument("--json", action="store_true")
+        status.add_argument("--topics", action="store_true",
+                            help="also compare the topics on Kafka with the replication policy "
+                                 "(outbox/topics.py); exit 1 on a mismatch or when Kafka cannot tell")
         requeue = sub.add_parser("requeue")
         requeue.add_argument("event_ids", nargs="*", help="event ids; none means every dead row")
         requeue.add_argument("--all", action="store_true")
@@ -35,7 +39,7 @@ class Command(BaseCommand):
         if action == "status":
             max_age = options["max_age"]
             self._status(settings.OUTBOX_STALE_SECONDS if max_age is None else max_age,
-                         options["json"])
+                         options["json"], check_topics=options["topics"])
         elif action == "requeue":
             if not options["event_ids"] and not options["all"]:
                 raise CommandError("name event ids, or pass --all")
@@ -79,16 +83,21 @@ class Command(BaseCommand):
             time.sleep(0.1)
         self.stdout.write(f"published {total}")
 
-    def _status(self, max_age: float, as_json: bool) -> None:
+    def _status(self, max_age: float, as_json: bool, *, check_topics: bool = False) -> None:
         now = timezone.now()
         rows = outbox_status()
+        # The topics as Kafka has them against the replication policy (outbox/topics.py), on
+        # request only: without it the check stays a database query, fast and Kafka-free.
+        mismatches, check_error = topics_check_report() if check_topics else ([], None)
         oldest = max((row.oldest_pending_age_s(now) or 0.0 for row in rows), default=0.0)
         if as_json:
             self.stdout.write(json.dumps({
                 "topics": [{"topic": r.topic, "pending": r.pending, "dead": r.dead,
                             "oldest_pending_age_s": r.oldest_pending_age_s(now),
                             "published_last_minute": r.published_last_minute} for r in rows],
-                "oldest_pending_age_s": oldest}))
+                "oldest_pending_age_s": oldest,
+                **({"topic_mismatches": [str(m) for m in mismatches], "topic_check_error": check_error}
+                   if check_topics else {})}))
         else:
             self.stdout.write(f"{'topic':<40} {'pending':>8} {'dead':>6} {'oldest(s)':>10} {'pub/1m':>8}")
             for r in rows:
@@ -96,6 +105,13 @@ class Command(BaseCommand):
                 self.stdout.write(f"{r.topic:<40} {r.pending:>8} {r.dead:>6} "
                                   f"{(f'{age:.1f}' if age is not None else '-'):>10} "
                                   f"{r.published_last_minute:>8}")
+            if check_error:
+                self.stdout.write(f"topic check: {check_error}")
+            for mismatch in mismatches:
+                self.stdout.write(f"topic mismatch: {mismatch}")
         if oldest > max_age:
             self.stderr.write(f"oldest pending row is {oldest:.1f} s old (> {max_age} s)")
+            sys.exit(1)
+        if mismatches or check_error:
+            self.stderr.write(f"{len(mismatches)} topic mismatch(es)" if mismatches else check_error)
             sys.exit(1)

@@ -1,0 +1,57 @@
+"""What the relay tests on the cluster check after the faults, read back from the brokers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from outbox.models import OutboxEvent
+from tests.support.kafka import ReadRecord, kafka_read_all
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, *, kick: Callable[[], object] | None = None,
+             every_s: float = 1.0) -> bool:
+    """Poll `condition` until it holds; `kick` (if any) runs before each poll, at most every `every_s`."""
+    deadline = time.monotonic() + timeout_s
+    last_kick = 0.0
+    while time.monotonic() < deadline:
+        if kick is not None and time.monotonic() - last_kick >= every_s:
+            kick()
+            last_kick = time.monotonic()
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def published_everything_in_order(topic: str, *, keys: int, per_key: int) -> list[ReadRecord]:
+    """Assert what the issue calls delivery on a cluster, and return the records read.
+
+    - every row is published (none dead, none pending);
+    - every event id is on the topic, and the only extras are duplicates of the same event id;
+    - every key's sequence, read in offset order, first shows each number in order;
+    - nothing acknowledged is lost: the (partition, offset) the relay recorded for every row
+      holds that row's event id.
+    """
+    assert OutboxEvent.objects.filter(status=OutboxEvent.Status.DEAD).count() == 0
+    assert OutboxEvent.objects.exclude(status=OutboxEvent.Status.PUBLISHED).count() == 0
+    rows = list(OutboxEvent.objects.values_list("event_id", "kafka_partition", "kafka_offset"))
+    assert len(rows) == keys * per_key
+    records = kafka_read_all(topic, timeout_s=60)  # to the end offsets
+    ids = [r.headers["event_id"].decode() for r in records]
+    expected_ids = {str(event_id) for event_id, _, _ in rows}
+    assert set(ids) == expected_ids, f"missing on the topic: {len(expected_ids - set(ids))}"
+    at = {(r.partition, r.offset): r.headers["event_id"].decode() for r in records}
+    lost = [(str(event_id), partition, offset) for event_id, partition, offset in rows
+            if at.get((partition, offset)) != str(event_id)]
+    assert lost == [], f"{len(lost)} acknowledged rows not at their recorded offset, e.g. {lost[:3]}"
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_key[record.key.decode()].append(json.loads(record.value)["sequence"])
+    assert len(by_key) == keys
+    out_of_order = {key: seq for key, seq in by_key.items()
+                    if list(dict.fromkeys(seq)) != list(range(per_key))}
+    assert out_of_order == {}, f"{len(out_of_order)} keys out of order, e.g. {list(out_of_order.items())[:1]}"
+    return records
