@@ -1,119 +1,127 @@
 """Claim: pick the next rows this relay may send and lease them, in one short transaction.
 
-The rules (per-key order, leases, what holds a key back) are in docs/OUTBOX.md, "Claim".
+A row is claimable when it is pending, due, not under a live lease, and no older row of its key
+must be waited for: one in backoff, one under another relay's live lease, or a dead one when
+`OUTBOX_DEAD_BLOCKS_KEY`. That per-key filter is in the SQL (`NOT EXISTS`, served by the
+`(key, seq)` index on unfinished rows), so a claim of N returns min(N, claimable rows) however
+many rows the blocked keys hold. Rows of this drain's own batch in flight (`in_flight`) do not
+hold their keys back: the producer has them ahead of anything claimed now. docs/OUTBOX.md,
+"Claim", has the whole protocol.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q, TextField
+from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from outbox.models import OutboxEvent
-from outbox.relay.rows import SEND_FIELDS, ClaimedRow, unfinished_statuses as _unfinished_statuses
+from outbox.relay.rows import SEND_FIELDS, ClaimedRow, unfinished_statuses
+
+_TABLE = OutboxEvent._meta.db_table
+
+
+def _blocking_statuses_sql() -> str:
+    # Literals, never user input: a constant list lets the planner prove the partial index
+    # on unfinished rows applies.
+    return ", ".join(f"'{status}'" for status in unfinished_statuses())
+
+
+def _candidates_sql(*, placeholder: str, lock: str) -> str:
+    """The claimable rows, oldest first. `b` is an older row of the same key that makes `o` wait:
+    unfinished, and neither due-and-unleased (then it is claimed before `o`, in this claim) nor
+    in this drain's batch in flight."""
+    p = placeholder
+    claimable = ("{t}.status = 'pending' AND {t}.available_at <= {p}now "
+                 "AND ({t}.claim_expires_at IS NULL OR {t}.claim_expires_at < {p}now)")
+    return (
+        f"SELECT o.seq, o.key FROM {_TABLE} o WHERE " + claimable.format(t="o", p=p) +
+        f" AND NOT EXISTS (SELECT 1 FROM {_TABLE} b WHERE b.key = o.key AND b.seq < o.seq"
+        f" AND b.status <> 'published' AND b.status IN ({_blocking_statuses_sql()})"
+        " AND NOT (" + claimable.format(t="b", p=p) + ")"
+        f" AND (b.claim_token IS NULL OR b.claim_token <> {p}in_flight))"
+        f" ORDER BY o.seq LIMIT {p}limit {lock}")
 
 
 def claim_batch(*, token: uuid.UUID, limit: int, now: datetime | None = None,
                 in_flight: uuid.UUID | None = None) -> list[ClaimedRow]:
-    """Claim the next rows this relay may send (see the module docstring). Commits on return.
+    """Claim up to `limit` rows for this relay (token `token`), oldest first. Commits on return.
 
-    `in_flight` is the token of this drain's batch that is sent but not yet written back: its
-    rows were handed to the same producer before anything claimed now, so they do not hold
-    their keys back.
+    `in_flight` is the token of this drain's batch that is sent but not yet written back.
     """
     now = now or timezone.now()
+    # No batch in flight: a token no row holds keeps the SQL free of NULL comparisons.
+    in_flight = in_flight or uuid.uuid4()
+    expires = now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL)
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            candidates = _pg_candidates(now=now, limit=limit)
-        else:
-            candidates = list(
-                OutboxEvent.objects
-                .filter(status=OutboxEvent.Status.PENDING, available_at__lte=now)
-                .filter(Q(claim_expires_at__isnull=True) | Q(claim_expires_at__lt=now))
-                .order_by("seq").values_list("seq", "key")[:limit])
-        if not candidates:
-            return []
-        picked = {seq for seq, _ in candidates}
-        last_seq_of_key: dict[str, int] = {}
-        for seq, key in candidates:
-            last_seq_of_key[key] = seq
-        first_blocker: dict[str, int] = {}
-        for seq, key, claim_token in _unfinished_rows_of(last_seq_of_key, max(last_seq_of_key.values())):
-            if (seq not in picked and key not in first_blocker and seq < last_seq_of_key[key]
-                    and (in_flight is None or claim_token != in_flight)):
-                first_blocker[key] = seq
-        kept = [seq for seq, key in candidates if seq < first_blocker.get(key, seq + 1)]
+            return _pg_claim(token=token, limit=limit, now=now, in_flight=in_flight, expires=expires)
+        return _sqlite_claim(token=token, limit=limit, now=now, in_flight=in_flight, expires=expires)
+
+
+# --- PostgreSQL: plain SQL with array parameters, one statement per step whatever the batch size
+# (an `IN` list of 2,000 placeholders costs more to build and parse than the rows cost to read).
+
+def _pg_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UUID,
+              expires: datetime) -> list[ClaimedRow]:
+    with connection.cursor() as cursor:
+        # SKIP LOCKED: concurrent relays take disjoint rows. The partial index on pending rows
+        # by seq yields them oldest first, so the scan stops after `limit` claimable rows.
+        cursor.execute(_candidates_sql(placeholder="%(", lock="FOR UPDATE OF o SKIP LOCKED")
+                       .replace("%(now", "%(now)s").replace("%(in_flight", "%(in_flight)s")
+                       .replace("%(limit", "%(limit)s"),
+                       {"now": now, "limit": limit, "in_flight": in_flight})
+        candidates = cursor.fetchall()
+        kept = _pg_without_rows_another_relay_is_claiming(cursor, candidates, in_flight=in_flight)
         if not kept:
             return []
-        expires = now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL)
-        if connection.vendor == "postgresql":
-            return _pg_lease(kept, token=token, expires=expires)
-        for chunk_start in range(0, len(kept), 500):
-            OutboxEvent.objects.filter(seq__in=kept[chunk_start:chunk_start + 500]).update(
-                claim_token=token, claim_expires_at=expires)
-    claimed = (OutboxEvent.objects.filter(claim_token=token, status=OutboxEvent.Status.PENDING)
-               # The payload goes out as the JSON text the database holds: no decode and
-               # re-encode per row.
-               .annotate(payload_text=Cast("payload", output_field=TextField()))
-               .order_by("seq").values_list(*SEND_FIELDS, "payload_text"))
-    return [ClaimedRow.from_orm_values(values) for values in claimed]
+        return _pg_lease(cursor, kept, token=token, expires=expires)
 
 
-# The PostgreSQL path of the claim is plain SQL with array parameters: one statement per step
-# whatever the batch size (an `IN` list of 2,000 placeholders costs more to build and parse than
-# the rows cost to read).
-_TABLE = OutboxEvent._meta.db_table
+def _pg_without_rows_another_relay_is_claiming(cursor, candidates: list[tuple[int, str]], *,  # noqa: ANN001
+                                               in_flight: uuid.UUID) -> list[int]:
+    """The candidates, less the rows of a key whose older row another relay is claiming right now.
+
+    Such a row was skipped by SKIP LOCKED (it is locked) while it still reads as claimable, so the
+    `NOT EXISTS` could not see it wait. One indexed read per key picked, from its oldest unfinished
+    row to its last row picked, that returns only the rows outside this claim: nearly always none.
+    """
+    if not candidates:
+        return []
+    picked = [seq for seq, _ in candidates]
+    last_of_key: dict[str, int] = {}
+    for seq, key in candidates:
+        last_of_key[key] = seq
+    cursor.execute(
+        f"SELECT o.key, min(o.seq) FROM {_TABLE} o "
+        "JOIN unnest(%(keys)s::text[], %(lasts)s::bigint[]) AS k(key, last) "
+        "ON o.key = k.key AND o.seq < k.last "
+        f"WHERE o.status <> 'published' AND o.status IN ({_blocking_statuses_sql()}) "
+        "AND NOT (o.seq = ANY(%(picked)s)) "
+        "AND (o.claim_token IS NULL OR o.claim_token <> %(in_flight)s) GROUP BY o.key",
+        {"keys": list(last_of_key), "lasts": list(last_of_key.values()), "picked": picked,
+         "in_flight": in_flight})
+    first_outside = dict(cursor.fetchall())
+    return [seq for seq, key in candidates if seq < first_outside.get(key, seq + 1)]
 
 
-def _pg_candidates(*, now: datetime, limit: int) -> list[tuple[int, str]]:
-    with connection.cursor() as cursor:
-        # The partial index on pending rows by `seq` yields them oldest first: the scan stops
-        # after `limit` due rows, however long the backlog.
-        cursor.execute(
-            f"SELECT seq, key FROM {_TABLE} WHERE status = 'pending' AND available_at <= %(now)s "
-            "AND (claim_expires_at IS NULL OR claim_expires_at < %(now)s) "
-            "ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
-            {"now": now, "limit": limit})
-        return cursor.fetchall()
-
-
-def _unfinished_rows_of(last_seq_of_key: dict[str, int], below: int) -> Iterator[tuple]:
-    """(seq, key, claim_token) of the unfinished rows of these keys older than `below`, by seq."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT seq, key, claim_token FROM {_TABLE} WHERE key = ANY(%(keys)s) "
-                "AND status = ANY(%(statuses)s) AND seq < %(below)s ORDER BY seq",
-                {"keys": list(last_seq_of_key), "statuses": _unfinished_statuses(), "below": below})
-            yield from cursor.fetchall()
-        return
-    keys = list(last_seq_of_key)
-    for chunk_start in range(0, len(keys), 500):
-        yield from (OutboxEvent.objects
-                    .filter(key__in=keys[chunk_start:chunk_start + 500],
-                            status__in=_unfinished_statuses(), seq__lt=below)
-                    .order_by("seq").values_list("seq", "key", "claim_token"))
-
-
-def _pg_lease(kept: list[int], *, token: uuid.UUID, expires: datetime) -> list[ClaimedRow]:
-    with connection.cursor() as cursor:
-        # Text columns where the header wants text: converting 2,000 uuids and timestamps to
-        # Python objects and back costs as much as the update itself.
-        cursor.execute(
-            f"UPDATE {_TABLE} SET claim_token = %(token)s, claim_expires_at = %(expires)s "
-            "WHERE seq = ANY(%(kept)s) RETURNING seq, id::text, topic, key, type, event_version, "
-            "aggregatetype, aggregateid, aggregate_version, headers::text, "
-            "replace(to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-            "'.000000Z', 'Z'), attempts, payload::text",
-            {"token": token, "expires": expires, "kept": kept})
-        fetched = cursor.fetchall()
+def _pg_lease(cursor, kept: list[int], *, token: uuid.UUID, expires: datetime) -> list[ClaimedRow]:  # noqa: ANN001
+    # Text columns where the header wants text: converting 2,000 uuids and timestamps to
+    # Python objects and back costs as much as the update itself.
+    cursor.execute(
+        f"UPDATE {_TABLE} SET claim_token = %(token)s, claim_expires_at = %(expires)s "
+        "WHERE seq = ANY(%(kept)s) RETURNING seq, id::text, topic, key, type, event_version, "
+        "aggregatetype, aggregateid, aggregate_version, headers::text, "
+        "replace(to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+        "'.000000Z', 'Z'), attempts, payload::text",
+        {"token": token, "expires": expires, "kept": kept})
+    fetched = cursor.fetchall()
     loads = json.loads
     rows = [ClaimedRow(seq, event_id, topic, key, type_, version, aggregatetype, aggregateid,
                        aggregate_version, loads(headers), occurred_at, attempts, payload)
@@ -122,3 +130,26 @@ def _pg_lease(kept: list[int], *, token: uuid.UUID, expires: datetime) -> list[C
     rows.sort(key=lambda row: row.seq)
     return rows
 
+
+# --- SQLite: one drain at a time holds the file lock (sqlite_lock.py), so no row locks are needed.
+
+def _sqlite_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UUID,
+                  expires: datetime) -> list[ClaimedRow]:
+    field = OutboxEvent._meta.get_field
+    params = {"now": field("available_at").get_db_prep_value(now, connection),
+              "limit": limit,
+              "in_flight": field("claim_token").get_db_prep_value(in_flight, connection)}
+    with connection.cursor() as cursor:
+        cursor.execute(_candidates_sql(placeholder=":", lock=""), params)
+        kept = [seq for seq, _ in cursor.fetchall()]
+    if not kept:
+        return []
+    for chunk_start in range(0, len(kept), 500):
+        OutboxEvent.objects.filter(seq__in=kept[chunk_start:chunk_start + 500]).update(
+            claim_token=token, claim_expires_at=expires)
+    claimed = (OutboxEvent.objects.filter(claim_token=token, status=OutboxEvent.Status.PENDING)
+               # The payload goes out as the JSON text the database holds: no decode and
+               # re-encode per row.
+               .annotate(payload_text=Cast("payload", output_field=TextField()))
+               .order_by("seq").values_list(*SEND_FIELDS, "payload_text"))
+    return [ClaimedRow.from_orm_values(values) for values in claimed]
