@@ -184,6 +184,8 @@ OUTBOX_RETENTION = timedelta(days=env.float("OUTBOX_RETENTION_DAYS", default=7))
 OUTBOX_STALE_SECONDS = env.float("OUTBOX_STALE_SECONDS", default=60.0)
 # Fault tests only: seconds the relay waits between the broker's acknowledgement and marking rows.
 OUTBOX_FAULT_PAUSE_AFTER_SEND = env.float("OUTBOX_FAULT_PAUSE_AFTER_SEND", default=0.0)
+# Fault tests only: the relay process kills itself (SIGKILL) when it is about to send this event id.
+OUTBOX_FAULT_CRASH_ON_EVENT_ID = env.str("OUTBOX_FAULT_CRASH_ON_EVENT_ID", default="")
 
 # --- Payments ---------------------------------------------------------------------------------
 PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="payments.gateway.SimulatedGateway")

@@ -32,6 +32,11 @@ class ProducerUnavailable(KafkaError):
     retriable = True
 
 
+class NotSent(Exception):  # noqa: N818 - an outcome, not an error of the row
+    """The outcome of a row the send stopped before (or whose send was abandoned): the write-back
+    releases it untouched, no attempt counted."""
+
+
 @dataclass
 class DrainResult:
     published: int = 0

@@ -15,14 +15,20 @@ from kafka.errors import KafkaError
 
 from commerce.tracing import trace_context
 from outbox.models import OutboxEvent
-from outbox.relay.rows import PERMANENT_ERRORS, ClaimedRow, DrainResult, backoff_seconds
+from outbox.relay.rows import PERMANENT_ERRORS, ClaimedRow, DrainResult, NotSent, backoff_seconds
 
 logger = logging.getLogger("outbox.relay")
 
 
 def write_back(*, token: uuid.UUID, rows: list[ClaimedRow], outcomes: dict[int, object],
                 result: DrainResult, blocked_keys: set[str] | None = None) -> None:
-    """Mark, fail or release the rows of one batch (see the module docstring).
+    """Mark, fail or release the rows of one batch.
+
+    Per key in seq order: acknowledged rows are marked published with their partition and offset
+    until the first row that was not; a failed row gets `attempts + 1`, its error and a backoff
+    (or is marked dead: a permanent error, or `OUTBOX_MAX_ATTEMPTS` reached); a row never sent
+    (`NotSent`) and the key's later rows are released untouched. Every statement is fenced by the
+    claim token: a drain whose rows another relay took over updates nothing (`fenced_out`).
 
     `blocked_keys` carries the keys whose failed row holds them back from one batch of a drain
     to the next: a later batch was sent before this one was written back, and its rows of such
@@ -42,6 +48,12 @@ def write_back(*, token: uuid.UUID, rows: list[ClaimedRow], outcomes: dict[int, 
             outcome = outcomes.get(row.seq)
             if blocked:
                 released.append(row.seq)
+            elif isinstance(outcome, NotSent):
+                # Never handed to the producer (or abandoned with it): released untouched, and
+                # the key's rows in a batch sent after this one are released too.
+                released.append(row.seq)
+                blocked = True
+                blocked_keys.add(key)
             elif isinstance(outcome, BaseException) or outcome is None:
                 error = outcome or KafkaError("no outcome")
                 row.attempts += 1

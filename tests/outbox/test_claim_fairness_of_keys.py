@@ -97,12 +97,13 @@ def test_the_claim_equals_a_brute_force_model_on_random_tables(seed, settings):
         assert [row.seq for row in claimed] == expected, (table, limit, dead_blocks)
 
 
+@pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_a_row_another_relay_is_claiming_right_now_holds_its_key_back():
     from django.db import connection
 
     if connection.vendor != "postgresql":
-        pytest.skip("row locks (SKIP LOCKED) exist on PostgreSQL only; SQLite runs one drain at a time")
+        pytest.fail("row locks (SKIP LOCKED) are proven on PostgreSQL: run with DATABASE_URL=postgres://...")
     import threading
 
     from django.db import connections, transaction

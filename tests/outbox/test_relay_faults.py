@@ -32,7 +32,9 @@ def _fresh_producer():  # noqa: ANN202
 
 @pytest.fixture
 def private_broker(settings, kafka_topics):  # noqa: ANN001, ANN201
-    broker = PrivateBroker()
+    # A port of this run's own (next to the main broker's), so that parallel runs on one
+    # machine do not stop each other's private broker.
+    broker = PrivateBroker(port=int(settings.KAFKA_BOOTSTRAP_SERVERS[0].rsplit(":", 1)[1]) + 10000)
     broker.start()
     settings.KAFKA_BOOTSTRAP_SERVERS = [broker.bootstrap]
     kafka_topics_create(broker.bootstrap, list(kafka_topics.values()), partitions=3)
