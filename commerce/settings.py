@@ -148,6 +148,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Kafka ------------------------------------------------------------------------------------
 KAFKA_BOOTSTRAP_SERVERS = env.list("KAFKA_BOOTSTRAP_SERVERS", default=["127.0.0.1:9092"])
+# The relay producer's acks: only "all" keeps the idempotent producer's guarantees (checked at start).
+KAFKA_PRODUCER_ACKS = env.str("KAFKA_PRODUCER_ACKS", default="all")
 # Passed through to kafka-python's producer, consumer and admin client as they are.
 KAFKA_SECURITY = {
     key: value

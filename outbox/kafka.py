@@ -26,7 +26,9 @@ _producer_pid: int | None = None
 def producer_config() -> dict[str, Any]:
     return {
         "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
-        "acks": "all",
+        # "all" (anything else is refused at start: outbox/checks.py); kafka-python wants 0/1 as ints.
+        "acks": int(settings.KAFKA_PRODUCER_ACKS) if settings.KAFKA_PRODUCER_ACKS in ("0", "1")
+        else settings.KAFKA_PRODUCER_ACKS,
         "enable_idempotence": True,
         # Ordering per partition survives retries with idempotence and at most 5 in flight.
         "max_in_flight_requests_per_connection": 5,

@@ -112,7 +112,7 @@ def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subproc
 
     # given 600 rows and a worker whose relay pauses between the broker's ack and the write-back
     outbox_rows_bulk(topic=kafka_topics["catalog-events"], keys=20, per_key=30)
-    env = dict(subprocess_env, OUTBOX_FAULT_PAUSE_AFTER_SEND="60", OUTBOX_CLAIM_TTL="3",
+    env = dict(subprocess_env, OUTBOX_FAULT_PAUSE_AFTER_SEND="60", OUTBOX_CLAIM_TTL="10",
                OUTBOX_BATCH_SIZE="250")
     worker = celery_worker_managed(env=env, log_path=tmp_path / "worker-killed.log")
     worker.start(timeout=60)
@@ -123,7 +123,7 @@ def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subproc
     worker.kill()
     assert OutboxEvent.objects.filter(status="published").count() == 0
     # then, once its lease has expired, a restarted worker publishes everything
-    time.sleep(3.5)
+    time.sleep(10.5)
     restarted = celery_worker_managed(env=dict(subprocess_env, OUTBOX_BATCH_SIZE="250"),
                                       log_path=tmp_path / "worker-restarted.log")
     restarted.start(timeout=60)
