@@ -5,19 +5,25 @@ must be waited for: one in backoff, one under another relay's live lease, or a d
 `OUTBOX_DEAD_BLOCKS_KEY`. That per-key filter is in the SQL (`NOT EXISTS`, served by the
 `(key, seq)` index on unfinished rows), so a claim of N returns min(N, claimable rows) however
 many rows the blocked keys hold. Rows of this drain's own batch in flight (`in_flight`) do not
-hold their keys back: the producer has them ahead of anything claimed now. docs/OUTBOX.md,
-"Claim", has the whole protocol.
+hold their keys back: the producer has them ahead of anything claimed now.
+
+A row that still holds a lease token once its lease expired was *abandoned*: its relay died (or
+outlived its lease) holding it, perhaps killed by sending it. The claim counts that as an attempt,
+marks the row dead once that makes `OUTBOX_MAX_ATTEMPTS`, and ends the batch after the first
+abandoned row it takes, so that a row that kills its relay takes no other row down with it more
+than once. docs/OUTBOX.md, "Claim", has the whole protocol.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import TextField
+from django.db.models import F, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -41,7 +47,7 @@ def _candidates_sql(*, placeholder: str, lock: str) -> str:
     claimable = ("{t}.status = 'pending' AND {t}.available_at <= {p}now "
                  "AND ({t}.claim_expires_at IS NULL OR {t}.claim_expires_at < {p}now)")
     return (
-        f"SELECT o.seq, o.key FROM {_TABLE} o WHERE " + claimable.format(t="o", p=p) +
+        f"SELECT o.seq, o.key, o.claim_token IS NOT NULL, o.attempts FROM {_TABLE} o WHERE " + claimable.format(t="o", p=p) +
         f" AND NOT EXISTS (SELECT 1 FROM {_TABLE} b WHERE b.key = o.key AND b.seq < o.seq"
         f" AND b.status <> 'published' AND b.status IN ({_blocking_statuses_sql()})"
         " AND NOT (" + claimable.format(t="b", p=p) + ")"
@@ -65,6 +71,51 @@ def claim_batch(*, token: uuid.UUID, limit: int, now: datetime | None = None,
         return _sqlite_claim(token=token, limit=limit, now=now, in_flight=in_flight, expires=expires)
 
 
+ABANDONED = "the relay died (or outlived its lease) while holding this row"
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """What the claim does with its candidates: lease `kept` (the abandoned ones among them get
+    an attempt), mark `doomed` dead (abandoned once too often)."""
+
+    kept: list[int]
+    abandoned: list[int]
+    doomed: list[int]
+
+
+def _settle(candidates: list[tuple[int, str, bool, int]]) -> _Settled:
+    """candidates: (seq, key, abandoned, attempts) of the claimable rows, oldest first."""
+    kept: list[int] = []
+    abandoned: list[int] = []
+    doomed: list[int] = []
+    dead_keys: set[str] = set()
+    for seq, key, was_abandoned, attempts in candidates:
+        if key in dead_keys:
+            continue  # behind a row marked dead now, while dead rows block their key
+        if was_abandoned and attempts + 1 >= settings.OUTBOX_MAX_ATTEMPTS:
+            doomed.append(seq)
+            if settings.OUTBOX_DEAD_BLOCKS_KEY:
+                dead_keys.add(key)
+            continue
+        kept.append(seq)
+        if was_abandoned:
+            abandoned.append(seq)
+            break  # a suspect row ends the batch: if it kills this relay too, it dies alone
+    return _Settled(kept, abandoned, doomed)
+
+
+def _flag_abandoned(rows: list[ClaimedRow], abandoned: list[int]) -> list[ClaimedRow]:
+    for row in rows:
+        row.abandoned = row.seq in abandoned
+    return rows
+
+
+def _dead_reason(attempts: int | str) -> str:
+    return (f"{ABANDONED} {attempts} times (OUTBOX_MAX_ATTEMPTS={settings.OUTBOX_MAX_ATTEMPTS}): "
+            "marked dead at claim")
+
+
 # --- PostgreSQL: plain SQL with array parameters, one statement per step whatever the batch size
 # (an `IN` list of 2,000 placeholders costs more to build and parse than the rows cost to read).
 
@@ -78,10 +129,20 @@ def _pg_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UU
                        .replace("%(limit", "%(limit)s"),
                        {"now": now, "limit": limit, "in_flight": in_flight})
         candidates = cursor.fetchall()
-        kept = _pg_without_rows_another_relay_is_claiming(cursor, candidates, in_flight=in_flight)
-        if not kept:
+        free = set(_pg_without_rows_another_relay_is_claiming(
+            cursor, [(seq, key) for seq, key, _, _ in candidates], in_flight=in_flight))
+        settled = _settle([candidate for candidate in candidates if candidate[0] in free])
+        if settled.doomed:
+            cursor.execute(
+                f"UPDATE {_TABLE} SET status = 'dead', attempts = attempts + 1, "
+                "last_error = format(%(reason)s, attempts + 1), "
+                "claim_token = NULL, claim_expires_at = NULL WHERE seq = ANY(%(doomed)s)",
+                {"doomed": settled.doomed, "reason": _dead_reason("%s")})
+        if not settled.kept:
             return []
-        return _pg_lease(cursor, kept, token=token, expires=expires)
+        rows = _pg_lease(cursor, settled.kept, abandoned=settled.abandoned, token=token,
+                         expires=expires)
+        return _flag_abandoned(rows, settled.abandoned)
 
 
 def _pg_without_rows_another_relay_is_claiming(cursor, candidates: list[tuple[int, str]], *,  # noqa: ANN001
@@ -111,7 +172,12 @@ def _pg_without_rows_another_relay_is_claiming(cursor, candidates: list[tuple[in
     return [seq for seq, key in candidates if seq < first_outside.get(key, seq + 1)]
 
 
-def _pg_lease(cursor, kept: list[int], *, token: uuid.UUID, expires: datetime) -> list[ClaimedRow]:  # noqa: ANN001
+def _pg_lease(cursor, kept: list[int], *, abandoned: list[int], token: uuid.UUID,  # noqa: ANN001
+              expires: datetime) -> list[ClaimedRow]:
+    if abandoned:
+        cursor.execute(
+            f"UPDATE {_TABLE} SET attempts = attempts + 1, last_error = %(reason)s "
+            "WHERE seq = ANY(%(abandoned)s)", {"abandoned": abandoned, "reason": ABANDONED})
     # Text columns where the header wants text: converting 2,000 uuids and timestamps to
     # Python objects and back costs as much as the update itself.
     cursor.execute(
@@ -141,15 +207,28 @@ def _sqlite_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uui
               "in_flight": field("claim_token").get_db_prep_value(in_flight, connection)}
     with connection.cursor() as cursor:
         cursor.execute(_candidates_sql(placeholder=":", lock=""), params)
-        kept = [seq for seq, _ in cursor.fetchall()]
+        settled = _settle([(seq, key, bool(was_abandoned), attempts)
+                           for seq, key, was_abandoned, attempts in cursor.fetchall()])
+    for seq in settled.doomed:
+        attempts = OutboxEvent.objects.get(seq=seq).attempts + 1
+        OutboxEvent.objects.filter(seq=seq).update(
+            status=OutboxEvent.Status.DEAD, attempts=attempts, last_error=_dead_reason(attempts),
+            claim_token=None, claim_expires_at=None)
+    if settled.abandoned:
+        OutboxEvent.objects.filter(seq__in=settled.abandoned).update(
+            attempts=F("attempts") + 1, last_error=ABANDONED)
+    kept = settled.kept
     if not kept:
         return []
     for chunk_start in range(0, len(kept), 500):
         OutboxEvent.objects.filter(seq__in=kept[chunk_start:chunk_start + 500]).update(
             claim_token=token, claim_expires_at=expires)
-    claimed = (OutboxEvent.objects.filter(claim_token=token, status=OutboxEvent.Status.PENDING)
-               # The payload goes out as the JSON text the database holds: no decode and
-               # re-encode per row.
-               .annotate(payload_text=Cast("payload", output_field=TextField()))
-               .order_by("seq").values_list(*SEND_FIELDS, "payload_text"))
-    return [ClaimedRow.from_orm_values(values) for values in claimed]
+    rows: list[ClaimedRow] = []
+    for chunk_start in range(0, len(kept), 500):
+        claimed = (OutboxEvent.objects.filter(seq__in=kept[chunk_start:chunk_start + 500])
+                   # The payload goes out as the JSON text the database holds: no decode and
+                   # re-encode per row.
+                   .annotate(payload_text=Cast("payload", output_field=TextField()))
+                   .order_by("seq").values_list(*SEND_FIELDS, "payload_text"))
+        rows.extend(ClaimedRow.from_orm_values(values) for values in claimed)
+    return _flag_abandoned(rows, settled.abandoned)

@@ -68,8 +68,11 @@ def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
             while sending is not None:
                 # The database work of this step (claim the next batch, write back the batch
                 # being acknowledged) runs while the sender thread hands the batch to the
-                # producer: the two overlap.
-                next_token, next_rows, next_deadline = claim_next(token)
+                # producer: the two overlap. Not while the batch holds a row its last relay
+                # died holding: if sending it kills this relay too, no other row is held.
+                suspect = any(row.abandoned for row in rows)
+                next_token, next_rows, next_deadline = (
+                    (uuid.uuid4(), [], 0.0) if suspect else claim_next(token))
                 sent = sending.result()
                 not_to_send: list[ClaimedRow] = []
                 if sent.stopped or abort.is_set():
@@ -79,7 +82,6 @@ def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
                     not_to_send, next_rows = next_rows, []
                 sending = (sender.submit(_send, next_token, next_rows, deadline=next_deadline, abort=abort)
                            if next_rows else None)
-                token = next_token
                 outcomes, aborted_now = _acknowledged(sent, flush=sending is None,
                                                       after_abort=aborted, abort=abort)
                 aborted = aborted or aborted_now
@@ -93,6 +95,12 @@ def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
                     release(next_token, not_to_send, sent.stopped or "an earlier batch failed")
                 if result.failed or result.dead or aborted:
                     claiming = False  # let backoff work instead of spinning on a failing broker
+                if suspect and claiming and sending is None:
+                    # The suspect batch is written back: claim the next one now, unpipelined.
+                    next_token, next_rows, next_deadline = claim_next(None)
+                    sending = (sender.submit(_send, next_token, next_rows, deadline=next_deadline,
+                                             abort=abort) if next_rows else None)
+                token, rows = next_token, next_rows
     result.seconds = time.monotonic() - started
     if result.batches:
         level = logging.WARNING if result.failed or result.dead else logging.INFO

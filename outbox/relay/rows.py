@@ -89,6 +89,7 @@ class ClaimedRow:
     available_at: datetime | None = None
     kafka_partition: int | None = None
     kafka_offset: int | None = None
+    abandoned: bool = False  # its last relay died (or outlived its lease) holding it
 
     @property
     def payload(self) -> dict:

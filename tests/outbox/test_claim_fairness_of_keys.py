@@ -43,8 +43,10 @@ STATES = ("published", "dead", "due", "backoff", "leased", "expired", "in_flight
 def _expected_claim(rows: list[tuple[int, str, str]], *, limit: int, dead_blocks: bool) -> list[int]:
     """Brute force: walk every key's rows oldest first; a key stops at its first row that must
     wait (in backoff, under another relay's live lease, dead when dead rows block); the due rows
-    (fresh, or whose lease expired) before that are claimable; the oldest `limit` are claimed.
-    This drain's own in-flight rows neither wait nor are claimed again."""
+    (fresh, or whose lease expired) before that are claimable; the oldest `limit` are claimed,
+    up to and including the first one whose lease expired (abandoned: it may have killed its
+    relay, so it ends the batch). This drain's own in-flight rows neither wait nor are claimed
+    again."""
     blocked: set[str] = set()
     claimable: list[int] = []
     for seq, key, state in sorted(rows):
@@ -53,8 +55,13 @@ def _expected_claim(rows: list[tuple[int, str, str]], *, limit: int, dead_blocks
         if state in ("backoff", "leased") or (state == "dead" and dead_blocks):
             blocked.add(key)
         elif state in ("due", "expired"):
-            claimable.append(seq)
-    return claimable[:limit]
+            claimable.append((seq, state))
+    claimed = []
+    for seq, state in claimable[:limit]:
+        claimed.append(seq)
+        if state == "expired":
+            break
+    return claimed
 
 
 @pytest.mark.parametrize("seed", range(4))
