@@ -180,6 +180,9 @@ OUTBOX_BACKOFF_BASE = env.float("OUTBOX_BACKOFF_BASE", default=0.5)
 OUTBOX_BACKOFF_MAX = env.float("OUTBOX_BACKOFF_MAX", default=60.0)
 OUTBOX_CLAIM_TTL = env.float("OUTBOX_CLAIM_TTL", default=60.0)
 OUTBOX_DEAD_BLOCKS_KEY = env.bool("OUTBOX_DEAD_BLOCKS_KEY", default=False)
+# Each topic gets an equal share of every claim (the rest goes oldest first): a flood of events on
+# one topic (product views) cannot push another's (orders) behind it. docs/OUTBOX.md, "Lanes".
+OUTBOX_FAIR_SHARE = env.bool("OUTBOX_FAIR_SHARE", default=True)
 OUTBOX_KICK_DEBOUNCE = env.float("OUTBOX_KICK_DEBOUNCE", default=0.05)
 OUTBOX_KICK_ENABLED = env.bool("OUTBOX_KICK_ENABLED", default=True)
 OUTBOX_RETENTION = timedelta(days=env.float("OUTBOX_RETENTION_DAYS", default=7))

@@ -39,20 +39,52 @@ def _blocking_statuses_sql() -> str:
     return ", ".join(f"'{status}'" for status in unfinished_statuses())
 
 
-def _candidates_sql(*, placeholder: str, lock: str) -> str:
-    """The claimable rows, oldest first. `b` is an older row of the same key that makes `o` wait:
-    unfinished, and neither due-and-unleased (then it is claimed before `o`, in this claim) nor
-    in this drain's batch in flight."""
-    p = placeholder
-    claimable = ("{t}.status = 'pending' AND {t}.available_at <= {p}now "
-                 "AND ({t}.claim_expires_at IS NULL OR {t}.claim_expires_at < {p}now)")
+def _candidates_sql(*, lock: str, topic: bool = False, exclude: str = "") -> str:
+    """The claimable rows, oldest first (of one topic if `topic`). `b` is an older row of the same
+    key that makes `o` wait: unfinished, and neither due-and-unleased (then it is claimed before
+    `o`, in this claim) nor in this drain's batch in flight. Named `%(...)s` parameters: now,
+    in_flight, limit, and topic."""
+    claimable = ("{t}.status = 'pending' AND {t}.available_at <= %(now)s "
+                 "AND ({t}.claim_expires_at IS NULL OR {t}.claim_expires_at < %(now)s)")
     return (
-        f"SELECT o.seq, o.key, o.claim_token IS NOT NULL, o.attempts FROM {_TABLE} o WHERE " + claimable.format(t="o", p=p) +
-        f" AND NOT EXISTS (SELECT 1 FROM {_TABLE} b WHERE b.key = o.key AND b.seq < o.seq"
+        f"SELECT o.seq, o.key, o.claim_token IS NOT NULL, o.attempts FROM {_TABLE} o WHERE "
+        + claimable.format(t="o")
+        + (" AND o.topic = %(topic)s" if topic else "") + exclude
+        + f" AND NOT EXISTS (SELECT 1 FROM {_TABLE} b WHERE b.key = o.key AND b.seq < o.seq"
         f" AND b.status <> 'published' AND b.status IN ({_blocking_statuses_sql()})"
-        " AND NOT (" + claimable.format(t="b", p=p) + ")"
-        f" AND (b.claim_token IS NULL OR b.claim_token <> {p}in_flight))"
-        f" ORDER BY o.seq LIMIT {p}limit {lock}")
+        " AND NOT (" + claimable.format(t="b") + ")"
+        " AND (b.claim_token IS NULL OR b.claim_token <> %(in_flight)s))"
+        f" ORDER BY o.seq LIMIT %(limit)s {lock}")
+
+
+def _lanes() -> list[str]:
+    """The topics that get a fair share of each claim (`OUTBOX_FAIR_SHARE`): the configured
+    topics, when there are several."""
+    topics = sorted(set(settings.KAFKA_TOPICS.values()))
+    return topics if settings.OUTBOX_FAIR_SHARE and len(topics) > 1 else []
+
+
+def _fair_candidates(cursor, *, limit: int, params: dict, lock: str,  # noqa: ANN001
+                     exclude_sql) -> list[tuple]:  # noqa: ANN001
+    """Up to `limit` claimable rows, oldest first: first up to an equal share for each topic
+    (so that a flood on one topic cannot push another's events behind it), then the oldest
+    of any topic to fill the batch. `exclude_sql(seqs)` is the vendor's "not one of these"."""
+    picked: list[tuple] = []
+    lanes = _lanes()
+    share = max(1, limit // len(lanes)) if lanes else 0
+    for topic in lanes:
+        cursor.execute(_candidates_sql(lock=lock, topic=True),
+                       {**params, "topic": topic, "limit": min(share, limit - len(picked))})
+        picked.extend(cursor.fetchall())
+        if len(picked) >= limit:
+            break
+    if len(picked) < limit:
+        exclude, extra = exclude_sql([row[0] for row in picked]) if picked else ("", {})
+        cursor.execute(_candidates_sql(lock=lock, exclude=exclude),
+                       {**params, **extra, "limit": limit - len(picked)})
+        picked.extend(cursor.fetchall())
+    picked.sort()
+    return picked
 
 
 def claim_batch(*, token: uuid.UUID, limit: int, now: datetime | None = None,
@@ -122,13 +154,12 @@ def _dead_reason(attempts: int | str) -> str:
 def _pg_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UUID,
               expires: datetime) -> list[ClaimedRow]:
     with connection.cursor() as cursor:
-        # SKIP LOCKED: concurrent relays take disjoint rows. The partial index on pending rows
-        # by seq yields them oldest first, so the scan stops after `limit` claimable rows.
-        cursor.execute(_candidates_sql(placeholder="%(", lock="FOR UPDATE OF o SKIP LOCKED")
-                       .replace("%(now", "%(now)s").replace("%(in_flight", "%(in_flight)s")
-                       .replace("%(limit", "%(limit)s"),
-                       {"now": now, "limit": limit, "in_flight": in_flight})
-        candidates = cursor.fetchall()
+        # SKIP LOCKED: concurrent relays take disjoint rows. The partial indexes on pending rows
+        # by seq (and by topic, seq) yield them oldest first: each scan stops after its limit.
+        candidates = _fair_candidates(
+            cursor, limit=limit, params={"now": now, "in_flight": in_flight},
+            lock="FOR UPDATE OF o SKIP LOCKED",
+            exclude_sql=lambda seqs: (" AND NOT (o.seq = ANY(%(picked)s))", {"picked": seqs}))
         free = set(_pg_without_rows_another_relay_is_claiming(
             cursor, [(seq, key) for seq, key, _, _ in candidates], in_flight=in_flight))
         settled = _settle([candidate for candidate in candidates if candidate[0] in free])
@@ -147,10 +178,11 @@ def _pg_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UU
 
 def _pg_without_rows_another_relay_is_claiming(cursor, candidates: list[tuple[int, str]], *,  # noqa: ANN001
                                                in_flight: uuid.UUID) -> list[int]:
-    """The candidates, less the rows of a key whose older row another relay is claiming right now.
+    """The candidates, less the rows of a key whose older row is outside this claim.
 
-    Such a row was skipped by SKIP LOCKED (it is locked) while it still reads as claimable, so the
-    `NOT EXISTS` could not see it wait. One indexed read per key picked, from its oldest unfinished
+    Such a row is either being claimed by another relay right now (skipped by SKIP LOCKED, it
+    still reads as claimable, so the `NOT EXISTS` could not see it wait), or a row of the same
+    key on another topic beyond that topic's share. One indexed read per key picked, from its oldest unfinished
     row to its last row picked, that returns only the rows outside this claim: nearly always none.
     """
     if not candidates:
@@ -203,12 +235,15 @@ def _sqlite_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uui
                   expires: datetime) -> list[ClaimedRow]:
     field = OutboxEvent._meta.get_field
     params = {"now": field("available_at").get_db_prep_value(now, connection),
-              "limit": limit,
               "in_flight": field("claim_token").get_db_prep_value(in_flight, connection)}
     with connection.cursor() as cursor:
-        cursor.execute(_candidates_sql(placeholder=":", lock=""), params)
-        settled = _settle([(seq, key, bool(was_abandoned), attempts)
-                           for seq, key, was_abandoned, attempts in cursor.fetchall()])
+        # Seqs are integers from the database: safe to inline in the exclusion.
+        candidates = _fair_candidates(
+            cursor, limit=limit, params=params, lock="",
+            exclude_sql=lambda seqs: (f" AND o.seq NOT IN ({','.join(str(int(s)) for s in seqs)})", {}))
+    free = set(_sqlite_without_rows_outside_the_claim(candidates, in_flight=in_flight))
+    settled = _settle([(seq, key, bool(was_abandoned), attempts)
+                       for seq, key, was_abandoned, attempts in candidates if seq in free])
     for seq in settled.doomed:
         attempts = OutboxEvent.objects.get(seq=seq).attempts + 1
         OutboxEvent.objects.filter(seq=seq).update(
@@ -232,3 +267,23 @@ def _sqlite_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uui
                    .order_by("seq").values_list(*SEND_FIELDS, "payload_text"))
         rows.extend(ClaimedRow.from_orm_values(values) for values in claimed)
     return _flag_abandoned(rows, settled.abandoned)
+
+
+def _sqlite_without_rows_outside_the_claim(candidates: list[tuple], *, in_flight: uuid.UUID) -> list[int]:
+    """SQLite's twin of `_pg_without_rows_another_relay_is_claiming` (one drain at a time there:
+    only a key's row on another topic beyond that topic's share can be outside the claim)."""
+    picked = {seq for seq, *_ in candidates}
+    last_of_key: dict[str, int] = {}
+    for seq, key, *_ in candidates:
+        last_of_key[key] = seq
+    first_outside: dict[str, int] = {}
+    keys = list(last_of_key)
+    for chunk_start in range(0, len(keys), 500):
+        older = (OutboxEvent.objects
+                 .filter(key__in=keys[chunk_start:chunk_start + 500], status__in=unfinished_statuses(),
+                         seq__lt=max(last_of_key.values()))
+                 .exclude(claim_token=in_flight).values_list("seq", "key"))
+        for seq, key in older:
+            if seq not in picked and seq < last_of_key[key] and seq < first_outside.get(key, seq + 1):
+                first_outside[key] = seq
+    return [seq for seq, key, *_ in candidates if seq < first_outside.get(key, seq + 1)]
