@@ -40,7 +40,12 @@ def main() -> None:
     from outbox.models import OutboxEvent
     from outbox.relay import claim_batch
 
+    from django.conf import settings
+
     table = OutboxEvent._meta.db_table
+    # The catalog topic, one of the configured ones: the claim gives it its fair share first
+    # (one query per topic), then fills the batch.
+    topic = settings.KAFKA_TOPICS["catalog-events"]
     tables_empty(OutboxEvent)
     say(f"filling {total:,} rows: {total - pending:,} published, {pending:,} pending over {keys:,} keys "
         f"({per_key} each), {blocked_keys:,} keys blocked by a row in backoff ...")
@@ -55,17 +60,17 @@ def main() -> None:
         # Pending rows: the blocked keys' rows first (oldest), then the free keys', interleaved
         # across keys in each group as services record them.
         cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT gen_random_uuid(), 't', 'k' || k, "
+            f"INSERT INTO {table} ({columns}) SELECT gen_random_uuid(), %(topic)s, 'k' || k, "
             "'SequenceRecorded', 1, 'product', 'k' || k, jsonb_build_object('sequence', s), "
             "'{}'::jsonb, now(), now(), 'pending', now() - interval '1 minute', 0, '', NULL "
             "FROM generate_series(0, %(per_key)s - 1) s, generate_series(0, %(blocked)s - 1) k "
-            "ORDER BY s, k", {"per_key": per_key, "blocked": blocked_keys})
+            "ORDER BY s, k", {"per_key": per_key, "blocked": blocked_keys, "topic": topic})
         cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT gen_random_uuid(), 't', 'k' || k, "
+            f"INSERT INTO {table} ({columns}) SELECT gen_random_uuid(), %(topic)s, 'k' || k, "
             "'SequenceRecorded', 1, 'product', 'k' || k, jsonb_build_object('sequence', s), "
             "'{}'::jsonb, now(), now(), 'pending', now() - interval '1 minute', 0, '', NULL "
             "FROM generate_series(0, %(per_key)s - 1) s, generate_series(%(blocked)s, %(keys)s - 1) k "
-            "ORDER BY s, k", {"per_key": per_key, "blocked": blocked_keys, "keys": keys})
+            "ORDER BY s, k", {"per_key": per_key, "blocked": blocked_keys, "keys": keys, "topic": topic})
         # Each blocked key's oldest row waits for its retry, an hour away.
         cursor.execute(
             f"UPDATE {table} SET attempts = 1, last_error = 'KafkaTimeoutError', "

@@ -64,22 +64,31 @@ def _lanes() -> list[str]:
     return topics if settings.OUTBOX_FAIR_SHARE and len(topics) > 1 else []
 
 
-def _fair_candidates(cursor, *, limit: int, params: dict, lock: str,  # noqa: ANN001
-                     exclude_sql) -> list[tuple]:  # noqa: ANN001
+def _fair_candidates(cursor, *, limit: int, params: dict, lock: str) -> list[tuple]:  # noqa: ANN001
     """Up to `limit` claimable rows, oldest first: first up to an equal share for each topic
     (so that a flood on one topic cannot push another's events behind it), then the oldest
-    of any topic to fill the batch. `exclude_sql(seqs)` is the vendor's "not one of these"."""
+    of any topic to fill the batch."""
     picked: list[tuple] = []
     lanes = _lanes()
     share = max(1, limit // len(lanes)) if lanes else 0
+    last_of_lane: dict[str, int] = {}
     for topic in lanes:
         cursor.execute(_candidates_sql(lock=lock, topic=True),
                        {**params, "topic": topic, "limit": min(share, limit - len(picked))})
-        picked.extend(cursor.fetchall())
+        rows = cursor.fetchall()
+        if rows:
+            last_of_lane[topic] = rows[-1][0]
+        picked.extend(rows)
         if len(picked) >= limit:
             break
     if len(picked) < limit:
-        exclude, extra = exclude_sql([row[0] for row in picked]) if picked else ("", {})
+        # The fill skips what each topic's share already went through: up to its last row
+        # taken, a topic's claimable rows are all in the claim. Plain comparisons, evaluated
+        # before the per-key check, so the rows already scanned cost no second probe.
+        exclude, extra = "", {}
+        for n, (topic, last) in enumerate(last_of_lane.items()):
+            exclude += f" AND (o.topic <> %(lane{n})s OR o.seq > %(last{n})s)"
+            extra.update({f"lane{n}": topic, f"last{n}": last})
         cursor.execute(_candidates_sql(lock=lock, exclude=exclude),
                        {**params, **extra, "limit": limit - len(picked)})
         picked.extend(cursor.fetchall())
@@ -156,10 +165,8 @@ def _pg_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UU
     with connection.cursor() as cursor:
         # SKIP LOCKED: concurrent relays take disjoint rows. The partial indexes on pending rows
         # by seq (and by topic, seq) yield them oldest first: each scan stops after its limit.
-        candidates = _fair_candidates(
-            cursor, limit=limit, params={"now": now, "in_flight": in_flight},
-            lock="FOR UPDATE OF o SKIP LOCKED",
-            exclude_sql=lambda seqs: (" AND NOT (o.seq = ANY(%(picked)s))", {"picked": seqs}))
+        candidates = _fair_candidates(cursor, limit=limit, params={"now": now, "in_flight": in_flight},
+                                      lock="FOR UPDATE OF o SKIP LOCKED")
         free = set(_pg_without_rows_another_relay_is_claiming(
             cursor, [(seq, key) for seq, key, _, _ in candidates], in_flight=in_flight))
         settled = _settle([candidate for candidate in candidates if candidate[0] in free])
@@ -237,10 +244,7 @@ def _sqlite_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uui
     params = {"now": field("available_at").get_db_prep_value(now, connection),
               "in_flight": field("claim_token").get_db_prep_value(in_flight, connection)}
     with connection.cursor() as cursor:
-        # Seqs are integers from the database: safe to inline in the exclusion.
-        candidates = _fair_candidates(
-            cursor, limit=limit, params=params, lock="",
-            exclude_sql=lambda seqs: (f" AND o.seq NOT IN ({','.join(str(int(s)) for s in seqs)})", {}))
+        candidates = _fair_candidates(cursor, limit=limit, params=params, lock="")
     free = set(_sqlite_without_rows_outside_the_claim(candidates, in_flight=in_flight))
     settled = _settle([(seq, key, bool(was_abandoned), attempts)
                        for seq, key, was_abandoned, attempts in candidates if seq in free])
