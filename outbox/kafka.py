@@ -37,6 +37,9 @@ def producer_config() -> dict[str, Any]:
         # A send that cannot even find its partition's leader gives up quickly; the row is
         # retried by a later drain with backoff instead of blocking the worker.
         "max_block_ms": 5000,
+        # A producer that cannot reach any broker gives up as quickly (kafka-python waits 30 s by
+        # default): a drain during an outage then records its failure well within its lease.
+        "bootstrap_timeout_ms": 5000,
         "request_timeout_ms": 10000,
         "delivery_timeout_ms": 30000,
         "client_id": f"outbox-relay-{os.getpid()}",

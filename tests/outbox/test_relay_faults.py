@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.db.models import Sum
 
 from catalog.services import product_create, product_restock
 from outbox.kafka import producer_reset
@@ -32,15 +33,36 @@ def _fresh_producer():  # noqa: ANN202
 
 @pytest.fixture
 def private_broker(settings, kafka_topics):  # noqa: ANN001, ANN201
-    # A port of this run's own (next to the main broker's), so that parallel runs on one
-    # machine do not stop each other's private broker.
-    broker = PrivateBroker(port=int(settings.KAFKA_BOOTSTRAP_SERVERS[0].rsplit(":", 1)[1]) + 10000)
+    # A free port pair (broker, controller) of this run's own: with a fixed port, parallel runs on
+    # one machine would share (and stop) each other's private broker.
+    broker = PrivateBroker(port=_free_port_pair())
     broker.start()
     settings.KAFKA_BOOTSTRAP_SERVERS = [broker.bootstrap]
     kafka_topics_create(broker.bootstrap, list(kafka_topics.values()), partitions=3)
     yield broker
     producer_reset()
     broker.stop()
+
+
+def _free_port_pair() -> int:
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(20000, 60000)
+        sockets = []
+        try:
+            for candidate in (port, port + 1):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", candidate))
+            return port
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free port pair for a private broker")
 
 
 def _sequences_by_key(records) -> dict[str, list[int]]:  # noqa: ANN001
@@ -83,7 +105,8 @@ def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
     assert OutboxEvent.objects.count() == 500
 
     # when the worker drains during the outage
-    tried = _wait_for(lambda: OutboxEvent.objects.filter(attempts__gte=2).exists(), 90,
+    # (a drain stops at its first failed send: each drain during the outage records one failure)
+    tried = _wait_for(lambda: (OutboxEvent.objects.aggregate(total=Sum("attempts"))["total"] or 0) >= 3, 90,
                       kick=relay_drain_task.delay, every_s=2.0)
 
     # then every row stays pending, the failures are recorded with a backoff, the worker lives
