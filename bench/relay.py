@@ -129,7 +129,8 @@ def main() -> None:
         for n, row in enumerate(rows, 1):
             claimed = ClaimedRow.from_orm_values((
                 row.seq, row.event_id, row.topic, row.key, row.type, row.event_version,
-                row.aggregatetype, row.aggregateid, row.headers, row.occurred_at, row.attempts, ""))
+                row.aggregatetype, row.aggregateid, row.aggregate_version, row.headers, row.occurred_at,
+                row.attempts, ""))
             metadata = naive_producer.send(
                 row.topic, key=row.key.encode(), headers=_record_headers(claimed),
                 value=json.dumps(row.payload).encode()).get(timeout=30)
