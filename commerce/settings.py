@@ -150,6 +150,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Kafka ------------------------------------------------------------------------------------
 KAFKA_BOOTSTRAP_SERVERS = env.list("KAFKA_BOOTSTRAP_SERVERS", default=["127.0.0.1:9092"])
+# The relay producer's acks: only "all" keeps the idempotent producer's guarantees (checked at start).
+KAFKA_PRODUCER_ACKS = env.str("KAFKA_PRODUCER_ACKS", default="all")
 # Passed through to kafka-python's producer, consumer and admin client as they are.
 KAFKA_SECURITY = {
     key: value
@@ -183,12 +185,17 @@ OUTBOX_BACKOFF_BASE = env.float("OUTBOX_BACKOFF_BASE", default=0.5)
 OUTBOX_BACKOFF_MAX = env.float("OUTBOX_BACKOFF_MAX", default=60.0)
 OUTBOX_CLAIM_TTL = env.float("OUTBOX_CLAIM_TTL", default=60.0)
 OUTBOX_DEAD_BLOCKS_KEY = env.bool("OUTBOX_DEAD_BLOCKS_KEY", default=False)
+# Each topic gets an equal share of every claim (the rest goes oldest first): a flood of events on
+# one topic (product views) cannot push another's (orders) behind it. docs/OUTBOX.md, "Lanes".
+OUTBOX_FAIR_SHARE = env.bool("OUTBOX_FAIR_SHARE", default=True)
 OUTBOX_KICK_DEBOUNCE = env.float("OUTBOX_KICK_DEBOUNCE", default=0.05)
 OUTBOX_KICK_ENABLED = env.bool("OUTBOX_KICK_ENABLED", default=True)
 OUTBOX_RETENTION = timedelta(days=env.float("OUTBOX_RETENTION_DAYS", default=7))
 OUTBOX_STALE_SECONDS = env.float("OUTBOX_STALE_SECONDS", default=60.0)
 # Fault tests only: seconds the relay waits between the broker's acknowledgement and marking rows.
 OUTBOX_FAULT_PAUSE_AFTER_SEND = env.float("OUTBOX_FAULT_PAUSE_AFTER_SEND", default=0.0)
+# Fault tests only: the relay process kills itself (SIGKILL) when it is about to send this event id.
+OUTBOX_FAULT_CRASH_ON_EVENT_ID = env.str("OUTBOX_FAULT_CRASH_ON_EVENT_ID", default="")
 
 # --- Payments (fail closed: outside DEBUG nothing defaults; commerce/checks.py refuses to run
 # without a gateway, with the simulator, or with a missing or short callback secret) -----------

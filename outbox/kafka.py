@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import IllegalStateError
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,9 @@ _producer_pid: int | None = None
 def producer_config() -> dict[str, Any]:
     return {
         "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
-        "acks": "all",
+        # "all" (anything else is refused at start: outbox/checks.py); kafka-python wants 0/1 as ints.
+        "acks": int(settings.KAFKA_PRODUCER_ACKS) if settings.KAFKA_PRODUCER_ACKS in ("0", "1")
+        else settings.KAFKA_PRODUCER_ACKS,
         "enable_idempotence": True,
         # Ordering per partition survives retries with idempotence and at most 5 in flight.
         "max_in_flight_requests_per_connection": 5,
@@ -34,18 +37,61 @@ def producer_config() -> dict[str, Any]:
         # A send that cannot even find its partition's leader gives up quickly; the row is
         # retried by a later drain with backoff instead of blocking the worker.
         "max_block_ms": 5000,
+        # A producer that cannot reach any broker gives up as quickly (kafka-python waits 30 s by
+        # default): a drain during an outage then records its failure well within its lease.
+        "bootstrap_timeout_ms": 5000,
         "request_timeout_ms": 10000,
         "delivery_timeout_ms": 30000,
         "client_id": f"outbox-relay-{os.getpid()}",
+        # Topics are made by `ensure_topics` with their partition count: a send to a missing
+        # topic fails (and the row waits in backoff) instead of creating it with the broker's
+        # defaults, which would move keys to other partitions once it is recreated properly.
+        "allow_auto_create_topics": False,
         **settings.KAFKA_SECURITY,
     }
 
 
+def producer_broken(producer: KafkaProducer) -> BaseException | None:
+    """Why this producer can deliver nothing any more, or None.
+
+    kafka-python 3.x does not raise from `send()` when its idempotent producer is in a fatal
+    state: the transaction manager holds FATAL_ERROR (`has_fatal_error()`, the cause in
+    `last_error`) and the sender thread fails every batch with that error. A closed producer,
+    or one whose I/O thread died, delivers nothing either.
+    """
+    if getattr(producer, "_closed", False):
+        return IllegalStateError("KafkaProducer already closed")
+    sender = getattr(producer, "_sender", None)
+    if sender is not None and not sender.is_alive():
+        return IllegalStateError("the producer's I/O thread is not running")
+    manager = getattr(producer, "_transaction_manager", None)
+    if manager is not None and manager.has_fatal_error():
+        return manager.last_error or IllegalStateError("the idempotent producer is in a fatal state")
+    return None
+
+
 def producer_get() -> KafkaProducer:
+    """The process's producer; a new one when there is none, after a fork, or when the old one
+    is broken (see `producer_broken`): the worker recovers without a restart."""
     global _producer, _producer_pid
     with _lock:
+        if _producer is not None and _producer_pid == os.getpid():
+            broken = producer_broken(_producer)
+            if broken is not None:
+                logger.warning("kafka producer replaced", extra={"error": repr(broken)})
+                try:
+                    _producer.close(timeout=0)
+                except Exception:  # noqa: BLE001 - a broken producer may fail to close too
+                    logger.exception("closing the broken kafka producer failed")
+                _producer = None
         if _producer is None or _producer_pid != os.getpid():
             _producer = KafkaProducer(**producer_config())
+            # kafka-python 3.0.12 does not pass `allow_auto_create_topics` on to the metadata it
+            # requests (ClusterMetadata is built without it, so it asks the broker to create
+            # every topic it looks up): set it where the requests are built.
+            metadata = getattr(_producer, "_metadata", None)
+            if metadata is not None and hasattr(metadata, "config"):
+                metadata.config["allow_auto_create_topics"] = False
             _producer_pid = os.getpid()
             logger.info("kafka producer created", extra={"pid": _producer_pid})
         return _producer

@@ -59,6 +59,13 @@ class OutboxEvent(models.Model):
                 name="outbox_pending_seq_idx",
                 condition=Q(status="pending"),
             ),
+            # The fair share of each topic in a claim: a topic's pending rows oldest first, however
+            # many rows of other topics come before them.
+            models.Index(
+                fields=["topic", "seq"],
+                name="outbox_pending_topic_seq_idx",
+                condition=Q(status="pending"),
+            ),
             models.Index(
                 fields=["key", "seq"], name="outbox_unfinished_key_idx",
                 condition=~Q(status="published"),

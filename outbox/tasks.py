@@ -1,14 +1,17 @@
-"""Celery tasks of the outbox: the drain (beat and kicks) and the retention purge."""
+"""Celery tasks of the outbox: the drain (beat and kicks) and the retention purge; the worker's
+start (settings checked) and graceful stop (claims handed back)."""
 
 from __future__ import annotations
 
 from celery import shared_task
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_init, worker_process_shutdown, worker_shutting_down
 
+from outbox.checks import outbox_settings_ensure_valid
 from outbox.housekeeping import outbox_purge_published
 from outbox.kafka import producer_close
 from outbox.kick import relay_kick_taken
 from outbox.relay import relay_drain
+from outbox.relay.stopping import relay_stop_request
 
 
 @shared_task(name="outbox.relay_drain", ignore_result=True)
@@ -21,6 +24,20 @@ def relay_drain_task() -> dict[str, object]:
 @shared_task(name="outbox.purge_published", ignore_result=True)
 def purge_published_task() -> int:
     return outbox_purge_published()
+
+
+@worker_init.connect
+def _check_settings(**kwargs: object) -> None:
+    # An impossible combination of settings stops the worker here, with one line, instead of at
+    # its first drain.
+    outbox_settings_ensure_valid()
+
+
+@worker_shutting_down.connect
+def _hand_back_claims(**kwargs: object) -> None:
+    # Warm shutdown (SIGTERM, a deploy, a scale-down): the running drain sends nothing more,
+    # writes back what was acknowledged and releases the rest of its claims at once.
+    relay_stop_request()
 
 
 @worker_process_shutdown.connect

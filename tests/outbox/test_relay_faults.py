@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.db.models import Sum
 
 from catalog.services import product_create, product_restock
 from outbox.kafka import producer_reset
@@ -32,13 +33,36 @@ def _fresh_producer():  # noqa: ANN202
 
 @pytest.fixture
 def private_broker(settings, kafka_topics):  # noqa: ANN001, ANN201
-    broker = PrivateBroker()
+    # A free port pair (broker, controller) of this run's own: with a fixed port, parallel runs on
+    # one machine would share (and stop) each other's private broker.
+    broker = PrivateBroker(port=_free_port_pair())
     broker.start()
     settings.KAFKA_BOOTSTRAP_SERVERS = [broker.bootstrap]
     kafka_topics_create(broker.bootstrap, list(kafka_topics.values()), partitions=3)
     yield broker
     producer_reset()
     broker.stop()
+
+
+def _free_port_pair() -> int:
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(20000, 60000)
+        sockets = []
+        try:
+            for candidate in (port, port + 1):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", candidate))
+            return port
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free port pair for a private broker")
 
 
 def _sequences_by_key(records) -> dict[str, list[int]]:  # noqa: ANN001
@@ -81,7 +105,8 @@ def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
     assert OutboxEvent.objects.count() == 500
 
     # when the worker drains during the outage
-    tried = _wait_for(lambda: OutboxEvent.objects.filter(attempts__gte=2).exists(), 90,
+    # (a drain stops at its first failed send: each drain during the outage records one failure)
+    tried = _wait_for(lambda: (OutboxEvent.objects.aggregate(total=Sum("attempts"))["total"] or 0) >= 3, 90,
                       kick=relay_drain_task.delay, every_s=2.0)
 
     # then every row stays pending, the failures are recorded with a backoff, the worker lives
@@ -110,7 +135,7 @@ def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subproc
 
     # given 600 rows and a worker whose relay pauses between the broker's ack and the write-back
     outbox_rows_bulk(topic=kafka_topics["catalog-events"], keys=20, per_key=30)
-    env = dict(subprocess_env, OUTBOX_FAULT_PAUSE_AFTER_SEND="60", OUTBOX_CLAIM_TTL="3",
+    env = dict(subprocess_env, OUTBOX_FAULT_PAUSE_AFTER_SEND="60", OUTBOX_CLAIM_TTL="10",
                OUTBOX_BATCH_SIZE="250")
     worker = celery_worker_managed(env=env, log_path=tmp_path / "worker-killed.log")
     worker.start(timeout=60)
@@ -121,7 +146,7 @@ def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subproc
     worker.kill()
     assert OutboxEvent.objects.filter(status="published").count() == 0
     # then, once its lease has expired, a restarted worker publishes everything
-    time.sleep(3.5)
+    time.sleep(10.5)
     restarted = celery_worker_managed(env=dict(subprocess_env, OUTBOX_BATCH_SIZE="250"),
                                       log_path=tmp_path / "worker-restarted.log")
     restarted.start(timeout=60)

@@ -1,0 +1,109 @@
+"""The drain: claim -> send -> write back, pipelined, until nothing is claimable or time is up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from django.conf import settings
+
+from outbox.relay.claim import claim_batch
+from outbox.relay.rows import ClaimedRow, DrainResult, NotSent
+from outbox.relay.send import acknowledged as _acknowledged, send as _send
+from outbox.relay.stopping import relay_stop_requested
+from outbox.relay.sqlite_lock import single_relay_on_sqlite as _single_relay_on_sqlite
+from outbox.relay.write_back import write_back as _write_back
+
+logger = logging.getLogger("outbox.relay")
+
+
+def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
+                max_batches: int | None = None) -> DrainResult:
+    """Publish due outbox rows until none is claimable or the time budget is spent.
+
+    Pipelined: batch N+1 is claimed and handed to the producer while the broker still works on
+    batch N, then N is written back. The producer keeps the order of what it was handed, so a
+    key may have rows in two consecutive batches; a key whose row failed in N has its rows in
+    N+1 released unmarked (`blocked_keys`), to be sent again after the failed row. A refused
+    send, a failed acknowledgement, a batch's deadline or a stop of the process ends the drain:
+    what was not sent is released at once (docs/OUTBOX.md).
+    """
+    result = DrainResult()
+    started = time.monotonic()
+    limit = batch_size or settings.OUTBOX_BATCH_SIZE
+    with _single_relay_on_sqlite() as may_run:
+        if not may_run:
+            return result
+        blocked_keys: set[str] = set()
+        abort = threading.Event()
+        claiming = True
+
+        def claim_next(in_flight: uuid.UUID | None) -> tuple[uuid.UUID, list[ClaimedRow], float]:
+            nonlocal claiming
+            if claiming and (time.monotonic() - started >= time_budget_s or relay_stop_requested()
+                             or (max_batches is not None and result.batches >= max_batches)):
+                claiming = False
+            token = uuid.uuid4()
+            # The batch's deadline: its acks are in by half its lease, which leaves the other
+            # half for the write-back. A batch never outlives its lease.
+            deadline = time.monotonic() + settings.OUTBOX_CLAIM_TTL / 2
+            rows = claim_batch(token=token, limit=limit, in_flight=in_flight) if claiming else []
+            if rows:
+                result.batches += 1
+            else:
+                claiming = False
+            return token, rows, deadline
+
+        def release(token: uuid.UUID, rows: list[ClaimedRow], why: str) -> None:
+            _write_back(token=token, rows=rows, outcomes={row.seq: NotSent(why) for row in rows},
+                        result=result, blocked_keys=blocked_keys)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-send") as sender:
+            token, rows, deadline = claim_next(None)
+            sending = sender.submit(_send, token, rows, deadline=deadline, abort=abort) if rows else None
+            aborted = False
+            while sending is not None:
+                # The database work of this step (claim the next batch, write back the batch
+                # being acknowledged) runs while the sender thread hands the batch to the
+                # producer: the two overlap. Not while the batch holds a row its last relay
+                # died holding: if sending it kills this relay too, no other row is held.
+                suspect = any(row.abandoned for row in rows)
+                next_token, next_rows, next_deadline = (
+                    (uuid.uuid4(), [], 0.0) if suspect else claim_next(token))
+                sent = sending.result()
+                not_to_send: list[ClaimedRow] = []
+                if sent.stopped or abort.is_set():
+                    # A refused row, the deadline or a stop: nothing more goes to the producer;
+                    # the next batch is released once this one is written back.
+                    claiming = False
+                    not_to_send, next_rows = next_rows, []
+                sending = (sender.submit(_send, next_token, next_rows, deadline=next_deadline, abort=abort)
+                           if next_rows else None)
+                outcomes, aborted_now = _acknowledged(sent, flush=sending is None,
+                                                      after_abort=aborted, abort=abort)
+                aborted = aborted or aborted_now
+                if settings.OUTBOX_FAULT_PAUSE_AFTER_SEND:
+                    # Fault tests kill the relay here: sent and acknowledged, not yet marked.
+                    logger.warning("paused after send", extra={"rows": len(sent.rows)})
+                    time.sleep(settings.OUTBOX_FAULT_PAUSE_AFTER_SEND)
+                _write_back(token=sent.token, rows=sent.rows, outcomes=outcomes,
+                            result=result, blocked_keys=blocked_keys)
+                if not_to_send:
+                    release(next_token, not_to_send, sent.stopped or "an earlier batch failed")
+                if result.failed or result.dead or aborted:
+                    claiming = False  # let backoff work instead of spinning on a failing broker
+                if suspect and claiming and sending is None:
+                    # The suspect batch is written back: claim the next one now, unpipelined.
+                    next_token, next_rows, next_deadline = claim_next(None)
+                    sending = (sender.submit(_send, next_token, next_rows, deadline=next_deadline,
+                                             abort=abort) if next_rows else None)
+                token, rows = next_token, next_rows
+    result.seconds = time.monotonic() - started
+    if result.batches:
+        level = logging.WARNING if result.failed or result.dead else logging.INFO
+        logger.log(level, "outbox drain", extra={**result.as_dict(),
+                                                 "last_error": result.errors[-1] if result.errors else None})
+    return result

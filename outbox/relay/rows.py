@@ -1,0 +1,104 @@
+"""What the steps of a drain pass to each other: the claimed row, the drain's result, backoff."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from kafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
+
+from outbox.envelope import iso_utc
+from outbox.models import OutboxEvent
+
+# Errors that no retry can cure: the row is marked dead at once.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError, TypeError, ValueError,
+)
+SEND_FIELDS = ["seq", "event_id", "topic", "key", "type", "event_version", "aggregatetype",
+               "aggregateid", "aggregate_version", "headers", "occurred_at", "attempts"]
+
+
+class ProducerUnavailable(KafkaError):
+    """The producer could not be made or used at all: retriable, whatever the cause was."""
+
+    retriable = True
+
+
+class NotSent(Exception):  # noqa: N818 - an outcome, not an error of the row
+    """The outcome of a row the send stopped before (or whose send was abandoned): the write-back
+    releases it untouched, no attempt counted."""
+
+
+@dataclass
+class DrainResult:
+    published: int = 0
+    failed: int = 0
+    dead: int = 0
+    released: int = 0
+    fenced_out: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"published": self.published, "failed": self.failed, "dead": self.dead,
+                "released": self.released, "fenced_out": self.fenced_out,
+                "batches": self.batches, "seconds": round(self.seconds, 3)}
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Exponential backoff with full jitter: uniform in [base/2, min(max, base * 2^attempts)]."""
+    ceiling = min(settings.OUTBOX_BACKOFF_MAX, settings.OUTBOX_BACKOFF_BASE * (2 ** max(attempts - 1, 0)))
+    return random.uniform(min(settings.OUTBOX_BACKOFF_BASE / 2, ceiling), ceiling)
+
+
+def unfinished_statuses() -> list[str]:
+    """The statuses of a row that holds its key's later rows back."""
+    if settings.OUTBOX_DEAD_BLOCKS_KEY:
+        return [OutboxEvent.Status.PENDING, OutboxEvent.Status.DEAD]
+    return [OutboxEvent.Status.PENDING]
+
+
+@dataclass(slots=True)
+class ClaimedRow:
+    """What the relay needs of a claimed row: plain values, no model instance per row."""
+
+    seq: int
+    event_id: str
+    topic: str
+    key: str
+    type: str
+    event_version: int
+    aggregatetype: str
+    aggregateid: str
+    aggregate_version: int | None
+    headers: dict
+    occurred_at: str  # ISO-8601 UTC, as the header carries it
+    attempts: int
+    payload_text: str
+    status: str = OutboxEvent.Status.PENDING
+    last_error: str = ""
+    available_at: datetime | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+    abandoned: bool = False  # its last relay died (or outlived its lease) holding it
+
+    @property
+    def payload(self) -> dict:
+        return json.loads(self.payload_text)
+
+    @classmethod
+    def from_orm_values(cls, values: tuple) -> ClaimedRow:
+        """From `values_list(*SEND_FIELDS, "payload_text")`."""
+        (seq, event_id, topic, key, type_, event_version, aggregatetype, aggregateid,
+         aggregate_version, headers, occurred_at, attempts, payload_text) = values
+        return cls(seq, str(event_id), topic, key, type_, event_version, aggregatetype, aggregateid,
+                   aggregate_version, headers, iso_utc(occurred_at), attempts, payload_text)

@@ -1,0 +1,162 @@
+"""Write back: mark what the broker acknowledged, fail or release the rest; fenced by the token."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from kafka.errors import KafkaError
+
+from commerce.tracing import trace_context
+from outbox.models import OutboxEvent
+from outbox.relay.rows import PERMANENT_ERRORS, ClaimedRow, DrainResult, NotSent, backoff_seconds
+
+logger = logging.getLogger("outbox.relay")
+
+
+def write_back(*, token: uuid.UUID, rows: list[ClaimedRow], outcomes: dict[int, object],
+                result: DrainResult, blocked_keys: set[str] | None = None) -> None:
+    """Mark, fail or release the rows of one batch.
+
+    Per key in seq order: acknowledged rows are marked published with their partition and offset
+    until the first row that was not; a failed row gets `attempts + 1`, its error and a backoff
+    (or is marked dead: a permanent error, or `OUTBOX_MAX_ATTEMPTS` reached); a row never sent
+    (`NotSent`) and the key's later rows are released untouched. Every statement is fenced by the
+    claim token: a drain whose rows another relay took over updates nothing (`fenced_out`).
+
+    `blocked_keys` carries the keys whose failed row holds them back from one batch of a drain
+    to the next: a later batch was sent before this one was written back, and its rows of such
+    a key must not be marked published ahead of the failed row.
+    """
+    blocked_keys = set() if blocked_keys is None else blocked_keys
+    now = timezone.now()
+    published: list[ClaimedRow] = []
+    failed: list[ClaimedRow] = []
+    released: list[int] = []
+    rows_of_key: dict[str, list[ClaimedRow]] = defaultdict(list)
+    for row in rows:
+        rows_of_key[row.key].append(row)
+    for key, key_rows in rows_of_key.items():
+        blocked = key in blocked_keys
+        for row in key_rows:
+            outcome = outcomes.get(row.seq)
+            if blocked:
+                released.append(row.seq)
+            elif isinstance(outcome, NotSent):
+                # Never handed to the producer (or abandoned with it): released untouched, and
+                # the key's rows in a batch sent after this one are released too.
+                released.append(row.seq)
+                blocked = True
+                blocked_keys.add(key)
+            elif isinstance(outcome, BaseException) or outcome is None:
+                error = outcome or KafkaError("no outcome")
+                row.attempts += 1
+                row.last_error = f"{type(error).__name__}: {error}"[:2000]
+                permanent = isinstance(error, PERMANENT_ERRORS)
+                if permanent or row.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
+                    row.status = OutboxEvent.Status.DEAD
+                    result.dead += 1
+                    # A dead row holds its key back only when the setting says so.
+                    blocked = settings.OUTBOX_DEAD_BLOCKS_KEY
+                else:
+                    row.available_at = now + timedelta(seconds=backoff_seconds(row.attempts))
+                    result.failed += 1
+                    blocked = True
+                if blocked:
+                    blocked_keys.add(key)
+                failed.append(row)
+                result.errors.append(row.last_error)
+                with trace_context((row.headers or {}).get("traceparent")):
+                    logger.warning("outbox send failed", extra={
+                        "event_id": row.event_id, "event_type": row.type, "topic": row.topic,
+                        "attempts": row.attempts, "status": row.status, "error": row.last_error})
+            else:
+                row.status = OutboxEvent.Status.PUBLISHED
+                row.kafka_partition = outcome.partition
+                row.kafka_offset = outcome.offset
+                published.append(row)
+    fenced = OutboxEvent.objects.filter(claim_token=token)
+    with transaction.atomic():
+        updated = 0
+        if published:
+            updated += _mark_published(token=token, rows=published, now=now)
+        if failed:
+            updated += fenced.bulk_update(
+                [OutboxEvent(seq=r.seq, status=r.status, attempts=r.attempts, last_error=r.last_error,
+                             available_at=r.available_at or now, claim_token=None, claim_expires_at=None)
+                 for r in failed],
+                ["status", "attempts", "last_error", "available_at", "claim_token", "claim_expires_at"],
+                batch_size=1000)
+        if released:
+            updated += fenced.filter(seq__in=released).update(claim_token=None, claim_expires_at=None)
+    result.published += len(published)
+    result.released += len(released)
+    result.fenced_out += len(published) + len(failed) + len(released) - updated
+    if result.fenced_out:
+        logger.warning("claim expired before the write back: rows left to their new owner",
+                       extra={"rows": result.fenced_out})
+
+
+def _mark_published(*, token: uuid.UUID, rows: list[ClaimedRow], now: datetime) -> int:
+    """Mark the acknowledged rows, fenced by the claim token; returns the rows updated.
+
+    One statement per batch on PostgreSQL (Django's bulk_update builds a CASE per row and field,
+    which costs more than the sends themselves).
+    """
+    table = connection.ops.quote_name(OutboxEvent._meta.db_table)
+    field = OutboxEvent._meta.get_field
+    token_db = field("claim_token").get_db_prep_value(token, connection)
+    now_db = field("published_at").get_db_prep_value(now, connection)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            updated = 0
+            for run in _dense_runs(sorted(rows, key=lambda row: row.seq)):
+                # Each row finds its partition and offset at subscript `seq - base` of arrays
+                # as long as the run's span: O(1) per row. (A join with unnest() can be planned
+                # as a nested loop on a freshly filled table, and array_position() is linear:
+                # both are quadratic in the batch size.)
+                base = run[0].seq
+                span = run[-1].seq - base + 1
+                partitions: list[int | None] = [None] * span
+                offsets: list[int | None] = [None] * span
+                for row in run:
+                    partitions[row.seq - base] = row.kafka_partition
+                    offsets[row.seq - base] = row.kafka_offset
+                cursor.execute(
+                    f"UPDATE {table} SET status = 'published', published_at = %(now)s, "
+                    "kafka_partition = (%(parts)s::integer[])[seq - %(base)s + 1], "
+                    "kafka_offset = (%(offs)s::bigint[])[seq - %(base)s + 1], "
+                    "claim_token = NULL, claim_expires_at = NULL "
+                    "WHERE seq = ANY(%(seqs)s::bigint[]) AND claim_token = %(token)s",
+                    {"now": now_db, "base": base, "parts": partitions, "offs": offsets,
+                     "seqs": [row.seq for row in run], "token": token_db})
+                updated += cursor.rowcount
+            return updated
+        updated = 0
+        for row in rows:
+            cursor.execute(
+                f"UPDATE {table} SET status = 'published', published_at = %s, kafka_partition = %s, "
+                "kafka_offset = %s, claim_token = NULL, claim_expires_at = NULL "
+                "WHERE seq = %s AND claim_token = %s",
+                [now_db, row.kafka_partition, row.kafka_offset, row.seq, token_db])
+            updated += cursor.rowcount
+        return updated
+
+
+def _dense_runs(rows: list[ClaimedRow], max_span: int = 16_384) -> Iterator[list[ClaimedRow]]:
+    """The rows, sorted by seq, cut into runs whose seqs span at most `max_span`."""
+    run: list[ClaimedRow] = []
+    for row in rows:
+        if run and row.seq - run[0].seq >= max_span:
+            yield run
+            run = []
+        run.append(row)
+    if run:
+        yield run
+

@@ -1,0 +1,180 @@
+"""The claim returns min(N, claimable rows), whatever the keys it must hold back: one blocked key
+never stalls the others. Checked on the case that stalled every key, and against a brute-force
+model over random tables (keys x row states x leases)."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from outbox.models import OutboxEvent
+from outbox.relay import claim_batch
+from tests.outbox.events_for_tests import outbox_rows_bulk
+
+pytestmark = pytest.mark.django_db
+
+
+def test_one_key_in_backoff_with_a_deep_backlog_does_not_stall_the_other_keys():
+    # given one hot key whose oldest row waits for its retry, with 599 due rows behind it
+    outbox_rows_bulk(topic="t", keys=1, per_key=600)
+    oldest = OutboxEvent.objects.order_by("seq").first()
+    OutboxEvent.objects.filter(seq=oldest.seq).update(
+        attempts=1, available_at=timezone.now() + timedelta(minutes=5))
+    # and ten other keys with one due row each, all recorded after the hot key's rows
+    for key in range(2, 12):
+        OutboxEvent.objects.bulk_create([OutboxEvent(
+            topic="t", key=str(key), type="SequenceRecorded", aggregatetype="product",
+            aggregateid=str(key), payload={"product_id": str(key), "sequence": 0},
+            occurred_at=timezone.now(), available_at=timezone.now())])
+    # when a relay claims a batch of 500
+    claimed = claim_batch(token=uuid.uuid4(), limit=500)
+    # then it takes the ten other keys' rows, and none of the hot key's
+    assert sorted(int(row.key) for row in claimed) == list(range(2, 12))
+
+
+# The states a row can be in, as the claim sees them.
+STATES = ("published", "dead", "due", "backoff", "leased", "expired", "in_flight")
+LANES = ["lane-a", "lane-b"]  # the configured topics; "other" is a topic outside them
+
+
+def _expected_claim(rows: list[tuple[int, str, str, str]], *, limit: int, dead_blocks: bool,
+                    fair: bool) -> list[int]:
+    """Brute force, from the rules in docs/OUTBOX.md. Rows are (seq, key, topic, state).
+
+    A key's rows, oldest first, are claimable until its first row that must wait (in backoff,
+    under another relay's live lease, dead when dead rows block); this drain's own in-flight
+    rows neither wait nor are claimed again. Of the claimable rows, each configured topic gets
+    up to an equal share of the batch (fair share on), then the oldest of any topic fill it.
+    A picked row whose key has an older claimable row left out (on another topic, beyond its
+    share) is dropped. The batch ends at its first row whose lease expired (abandoned)."""
+    blocked: set[str] = set()
+    claimable: list[tuple[int, str, str, str]] = []
+    for seq, key, topic, state in sorted(rows):
+        if key in blocked:
+            continue
+        if state in ("backoff", "leased") or (state == "dead" and dead_blocks):
+            blocked.add(key)
+        elif state in ("due", "expired"):
+            claimable.append((seq, key, topic, state))
+    picked: list[tuple[int, str, str, str]] = []
+    if fair:
+        share = max(1, limit // len(LANES))
+        for lane in LANES:
+            picked += [row for row in claimable if row[2] == lane][:min(share, limit - len(picked))]
+            if len(picked) >= limit:
+                break
+    picked += [row for row in claimable if row not in picked][:limit - len(picked)]
+    picked.sort()
+    picked = [row for row in picked
+              if not any(other[1] == row[1] and other[0] < row[0] and other not in picked
+                         for other in claimable)]
+    claimed = []
+    for seq, _, _, state in picked:
+        claimed.append(seq)
+        if state == "expired":
+            break
+    return claimed
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_claim_equals_a_brute_force_model_on_random_tables(seed, settings):
+    rng = random.Random(seed)
+    now = timezone.now()
+    settings.KAFKA_TOPICS = {"catalog-events": LANES[0], "order-events": LANES[1]}
+    for _ in range(60):
+        OutboxEvent.objects.all().delete()
+        dead_blocks = rng.random() < 0.5
+        fair = rng.random() < 0.7
+        settings.OUTBOX_DEAD_BLOCKS_KEY = dead_blocks
+        settings.OUTBOX_FAIR_SHARE = fair
+        in_flight, other_relay = uuid.uuid4(), uuid.uuid4()
+        keys = [str(k) for k in range(rng.randint(1, 6))]
+        topics = rng.choice([LANES, LANES + ["other"], LANES[:1]])
+        weights = [rng.random() for _ in STATES]
+        events = []
+        for _ in range(rng.randint(1, 30)):
+            key = rng.choice(keys)
+            state = rng.choices(STATES, weights)[0]
+            event = OutboxEvent(topic=rng.choice(topics), key=key, type="SequenceRecorded",
+                                aggregatetype="product", aggregateid=key, payload={},
+                                occurred_at=now, available_at=now)
+            if state == "published":
+                event.status, event.published_at = "published", now
+            elif state == "dead":
+                event.status, event.attempts = "dead", 3
+            elif state == "backoff":
+                event.attempts, event.available_at = 1, now + timedelta(seconds=rng.randint(1, 600))
+            elif state == "leased":
+                event.claim_token, event.claim_expires_at = other_relay, now + timedelta(seconds=30)
+            elif state == "expired":
+                event.claim_token, event.claim_expires_at = other_relay, now - timedelta(seconds=1)
+            elif state == "in_flight":
+                event.claim_token, event.claim_expires_at = in_flight, now + timedelta(seconds=30)
+            events.append((event, state))
+        created = OutboxEvent.objects.bulk_create([event for event, _ in events])
+        table = [(row.seq, row.key, row.topic, state)
+                 for row, (_, state) in zip(created, events, strict=True)]
+        limit = rng.randint(1, 12)
+        # when
+        claimed = claim_batch(token=uuid.uuid4(), limit=limit, now=now, in_flight=in_flight)
+        # then
+        expected = _expected_claim(table, limit=limit, dead_blocks=dead_blocks, fair=fair)
+        assert [row.seq for row in claimed] == expected, (table, limit, dead_blocks, fair)
+
+
+def test_a_flood_on_one_topic_does_not_push_another_topics_events_behind_it(settings):
+    # given 1,000 pending catalog events, then one order event
+    settings.KAFKA_TOPICS = {"catalog-events": LANES[0], "order-events": LANES[1]}
+    outbox_rows_bulk(topic=LANES[0], keys=50, per_key=20)
+    OutboxEvent.objects.bulk_create([OutboxEvent(
+        topic=LANES[1], key="order-1", type="OrderPlaced", aggregatetype="order", aggregateid="order-1",
+        payload={}, occurred_at=timezone.now(), available_at=timezone.now())])
+    # when a relay claims a batch of 100
+    claimed = claim_batch(token=uuid.uuid4(), limit=100)
+    # then the order event is in it, and the catalog events fill the rest, oldest first
+    assert len(claimed) == 100
+    assert [row.key for row in claimed if row.topic == LANES[1]] == ["order-1"]
+    catalog = [row.seq for row in claimed if row.topic == LANES[0]]
+    assert catalog == sorted(OutboxEvent.objects.filter(topic=LANES[0]).values_list("seq", flat=True))[:99]
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_row_another_relay_is_claiming_right_now_holds_its_key_back():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.fail("row locks (SKIP LOCKED) are proven on PostgreSQL: run with DATABASE_URL=postgres://...")
+    import threading
+
+    from django.db import connections, transaction
+
+    # given another relay in the middle of its claim: it holds the lock on key 1's oldest row
+    outbox_rows_bulk(topic="t", keys=2, per_key=3)
+    oldest = OutboxEvent.objects.filter(key="1").order_by("seq").first().seq
+    locked, release = threading.Event(), threading.Event()
+
+    def other_relay() -> None:
+        try:
+            with transaction.atomic():
+                OutboxEvent.objects.select_for_update().filter(seq=oldest).first()
+                locked.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_relay)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        # when this relay claims
+        claimed = claim_batch(token=uuid.uuid4(), limit=100)
+    finally:
+        release.set()
+        thread.join()
+    # then it takes key 2 only: key 1's later rows would otherwise overtake the locked one
+    assert sorted((row.key, row.payload["sequence"]) for row in claimed) == [("2", 0), ("2", 1), ("2", 2)]

@@ -1,0 +1,133 @@
+"""A send that fails stops the batch, on the real broker: a topic deleted in the middle of a drain
+(the relay's producer never auto-creates topics), and a producer left in a fatal state."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from kafka.errors import ClusterAuthorizationFailedError
+
+from outbox.kafka import producer_get, producer_reset
+from outbox.models import OutboxEvent
+from outbox.relay import relay_drain
+from tests.outbox.events_for_tests import outbox_rows_bulk
+from tests.support.kafka import kafka_read_all, kafka_topics_create, kafka_topics_delete
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_producer():  # noqa: ANN202
+    producer_reset()
+    yield
+    producer_reset()
+
+
+def _drain_in_thread(timeout_s: float, **kwargs: object) -> tuple[object, float]:
+    """One drain in a thread; returns (its result or None if it was still running, seconds)."""
+    out: list[object] = []
+
+    def drain() -> None:
+        try:
+            out.append(relay_drain(**kwargs))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=drain, daemon=True)
+    began = time.monotonic()
+    thread.start()
+    thread.join(timeout_s)
+    return (out[0] if out else None), time.monotonic() - began
+
+
+@pytest.mark.fault
+def test_a_topic_deleted_mid_drain_stops_the_drain_within_its_lease_and_order_holds(
+        kafka_topics, kafka_bootstrap, settings):  # noqa: ANN001
+    # given 2,000 rows over 20 keys and a relay with a 20 s lease that pauses after each batch
+    topic = kafka_topics["catalog-events"]
+    outbox_rows_bulk(topic=topic, keys=20, per_key=100)
+    settings.OUTBOX_CLAIM_TTL = 20
+    settings.OUTBOX_BATCH_SIZE = 50
+    settings.OUTBOX_BACKOFF_BASE, settings.OUTBOX_BACKOFF_MAX = 0.1, 0.5
+    settings.OUTBOX_FAULT_PAUSE_AFTER_SEND = 0.3
+    # when the topic is deleted while the drain runs (after its first batches are published)
+    deleted_at: list[float] = []
+
+    def delete_when_moving() -> None:
+        try:
+            deadline = time.monotonic() + 30
+            while OutboxEvent.objects.filter(status="published").count() < 100:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+            kafka_topics_delete(kafka_bootstrap, [topic])
+            deleted_at.append(time.monotonic())
+        finally:
+            connection.close()
+
+    deleter = threading.Thread(target=delete_when_moving)
+    deleter.start()
+    first, _ = _drain_in_thread(120, time_budget_s=60)
+    deleter.join()
+    assert deleted_at, "the topic was never deleted: the drain did not move"
+    # then the drain returned within its lease of the deletion, and later drains as well, while
+    # the topic is missing (each refused send may block max_block_ms, never a whole batch of them)
+    assert first is not None
+    published_before = {seq for seq in OutboxEvent.objects.filter(status="published")
+                        .values_list("seq", flat=True)}
+    assert 0 < len(published_before) < 2000
+    for _ in range(2):
+        OutboxEvent.objects.filter(status="pending").update(available_at=timezone.now())
+        result, seconds = _drain_in_thread(settings.OUTBOX_CLAIM_TTL + 5, time_budget_s=60)
+        assert result is not None, "a drain outlived its lease against a missing topic"
+        assert seconds < settings.OUTBOX_CLAIM_TTL
+        assert result.published == 0 and result.failed >= 1
+    assert not OutboxEvent.objects.filter(status="dead").exists()
+    # nothing was marked published while the topic was gone, and nothing held is left leased
+    assert set(OutboxEvent.objects.filter(status="published").values_list("seq", flat=True)) == published_before
+    assert not OutboxEvent.objects.filter(status="pending", claim_token__isnull=False).exists()
+
+    # when the topic is back (made by the operator: the relay does not auto-create it)
+    kafka_topics_create(kafka_bootstrap, [topic], partitions=3)
+    deadline = time.monotonic() + 90
+    while OutboxEvent.objects.filter(status="pending").exists() and time.monotonic() < deadline:
+        relay_drain(time_budget_s=5)
+        time.sleep(0.2)
+    # then everything is delivered, and on the new topic every key's rows come in order,
+    # starting right after the last one the old topic had acknowledged
+    assert not OutboxEvent.objects.exclude(status="published").exists()
+    sequence_of = {}
+    last_before: dict[str, int] = defaultdict(lambda: -1)
+    for seq, key, payload in OutboxEvent.objects.values_list("seq", "key", "payload"):
+        sequence_of[seq] = payload["sequence"]
+        if seq in published_before:
+            last_before[key] = max(last_before[key], payload["sequence"])
+    records = kafka_read_all(topic, timeout_s=30)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        by_key[record.key.decode()].append(json.loads(record.value)["sequence"])
+    for key in map(str, range(1, 21)):
+        first_seen = list(dict.fromkeys(by_key[key]))
+        assert first_seen == list(range(last_before[key] + 1, 100)), (key, first_seen[:5], last_before[key])
+
+
+def test_a_producer_left_in_a_fatal_state_is_replaced_without_a_restart(kafka_topics):  # noqa: ANN001
+    # given a relay whose idempotent producer went fatal (as kafka-python 3 does on an error it
+    # cannot recover from: every later batch fails with it; `send()` itself does not raise)
+    topic = kafka_topics["catalog-events"]
+    outbox_rows_bulk(topic=topic, keys=5, per_key=4)
+    broken = producer_get()
+    broken._transaction_manager.transition_to_fatal_error(ClusterAuthorizationFailedError("forced"))
+    # when the relay drains
+    result = relay_drain()
+    # then a new producer sent everything, in the same process
+    assert result.published == 20, result
+    assert producer_get() is not broken
+    records = kafka_read_all(topic, expected=20, timeout_s=30)
+    assert len({r.headers["event_id"] for r in records}) == 20
