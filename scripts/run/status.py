@@ -1,6 +1,7 @@
 """The figures of `make run`'s status line: readiness, outbox backlog, consumer lag.
 
-Readiness comes from the server's `/readyz` (what a load balancer sees); the backlog and the lag
+Readiness comes from the server's `/readyz` (what a load balancer sees: the database and the
+cache; Kafka is deliberately not in it, the outbox absorbs a broker outage); the backlog and the lag
 are read here, in a thread of `make run` itself, with the project's own selectors, so that a
 person can watch the pipeline drain without opening the dashboard.
 """
@@ -30,16 +31,21 @@ def readiness(base_url: str) -> str:
         return f"server: not answering ({reason})"
     try:
         body = json.loads(raw)
-        checks = body["checks"]
+        failing = set(body["failing"])
     except (ValueError, KeyError, TypeError):
         first = raw.decode("utf-8", errors="replace").strip().splitlines()[:1]
         return (f"server: HTTP {status} from /readyz, not a readiness answer "
                 f"({(first[0][:80] if first else 'empty body')}); see var/log/server.log")
-    return " ".join(f"{name}={'ok' if value == 'ok' else 'DOWN'}" for name, value in checks.items())
+    names = list(READINESS_CHECKS) + sorted(failing - set(READINESS_CHECKS))
+    return " ".join(f"{name}={'DOWN' if name in failing else 'ok'}" for name in names)
+
+
+# What the server's /readyz checks (commerce/health.py, READINESS_CHECKS).
+READINESS_CHECKS = ("database", "cache")
 
 
 def is_ready(line: str) -> bool:
-    return all(f"{name}=ok" in line for name in ("database", "kafka", "celery_broker"))
+    return all(f"{name}=ok" in line for name in READINESS_CHECKS)
 
 
 class PipelineFigures:

@@ -23,7 +23,7 @@ from tests.support.kafka import kafka_read_all
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 ENVELOPE_HEADERS = {"event_id", "event_type", "event_version", "aggregate_type", "aggregate_id",
-                    "occurred_at", "traceparent"}
+                    "aggregate_version", "occurred_at", "traceparent"}
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +53,7 @@ def test_drain_publishes_every_row_with_key_and_envelope_and_marks_it(kafka_topi
         assert record.headers["event_type"].decode() == row.type
         assert record.headers["event_version"] == b"1"
         assert record.headers["aggregate_id"] == str(product.id).encode()
+        assert record.headers["aggregate_version"] == str(row.aggregate_version).encode()
         assert (row.status, row.kafka_partition, row.kafka_offset) == ("published", record.partition, record.offset)
     stock = next(r for r in records if r.headers["event_type"] == b"StockChanged")
     assert json.loads(stock.value)["quantity"] == 3
@@ -113,4 +114,5 @@ def test_an_independent_reader_sees_the_key_and_every_envelope_header(kafka_topi
     assert {item.split("=", 1)[0] for item in headers_line[len("headers="):].split(",")} == ENVELOPE_HEADERS
     row = OutboxEvent.objects.get()
     assert f"event_id={row.event_id}" in headers_line
+    assert f"aggregate_version={row.aggregate_version}" in headers_line
     assert json.loads(output.split("value=", 1)[1]) == row.payload

@@ -6,8 +6,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import pytest
+
 from run.environment import namespace_default, run_environment
-from run.status import readiness
+from run.status import is_ready, readiness
 
 
 class _ErrorPage(BaseHTTPRequestHandler):
@@ -36,6 +38,40 @@ def test_a_readiness_answer_that_is_not_json_is_one_readable_line() -> None:
     assert "\n" not in line
     assert line.startswith("server: HTTP 500 from /readyz, not a readiness answer")
     assert "var/log/server.log" in line
+
+
+@pytest.mark.django_db
+def test_the_status_line_reads_the_servers_real_readyz_answers(client) -> None:  # noqa: ANN001
+    # given what commerce.health.readyz answers, ready and not (the cache down)
+    from unittest import mock
+
+    ready_body = client.get("/readyz").content
+    down_body = b'{"status": "unavailable", "failing": ["cache"]}'
+
+    class _Answer(BaseHTTPRequestHandler):
+        body = ready_body
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200 if self.body == ready_body else 503)
+            self.send_header("Content-Length", str(len(self.body)))
+            self.end_headers()
+            self.wfile.write(self.body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), _Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # when
+        ready_line = readiness(f"http://127.0.0.1:{server.server_port}")
+        with mock.patch.object(_Answer, "body", down_body):
+            down_line = readiness(f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    # then
+    assert ready_line == "database=ok cache=ok" and is_ready(ready_line)
+    assert down_line == "database=ok cache=DOWN" and not is_ready(down_line)
 
 
 def test_a_server_that_does_not_answer_is_one_line() -> None:

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-READY = "database=ok kafka=ok celery_broker=ok"
+READY = "database=ok cache=ok"
 
 
 def project_copy(destination: Path) -> Path:
