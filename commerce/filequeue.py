@@ -8,13 +8,17 @@ moving it to the system's temporary folder, a copy when that is another filesyst
 
 Here a message is written whole under a temporary name and renamed into the queue folder, and a
 consumer takes one by renaming it into the processed folder: both atomic on one filesystem, and
-only one consumer can win a message. The cost of a poll is a listing of the queue folder, so it
+only one consumer can win a message. The exchange's binding table (the control folder) had the
+same race: kombu truncates it before it locks it, so a second process declaring the queue at that
+moment read an empty table (JSONDecodeError) and lost its connection; here it is rewritten whole
+under a lock of its own. The cost of a poll is a listing of the queue folder, so it
 grows with the backlog; the relay's kicks are coalesced (outbox/kick.py) so that they never make
 one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from queue import Empty
@@ -51,6 +55,26 @@ class Channel(filesystem.Channel):
                     os.remove(taken)
             return loads(bytes_to_str(payload))
         raise Empty()
+
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        self.control_folder.mkdir(exist_ok=True)
+        table_path = self.control_folder / f"{exchange}.exchange"
+        binding = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        with open(self.control_folder / f"{exchange}.exchange.lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                with open(table_path, "rb") as table:
+                    bindings = [filesystem.exchange_queue_t(*row) for row in loads(bytes_to_str(table.read()))]
+            except FileNotFoundError:
+                bindings = []
+            if binding in bindings:
+                return
+            bindings.insert(0, binding)
+            writing = self.control_folder / f"writing-{uuid.uuid4()}-{exchange}.exchange"
+            with open(writing, "wb") as table:
+                table.write(str_to_bytes(dumps(bindings)))
+            os.replace(writing, table_path)
 
 
 class Transport(filesystem.Transport):
