@@ -9,6 +9,8 @@ the Kafka offsets.
 - A transient failure (the database or the broker away) never skips a record: the batch is
   not committed, the consumer seeks back to the batch's first offsets, backs off and retries,
   and stays alive until the dependency returns.
+- A value the database refuses on every attempt is isolated (backoffice/isolation.py): the
+  record is dead-lettered with the database's message and the rest of the batch applied.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, IntegrityError, close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from backoffice.contract import ContractViolation, IncomingEvent, event_parse
-from backoffice.projections import BatchOutcome, PoisonRecord, batch_apply
+from backoffice.contract import IncomingEvent
+from backoffice.isolation import batch_apply_isolating, error_is_transient, records_parse
+from backoffice.projections import BatchOutcome, PoisonRecord
 from commerce.tracing import trace_context
 
 logger = logging.getLogger(__name__)
@@ -132,37 +135,22 @@ class EventConsumer:
         return self.stats
 
     def _process(self, polled: dict[TopicPartition, list]) -> None:
-        events: list[IncomingEvent] = []
-        poison: list[PoisonRecord] = []
-        for records in polled.values():
-            for record in records:
-                try:
-                    events.append(event_parse(topic=record.topic, partition=record.partition,
-                                              offset=record.offset, key=record.key,
-                                              value=record.value, headers=list(record.headers or [])))
-                except ContractViolation as exc:
-                    poison.append(PoisonRecord(record.topic, record.partition, record.offset,
-                                               record.key, record.value, list(record.headers or []),
-                                               str(exc)))
+        batch = records_parse(record for records in polled.values() for record in records)
         attempt = 0
         while True:
             try:
-                if poison:
-                    self._forward_to_dlq(poison)
-                outcome = batch_apply(group=self.group_id, events=events, poison=poison)
+                outcome = batch_apply_isolating(group=self.group_id, batch=batch,
+                                                forward=self._forward_to_dlq)
                 break
-            except IntegrityError as exc:
-                # Another consumer of the group applied some of these events meanwhile (a
-                # rebalance): retry, and the inbox will skip them.
-                attempt += 1
-                self._back_off("inbox conflict, retrying the batch", exc, attempt=attempt)
-            except (DatabaseError, KafkaError) as exc:
+            except Exception as exc:  # noqa: BLE001 - only transient errors come out
+                if not error_is_transient(exc):
+                    raise
                 attempt += 1
                 self._back_off("batch not applied, retrying", exc, attempt=attempt)
                 if self.stopping:
                     self._seek_back(polled)
                     return
-        self._after_commit(polled, outcome, events)
+        self._after_commit(polled, outcome, batch.events)
 
     def _after_commit(self, polled: dict[TopicPartition, list], outcome: BatchOutcome,
                       events: list[IncomingEvent]) -> None:
