@@ -22,7 +22,7 @@ from tests.backoffice.stream import (
     stream_make,
     view,
 )
-from tests.support.kafka import kafka_read_all
+from tests.support.kafka import kafka_read_all, kafka_topics_create
 from tests.support.processes import ManagedProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -206,3 +206,32 @@ def test_replay_rebuilds_projections_equal_to_live(kafka_topics, settings):
     assert replayed == live
     assert projections_differences(expected) == []
     assert InboxEntry.objects.filter(consumer_group=group).count() == len(records)
+
+
+def test_a_topic_deleted_and_recreated_under_the_consumer_is_followed(kafka_topics, subprocess_env, tmp_path):
+    # given a consumer that has applied a topic's records
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    before, after = stream_make(events=300, seed=1)[0], stream_make(events=300, seed=2)[0]
+    catalog = [r for r in before if r.topic_stream == "catalog-events"]
+    produce(catalog, kafka_topics)
+    consumer = _consumer_process("consumer", subprocess_env, tmp_path, group)
+    consumer.start()
+    _wait_for_inbox(len(catalog))
+    # when the topic is deleted and created again (its offsets start over, below the group's)
+    topic = kafka_topics["catalog-events"]
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
+    try:
+        admin.delete_topics([topic])
+        deadline = time.monotonic() + 60
+        while topic in admin.list_topics():
+            assert time.monotonic() < deadline, "topic not deleted"
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    kafka_topics_create(",".join(settings.KAFKA_BOOTSTRAP_SERVERS), [topic], partitions=3)
+    later = [r for r in after if r.topic_stream == "catalog-events"]
+    produce(later, kafka_topics)
+    # then the consumer reads the new topic from its start and applies every new record
+    _wait_for_inbox(len(catalog) + len(later), timeout_s=120)
+    assert consumer.running, consumer.log_tail()
+    assert consumer.stop() == 0, consumer.log_tail()
