@@ -257,6 +257,8 @@ def event_parse(*, topic: str, partition: int, offset: int, key: bytes | None,
     """The record as an event of the contract, or ContractViolation naming what is wrong."""
     found: dict[str, str] = {}
     for name, raw in headers or []:
+        if raw is None:
+            continue  # a header without a value (Kafka Connect's form of a null column) is absent
         try:
             found[name] = raw.decode() if isinstance(raw, bytes) else str(raw)
         except UnicodeDecodeError as exc:

@@ -212,3 +212,12 @@ def test_a_record_without_an_aggregate_version_where_one_is_required_is_dead_let
     outcome, forwarded = _apply(consumed([unversioned, viewed]))
     assert (outcome.applied, outcome.dead_lettered) == (1, 1)
     assert "aggregate_version" in forwarded[0].error
+
+
+def test_a_header_without_a_value_is_read_as_absent():
+    # Kafka Connect writes a null aggregate_version column (a view) as a header with no value
+    viewed = view("3")
+    with_null = Record(viewed.topic_stream, viewed.key, viewed.value, viewed.headers + [("aggregate_version", None)])
+    event = event_parse(topic="t", partition=0, offset=0, key=with_null.key, value=with_null.value,
+                        headers=with_null.headers)
+    assert event.aggregate_version is None
