@@ -204,6 +204,9 @@ def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], l
     stack_env = dict(env, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
                      PAYMENT_CALLBACK_BASE_URL=f"http://127.0.0.1:{port}", PAYMENT_SIM_FAILURE_RATE="0.2",
                      PAYMENT_SIM_DELAY="0.2", PAYMENT_RECONCILE_AFTER="8", PAYMENT_RECONCILE_INTERVAL="3",
+                     # A charge the killed worker never finished stays "processing" at the
+                     # simulated gateway: reconciliation hands it to review instead of waiting an hour.
+                     PAYMENT_REVIEW_AFTER="20",
                      OUTBOX_POLL_INTERVAL="1", OUTBOX_CLAIM_TTL="10", OUTBOX_BACKOFF_MAX="3",
                      OUTBOX_KICK_ENABLED="1", DB_CONN_MAX_AGE="0")
     stack = Stack(env=stack_env, log_dir=log_dir, port=port)
