@@ -142,9 +142,12 @@ class EventConsumer:
                 outcome = batch_apply_isolating(group=self.group_id, batch=batch,
                                                 forward=self._forward_to_dlq)
                 break
-            except Exception as exc:  # noqa: BLE001 - only transient errors come out
+            except Exception as exc:  # noqa: BLE001 - the consumer outlives any error
+                # Only transient errors are expected here (the rest is isolated record by
+                # record); anything else is a bug, logged with its traceback, and the batch is
+                # retried rather than the process killed (`make run` would stop the whole stack).
                 if not error_is_transient(exc):
-                    raise
+                    logger.exception("batch failed outside the isolation of records, retrying")
                 attempt += 1
                 self._back_off("batch not applied, retrying", exc, attempt=attempt)
                 if self.stopping:
