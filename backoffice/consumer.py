@@ -83,6 +83,9 @@ class EventConsumer:
             session_timeout_ms=settings.BACKOFFICE_SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=max(1000, settings.BACKOFFICE_SESSION_TIMEOUT_MS // 4),
             client_id=f"backoffice-{group_id}",
+            # A topic deleted and recreated is seen at the next metadata refresh (then the group
+            # rebalances and the new topic is read from its start): seconds, not the 5-minute default.
+            metadata_max_age_ms=5000,
             **settings.KAFKA_SECURITY,
         )
         self.consumer.subscribe(topics, listener=_CommitBeforeRevoke(self))
