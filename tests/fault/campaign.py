@@ -244,7 +244,11 @@ def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], l
             say(f"  t={time.monotonic() - started:6.1f}s fault: {kind}{': ' + note if note else ''}")
             report.notes.append(f"{kind}: {note}" if note else kind)
             report.faults[kind] += 1
-        simulation.join(timeout=duration_s + 600)
+        # The traffic takes longer than actions / rate on a loaded machine; simulate_traffic
+        # ends by itself (its drain has a timeout), so wait for it generously.
+        simulation.join(timeout=4 * duration_s + 900)
+        if simulation.is_alive():
+            say("the simulation did not finish in time: no report")
         report.simulation = simulation_output.get("report", {})
         say(simulation_output.get("text", "")[-2500:])
         connection.close()
