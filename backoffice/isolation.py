@@ -106,16 +106,20 @@ def _bisect(group: str, batch: ParsedBatch, events: list[IncomingEvent], forward
             outcome: BatchOutcome) -> None:
     if not events:
         return
-    try:
-        _merge(outcome, _apply(group, events, [], forward))
-        return
-    except Exception as exc:  # noqa: BLE001 - classified below
-        if error_is_transient(exc):
-            raise
-        if len(events) == 1:
-            letter = batch.poison_of(events[0], f"refused by the database: {_message(exc)}")
-            _merge(outcome, _apply(group, [], [letter], forward))
+    # A single record is tried twice: dead-lettered only for an error that repeats on it (an
+    # inbox race with another consumer of the group does not).
+    for _ in range(2 if len(events) == 1 else 1):
+        try:
+            _merge(outcome, _apply(group, events, [], forward))
             return
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if error_is_transient(exc):
+                raise
+            error = exc
+    if len(events) == 1:
+        letter = batch.poison_of(events[0], f"refused by the database: {_message(error)}")
+        _merge(outcome, _apply(group, [], [letter], forward))
+        return
     middle = len(events) // 2
     # The first half first: the records of a partition are applied in their order.
     _bisect(group, batch, events[:middle], forward, outcome)
