@@ -31,7 +31,7 @@ class ProductMetricsAdmin(ReadOnlyAdmin):
 @admin.register(OrderLedger)
 class OrderLedgerAdmin(ReadOnlyAdmin):
     list_display = ["order_number", "order_id", "user_id", "status", "final_total", "discount",
-                    "event_type", "event_time"]
+                    "refund_due", "aggregate_version", "event_type", "event_time"]
     list_filter = ["status", "event_type"]
     search_fields = ["=order_id", "order_number", "=user_id"]
 

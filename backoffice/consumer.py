@@ -9,6 +9,8 @@ the Kafka offsets.
 - A transient failure (the database or the broker away) never skips a record: the batch is
   not committed, the consumer seeks back to the batch's first offsets, backs off and retries,
   and stays alive until the dependency returns.
+- A value the database refuses on every attempt is isolated (backoffice/isolation.py): the
+  record is dead-lettered with the database's message and the rest of the batch applied.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, IntegrityError, close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from backoffice.contract import ContractViolation, IncomingEvent, event_parse
-from backoffice.projections import BatchOutcome, PoisonRecord, batch_apply
+from backoffice.contract import IncomingEvent
+from backoffice.isolation import batch_apply_isolating, error_is_transient, records_parse
+from backoffice.projections import BatchOutcome, PoisonRecord
 from commerce.tracing import trace_context
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,9 @@ class EventConsumer:
             session_timeout_ms=settings.BACKOFFICE_SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=max(1000, settings.BACKOFFICE_SESSION_TIMEOUT_MS // 4),
             client_id=f"backoffice-{group_id}",
+            # A topic deleted and recreated is seen at the next metadata refresh (then the group
+            # rebalances and the new topic is read from its start): seconds, not the 5-minute default.
+            metadata_max_age_ms=5000,
             **settings.KAFKA_SECURITY,
         )
         self.consumer.subscribe(topics, listener=_CommitBeforeRevoke(self))
@@ -132,37 +138,25 @@ class EventConsumer:
         return self.stats
 
     def _process(self, polled: dict[TopicPartition, list]) -> None:
-        events: list[IncomingEvent] = []
-        poison: list[PoisonRecord] = []
-        for records in polled.values():
-            for record in records:
-                try:
-                    events.append(event_parse(topic=record.topic, partition=record.partition,
-                                              offset=record.offset, key=record.key,
-                                              value=record.value, headers=list(record.headers or [])))
-                except ContractViolation as exc:
-                    poison.append(PoisonRecord(record.topic, record.partition, record.offset,
-                                               record.key, record.value, list(record.headers or []),
-                                               str(exc)))
+        batch = records_parse(record for records in polled.values() for record in records)
         attempt = 0
         while True:
             try:
-                if poison:
-                    self._forward_to_dlq(poison)
-                outcome = batch_apply(group=self.group_id, events=events, poison=poison)
+                outcome = batch_apply_isolating(group=self.group_id, batch=batch,
+                                                forward=self._forward_to_dlq)
                 break
-            except IntegrityError as exc:
-                # Another consumer of the group applied some of these events meanwhile (a
-                # rebalance): retry, and the inbox will skip them.
-                attempt += 1
-                self._back_off("inbox conflict, retrying the batch", exc, attempt=attempt)
-            except (DatabaseError, KafkaError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the consumer outlives any error
+                # Only transient errors are expected here (the rest is isolated record by
+                # record); anything else is a bug, logged with its traceback, and the batch is
+                # retried rather than the process killed (`make run` would stop the whole stack).
+                if not error_is_transient(exc):
+                    logger.exception("batch failed outside the isolation of records, retrying")
                 attempt += 1
                 self._back_off("batch not applied, retrying", exc, attempt=attempt)
                 if self.stopping:
                     self._seek_back(polled)
                     return
-        self._after_commit(polled, outcome, events)
+        self._after_commit(polled, outcome, batch.events)
 
     def _after_commit(self, polled: dict[TopicPartition, list], outcome: BatchOutcome,
                       events: list[IncomingEvent]) -> None:

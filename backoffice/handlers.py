@@ -4,7 +4,8 @@ A handler is a plain function of (event, effects): it adds what the event change
 `Effects`, which `backoffice.projections.effects_apply` writes in bulk (one update per product)
 in the batch's transaction. Handlers run only for events the inbox has not seen in this consumer
 group, so counters move once per event id; stock and the ledger are order-insensitive too
-(highest version, latest event time), which makes every handler idempotent.
+(the highest `StockChanged.version`; the highest `aggregate_version` of the order, never a
+clock), which makes every handler idempotent.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Effects:
     metrics: dict[str, MetricsDelta] = field(default_factory=lambda: defaultdict(MetricsDelta))
     stock: dict[str, tuple[int, int]] = field(default_factory=dict)  # product -> (version, quantity)
     ledger: dict[str, dict[str, Any]] = field(default_factory=dict)  # order -> latest row
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)  # order -> refund due
 
     def stock_seen(self, product_id: str, *, version: int, quantity: int) -> None:
         current = self.stock.get(product_id)
@@ -39,8 +41,19 @@ class Effects:
 
     def ledger_seen(self, order_id: str, row: dict[str, Any]) -> None:
         current = self.ledger.get(order_id)
-        if current is None or row["event_time"] >= current["event_time"]:
+        if current is None or row["aggregate_version"] >= current["aggregate_version"]:
             self.ledger[order_id] = row
+
+    def refund_seen(self, order_id: str, *, amount: Decimal, reason: str, user_id: str,
+                    event: IncomingEvent) -> None:
+        # Refunds add up (each event once, by the inbox): their order does not matter.
+        current = self.refunds.get(order_id)
+        if current is None:
+            self.refunds[order_id] = {"amount": amount, "reason": reason, "user_id": user_id,
+                                      "event_id": event.event_id, "event_time": event.occurred_at}
+        else:
+            current["amount"] += amount
+            current["reason"] = reason
 
 
 def handle_like_changed(event: IncomingEvent, effects: Effects) -> None:
@@ -69,7 +82,12 @@ def _ledger_row(event: IncomingEvent, status: str) -> dict[str, Any]:
     return {"order_number": payload["order_number"], "user_id": payload["user_id"], "status": status,
             "original_total": payload["original_total"], "discount": payload["discount"],
             "final_total": payload["final_total"], "event_type": event.event_type,
-            "event_id": event.event_id, "event_time": event.occurred_at}
+            "event_id": event.event_id, "event_time": event.occurred_at,
+            "aggregate_version": event.aggregate_version or 0}
+
+
+def handle_order_created(event: IncomingEvent, effects: Effects) -> None:
+    effects.ledger_seen(event.payload["order_id"], _ledger_row(event, "PENDING_PAYMENT"))
 
 
 def handle_order_confirmed(event: IncomingEvent, effects: Effects) -> None:
@@ -83,6 +101,12 @@ def handle_order_cancelled(event: IncomingEvent, effects: Effects) -> None:
     effects.ledger_seen(event.payload["order_id"], _ledger_row(event, "CANCELLED"))
 
 
+def handle_payment_refund_required(event: IncomingEvent, effects: Effects) -> None:
+    payload = event.payload
+    effects.refund_seen(payload["order_id"], amount=payload["amount"], reason=payload["reason"],
+                        user_id=payload["user_id"], event=event)
+
+
 def handle_nothing(event: IncomingEvent, effects: Effects) -> None:
     """Known events with no projection effect beyond the event log (kept for the audit)."""
 
@@ -93,11 +117,12 @@ HANDLERS: dict[tuple[str, int], Handler] = {
     ("LikeChanged", 1): handle_like_changed,
     ("ProductViewed", 1): handle_product_viewed,
     ("StockChanged", 1): handle_stock_changed,
-    ("OrderCreated", 1): handle_nothing,
+    ("OrderCreated", 1): handle_order_created,
     ("OrderConfirmed", 1): handle_order_confirmed,
     ("OrderCancelled", 1): handle_order_cancelled,
     ("PaymentCompleted", 1): handle_nothing,
     ("PaymentFailed", 1): handle_nothing,
+    ("PaymentRefundRequired", 1): handle_payment_refund_required,
 }
 
 

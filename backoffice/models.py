@@ -49,7 +49,8 @@ class ProductMetrics(models.Model):
 
 
 class OrderLedger(models.Model):
-    """The data platform's record of an order: latest state by event time."""
+    """The data platform's record of an order: the state of its highest aggregate_version (the
+    order's own sequence, never a clock), and the money due back on it."""
 
     order_id = models.CharField(max_length=64, unique=True)
     order_number = models.CharField(max_length=64)
@@ -61,6 +62,11 @@ class OrderLedger(models.Model):
     event_type = models.CharField(max_length=100)
     event_id = models.UUIDField()
     event_time = models.DateTimeField()
+    # The aggregate_version of the event whose state the row holds; 0 for a row that so far
+    # knows only a refund (its state fields are placeholders until the order's events come).
+    aggregate_version = models.BigIntegerField(default=0)
+    refund_due = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0.00"))
+    refund_reason = models.CharField(max_length=200, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -33,7 +34,12 @@ class PoisonRecord:
     error: str
 
     def headers_as_json(self) -> list[list[str]]:
-        return [[name, (raw or b"").decode("latin-1")] for name, raw in self.headers]
+        # jsonb holds no NUL: such a byte is kept as four characters, backslash x 0 0 (the
+        # `.dlq` copy on Kafka keeps the exact bytes).
+        return [[str(name).replace("\x00", "\\x00"),
+                 (raw if isinstance(raw, bytes) else str(raw or "").encode()).decode("latin-1")
+                 .replace("\x00", "\\x00")]
+                for name, raw in self.headers]
 
 
 @dataclass
@@ -128,18 +134,31 @@ def _stock_apply_postgresql(effects: Effects) -> list[str]:
 
 
 def _ledger_apply(effects: Effects) -> None:
-    """Latest state by event time: insert the orders seen for the first time in one statement;
-    overwrite an existing row only when this batch's state is newer."""
-    if not effects.ledger:
-        return
-    existing = dict(OrderLedger.objects.filter(order_id__in=list(effects.ledger))
-                    .values_list("order_id", "event_time"))
-    OrderLedger.objects.bulk_create(
-        [OrderLedger(order_id=order_id, **row) for order_id, row in sorted(effects.ledger.items())
-         if order_id not in existing], ignore_conflicts=True)
-    for order_id, row in sorted(effects.ledger.items()):
-        if order_id in existing and existing[order_id] <= row["event_time"]:
-            OrderLedger.objects.filter(order_id=order_id, event_time__lte=row["event_time"]).update(**row)
+    """Latest state by the order's aggregate_version: insert the orders seen for the first time
+    in one statement; overwrite an existing row only from a higher version. Then add the
+    refunds due."""
+    if effects.ledger:
+        existing = dict(OrderLedger.objects.filter(order_id__in=list(effects.ledger))
+                        .values_list("order_id", "aggregate_version"))
+        OrderLedger.objects.bulk_create(
+            [OrderLedger(order_id=order_id, **row) for order_id, row in sorted(effects.ledger.items())
+             if order_id not in existing], ignore_conflicts=True)
+        for order_id, row in sorted(effects.ledger.items()):
+            if order_id in existing and existing[order_id] < row["aggregate_version"]:
+                OrderLedger.objects.filter(order_id=order_id,
+                                           aggregate_version__lt=row["aggregate_version"]).update(**row)
+    if effects.refunds:
+        # A refund may come before any state of its order (a redrive, a replay of one topic):
+        # the row is created with placeholder state at version 0, which any state overwrites.
+        OrderLedger.objects.bulk_create(
+            [OrderLedger(order_id=order_id, order_number="", user_id=refund["user_id"], status="",
+                         original_total=Decimal("0.00"), discount=Decimal("0.00"),
+                         final_total=Decimal("0.00"), event_type="PaymentRefundRequired",
+                         event_id=refund["event_id"], event_time=refund["event_time"], aggregate_version=0)
+             for order_id, refund in sorted(effects.refunds.items())], ignore_conflicts=True)
+        for order_id, refund in sorted(effects.refunds.items()):
+            OrderLedger.objects.filter(order_id=order_id).update(
+                refund_due=F("refund_due") + refund["amount"], refund_reason=refund["reason"][:200])
 
 
 def batch_apply(*, group: str, events: list[IncomingEvent], poison: list[PoisonRecord],
@@ -176,7 +195,8 @@ def batch_apply(*, group: str, events: list[IncomingEvent], poison: list[PoisonR
         if poison:
             DeadLetter.objects.bulk_create([
                 DeadLetter(consumer_group=group, topic=p.topic, partition=p.partition, offset=p.offset,
-                           key=p.key, value=p.value, headers=p.headers_as_json(), error=p.error[:5000])
+                           key=p.key, value=p.value, headers=p.headers_as_json(),
+                           error=p.error[:5000].replace("\x00", "\\x00"))
                 for p in poison
             ], ignore_conflicts=True)
         outcome.applied = len(new_events)

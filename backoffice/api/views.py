@@ -28,7 +28,8 @@ class OrderLedgerOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = OrderLedger
         fields = ["order_id", "order_number", "user_id", "status", "original_total", "discount",
-                  "final_total", "event_type", "event_id", "event_time"]
+                  "final_total", "refund_due", "refund_reason", "aggregate_version", "event_type",
+                  "event_id", "event_time"]
 
 
 class EventLogOutputSerializer(serializers.ModelSerializer):

@@ -31,7 +31,8 @@ class Record:
 
 
 def record(event_type: str, aggregate_type: str, aggregate_id: str, payload: dict,
-           *, occurred_at: datetime | None = None, event_id: str | None = None, version: int = 1) -> Record:
+           *, occurred_at: datetime | None = None, event_id: str | None = None, version: int = 1,
+           aggregate_version: int | None = None) -> Record:
     occurred = (occurred_at or datetime.now(timezone.utc)).isoformat().replace("+00:00", "Z")
     payload = {**payload, "occurred_at": occurred}
     headers = [("event_id", (event_id or str(uuid.uuid4())).encode()),
@@ -39,6 +40,8 @@ def record(event_type: str, aggregate_type: str, aggregate_id: str, payload: dic
                ("aggregate_type", aggregate_type.encode()), ("aggregate_id", aggregate_id.encode()),
                ("occurred_at", occurred.encode()),
                ("traceparent", f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01".encode())]
+    if aggregate_version is not None:
+        headers.append(("aggregate_version", str(aggregate_version).encode()))
     stream = "catalog-events" if aggregate_type == "product" else "order-events"
     return Record(stream, aggregate_id.encode(), json.dumps(payload).encode(), headers)
 
@@ -58,14 +61,45 @@ def stock(product_id: str, quantity: int, version: int) -> Record:
                    "reason": "reserve", "order_id": None})
 
 
+# An order's events in its lifecycle, as the domain numbers them under the order's lock.
+ORDER_VERSIONS = {"OrderCreated": 1, "OrderConfirmed": 2, "OrderCancelled": 3}
+
+
 def order_event(event_type: str, order_id: str, lines: list[tuple[str, int, str]], *,
-                occurred_at: datetime | None = None, **extra: object) -> Record:
+                occurred_at: datetime | None = None, aggregate_version: int | None = None,
+                **extra: object) -> Record:
     lines_payload = [{"product_id": p, "quantity": q, "unit_price": price} for p, q, price in lines]
     total = sum((Decimal(price) * q for _, q, price in lines), Decimal("0.00"))
     payload = {"order_id": order_id, "order_number": f"ORD-{order_id}", "user_id": "7",
                "original_total": str(total), "discount": "0.00", "final_total": str(total),
                "lines": lines_payload, **extra}
-    return record(event_type, "order", order_id, payload, occurred_at=occurred_at)
+    return record(event_type, "order", order_id, payload, occurred_at=occurred_at,
+                  aggregate_version=aggregate_version or ORDER_VERSIONS[event_type])
+
+
+def refund_required(order_id: str, amount: str, *, payment_id: str = "501", aggregate_version: int = 4,
+                    reason: str = "order_cancelled") -> Record:
+    return record("PaymentRefundRequired", "order", order_id,
+                  {"payment_id": payment_id, "order_id": order_id, "user_id": "7", "amount": amount,
+                   "card_type": "VISA", "reason": reason}, aggregate_version=aggregate_version)
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """A record as the consumer polls it (the fields of kafka-python's ConsumerRecord it reads)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def consumed(records: list[Record], *, partition: int = 0, first_offset: int = 0) -> list[Consumed]:
+    """The records as one partition delivers them, in order."""
+    return [Consumed(r.topic_stream, partition, first_offset + n, r.key, r.value, r.headers)
+            for n, r in enumerate(records)]
 
 
 @dataclass
@@ -123,11 +157,13 @@ def stream_make(*, products: int = 12, events: int = 600, seed: int = 7) -> tupl
     return records, expected
 
 
-def produce(records: list[Record], topics: dict[str, str]) -> None:
+def produce(records: list[Record], topics: dict[str, str], *, partition: int | None = None) -> None:
+    """Send the records in their order (to one partition when given, else by key)."""
     producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all",
                              enable_idempotence=True, linger_ms=5, **settings.KAFKA_SECURITY)
     for item in records:
-        producer.send(topics[item.topic_stream], key=item.key, value=item.value, headers=item.headers)
+        producer.send(topics[item.topic_stream], key=item.key, value=item.value, headers=item.headers,
+                      partition=partition)
     producer.flush()
     producer.close()
 

@@ -1,7 +1,8 @@
-"""Applying batches without a broker: once per event id, stock by version, ledger by time."""
+"""Applying batches without a broker: once per event id, stock by version, ledger by aggregate_version."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -9,7 +10,16 @@ import pytest
 from backoffice.contract import ContractViolation, event_parse
 from backoffice.models import EventLog, InboxEntry, OrderLedger, ProductMetrics
 from backoffice.projections import batch_apply
-from tests.backoffice.stream import Record, like, order_event, projections_differences, stock, stream_make, view
+from tests.backoffice.stream import (
+    Record,
+    like,
+    order_event,
+    projections_differences,
+    refund_required,
+    stock,
+    stream_make,
+    view,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -43,19 +53,55 @@ def test_an_older_stock_event_never_overwrites_a_newer_one():
     assert (metrics.stock, metrics.stock_version) == (30, 3)
 
 
-def test_ledger_keeps_the_latest_state_by_event_time():
-    from datetime import datetime, timedelta, timezone
-
+@pytest.mark.parametrize("one_batch", [False, True], ids=["batch-per-event", "one-batch"])
+def test_ledger_keeps_the_state_of_the_highest_aggregate_version_whatever_the_clocks(one_batch):
+    # given an order's events stamped by hosts whose clocks disagree: each later event has an
+    # earlier occurred_at (the cancelling worker's clock runs behind the API's)
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     lines = [("3", 2, "5.00")]
-    cancelled = order_event("OrderCancelled", "9", lines, occurred_at=t0 + timedelta(seconds=1),
+    created = order_event("OrderCreated", "9", lines, occurred_at=t0, coupon_code=None)
+    confirmed = order_event("OrderConfirmed", "9", lines, occurred_at=t0 - timedelta(seconds=2))
+    cancelled = order_event("OrderCancelled", "9", lines, occurred_at=t0 - timedelta(seconds=4),
                             reason="x", was_confirmed=True)
-    confirmed = order_event("OrderConfirmed", "9", lines, occurred_at=t0)
-    batch_apply(group="g", events=_events([cancelled]), poison=[])
-    batch_apply(group="g", events=_events([confirmed]), poison=[])
-    assert OrderLedger.objects.get(order_id="9").status == "CANCELLED"
+    # when they are applied in their order
+    if one_batch:
+        batch_apply(group="g", events=_events([created, confirmed, cancelled]), poison=[])
+    else:
+        for item in (created, confirmed, cancelled):
+            batch_apply(group="g", events=_events([item]), poison=[])
+    # then the ledger holds the last state, by the order's sequence
+    row = OrderLedger.objects.get(order_id="9")
+    assert (row.status, row.aggregate_version, row.event_type) == ("CANCELLED", 3, "OrderCancelled")
     metrics = ProductMetrics.objects.get(product_id="3")
     assert (metrics.sales_quantity, metrics.sales_amount) == (0, Decimal("0.00"))
+
+
+def test_an_older_version_delivered_late_does_not_overwrite_the_ledger():
+    lines = [("3", 2, "5.00")]
+    cancelled = order_event("OrderCancelled", "9", lines, reason="x", was_confirmed=False)
+    created = order_event("OrderCreated", "9", lines, coupon_code=None,
+                          occurred_at=datetime.now(timezone.utc) + timedelta(hours=1))
+    batch_apply(group="g", events=_events([cancelled]), poison=[])
+    batch_apply(group="g", events=_events([created]), poison=[])
+    assert OrderLedger.objects.get(order_id="9").status == "CANCELLED"
+
+
+def test_a_refund_due_is_recorded_on_the_order_once_whatever_it_arrives_after():
+    lines = [("3", 1, "12.50")]
+    refund = refund_required("9", "12.50", aggregate_version=4)
+    # a refund before anything else of its order (a redrive), applied twice
+    batch_apply(group="g", events=_events([refund]), poison=[])
+    batch_apply(group="g", events=_events([refund]), poison=[])
+    row = OrderLedger.objects.get(order_id="9")
+    assert (row.refund_due, row.refund_reason, row.aggregate_version) == (Decimal("12.50"), "order_cancelled", 0)
+    # then the order's states: the row takes the state, keeps the refund
+    batch_apply(group="g", events=_events([order_event("OrderCreated", "9", lines, coupon_code=None),
+                                           order_event("OrderCancelled", "9", lines, reason="timeout",
+                                                       was_confirmed=False)]), poison=[])
+    batch_apply(group="g", events=_events([refund_required("9", "12.50", payment_id="502",
+                                                           aggregate_version=5)]), poison=[])
+    row = OrderLedger.objects.get(order_id="9")
+    assert (row.status, row.final_total, row.refund_due) == ("CANCELLED", Decimal("12.50"), Decimal("25.00"))
 
 
 def test_groups_have_their_own_inbox():

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from kafka import KafkaAdminClient
 
 from backoffice.consumer import EventConsumer
 from backoffice.models import DeadLetter, EventLog, InboxEntry, ProductMetrics
@@ -21,7 +22,7 @@ from tests.backoffice.stream import (
     stream_make,
     view,
 )
-from tests.support.kafka import kafka_read_all
+from tests.support.kafka import kafka_read_all, kafka_topics_create
 from tests.support.processes import ManagedProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -44,10 +45,43 @@ def _consumer_process(name: str, env: dict, tmp_path, group: str, *extra: str) -
               "--progress-every", "1", *extra])
 
 
-def _wait_for_inbox(count: int, timeout_s: float = 90.0) -> None:
+def _wait_for_inbox(count: int, timeout_s: float = 90.0) -> int:
+    """Wait until at least `count` events are applied; fails the test if they never are."""
     deadline = time.monotonic() + timeout_s
-    while InboxEntry.objects.count() < count and time.monotonic() < deadline:
-        time.sleep(0.3)
+    while (handled := InboxEntry.objects.count()) < count:
+        assert time.monotonic() < deadline, f"{handled} events applied after {timeout_s} s, waited for {count}"
+        time.sleep(0.1)
+    return handled
+
+
+Assignment = dict[str, frozenset[tuple[str, int]]]  # member id -> its partitions
+
+
+def _group_assignment(group: str) -> tuple[str, Assignment]:
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
+    try:
+        described = admin.describe_groups([group])[group]
+    finally:
+        admin.close()
+    assignment = {}
+    for member in described["members"]:
+        given = member["member_assignment"] or {}
+        assignment[member["member_id"]] = frozenset(
+            (topic["topic"], partition) for topic in given.get("assigned_partitions", [])
+            for partition in topic["partitions"])
+    return described["group_state"], assignment
+
+
+def _wait_for_stable_group(group: str, *, members: int, partitions: int, timeout_s: float = 60.0) -> Assignment:
+    """The group's assignment once it is stable with this many members sharing every partition."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state, assignment = _group_assignment(group)
+        covered = set().union(*assignment.values()) if assignment else set()
+        if state == "Stable" and len(assignment) == members and len(covered) == partitions:
+            return assignment
+        assert time.monotonic() < deadline, f"group not stable with {members} members: {state} {assignment}"
+        time.sleep(0.2)
 
 
 def test_every_record_produced_twice_gives_the_metrics_of_once(kafka_topics):
@@ -61,17 +95,19 @@ def test_every_record_produced_twice_gives_the_metrics_of_once(kafka_topics):
 
 
 def test_consumer_killed_mid_stream_and_restarted_counts_exactly(kafka_topics, subprocess_env, tmp_path):
-    # given a stream and a consumer subprocess
+    # given the first half of a stream and a consumer subprocess
     records, expected = stream_make(events=3000, seed=11)
     group = f"g-{uuid.uuid4().hex[:6]}"
-    produce(records, kafka_topics)
+    produce(records[:1500], kafka_topics)
     first = _consumer_process("consumer-1", subprocess_env, tmp_path, group)
     first.start()
-    # when it is SIGKILLed while consuming
+    # when it is SIGKILLed once it has applied some of it; the second half comes after the
+    # kill, so the stream is unfinished at the kill whatever the consumer's speed
     _wait_for_inbox(400)
     first.kill()
     handled_before_restart = InboxEntry.objects.count()
-    assert 0 < handled_before_restart < len(records)
+    assert 400 <= handled_before_restart <= 1500
+    produce(records[1500:], kafka_topics)
     second = _consumer_process("consumer-2", subprocess_env, tmp_path, group, "--until-idle", "4")
     second.start()
     assert second.wait(timeout=120) == 0, second.log_tail()
@@ -83,18 +119,28 @@ def test_consumer_killed_mid_stream_and_restarted_counts_exactly(kafka_topics, s
 def test_group_members_joining_and_leaving_mid_stream_count_exactly(kafka_topics, subprocess_env, tmp_path):
     records, expected = stream_make(events=3000, seed=5)
     group = f"g-{uuid.uuid4().hex[:6]}"
-    produce(records[:1500], kafka_topics)
-    # two consumers share the 3 partitions of each topic
+    partitions = 2 * 3  # two topics of 3 partitions
+    # the stream comes in three parts, each after a change of the group: every change
+    # happens mid-stream by construction
+    produce(records[:1000], kafka_topics)
+    # two consumers share the 6 partitions
     members = [_consumer_process(f"member-{n}", subprocess_env, tmp_path, group) for n in range(2)]
     for member in members:
         member.start()
+    two = _wait_for_stable_group(group, members=2, partitions=partitions)
     _wait_for_inbox(300)
-    # a third joins, then the first leaves (SIGTERM: finishes its batch and commits)
+    # a third joins: the group rebalances to three members
     third = _consumer_process("member-2", subprocess_env, tmp_path, group)
     third.start()
-    produce(records[1500:], kafka_topics)
-    time.sleep(2)
+    three = _wait_for_stable_group(group, members=3, partitions=partitions)
+    assert set(three) > set(two) and all(three.values()), "the new member got no partition"
+    produce(records[1000:2000], kafka_topics)
+    _wait_for_inbox(1500)
+    # the first leaves (SIGTERM: finishes its batch and commits): the group rebalances again
     assert members[0].stop() == 0, members[0].log_tail()
+    after = _wait_for_stable_group(group, members=2, partitions=partitions)
+    assert set(after) < set(three) and after != two
+    produce(records[2000:], kafka_topics)
     _wait_for_inbox(len(records))
     for member in (members[1], third):
         assert member.stop() == 0, member.log_tail()
@@ -160,3 +206,32 @@ def test_replay_rebuilds_projections_equal_to_live(kafka_topics, settings):
     assert replayed == live
     assert projections_differences(expected) == []
     assert InboxEntry.objects.filter(consumer_group=group).count() == len(records)
+
+
+def test_a_topic_deleted_and_recreated_under_the_consumer_is_followed(kafka_topics, subprocess_env, tmp_path):
+    # given a consumer that has applied a topic's records
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    before, after = stream_make(events=300, seed=1)[0], stream_make(events=300, seed=2)[0]
+    catalog = [r for r in before if r.topic_stream == "catalog-events"]
+    produce(catalog, kafka_topics)
+    consumer = _consumer_process("consumer", subprocess_env, tmp_path, group)
+    consumer.start()
+    _wait_for_inbox(len(catalog))
+    # when the topic is deleted and created again (its offsets start over, below the group's)
+    topic = kafka_topics["catalog-events"]
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
+    try:
+        admin.delete_topics([topic])
+        deadline = time.monotonic() + 60
+        while topic in admin.list_topics():
+            assert time.monotonic() < deadline, "topic not deleted"
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    kafka_topics_create(",".join(settings.KAFKA_BOOTSTRAP_SERVERS), [topic], partitions=3)
+    later = [r for r in after if r.topic_stream == "catalog-events"]
+    produce(later, kafka_topics)
+    # then the consumer reads the new topic from its start and applies every new record
+    _wait_for_inbox(len(catalog) + len(later), timeout_s=120)
+    assert consumer.running, consumer.log_tail()
+    assert consumer.stop() == 0, consumer.log_tail()

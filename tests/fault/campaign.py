@@ -4,9 +4,19 @@ restarts its parts, then an exact consistency check.
 The stack: the API server, a Celery worker with beat (relay, gateway, reactions,
 reconciliation) and `consume_events`, on PostgreSQL and a Kafka broker of the campaign's own.
 The controller injects, at moments drawn from the seed (the same seed gives the same schedule):
-SIGKILL of the worker, SIGKILL of the consumer, a stop and start of the Kafka broker, and a
-restart of PostgreSQL. At the end everything is running again, the pipeline drains, and
-`simulate_traffic`'s consistency check must find no difference.
+
+- `clock_skew`: the worker restarted with its clock off by a few seconds (tests/fault/skewed_clock.py),
+  so the events it stamps disagree with the API server's clocks;
+- `worker_kill`, `consumer_kill`: SIGKILL, then a restart;
+- `kafka_restart`: the broker stopped and started;
+- `postgres_restart`: the PostgreSQL server of DATABASE_URL restarted (tests/fault/faults.py);
+- `hot_key_backlog`: a product gets a deep backlog whose first row is held in backoff;
+- `topic_recreate`: a topic deleted under traffic and created again; what it lost is requeued;
+- `poison_records`: out-of-range and malformed records written straight onto the topics.
+
+At the end everything is running again, the pipeline drains, and `simulate_traffic`'s
+consistency check (products, the order ledger, payments) must find no difference, and every
+injected poison record must be exactly one dead letter.
 
 Used by tests/fault/test_campaign.py (small scale, in `make test`) and by `make chaos`:
 
@@ -19,19 +29,23 @@ import json
 import os
 import random
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from tests.support.kafka import broker_kill, campaign_kafka
+from tests.fault.faults import hot_key_backlog, poison_records_inject, postgres_restart, topic_recreate
+from tests.support.kafka import PrivateBroker, broker_kill, campaign_kafka, kafka_topics_create
 from tests.support.processes import ManagedProcess
 
-FAULT_KINDS = ("worker_kill", "consumer_kill", "kafka_restart", "postgres_restart") + (
+# clock_skew first: at CI scale the skew then covers most of the run.
+FAULT_KINDS = ("clock_skew", "worker_kill", "consumer_kill", "kafka_restart", "postgres_restart",
+               "hot_key_backlog", "topic_recreate", "poison_records") + (
     ("broker_kill",) if os.environ.get("KAFKA_BROKERS", "1") == "3" else ())  # a 3-node cluster
+CLOCK_SKEWS_S = (5.0, -3.0, 8.0)  # the worker's clock offset at each clock_skew fault, in turn
 
 
 @dataclass
@@ -41,6 +55,8 @@ class CampaignReport:
     faults: Counter = field(default_factory=Counter)
     simulation: dict = field(default_factory=dict)
     duplicates_absorbed: int = 0
+    poison_injected: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {"seed": self.seed, "faults": sum(self.faults.values()),
@@ -49,6 +65,7 @@ class CampaignReport:
                 "events": self.simulation.get("events_recorded", 0),
                 "duplicates_absorbed": self.duplicates_absorbed,
                 "dead_letters": self.simulation.get("dead_letters", 0),
+                "poison_injected": self.poison_injected,
                 "server_errors_during_faults": self.simulation.get("server_errors", 0),
                 "differences": len(self.simulation.get("differences", ["not run"])),
                 "drained": self.simulation.get("drained", False),
@@ -59,7 +76,7 @@ class CampaignReport:
         lines = ["== fault campaign ==", f"{'seed':<30}{self.seed}"]
         for kind in FAULT_KINDS:
             lines.append(f"{'faults: ' + kind:<30}{self.faults.get(kind, 0)}")
-        for key in ("actions", "events", "duplicates_absorbed", "dead_letters",
+        for key in ("actions", "events", "duplicates_absorbed", "poison_injected", "dead_letters",
                     "server_errors_during_faults", "differences"):
             lines.append(f"{key:<30}{data[key]}")
         return "\n".join(lines)
@@ -85,6 +102,7 @@ class Stack:
     def __init__(self, *, env: dict[str, str], log_dir: Path, port: int) -> None:
         self.env, self.log_dir, self.port = env, log_dir, port
         self.processes: dict[str, ManagedProcess] = {}
+        self.worker_clock_offset_s = 0.0  # kept across the worker's restarts
 
     def _make(self, name: str) -> ManagedProcess:
         python = sys.executable
@@ -96,8 +114,16 @@ class Stack:
             "consumer": [python, "manage.py", "consume_events", "--batch-size", "200"],
         }[name]
         ready = {"server": "Quit the server", "worker": "ready.", "consumer": "consuming"}[name]
-        return ManagedProcess(name=name, argv=argv, env=self.env, log_path=self.log_dir / f"{name}.log",
+        env = self.env
+        if name == "worker" and self.worker_clock_offset_s:
+            argv = [python, "-m", "tests.fault.skewed_clock", *argv[2:]]
+            env = dict(env, CLOCK_OFFSET_S=str(self.worker_clock_offset_s))
+        return ManagedProcess(name=name, argv=argv, env=env, log_path=self.log_dir / f"{name}.log",
                               ready_text=ready)
+
+    def restart(self, name: str) -> None:
+        self.processes[name].stop()
+        self.start(name)
 
     def start(self, name: str) -> None:
         process = self._make(name)
@@ -123,9 +149,43 @@ def _records_on(bootstrap: str, topics: dict[str, str]) -> int:
         consumer.close()
 
 
-def postgres_restart() -> None:
-    subprocess.run(["bash", "-c", "pg_ctlcluster $(pg_lsclusters -h | head -n1 | cut -d' ' -f1,2) restart"],
-                   check=True, timeout=120)
+def _inject(kind: str, *, stack: Stack, broker: PrivateBroker, env: dict[str, str], topics: dict[str, str],
+            report: CampaignReport, rng: random.Random, seed: int, moment: float) -> str:
+    """Inject one fault; returns what it did, for the log."""
+    if kind == "clock_skew":
+        stack.worker_clock_offset_s = CLOCK_SKEWS_S[report.faults[kind] % len(CLOCK_SKEWS_S)]
+        stack.restart("worker")
+        return f"worker clock {stack.worker_clock_offset_s:+.0f} s"
+    if kind in ("worker_kill", "consumer_kill"):
+        name = kind.removesuffix("_kill")
+        stack.kill(name)
+        time.sleep(1)
+        stack.start(name)
+        return ""
+    if kind == "kafka_restart":
+        broker.stop()
+        time.sleep(3)
+        broker.start()
+        return ""
+    if kind == "postgres_restart":
+        return postgres_restart(env["DATABASE_URL"])
+    if kind == "hot_key_backlog":
+        from catalog.models import Product
+
+        product_ids = list(Product.objects.order_by("id").values_list("id", flat=True))
+        return hot_key_backlog(product_id=rng.choice(product_ids), events=600, hold_s=20)
+    if kind == "topic_recreate":
+        topic = topics[rng.choice(sorted(topics))]
+        return topic_recreate(bootstrap=broker.bootstrap, topic=topic,
+                              group=env.get("BACKOFFICE_GROUP_ID", "backoffice"))
+    if kind == "poison_records":
+        injected = poison_records_inject(bootstrap=broker.bootstrap, topics=topics)
+        report.poison_injected += injected
+        return f"{injected} records"
+    if kind == "broker_kill":
+        broker_kill(broker, seed=seed, moment=moment)
+        return ""
+    raise ValueError(f"unknown fault kind {kind}")
 
 
 def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], log_dir: Path,
@@ -148,6 +208,9 @@ def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], l
     stack_env = dict(env, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
                      PAYMENT_CALLBACK_BASE_URL=f"http://127.0.0.1:{port}", PAYMENT_SIM_FAILURE_RATE="0.2",
                      PAYMENT_SIM_DELAY="0.2", PAYMENT_RECONCILE_AFTER="8", PAYMENT_RECONCILE_INTERVAL="3",
+                     # A charge the killed worker never finished stays "processing" at the
+                     # simulated gateway: reconciliation hands it to review instead of waiting an hour.
+                     PAYMENT_REVIEW_AFTER="20",
                      OUTBOX_POLL_INTERVAL="1", OUTBOX_CLAIM_TTL="10", OUTBOX_BACKOFF_MAX="3",
                      OUTBOX_KICK_ENABLED="1", DB_CONN_MAX_AGE="0")
     stack = Stack(env=stack_env, log_dir=log_dir, port=port)
@@ -176,36 +239,29 @@ def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], l
         simulation = threading.Thread(target=simulate, daemon=True)
         started = time.monotonic()
         simulation.start()
+        rng = random.Random(seed)
         for moment, kind in report.schedule:
             delay = started + moment - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            say(f"  t={time.monotonic() - started:6.1f}s fault: {kind}")
-            if kind == "worker_kill":
-                stack.kill("worker")
-                time.sleep(1)
-                stack.start("worker")
-            elif kind == "consumer_kill":
-                stack.kill("consumer")
-                time.sleep(1)
-                stack.start("consumer")
-            elif kind == "kafka_restart":
-                broker.stop()
-                time.sleep(3)
-                broker.start()
-            elif kind == "postgres_restart":
-                postgres_restart()
-            elif kind == "broker_kill":
-                broker_kill(broker, seed=seed, moment=moment)
+            note = _inject(kind, stack=stack, broker=broker, env=env, topics=topics, report=report, rng=rng,
+                           seed=seed, moment=moment)
+            say(f"  t={time.monotonic() - started:6.1f}s fault: {kind}{': ' + note if note else ''}")
+            report.notes.append(f"{kind}: {note}" if note else kind)
             report.faults[kind] += 1
-        simulation.join(timeout=duration_s + 600)
+        # The traffic takes longer than actions / rate on a loaded machine; simulate_traffic
+        # ends by itself (its drain has a timeout), so wait for it generously.
+        simulation.join(timeout=4 * duration_s + 900)
+        if simulation.is_alive():
+            say("the simulation did not finish in time: no report")
         report.simulation = simulation_output.get("report", {})
         say(simulation_output.get("text", "")[-2500:])
         connection.close()
         # Every record on the topics beyond one per published event is a duplicate the relay
         # sent (a kill between ack and mark); the inbox absorbed each one.
         handled = InboxEntry.objects.filter(consumer_group=env.get("BACKOFFICE_GROUP_ID", "backoffice")).count()
-        report.duplicates_absorbed = max(0, _records_on(broker.bootstrap, topics) - handled)
+        # (A recreated topic lost its old records, and poison records are no events: a floor.)
+        report.duplicates_absorbed = max(0, _records_on(broker.bootstrap, topics) - handled - report.poison_injected)
     finally:
         stack.stop_all()
         broker.stop()
@@ -224,7 +280,10 @@ def main() -> None:
     options = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    os.environ.setdefault("BENCH_DATABASE_URL", "postgres://commerce:commerce@127.0.0.1:5432/commerce_chaos")
+    # The campaign's database on the server of DATABASE_URL (the one postgres_restart restarts).
+    server = urlsplit(os.environ.get("DATABASE_URL") or "postgres://commerce:commerce@127.0.0.1:5432/commerce")
+    if server.scheme.startswith("postgres"):
+        os.environ.setdefault("BENCH_DATABASE_URL", server._replace(path="/commerce_chaos").geturl())
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
     from common import django_setup  # the benchmarks' set-up: PostgreSQL, created and migrated
@@ -239,13 +298,18 @@ def main() -> None:
     env = dict(os.environ, KAFKA_TOPIC_CATALOG=topics["catalog-events"], KAFKA_TOPIC_ORDERS=topics["order-events"],
                BACKOFFICE_GROUP_ID=group, DEBUG="1", PYTHONUNBUFFERED="1", OUTBOX_KICK_ENABLED="1")
     settings.KAFKA_TOPICS, settings.BACKOFFICE_GROUP_ID = topics, group
+    # The campaign's own database (never DATABASE_URL's) starts empty: a previous run stopped
+    # half-way leaves source rows and projections that no event of this run will reconcile.
+    call_command("flush", interactive=False, verbosity=0)
     call_command("seed_demo", "--stock", "1000000")
     log_dir = Path(__file__).resolve().parents[2] / "var" / "chaos" / suffix
     log_dir.mkdir(parents=True, exist_ok=True)
     report = run_campaign(seed=options.seed, actions=options.actions, faults=options.faults, env=env,
                           log_dir=log_dir, topics=topics, rate=options.rate)
     print(json.dumps(report.as_json()))
-    sys.exit(0 if report.as_json()["differences"] == 0 and report.as_json()["drained"] else 1)
+    result = report.as_json()
+    sys.exit(0 if result["differences"] == 0 and result["drained"]
+             and result["dead_letters"] == result["poison_injected"] else 1)
 
 
 if __name__ == "__main__":

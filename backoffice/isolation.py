@@ -1,0 +1,156 @@
+"""Records to applied effects, with a second line of defence behind the contract.
+
+The contract (backoffice/contract.py) bounds every value to its column, so an accepted record
+is one the database stores. Should a value still be refused (a bound loosened by mistake, a
+counter that overflows only once summed, a database stricter than expected), the batch fails
+the same way on every attempt, and retrying it forever would block its partitions. So an error
+that repeats on the same batch, and is not the database or the broker being away, is bisected
+down to the record that causes it: that record is dead-lettered with the database's message, and
+every other record of the batch is applied, in partition order, each exactly once (the inbox).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from django.db import DatabaseError, DataError, IntegrityError
+from kafka.errors import KafkaError
+
+from backoffice.contract import ContractViolation, IncomingEvent, event_parse
+from backoffice.projections import BatchOutcome, PoisonRecord, batch_apply
+
+logger = logging.getLogger(__name__)
+
+# SQLSTATE classes of a value the database refuses: data exception (out of range, too long,
+# invalid text), integrity constraint violation, program limit exceeded. Any other database
+# error (away, busy, a missing table) is retried on the same batch, never skipped.
+_DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+
+
+class ConsumedRecord(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+def error_is_transient(exc: BaseException) -> bool:
+    """True when the error says a dependency is away or the schema is wrong (retry the same
+    batch, never skip), False when it may be the data's (a value refused: repeat, then isolate
+    the record)."""
+    if isinstance(exc, KafkaError):
+        return True
+    if not isinstance(exc, DatabaseError):
+        return False  # OverflowError, ValueError...: raised by a value on its way to the database
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate[:2] not in _DATA_SQLSTATE_CLASSES
+    # SQLite carries no SQLSTATE: "database is locked" is an OperationalError.
+    return not isinstance(exc, DataError | IntegrityError)
+
+
+@dataclass
+class ParsedBatch:
+    events: list[IncomingEvent]
+    poison: list[PoisonRecord]
+    records: dict[tuple[str, int, int], ConsumedRecord]
+
+    def poison_of(self, event: IncomingEvent, error: str) -> PoisonRecord:
+        record = self.records[(event.topic, event.partition, event.offset)]
+        return PoisonRecord(record.topic, record.partition, record.offset, record.key, record.value,
+                            list(record.headers or []), error)
+
+
+def records_parse(records: Iterable[ConsumedRecord]) -> ParsedBatch:
+    """Every record as an event of the contract, or as poison with the reason."""
+    batch = ParsedBatch(events=[], poison=[], records={})
+    for record in records:
+        batch.records[(record.topic, record.partition, record.offset)] = record
+        try:
+            batch.events.append(event_parse(topic=record.topic, partition=record.partition,
+                                            offset=record.offset, key=record.key, value=record.value,
+                                            headers=list(record.headers or [])))
+        except ContractViolation as exc:
+            batch.poison.append(PoisonRecord(record.topic, record.partition, record.offset, record.key,
+                                             record.value, list(record.headers or []), str(exc)))
+    return batch
+
+
+Forward = Callable[[list[PoisonRecord]], None]
+
+
+def batch_apply_isolating(*, group: str, batch: ParsedBatch, forward: Forward) -> BatchOutcome:
+    """Apply the batch in one transaction; if a non-transient error repeats on it, bisect it and
+    dead-letter the record(s) that cause it. Raises only transient errors (the caller retries
+    the whole batch; the inbox skips what a partial pass already applied)."""
+    forward = _once(forward)
+    for attempt in (1, 2):
+        try:
+            return _apply(group, batch.events, batch.poison, forward)
+        except Exception as exc:  # noqa: BLE001 - classified below, transient ones re-raised
+            if error_is_transient(exc):
+                raise
+            logger.warning("batch refused by the database", extra={
+                "attempt": attempt, "error": _message(exc)[:500], "records": len(batch.records)})
+    outcome = _apply(group, [], batch.poison, forward) if batch.poison else BatchOutcome()
+    _bisect(group, batch, batch.events, forward, outcome)
+    return outcome
+
+
+def _bisect(group: str, batch: ParsedBatch, events: list[IncomingEvent], forward: Forward,
+            outcome: BatchOutcome) -> None:
+    if not events:
+        return
+    # A single record is tried twice: dead-lettered only for an error that repeats on it (an
+    # inbox race with another consumer of the group does not).
+    for _ in range(2 if len(events) == 1 else 1):
+        try:
+            _merge(outcome, _apply(group, events, [], forward))
+            return
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if error_is_transient(exc):
+                raise
+            error = exc
+    if len(events) == 1:
+        letter = batch.poison_of(events[0], f"refused by the database: {_message(error)}")
+        _merge(outcome, _apply(group, [], [letter], forward))
+        return
+    middle = len(events) // 2
+    # The first half first: the records of a partition are applied in their order.
+    _bisect(group, batch, events[:middle], forward, outcome)
+    _bisect(group, batch, events[middle:], forward, outcome)
+
+
+def _apply(group: str, events: list[IncomingEvent], poison: list[PoisonRecord], forward: Forward) -> BatchOutcome:
+    if poison:
+        forward(poison)
+    return batch_apply(group=group, events=events, poison=poison)
+
+
+def _once(forward: Forward) -> Forward:
+    """Forward each poison record once per call, however often its batch is tried again."""
+    sent: set[tuple[str, int, int]] = set()
+
+    def forward_new(poison: list[PoisonRecord]) -> None:
+        new = [p for p in poison if (p.topic, p.partition, p.offset) not in sent]
+        if new:
+            forward(new)
+            sent.update((p.topic, p.partition, p.offset) for p in new)
+    return forward_new
+
+
+def _merge(total: BatchOutcome, part: BatchOutcome) -> None:
+    total.applied += part.applied
+    total.duplicates += part.duplicates
+    total.dead_lettered += part.dead_lettered
+    total.cache_keys_to_delete.extend(part.cache_keys_to_delete)
+
+
+def _message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()
+
