@@ -62,6 +62,7 @@ def _record_of(row: OutboxEvent, *, partition: int, offset: int):  # noqa: ANN20
     headers = [("event_id", str(row.event_id)), ("event_type", row.type),
                ("event_version", str(row.event_version)), ("aggregate_type", row.aggregatetype),
                ("aggregate_id", row.aggregateid), ("occurred_at", row.occurred_at.isoformat()),
+               *([("aggregate_version", row.aggregate_version)] if row.aggregate_version is not None else []),
                *row.headers.items()]
     import json
 
