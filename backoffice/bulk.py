@@ -54,7 +54,7 @@ def inbox_insert_new(*, group: str, events: Sequence[IncomingEvent], now: dateti
             "ON CONFLICT (consumer_group, event_id) DO NOTHING RETURNING event_id",
             [group, now, [e.event_id for e in events], [e.event_type for e in events],
              [e.topic for e in events], [e.partition for e in events], [e.offset for e in events],
-             [e.occurred_at for e in events]])
+             [e.occurred_at for e in events]], binary=True)  # UUIDs read back in C, not parsed
         return {row[0] for row in cursor.fetchall()}
 
 

@@ -71,9 +71,10 @@ class _CommitBeforeRevoke(ConsumerRebalanceListener):
 # watermarks, no broker round trip, but not worth doing for every poll.
 LAG_EVERY_S = 1.0
 
-# Called after each batch's transaction committed with its applied events and the time.time()
-# of the commit (the e2e benchmark measures commit -> projection with it).
-AppliedHook = Callable[[list[IncomingEvent], float], None]
+# Called after each batch's transaction committed with its applied events, the time.time() of
+# the commit and the batch's records by (topic, partition, offset) (bench/e2e.py measures
+# commit -> projection with it, and the consumer's own leg from the records' Kafka timestamps).
+AppliedHook = Callable[[list[IncomingEvent], float, dict], None]
 
 
 class EventConsumer:
@@ -188,17 +189,17 @@ class EventConsumer:
                 if self.stopping:
                     self._seek_back(polled)
                     return
-        self._after_commit(polled, outcome, batch.events)
+        self._after_commit(polled, outcome, batch.events, batch.records)
 
     def _after_commit(self, polled: dict[TopicPartition, list], outcome: BatchOutcome,
-                      events: list[IncomingEvent]) -> None:
+                      events: list[IncomingEvent], records: dict | None = None) -> None:
         committed_at = time.time()
         if outcome.applied_events:
             metrics.consumer_applied_batch_latency_observed(
                 rows=[(event.topic, event.occurred_at) for event in outcome.applied_events],
                 applied_at=timezone.now())
             if self.on_applied is not None:
-                self.on_applied(outcome.applied_events, committed_at)
+                self.on_applied(outcome.applied_events, committed_at, records or {})
         for topic, counts in outcome.by_topic.items():
             metrics.consumer_records_observed(topic=topic, applied=counts.applied,
                                               duplicates=counts.duplicates)
