@@ -21,9 +21,28 @@ import os
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 from common import RssSampler, django_setup, finish, say, tables_empty, topics_delete, topics_fresh
 from versions import versions_detected
+
+
+def backend_pid_of_this_connection() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process on this machine (the PostgreSQL backend serving the
+    consumer's connection: the database's share of the work); 0 when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -92,7 +111,9 @@ def main() -> None:
             join_seconds = joined(consumer.consumer)
             say(f"  joined the group in {join_seconds:.1f} s (not timed)")
             sampler = RssSampler()
+            backend_pid = backend_pid_of_this_connection()
             with sampler:
+                backend_cpu_started = process_cpu_seconds(backend_pid)
                 cpu_started = time.process_time()
                 started = time.perf_counter()
                 while consumer.stats.polled < total and not consumer.stopping:
@@ -103,17 +124,19 @@ def main() -> None:
                         break
                 seconds = time.perf_counter() - started
                 cpu_seconds = time.process_time() - cpu_started
+                backend_cpu_seconds = process_cpu_seconds(backend_pid) - backend_cpu_started
             stats = consumer.stats
             consumer.close()
             eps = stats.polled / seconds
             differences = projections_differences(expected)
-            figures.append({"eps": eps, "cpu_ms_per_1000": 1000 * cpu_seconds / max(1, stats.polled) * 1000,
+            figures.append({"eps": eps, "db_cpu_ms_per_1000": 1e6 * backend_cpu_seconds / max(1, stats.polled), "cpu_ms_per_1000": 1000 * cpu_seconds / max(1, stats.polled) * 1000,
                             "rss_start_mb": sampler.samples[0][1], "rss_end_mb": sampler.samples[-1][1],
                             "rss_growth_mb": sampler.growth_mb, "exact": not differences,
                             "join_seconds": join_seconds})
             say(f"  {stats.polled} events in {seconds:.2f} s = {eps:,.0f} events/s; CPU "
                 f"{cpu_seconds:.2f} s = {1e6 * cpu_seconds / max(1, stats.polled):.0f} ms per 1,000 "
-                f"events ({stats.batches} batches, applied {stats.applied}, duplicates {stats.duplicates}, "
+                f"events, and PostgreSQL's backend {1e6 * backend_cpu_seconds / max(1, stats.polled):.0f} ms "
+                f"({stats.batches} batches, applied {stats.applied}, duplicates {stats.duplicates}, "
                 f"dead letters {stats.dead_lettered}, retries {stats.retries})")
             say(f"  RSS {sampler.samples[0][1]:.0f} MB at start, {sampler.at(0.25):.0f} MB at 25%, "
                 f"{sampler.samples[-1][1]:.0f} MB at the end: growth from 25% {sampler.growth_mb} MB "
@@ -122,9 +145,11 @@ def main() -> None:
         rates = sorted(f["eps"] for f in figures)
         consumer_eps = statistics.median(rates)
         cpu_per_1000 = statistics.median(f["cpu_ms_per_1000"] for f in figures)
+        db_cpu_per_1000 = statistics.median(f["db_cpu_ms_per_1000"] for f in figures)
         say(f"consumer over {rounds} rounds: min {rates[0]:,.0f}, median {consumer_eps:,.0f}, "
             f"max {rates[-1]:,.0f} events/s; CPU {cpu_per_1000:.0f} ms per 1,000 events "
-            f"(a ceiling of {1000 / cpu_per_1000 * 1000:,.0f} events/s on one free core)")
+            f"(a ceiling of {1000 / cpu_per_1000 * 1000:,.0f} events/s on one free core), PostgreSQL's "
+            f"backend {db_cpu_per_1000:.0f} ms per 1,000 events")
 
         reset()
         say(f"naive consumer: {naive_sample} records, one transaction + one offset commit each ...")
@@ -170,7 +195,8 @@ def main() -> None:
     say(f"consumer / naive = {ratio:.1f} (target >= 10: {'MET' if ratio >= 10 else 'MISSED'})")
     finish({"events": total, "rounds": rounds, "consumer_eps": round(consumer_eps),
             "consumer_eps_min": round(rates[0]), "consumer_eps_max": round(rates[-1]),
-            "cpu_ms_per_1000_events": round(cpu_per_1000, 1), "naive_eps": round(naive_eps),
+            "cpu_ms_per_1000_events": round(cpu_per_1000, 1),
+            "db_backend_cpu_ms_per_1000_events": round(db_cpu_per_1000, 1), "naive_eps": round(naive_eps),
             "ratio_vs_naive": round(ratio, 1),
             "rss_start_mb": round(figures[-1]["rss_start_mb"], 1), "rss_end_mb": round(figures[-1]["rss_end_mb"], 1),
             "rss_growth_mb": max(f["rss_growth_mb"] for f in figures),
