@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -31,6 +32,8 @@ from kafka.structs import OffsetAndMetadata
 from backoffice.contract import IncomingEvent
 from backoffice.isolation import batch_apply_isolating, error_is_transient, records_parse
 from backoffice.projections import BatchOutcome, PoisonRecord
+from commerce.observability import metrics
+from commerce.observability.telemetry import consumer_batch_spans
 from commerce.tracing import trace_context
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,9 @@ class _CommitBeforeRevoke(ConsumerRebalanceListener):
         # Batches are committed as soon as they are applied, so this only commits a batch whose
         # offset commit failed before; anything not applied is redelivered to the next owner.
         self.loop.offsets_commit(only=set(revoked))
+        metrics.consumer_partitions_revoked(partitions=[(tp.topic, tp.partition) for tp in revoked])
+        for tp in revoked:
+            self.loop._positions.pop(tp, None)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         logger.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)})
@@ -61,11 +67,23 @@ class _CommitBeforeRevoke(ConsumerRebalanceListener):
             self.loop.consumer.seek_to_beginning(*assigned)
 
 
+# Seconds between two readings of the lag gauges: read from the fetcher's cached high
+# watermarks, no broker round trip, but not worth doing for every poll.
+LAG_EVERY_S = 1.0
+
+# Called after each batch's transaction committed with its applied events, the time.time() of
+# the commit and the batch's records by (topic, partition, offset) (bench/e2e.py measures
+# commit -> projection with it, and the consumer's own leg from the records' Kafka timestamps).
+AppliedHook = Callable[[list[IncomingEvent], float, dict], None]
+
+
 class EventConsumer:
     def __init__(self, *, topics: list[str], group_id: str, batch_size: int | None = None,
                  from_beginning: bool = True, seek_to_beginning_on_assign: bool = False,
-                 progress_every_s: float = 10.0) -> None:
+                 progress_every_s: float = 10.0, on_applied: AppliedHook | None = None) -> None:
         self.topics = topics
+        self.on_applied = on_applied
+        self._lag_read_at = 0.0
         self.group_id = group_id
         self.batch_size = batch_size or settings.BACKOFFICE_BATCH_SIZE
         self.seek_to_beginning_on_assign = seek_to_beginning_on_assign
@@ -73,12 +91,17 @@ class EventConsumer:
         self.stats = ConsumerStats()
         self.stopping = False
         self._applied_offsets: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}  # next offset to apply, for the lag
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
             group_id=group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
             max_poll_records=self.batch_size,
+            # How long the broker holds a fetch while fewer than fetch_min_bytes are there: a
+            # record arriving in an idle partition is answered at once either way (min 1 byte),
+            # this bounds the wait of an empty fetch (docs/BACKOFFICE.md, tuning).
+            fetch_max_wait_ms=settings.BACKOFFICE_FETCH_MAX_WAIT_MS,
             # A crashed member's partitions move to the others after this long without heartbeats.
             session_timeout_ms=settings.BACKOFFICE_SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=max(1000, settings.BACKOFFICE_SESSION_TIMEOUT_MS // 4),
@@ -115,16 +138,21 @@ class EventConsumer:
         progress_polled = 0
         while not self.stopping:
             try:
-                polled = self.consumer.poll(timeout_ms=500, max_records=self.batch_size)
+                polled = self.consumer.poll(timeout_ms=settings.BACKOFFICE_POLL_TIMEOUT_MS,
+                                            max_records=self.batch_size)
             except KafkaError as exc:
                 self._back_off("kafka poll failed", exc)
                 continue
+            metrics.consumer_poll_observed()
             records = [record for batch in polled.values() for record in batch]
             if records or not self.consumer.assignment():
                 # Idle means "assigned and nothing to read", not "waiting to join the group".
                 last_record_at = time.monotonic()
                 self._process(polled)
             now = time.monotonic()
+            if now - self._lag_read_at >= LAG_EVERY_S:
+                self._lag_read_at = now
+                self._lag_observe()
             if now - last_progress_at >= self.progress_every_s:
                 line = self._progress_line(self.stats.polled - progress_polled, now - last_progress_at)
                 logger.info(line)
@@ -142,8 +170,13 @@ class EventConsumer:
         attempt = 0
         while True:
             try:
-                outcome = batch_apply_isolating(group=self.group_id, batch=batch,
-                                                forward=self._forward_to_dlq)
+                started = time.perf_counter()
+                # One consumer span per record, continuing the producer's context; they end
+                # with the batch's transaction (as errors when it fails and is retried).
+                with consumer_batch_spans(batch.events, group=self.group_id):
+                    outcome = batch_apply_isolating(group=self.group_id, batch=batch,
+                                                    forward=self._forward_to_dlq)
+                metrics.consumer_batch_observed(seconds=time.perf_counter() - started)
                 break
             except Exception as exc:  # noqa: BLE001 - the consumer outlives any error
                 # Only transient errors are expected here (the rest is isolated record by
@@ -156,17 +189,29 @@ class EventConsumer:
                 if self.stopping:
                     self._seek_back(polled)
                     return
-        self._after_commit(polled, outcome, batch.events)
+        self._after_commit(polled, outcome, batch.events, batch.records)
 
     def _after_commit(self, polled: dict[TopicPartition, list], outcome: BatchOutcome,
-                      events: list[IncomingEvent]) -> None:
+                      events: list[IncomingEvent], records: dict | None = None) -> None:
+        committed_at = time.time()
+        if outcome.applied_events:
+            metrics.consumer_applied_batch_latency_observed(
+                rows=[(event.topic, event.occurred_at) for event in outcome.applied_events],
+                applied_at=timezone.now())
+            if self.on_applied is not None:
+                self.on_applied(outcome.applied_events, committed_at, records or {})
+        for topic, counts in outcome.by_topic.items():
+            metrics.consumer_records_observed(topic=topic, applied=counts.applied,
+                                              duplicates=counts.duplicates)
+            for kind, count in counts.dead_lettered.items():
+                metrics.consumer_records_observed(topic=topic, dead_lettered=count, error=kind)
         for key in outcome.cache_keys_to_delete:
             try:
                 cache.delete(key)
             except Exception:  # noqa: BLE001 - a stale cache entry expires by itself
                 logger.warning("cache invalidation failed", extra={"cache_key": key})
         for tp, records in polled.items():
-            self._applied_offsets[tp] = records[-1].offset + 1
+            self._applied_offsets[tp] = self._positions[tp] = records[-1].offset + 1
         self.offsets_commit()
         self.stats.batches += 1
         self.stats.polled += sum(len(records) for records in polled.values())
@@ -247,6 +292,24 @@ class EventConsumer:
         return (f"consumed {self.stats.polled} (applied {self.stats.applied}, duplicates "
                 f"{self.stats.duplicates}, dead letters {self.stats.dead_lettered}); "
                 f"{polled / seconds if seconds else 0:.0f} events/s; lag {lag}")
+
+    def _lag_observe(self) -> None:
+        """The lag gauge of every assigned partition: the high watermark of the last fetch
+        response minus the next offset to apply, both known locally (no request to the broker
+        per record; `position()` only for a partition nothing was applied from yet)."""
+        for tp in self.consumer.assignment():
+            try:
+                highwater = self.consumer.highwater(tp)
+                if highwater is None:
+                    continue  # nothing fetched from it yet
+                position = self._positions.get(tp)
+                if position is None:
+                    position = highwater if highwater == 0 else self.consumer.position(tp, timeout_ms=200)
+            except KafkaError:
+                continue
+            if position is not None:
+                metrics.consumer_lag_observed(topic=tp.topic, partition=tp.partition,
+                                              lag=max(0, highwater - position))
 
     def lag(self) -> int | None:
         assignment = list(self.consumer.assignment())

@@ -20,7 +20,7 @@ from django.db import DatabaseError, DataError, IntegrityError
 from kafka.errors import KafkaError
 
 from backoffice.contract import ContractViolation, IncomingEvent, event_parse
-from backoffice.projections import BatchOutcome, PoisonRecord, batch_apply
+from backoffice.projections import DATABASE_REFUSED, BatchOutcome, PoisonRecord, TopicCounts, batch_apply
 
 logger = logging.getLogger(__name__)
 
@@ -91,13 +91,13 @@ def batch_apply_isolating(*, group: str, batch: ParsedBatch, forward: Forward) -
     forward = _once(forward)
     for attempt in (1, 2):
         try:
-            return _apply(group, batch.events, batch.poison, forward)
+            return _apply(group, batch.events, batch.poison, forward, batch.records)
         except Exception as exc:  # noqa: BLE001 - classified below, transient ones re-raised
             if error_is_transient(exc):
                 raise
             logger.warning("batch refused by the database", extra={
                 "attempt": attempt, "error": _message(exc)[:500], "records": len(batch.records)})
-    outcome = _apply(group, [], batch.poison, forward) if batch.poison else BatchOutcome()
+    outcome = _apply(group, [], batch.poison, forward, batch.records) if batch.poison else BatchOutcome()
     _bisect(group, batch, batch.events, forward, outcome)
     return outcome
 
@@ -110,15 +110,15 @@ def _bisect(group: str, batch: ParsedBatch, events: list[IncomingEvent], forward
     # inbox race with another consumer of the group does not).
     for _ in range(2 if len(events) == 1 else 1):
         try:
-            _merge(outcome, _apply(group, events, [], forward))
+            _merge(outcome, _apply(group, events, [], forward, batch.records))
             return
         except Exception as exc:  # noqa: BLE001 - classified below
             if error_is_transient(exc):
                 raise
             error = exc
     if len(events) == 1:
-        letter = batch.poison_of(events[0], f"refused by the database: {_message(error)}")
-        _merge(outcome, _apply(group, [], [letter], forward))
+        letter = batch.poison_of(events[0], f"{DATABASE_REFUSED}: {_message(error)}")
+        _merge(outcome, _apply(group, [], [letter], forward, batch.records))
         return
     middle = len(events) // 2
     # The first half first: the records of a partition are applied in their order.
@@ -126,10 +126,11 @@ def _bisect(group: str, batch: ParsedBatch, events: list[IncomingEvent], forward
     _bisect(group, batch, events[middle:], forward, outcome)
 
 
-def _apply(group: str, events: list[IncomingEvent], poison: list[PoisonRecord], forward: Forward) -> BatchOutcome:
+def _apply(group: str, events: list[IncomingEvent], poison: list[PoisonRecord], forward: Forward,
+           records: dict[tuple[str, int, int], ConsumedRecord]) -> BatchOutcome:
     if poison:
         forward(poison)
-    return batch_apply(group=group, events=events, poison=poison)
+    return batch_apply(group=group, events=events, poison=poison, records=records)
 
 
 def _once(forward: Forward) -> Forward:
@@ -149,6 +150,13 @@ def _merge(total: BatchOutcome, part: BatchOutcome) -> None:
     total.duplicates += part.duplicates
     total.dead_lettered += part.dead_lettered
     total.cache_keys_to_delete.extend(part.cache_keys_to_delete)
+    total.applied_events.extend(part.applied_events)
+    for topic, counts in part.by_topic.items():
+        into = total.by_topic.setdefault(topic, TopicCounts())
+        into.applied += counts.applied
+        into.duplicates += counts.duplicates
+        for kind, count in counts.dead_lettered.items():
+            into.dead_lettered[kind] = into.dead_lettered.get(kind, 0) + count
 
 
 def _message(exc: BaseException) -> str:

@@ -10,17 +10,24 @@ and is retried, then finds the ids already handled.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from backoffice import bulk
 from backoffice.contract import IncomingEvent
 from backoffice.handlers import Effects, event_handle
 from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
+
+
+# The start of the error of a record the database refused (backoffice/isolation.py).
+DATABASE_REFUSED = "refused by the database"
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,10 @@ class PoisonRecord:
     headers: list[tuple[str, bytes]]
     error: str
 
+    def error_kind(self) -> str:
+        """A bounded label of the reason, for the metrics."""
+        return "DatabaseRefused" if self.error.startswith(DATABASE_REFUSED) else "ContractViolation"
+
     def headers_as_json(self) -> list[list[str]]:
         # jsonb holds no NUL: such a byte is kept as four characters, backslash x 0 0 (the
         # `.dlq` copy on Kafka keeps the exact bytes).
@@ -43,11 +54,20 @@ class PoisonRecord:
 
 
 @dataclass
+class TopicCounts:
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: dict[str, int] = field(default_factory=dict)  # error kind -> records
+
+
+@dataclass
 class BatchOutcome:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
     cache_keys_to_delete: list[str] = field(default_factory=list)
+    by_topic: dict[str, TopicCounts] = field(default_factory=dict)
+    applied_events: list[IncomingEvent] = field(default_factory=list)
 
 
 def _effects_apply(effects: Effects) -> list[str]:
@@ -162,36 +182,34 @@ def _ledger_apply(effects: Effects) -> None:
 
 
 def batch_apply(*, group: str, events: list[IncomingEvent], poison: list[PoisonRecord],
-                now: datetime | None = None) -> BatchOutcome:
-    """Apply a batch once: new event ids only, all in one transaction. Raises on DB errors."""
+                now: datetime | None = None,
+                records: Mapping[tuple[str, int, int], Any] | None = None) -> BatchOutcome:
+    """Apply a batch once: new event ids only, all in one transaction. Raises on DB errors.
+
+    `records` (the consumed records by (topic, partition, offset)) lets the event log store
+    each payload's own bytes rather than serialize it again."""
     now = now or timezone.now()
     outcome = BatchOutcome()
     unique: dict = {}
     for event in events:
         unique.setdefault(event.event_id, event)
     with transaction.atomic():
-        seen = set(InboxEntry.objects.filter(consumer_group=group, event_id__in=list(unique))
-                   .values_list("event_id", flat=True))
-        new_events = [event for event_id, event in unique.items() if event_id not in seen]
-        outcome.duplicates = len(events) - len(new_events)
+        if connection.vendor == "postgresql":
+            new_ids = bulk.inbox_insert_new(group=group, events=list(unique.values()), now=now)
+            new_events = [event for event_id, event in unique.items() if event_id in new_ids]
+        else:
+            new_events = _inbox_insert_portable(group, unique, now)
         if new_events:
-            InboxEntry.objects.bulk_create([
-                InboxEntry(consumer_group=group, event_id=e.event_id, event_type=e.event_type,
-                           topic=e.topic, partition=e.partition, offset=e.offset,
-                           occurred_at=e.occurred_at, handled_at=now)
-                for e in new_events
-            ], batch_size=1000)
             effects = Effects()
             for event in new_events:
                 event_handle(event, effects)
-            outcome.cache_keys_to_delete = _effects_apply(effects)
-            EventLog.objects.bulk_create([
-                EventLog(event_id=e.event_id, event_type=e.event_type, event_version=e.event_version,
-                         aggregate_type=e.aggregate_type, aggregate_id=e.aggregate_id, topic=e.topic,
-                         partition=e.partition, offset=e.offset, occurred_at=e.occurred_at,
-                         received_at=now, traceparent=e.traceparent[:64], payload=e.raw_payload)
-                for e in new_events
-            ], batch_size=1000, ignore_conflicts=True)
+            if connection.vendor == "postgresql":
+                outcome.cache_keys_to_delete = bulk.metrics_upsert(effects, now=now)
+                bulk.ledger_upsert(effects, now=now)
+                bulk.event_log_insert(events=new_events, now=now, records=records)
+            else:
+                outcome.cache_keys_to_delete = _effects_apply(effects)
+                _event_log_insert_portable(new_events, now)
         if poison:
             DeadLetter.objects.bulk_create([
                 DeadLetter(consumer_group=group, topic=p.topic, partition=p.partition, offset=p.offset,
@@ -199,9 +217,56 @@ def batch_apply(*, group: str, events: list[IncomingEvent], poison: list[PoisonR
                            error=p.error[:5000].replace("\x00", "\\x00"))
                 for p in poison
             ], ignore_conflicts=True)
-        outcome.applied = len(new_events)
-        outcome.dead_lettered = len(poison)
+    outcome.applied = len(new_events)
+    outcome.duplicates = len(events) - len(new_events)
+    outcome.dead_lettered = len(poison)
+    outcome.applied_events = new_events
+    _count_by_topic(outcome, events, new_events, poison)
     return outcome
+
+
+def _count_by_topic(outcome: BatchOutcome, events: list[IncomingEvent],
+                    new_events: list[IncomingEvent], poison: list[PoisonRecord]) -> None:
+    """Per-topic counts for the metrics (a batch spans the catalog and the order topics)."""
+    by_topic = outcome.by_topic
+    for event in events:
+        counts = by_topic.get(event.topic)
+        if counts is None:
+            counts = by_topic[event.topic] = TopicCounts()
+        counts.duplicates += 1  # corrected below for the applied ones
+    for event in new_events:
+        counts = by_topic[event.topic]
+        counts.duplicates -= 1
+        counts.applied += 1
+    for letter in poison:
+        counts = by_topic.get(letter.topic)
+        if counts is None:
+            counts = by_topic[letter.topic] = TopicCounts()
+        kind = letter.error_kind()
+        counts.dead_lettered[kind] = counts.dead_lettered.get(kind, 0) + 1
+
+
+def _inbox_insert_portable(group: str, unique: dict, now: datetime) -> list[IncomingEvent]:
+    seen = set(InboxEntry.objects.filter(consumer_group=group, event_id__in=list(unique))
+               .values_list("event_id", flat=True))
+    new_events = [event for event_id, event in unique.items() if event_id not in seen]
+    InboxEntry.objects.bulk_create([
+        InboxEntry(consumer_group=group, event_id=e.event_id, event_type=e.event_type,
+                   topic=e.topic, partition=e.partition, offset=e.offset,
+                   occurred_at=e.occurred_at, handled_at=now)
+        for e in new_events
+    ], batch_size=1000)
+    return new_events
+
+
+def _event_log_insert_portable(new_events: list[IncomingEvent], now: datetime) -> None:
+    EventLog.objects.bulk_create([
+        EventLog(event_id=e.event_id, event_type=e.event_type, event_version=e.event_version,
+                 aggregate_type=e.aggregate_type, aggregate_id=e.aggregate_id, topic=e.topic,
+                 partition=e.partition, offset=e.offset, occurred_at=e.occurred_at,
+                 received_at=now, traceparent=e.traceparent[:64], payload=e.raw_payload)
+        for e in new_events
+    ], batch_size=1000, ignore_conflicts=True)
 
 
 def projections_reset(*, group: str) -> None:

@@ -60,16 +60,20 @@ def write_report(results: dict[str, dict], quick: bool) -> None:
          "flat", verdict(relay["relay_rss_growth_mb"] < 20)),
         ("order placement", f"{record['with_outbox_ops']} orders/s", f"without outbox {record['without_outbox_ops']}/s",
          f"{record['overhead']:.0%} overhead", "<= 15%", verdict(record["overhead"] <= 0.15)),
-        ("consumer", f"{consumer['consumer_eps']:,} events/s", "", "", ">= 5,000/s",
-         verdict(consumer["consumer_eps"] >= 5000)),
+        ("consumer (median of rounds)", f"{consumer['consumer_eps']:,} events/s",
+         f"min {consumer.get('consumer_eps_min', consumer['consumer_eps']):,}, max "
+         f"{consumer.get('consumer_eps_max', consumer['consumer_eps']):,}", "", ">= 10,000/s",
+         verdict(consumer["consumer_eps"] >= 10000)),
         ("consumer", f"{consumer['consumer_eps']:,} events/s", f"naive consumer {consumer['naive_eps']:,}/s",
          f"{consumer['ratio_vs_naive']:.0f}x", ">= 10x naive", verdict(consumer["ratio_vs_naive"] >= 10)),
         ("consumer memory", f"growth {consumer['rss_growth_mb']} MB", "", "", "flat",
          verdict(consumer["rss_growth_mb"] < 20)),
-        ("e2e latency, kick", f"p50 {e2e['p50_ms']:.0f} ms", f"poll only p50 {e2e['poll_only_p50_ms']:.0f} ms",
-         "", "p50 <= 50 ms", verdict(e2e["p50_ms"] <= 50)),
-        ("e2e latency, kick", f"p99 {e2e['p99_ms']:.0f} ms", f"poll only p99 {e2e['poll_only_p99_ms']:.0f} ms",
-         "", "p99 <= 250 ms", verdict(e2e["p99_ms"] <= 250)),
+        ("e2e commit -> projection", f"p50 {e2e['p50_ms']:.1f} ms",
+         f"back office's leg p50 {e2e.get('consumer_leg_p50_ms', '-')} ms", "", "p50 <= 10 ms",
+         verdict(e2e["p50_ms"] <= 10)),
+        ("e2e commit -> projection", f"p99 {e2e['p99_ms']:.1f} ms",
+         f"back office's leg p99 {e2e.get('consumer_leg_p99_ms', '-')} ms", "", "p99 <= 40 ms",
+         verdict(e2e["p99_ms"] <= 40)),
         ("payment -> confirmed, make run's defaults", f"p50 {now['p50_s']} s",
          f"before issue 17: p50 {before.get('p50_s')} s", "", "", ""),
         ("payment -> confirmed, make run's defaults", f"p99 {now['p99_s']} s",
@@ -101,11 +105,12 @@ so figures are compared with a baseline measured in the same run.
 - `bench/record.py`: `order_place` (two lines: three events per order) with the outbox receiver
   connected and disconnected, alternating rounds, medians.
 - `bench/consumer.py`: {consumer['events']:,} catalog and order events consumed into the projections by
-  `EventConsumer` (batches of {consumer.get('batch_size', 2000):,}); the naive consumer applies one record per transaction and commits
-  its offset after each, on a sample.
-- `bench/e2e.py`: orders through the services at a fixed rate ({e2e['orders_per_s']:.0f}/s achieved) with a real
-  worker (relay) and `consume_events`; latency = inbox handled time - event occurred_at; then the same
-  with the on-commit kick off (beat polling every second).
+  `EventConsumer` at the production batch size ({consumer.get('batch_size', 500):,}), {consumer.get('rounds', 1)} rounds
+  (median, min, max); the naive consumer (kafka-python's defaults) applies one record per transaction and
+  commits its offset after each, on a sample.
+- `bench/e2e.py`: orders through the services at a fixed rate ({e2e['orders_per_s']:.0f}/s achieved) with the relay
+  ({e2e.get('relay', 'celery_kick')}) and a real consumer; latency = the time right after the back office's
+  commit - the event's occurred_at.
 - `bench/payment_confirm.py`: `make run` for real on its defaults (SQLite, the file-based Celery
   queue) in a copy of the checkout, {payment['rate']:g} orders/s for {payment['seconds']:g} s through the HTTP API, each order
   paid; latency = the order's `confirmed_at` - the payment's `created_at` (includes the simulated
@@ -140,9 +145,10 @@ def plot(results: dict[str, dict]) -> None:
     throughput.tick_params(axis="x", rotation=20)
     percentiles = ["p50", "p95", "p99"]
     kick = [e2e["p50_ms"], e2e["p95_ms"], e2e["p99_ms"]]
-    poll = [e2e["poll_only_p50_ms"], None, e2e["poll_only_p99_ms"]]
-    latency.plot(percentiles, kick, marker="o", label="on-commit kick")
-    latency.plot(["p50", "p99"], [poll[0], poll[2]], marker="o", label="beat polling only")
+    latency.plot(percentiles, kick, marker="o", label=f"wake-up: {e2e.get('relay', 'celery_kick')}")
+    if "poll_only_p50_ms" in e2e:
+        latency.plot(["p50", "p99"], [e2e["poll_only_p50_ms"], e2e["poll_only_p99_ms"]], marker="o",
+                     label="beat polling only")
     latency.set_ylabel("commit to projection, ms")
     latency.set_title("end-to-end latency")
     latency.legend()

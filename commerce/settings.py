@@ -238,6 +238,10 @@ BACKOFFICE_STALE_SECONDS = env.float("BACKOFFICE_STALE_SECONDS", default=60.0)
 BACKOFFICE_GROUP_ID = env.str("BACKOFFICE_GROUP_ID", default="backoffice")
 BACKOFFICE_BATCH_SIZE = env.int("BACKOFFICE_BATCH_SIZE", default=500)
 BACKOFFICE_SESSION_TIMEOUT_MS = env.int("BACKOFFICE_SESSION_TIMEOUT_MS", default=10000)
+# The consumer's latency knobs (docs/BACKOFFICE.md, tuning): the longest the broker holds an
+# empty fetch, and the longest one poll waits for records (both return as soon as records come).
+BACKOFFICE_FETCH_MAX_WAIT_MS = env.int("BACKOFFICE_FETCH_MAX_WAIT_MS", default=100)
+BACKOFFICE_POLL_TIMEOUT_MS = env.int("BACKOFFICE_POLL_TIMEOUT_MS", default=500)
 BACKOFFICE_INBOX_RETENTION = timedelta(days=env.float("BACKOFFICE_INBOX_RETENTION_DAYS", default=14))
 PRODUCT_CACHE_KEY = "catalog:product:{product_id}"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 # Settings whose development values `make run` sets unless the environment or .env sets them.
-DEVELOPMENT_DEFAULTS = {"DEBUG": "1", "SECURE_SSL_REDIRECT": "0", "PYTHONUNBUFFERED": "1"}
+DEVELOPMENT_DEFAULTS = {"DEBUG": "1", "SECURE_SSL_REDIRECT": "0", "PYTHONUNBUFFERED": "1", "CONSUMER_METRICS_PORT": "9809"}
 
 
 def dotenv_values(path: Path) -> dict[str, str]:

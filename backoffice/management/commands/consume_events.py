@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from backoffice.consumer import EventConsumer
+from commerce.observability.exporters import metrics_http_start
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class Command(BaseCommand):
             progress_every_s=options["progress_every"],
         )
         consumer.install_signal_handlers()
+        # Prometheus scrapes this process on its own port (0, the default: no exporter).
+        metrics_http_start(port=settings.CONSUMER_METRICS_PORT)
         self.stdout.write(f"consuming {consumer.topics} as group {consumer.group_id}")
         self.stdout.flush()
         try:
