@@ -85,11 +85,10 @@ def orders_differences() -> list[Difference]:
         source = {"status": order["status"], "order_number": order["number"], "user_id": str(order["user_id"]),
                   "original_total": order["original_total"], "discount": order["discount"],
                   "final_total": order["final_total"]}
-        for field in _LEDGER_FIELDS:
-            if getattr(row, field) != source[field]:
-                differences.append(Difference(subject, field, source[field], getattr(row, field)))
-    for order_id, row in sorted(ledger.items()):
-        differences.append(Difference(f"order {order_id}", "ledger row without an order", None, row.status))
+        differences.extend(Difference(subject, field, source[field], getattr(row, field))
+                           for field in _LEDGER_FIELDS if getattr(row, field) != source[field])
+    differences.extend(Difference(f"order {order_id}", "ledger row without an order", None, row.status)
+                       for order_id, row in sorted(ledger.items()))
     return differences
 
 

@@ -1,8 +1,8 @@
 """The pipeline dashboard in the admin (staff only): is every event flowing?
 
-Outbox backlog and publish rate, topics that differ from the replication policy, consumer lag per partition (Kafka's committed offsets against
-the end offsets), dead letters, a chart of events per second, and the trace of one order from
-its HTTP request to the back office.
+Outbox backlog and publish rate, topics that differ from the replication policy, consumer lag
+per partition (Kafka's committed offsets against the end offsets), dead letters, a chart of
+events per second, and the trace of one order from its HTTP request to the back office.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Count, Q
-from django.db.models.functions import TruncMinute
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone

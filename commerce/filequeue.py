@@ -31,7 +31,7 @@ from kombu.utils.json import dumps, loads
 
 class Channel(filesystem.Channel):
     def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
-        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         writing = os.path.join(self.processed_folder, f"writing-{name}")
         with open(writing, "wb") as message:
             message.write(str_to_bytes(dumps(payload)))
@@ -54,7 +54,7 @@ class Channel(filesystem.Channel):
                 if not self.store_processed:
                     os.remove(taken)
             return loads(bytes_to_str(payload))
-        raise Empty()
+        raise Empty
 
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:

@@ -10,6 +10,7 @@ the payment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -61,9 +62,9 @@ class CallbackOutcome:
 
 
 def _event_fields(payment: Payment) -> dict[str, object]:
-    return dict(payment_id=str(payment.id), transaction_key=payment.transaction_key,
-                order_id=str(payment.order_id), user_id=str(payment.user_id),
-                amount=payment.amount, card_type=payment.card_type)
+    return {"payment_id": str(payment.id), "transaction_key": payment.transaction_key,
+            "order_id": str(payment.order_id), "user_id": str(payment.user_id),
+            "amount": payment.amount, "card_type": payment.card_type}
 
 
 def payment_request(*, user: AbstractBaseUser, order_id: int, card_type: str) -> Payment:
@@ -283,11 +284,9 @@ def payment_reconcile(*, now: datetime | None = None) -> ReconcileResult:
         elif answer.state in (ChargeState.FAILED, ChargeState.UNKNOWN):
             reason = (answer.reason or "declined") if answer.state is ChargeState.FAILED \
                 else "gateway never received the request"
-            try:
+            with contextlib.suppress(IllegalTransition):  # a capture arrived meanwhile: it stands
                 result.failed += payment_settle(transaction_key=key, status=Payment.Status.FAILED,
                                                 reason=reason).changed
-            except IllegalTransition:
-                pass  # a capture arrived meanwhile: it stands
         else:
             result.still_processing += 1
             if created_at < review_before:

@@ -10,6 +10,7 @@ multiprocess mode aggregates the children (see `exporters.worker_registry`): the
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -200,10 +201,8 @@ def consumer_lag_observed(*, topic: str, partition: int, lag: int) -> None:
 def consumer_partitions_revoked(*, partitions: list[tuple[str, int]]) -> None:
     """Forget the lag of partitions this consumer no longer owns (their new owner reports it)."""
     for topic, partition in partitions:
-        try:
+        with contextlib.suppress(KeyError):  # never reported by this process
             CONSUMER_LAG.remove(topic, str(partition))
-        except KeyError:
-            pass
 
 
 def consumer_poll_observed(*, at: float | None = None) -> None:

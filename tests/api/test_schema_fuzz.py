@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def api_schema(settings):  # noqa: ANN001, ANN201
+def api_schema(settings):
     from django.core.signals import request_finished, request_started
     from django.db import close_old_connections
 
@@ -41,5 +41,5 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
-def test_api_answers_within_its_schema_and_never_5xx(case):  # noqa: ANN001
+def test_api_answers_within_its_schema_and_never_5xx(case):
     case.call_and_validate(headers={"Authorization": f"Token {api_schema.token}"})

@@ -23,7 +23,7 @@ def _versions(aggregate_type: str, aggregate_id: int) -> list[tuple[str, int | N
 
 
 @pytest.fixture
-def silent_gateway(settings):  # noqa: ANN001, ANN201
+def silent_gateway(settings):
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
 
 
@@ -73,7 +73,7 @@ def test_concurrent_updates_of_one_order_get_distinct_increasing_versions(silent
         calls.append(lambda p=payment: order_confirm(order_id=p.order_id))
     barrier = Barrier(len(calls))
 
-    def run(call) -> None:  # noqa: ANN001
+    def run(call) -> None:
         barrier.wait()
         try:
             call()
@@ -116,7 +116,7 @@ def test_a_repeated_capture_racing_the_cancel_of_a_paid_order_neither_deadlocks_
     barrier = Barrier(len(calls))
     errors = []
 
-    def run(call) -> None:  # noqa: ANN001
+    def run(call) -> None:
         barrier.wait()
         try:
             call()

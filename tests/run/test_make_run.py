@@ -7,6 +7,7 @@ The tests of this module share the stack and run in order; the last one stops it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ COMPONENTS = ["server", "worker", "relay", "beat", "consumer"]
 
 
 @pytest.fixture(scope="module")
-def stacks(tmp_path_factory):  # noqa: ANN001, ANN201
+def stacks(tmp_path_factory):
     checkout = project_copy(tmp_path_factory.mktemp("newcomer"))
     shutil.copy(checkout / ".env.example", checkout / ".env")
     started: dict[str, LocalStack] = {"newcomer": LocalStack(checkout)}
@@ -35,10 +36,8 @@ def stacks(tmp_path_factory):  # noqa: ANN001, ANN201
         if stack.popen is not None and stack.popen.poll() is None:
             os.killpg(stack.popen.pid, signal.SIGKILL)
         for line in processes_in(stack.project_dir):
-            try:
+            with contextlib.suppress(ProcessLookupError):  # gone by itself meanwhile
                 os.kill(int(line.split()[0]), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _remember(stack: LocalStack) -> dict:
@@ -52,7 +51,7 @@ def _settled(stack: LocalStack, payment_id: int) -> tuple | None:
     return row if row and row[2] != "PENDING_PAYMENT" else None
 
 
-def test_env_example_copied_to_env_runs_and_a_payment_confirms_its_order(stacks):  # noqa: ANN001
+def test_env_example_copied_to_env_runs_and_a_payment_confirms_its_order(stacks):
     stack = stacks["newcomer"]
     _remember(stack)
     output = stack.output()
@@ -80,7 +79,7 @@ def test_env_example_copied_to_env_runs_and_a_payment_confirms_its_order(stacks)
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
-def test_a_killed_component_is_restarted_and_leaves_nothing_behind(stacks, name):  # noqa: ANN001
+def test_a_killed_component_is_restarted_and_leaves_nothing_behind(stacks, name):
     stack = stacks["newcomer"]
     before = _remember(stack)["components"][name]
     old_pid = before["pid"]
@@ -101,7 +100,7 @@ def test_a_killed_component_is_restarted_and_leaves_nothing_behind(stacks, name)
                    what=f"a ready status line counting {name}'s restart")
 
 
-def test_a_second_stack_on_the_same_broker_gets_none_of_the_first_stacks_events(stacks, tmp_path_factory):  # noqa: ANN001
+def test_a_second_stack_on_the_same_broker_gets_none_of_the_first_stacks_events(stacks, tmp_path_factory):
     first = stacks["newcomer"]
     second = stacks["second"] = LocalStack(project_copy(tmp_path_factory.mktemp("second-checkout")))
     second.start()
@@ -133,7 +132,7 @@ def test_a_second_stack_on_the_same_broker_gets_none_of_the_first_stacks_events(
         assert "Kafka: using the broker that answers at" in stack.output()
 
 
-def test_ctrl_c_stops_every_process_it_started(stacks):  # noqa: ANN001
+def test_ctrl_c_stops_every_process_it_started(stacks):
     for stack in stacks.values():
         groups = [c["pid"] for c in _remember(stack)["components"].values()]
         # when

@@ -139,7 +139,7 @@ def percentile(values: list[float], share: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 class Command(BaseCommand):
@@ -178,10 +178,10 @@ class Command(BaseCommand):
             sys.exit(1)
 
     def _shoppers(self, count: int) -> tuple[list[str], list[list[str]]]:
-        User = get_user_model()
+        user_model = get_user_model()
         tokens, coupons = [], []
         for n in range(count):
-            user, _ = User.objects.get_or_create(username=f"sim-shopper-{n}")
+            user, _ = user_model.objects.get_or_create(username=f"sim-shopper-{n}")
             tokens.append(Token.objects.get_or_create(user=user)[0].key)
             codes = []
             for k in range(5):

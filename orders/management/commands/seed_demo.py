@@ -38,9 +38,9 @@ class Command(BaseCommand):
         for name, price in PRODUCTS:
             if name not in existing:
                 product_create(name=name, price=Decimal(price), stock=stock)
-        User = get_user_model()
+        user_model = get_user_model()
         for username in DEMO_USERS:
-            user, created = User.objects.get_or_create(username=username)
+            user, created = user_model.objects.get_or_create(username=username)
             if created:
                 user.set_password(f"{username}-dev-only")
                 user.save()
@@ -53,7 +53,7 @@ class Command(BaseCommand):
             self.stdout.write(f"user {username}: token {token.key}")
         if settings.DEBUG:
             username, password = DEV_ADMIN
-            if not User.objects.filter(username=username).exists():
-                User.objects.create_superuser(username=username, password=password, email="")
+            if not user_model.objects.filter(username=username).exists():
+                user_model.objects.create_superuser(username=username, password=password, email="")
             self.stdout.write(f"admin (development only): {username} / {password}")
         self.stdout.write(f"{Product.objects.count()} products, {Coupon.objects.count()} coupons")

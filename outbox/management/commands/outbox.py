@@ -12,13 +12,14 @@ from django.utils import timezone
 from outbox.housekeeping import outbox_purge_published, outbox_requeue, outbox_status
 from outbox.models import OutboxEvent
 from outbox.relay import relay_drain
-from outbox.topics import topics_check_report
 from outbox.relay.stopping import relay_stop_request, relay_stop_requested
+from outbox.topics import topics_check_report
 
 
 class Command(BaseCommand):
     help = ("Outbox operations: `status` (exit 1 when the oldest pending row is older than "
-            "--max-age; with --topics, also on a topic that differs from the replication policy), `requeue` (dead rows back to pending), `drain` (publish now), `purge`.")
+            "--max-age; with --topics, also on a topic that differs from the replication policy), "
+            "`requeue` (dead rows back to pending), `drain` (publish now), `purge`.")
 
     def add_arguments(self, parser) -> None:  # noqa: ANN001
         sub = parser.add_subparsers(dest="action", required=True)
