@@ -50,10 +50,10 @@ def consistency_differences() -> list[Difference]:
 def products_differences() -> list[Difference]:
     likes = dict(Like.objects.values("product_id").annotate(n=Count("id")).values_list("product_id", "n"))
     views = dict(ProductView.objects.values("product_id").annotate(n=Count("id")).values_list("product_id", "n"))
-    sales = {row["product_id"]: (row["units"], row["amount"]) for row in
+    sales = {row["product_id"]: (row["units"], row["revenue"]) for row in
              OrderLine.objects.filter(order__status=Order.Status.CONFIRMED).values("product_id")
              .annotate(units=Sum("quantity"),
-                       amount=Sum(F("quantity") * F("unit_price"),
+                       revenue=Sum(F("quantity") * F("unit_price"),
                                   output_field=DecimalField(max_digits=14, decimal_places=2)))}
     metrics = {m.product_id: m for m in ProductMetrics.objects.all()}
     differences = []
@@ -117,8 +117,8 @@ def payments_differences() -> list[Difference]:
         if count > 1:
             differences.append(Difference(f"order {order_id}", "captured payments", 1, count))
     ledger_refunds = dict(OrderLedger.objects.exclude(refund_due=ZERO).values_list("order_id", "refund_due"))
-    for order_id in sorted(set(refund_due) | set(ledger_refunds)):
-        source, projection = refund_due.get(order_id, ZERO), ledger_refunds.get(order_id, ZERO)
+    for order_key in sorted(set(refund_due) | set(ledger_refunds)):
+        source, projection = refund_due.get(order_key, ZERO), ledger_refunds.get(order_key, ZERO)
         if projection != source:
-            differences.append(Difference(f"order {order_id}", "refund_due", source, projection))
+            differences.append(Difference(f"order {order_key}", "refund_due", source, projection))
     return differences

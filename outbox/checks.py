@@ -11,7 +11,7 @@ from django.core import checks
 from outbox.kafka import producer_config
 
 
-def _bootstrap_errors(servers: object) -> list[str]:
+def _bootstrap_errors(servers: str | list[str]) -> list[str]:
     if isinstance(servers, str):
         servers = servers.split(",")
     if not servers:

@@ -128,7 +128,7 @@ def _mismatches(admin: KafkaAdminClient, names: list[str], policy: TopicPolicy) 
             found.append(TopicMismatch(name, "replication factor", str(policy.replication_factor),
                                        ",".join(map(str, factors))))
     described = admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name, configs=dict.fromkeys(policy.configs()))
+        [ConfigResource(ConfigResourceType.TOPIC, name, configs=policy.configs())
          for name in names], config_filter="all")
     for name in names:
         actual = {key: entry["value"] for key, entry in described["topic"].get(name, {}).items()}

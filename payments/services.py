@@ -18,9 +18,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TypedDict
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -61,13 +63,22 @@ class CallbackOutcome:
     changed: bool
 
 
-def _event_fields(payment: Payment) -> dict[str, object]:
+class _PaymentEventFields(TypedDict):
+    payment_id: str
+    transaction_key: str
+    order_id: str
+    user_id: str
+    amount: Decimal
+    card_type: str
+
+
+def _event_fields(payment: Payment) -> _PaymentEventFields:
     return {"payment_id": str(payment.id), "transaction_key": payment.transaction_key,
             "order_id": str(payment.order_id), "user_id": str(payment.user_id),
             "amount": payment.amount, "card_type": payment.card_type}
 
 
-def payment_request(*, user: AbstractBaseUser, order_id: int, card_type: str) -> Payment:
+def payment_request(*, user: User, order_id: int, card_type: str) -> Payment:
     """Create a PENDING payment for the user's order and ask the gateway after commit.
 
     Raises Order.DoesNotExist for someone else's order, IllegalTransition (409) when the order

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 class SimulatedGateway:
     def payment_request(self, *, transaction_key: str) -> None:
         SimulatedCharge.objects.get_or_create(transaction_key=transaction_key)
-        simulated_gateway_answer.apply_async(args=[transaction_key],
+        simulated_gateway_answer.apply_async(args=(transaction_key,),
                                              countdown=settings.PAYMENT_SIM_DELAY)
 
     def payment_status(self, *, transaction_key: str) -> ChargeStatus:

@@ -99,8 +99,8 @@ def _database_figures() -> dict[str, dict[str, float]]:
             figure["dead"] = float(row["rows"])
     letters = (DeadLetter.objects.filter(status=DeadLetter.Status.OPEN)
                .values("topic").annotate(rows=Count("id")))
-    for row in letters:
-        of(row["topic"])["dead_letters"] = float(row["rows"])
+    for letter in letters:
+        of(letter["topic"])["dead_letters"] = float(letter["rows"])
     return figures
 
 

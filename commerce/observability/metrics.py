@@ -98,10 +98,11 @@ def error_kind(error: BaseException | str | None) -> str:
 
 def _seconds_since(moment: datetime | str, now: datetime | None) -> float:
     if isinstance(moment, str):
+        text = moment
         try:
-            moment = datetime.fromisoformat(moment)  # the C parser: this runs once per event
+            moment = datetime.fromisoformat(text)  # the C parser: this runs once per event
         except ValueError:
-            parsed = parse_datetime(moment)
+            parsed = parse_datetime(text)
             if parsed is None:
                 raise
             moment = parsed

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -30,10 +31,10 @@ DEV_ADMIN = ("admin", "admin-dev-only")
 class Command(BaseCommand):
     help = "Create demo products, users with tokens and coupons (idempotent); a dev superuser in DEBUG."
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--stock", type=int, default=500)
 
-    def handle(self, *args, stock: int, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, stock: int, **options: Any) -> None:
         existing = set(Product.objects.values_list("name", flat=True))
         for name, price in PRODUCTS:
             if name not in existing:

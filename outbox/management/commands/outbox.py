@@ -4,9 +4,10 @@ import json
 import signal
 import sys
 import time
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from outbox.housekeeping import outbox_purge_published, outbox_requeue, outbox_status
@@ -21,7 +22,7 @@ class Command(BaseCommand):
             "--max-age; with --topics, also on a topic that differs from the replication policy), "
             "`requeue` (dead rows back to pending), `drain` (publish now), `purge`.")
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         status = sub.add_parser("status")
         status.add_argument("--max-age", type=float, default=None,
@@ -38,7 +39,7 @@ class Command(BaseCommand):
         drain.add_argument("--until-empty", action="store_true")
         sub.add_parser("purge")
 
-    def handle(self, *args, action: str, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
         if action == "status":
             max_age = options["max_age"]
             self._status(settings.OUTBOX_STALE_SECONDS if max_age is None else max_age,
@@ -82,7 +83,7 @@ class Command(BaseCommand):
                 break
             if backlog is None or due < backlog:
                 backlog, stalled_since = due, time.monotonic()
-            elif time.monotonic() - stalled_since > settings.OUTBOX_CLAIM_TTL:
+            elif stalled_since is not None and time.monotonic() - stalled_since > settings.OUTBOX_CLAIM_TTL:
                 self.stderr.write(f"{due} due row(s) pending, none claimable for "
                                   f"{settings.OUTBOX_CLAIM_TTL:.0f} s: stopping")
                 break
@@ -119,5 +120,5 @@ class Command(BaseCommand):
             self.stderr.write(f"oldest pending row is {oldest:.1f} s old (> {max_age} s)")
             sys.exit(1)
         if mismatches or check_error:
-            self.stderr.write(f"{len(mismatches)} topic mismatch(es)" if mismatches else check_error)
+            self.stderr.write(check_error or f"{len(mismatches)} topic mismatch(es)")  # one or the other
             sys.exit(1)
