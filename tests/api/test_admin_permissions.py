@@ -33,6 +33,7 @@ def rows(settings):
     product = product_make(stock=10)
     order = order_place(user=user_make(), lines=[OrderLineRequest(product_id=product.id, quantity=1)])
     dead = OutboxEvent.objects.order_by("seq").first()
+    assert dead is not None
     OutboxEvent.objects.filter(seq=dead.seq).update(status=OutboxEvent.Status.DEAD)
     letter = DeadLetter.objects.create(consumer_group="g", topic="order-events", partition=0,
                                        offset=1, value=b"{}", headers=[], error="bad")

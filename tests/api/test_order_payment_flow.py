@@ -37,7 +37,7 @@ def silent_gateway(settings):
 
 
 def _place(api_client, product: Product, quantity: int = 2, coupon: str | None = None) -> dict:
-    body = {"lines": [{"product_id": product.id, "quantity": quantity}]}
+    body: dict[str, object] = {"lines": [{"product_id": product.id, "quantity": quantity}]}
     if coupon:
         body["coupon_code"] = coupon
     response = api_client.post("/api/orders/", body, format="json")
@@ -76,6 +76,7 @@ def test_order_pay_success_confirms_the_order_and_records_each_event_once(
     assert completed.payload["amount"] == "20.00"
     assert completed.payload["card_type"] == "VISA"
     stock = OutboxEvent.objects.filter(type="StockChanged", aggregateid=str(product.id)).last()
+    assert stock is not None
     assert stock.payload["quantity"] == 3
     assert stock.payload["version"] == 2
     assert stock.payload["reason"] == "reserve"

@@ -43,6 +43,7 @@ def test_relay_and_consumer_authenticate_with_sasl_plain_from_the_environment(
     relay = _run("relay-sasl", _sasl_env(cluster_env, cluster, password="commerce-secret"), tmp_path,
                  "outbox", "drain", "--until-empty")
     # then they are all published
+    assert relay.popen is not None
     assert relay.popen.returncode == 0, relay.log_tail()
     assert OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED).count() == 200, relay.log_tail()
     # and a reader and a producer of this process pass the same settings through
@@ -59,6 +60,7 @@ def test_relay_and_consumer_authenticate_with_sasl_plain_from_the_environment(
     consumer = _run("consumer-sasl", _sasl_env(cluster_env, cluster, password="commerce-secret"), tmp_path,
                     "consume_events", "--group", "sasl-group", "--until-idle", "3")
     # then the projections are those of the stream
+    assert consumer.popen is not None
     assert consumer.popen.returncode == 0, consumer.log_tail()
     assert InboxEntry.objects.filter(consumer_group="sasl-group").count() == len(records)
     assert projections_differences(expected) == []

@@ -40,6 +40,7 @@ def pipeline_data(kafka_topics, settings):
     consumer.run(until_idle_s=2)
     consumer.close()
     dead = OutboxEvent.objects.filter(type="StockChanged").first()
+    assert dead is not None
     dead.pk = None
     dead.event_id = uuid.uuid4()
     dead.status = OutboxEvent.Status.DEAD

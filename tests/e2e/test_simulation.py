@@ -46,7 +46,7 @@ def test_simulated_traffic_ends_consistent_with_latency_figures(pipeline, capsys
     try:
         call_command("simulate_traffic", "--base-url", pipeline.url, "--actions", "120", "--users", "3",
                      "--drain-timeout", "120", "--json")
-        exit_code = 0
+        exit_code: int | str | None = 0
     except SystemExit as exc:
         exit_code = exc.code
     output = capsys.readouterr().out

@@ -3,6 +3,7 @@ in the event's transaction: consecutive per order, whatever process or clock rec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 
@@ -66,7 +67,7 @@ def test_concurrent_updates_of_one_order_get_distinct_increasing_versions(silent
     for _ in range(15):
         order = order_place(user=user, lines=[OrderLineRequest(product_id=product.id, quantity=1)])
         payments.append(payment_request(user=user, order_id=order.id, card_type="VISA"))
-    calls = []
+    calls: list[Callable[..., object]] = []
     for payment in payments:
         calls.append(lambda p=payment: payment_complete(transaction_key=p.transaction_key))
         calls.append(lambda p=payment: order_cancel(order_id=p.order_id, reason="race"))

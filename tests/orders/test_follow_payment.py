@@ -62,6 +62,7 @@ def test_a_failed_payment_whose_reaction_was_lost_gets_its_order_cancelled_and_r
     order = Order.objects.get(id=payment.order_id)
     assert order.status == Order.Status.CANCELLED
     assert Product.objects.get(id=product.id).stock == 5
+    assert order.coupon_id is not None
     coupon = Coupon.objects.get(id=order.coupon_id)
     assert coupon.used_at is None
     assert coupon.used_by_order is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import uuid
 from datetime import timedelta
 from io import StringIO
@@ -34,11 +35,11 @@ def _rows(topic: str, count: int, **fields: object) -> list[OutboxEvent]:
     return list(OutboxEvent.objects.filter(seq__in=[row.seq for row in rows]).order_by("seq"))
 
 
-def _status(*args: str) -> tuple[int, dict]:
+def _status(*args: str) -> tuple[int | str | None, dict]:
     out = StringIO()
     try:
         call_command("outbox", "status", "--json", *args, stdout=out, stderr=StringIO())
-        code = 0
+        code: int | str | None = 0
     except SystemExit as exc:
         code = exc.code
     return code, json.loads(out.getvalue())
@@ -206,7 +207,7 @@ def test_one_idempotent_acks_all_producer_per_process_and_a_new_one_after_fork(
     assert first.config["enable_idempotence"] is True
 
     # a forked child (another pid) must not use its parent's producer
-    monkeypatch.setattr(outbox_kafka.os, "getpid", lambda: -1)
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # the very module outbox.kafka reads it from
     in_child = outbox_kafka.producer_get()
     assert in_child is not first
     assert len(producer_stub.made) == 2
@@ -218,6 +219,7 @@ def test_the_worker_process_shutdown_closes_the_producer(producer_stub):
     import outbox.tasks  # noqa: F401 - connects the signal handler
 
     producer = outbox_kafka.producer_get()
+    assert isinstance(producer, producer_stub)
     worker_process_shutdown.send(sender=None, pid=0, exitcode=0)
     assert producer.closed
     assert outbox_kafka.producer_get() is not producer  # a later drain gets a fresh one
@@ -241,6 +243,7 @@ def test_the_kick_is_debounced_leading_and_trailing(settings, monkeypatch):
     # one kick at once, one at the end of the window for the commits that came after it
     assert len(countdowns) == 2
     assert countdowns[0] is None
+    assert countdowns[1] is not None
     assert 29.0 < countdowns[1] <= 30.0
 
     # a commit after the window kicks at once again

@@ -115,8 +115,7 @@ def test_a_payment_the_gateway_never_saw_fails_and_its_order_is_cancelled():
     # given: the request never reached the gateway (lost between the commit and the call)
     product, payment = _pending_payment(stock=5)
     # when
-    result = reconcile.apply().get()
-    assert result["failed"] == 0  # not due yet
+    assert reconcile.apply().get()["failed"] == 0  # not due yet (the task returns a dict)
     result = payment_reconcile(now=_later(31))
     # then
     assert result.failed == 1

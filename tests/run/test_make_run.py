@@ -24,6 +24,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 COMPONENTS = ["server", "worker", "relay", "beat", "consumer"]
 
 
+
+def _own_names(output: str) -> tuple[str, ...]:
+    found = re.search(r"topics (\S+), (\S+); consumer group (\S+)", output)
+    assert found, output
+    return found.groups()
+
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory):
     checkout = project_copy(tmp_path_factory.mktemp("newcomer"))
@@ -117,16 +123,19 @@ def test_a_second_stack_on_the_same_broker_gets_none_of_the_first_stacks_events(
             handled = {r[0] for r in db.execute("SELECT event_id FROM backoffice_inboxentry")}
         return published, handled
 
+    def all_own_handled(stack: LocalStack) -> bool:
+        published, handled = own_events(stack)
+        return bool(published) and published <= handled
+
     for stack in (first, second):
-        stack.wait_for(lambda s=stack: (lambda p, h: p and p <= h)(*own_events(s)), timeout=60,
+        stack.wait_for(lambda s=stack: all_own_handled(s), timeout=60,
                        what="every published event handled by its own back office")
     (published_1, handled_1), (published_2, handled_2) = own_events(first), own_events(second)
     assert handled_1.isdisjoint(published_2)
     assert handled_2.isdisjoint(published_1)
 
     # each says which broker it uses and whether it started it, and names its own topics
-    names = [re.search(r"topics (\S+), (\S+); consumer group (\S+)", stack.output()).groups()
-             for stack in (first, second)]
+    names = [_own_names(stack.output()) for stack in (first, second)]
     assert set(names[0]).isdisjoint(names[1])
     for stack in (first, second):
         assert "Kafka: using the broker that answers at" in stack.output()

@@ -65,6 +65,7 @@ def test_a_killed_component_is_restarted_and_what_it_left_in_its_group_is_reaped
     sup.start_all()
     component = sup.components["worker"]
     first_pid = component.pid
+    assert first_pid is not None
     _until(lambda: "up" in component.log_path.read_text())
 
     # when its main process is killed, not its child
@@ -92,6 +93,7 @@ def test_stopping_leaves_no_process_even_one_that_outlives_its_parent(tmp_path):
     component = sup.components["beat"]
     _until(lambda: "up" in component.log_path.read_text())
     pgid = component.pid
+    assert pgid is not None
 
     # when
     sup.stop_all(timeout_s=5)

@@ -127,7 +127,7 @@ def kafka_read_all(topic: str, *, expected: int | None = None, timeout_s: float 
                 break
             if expected is None and not batch:
                 end = consumer.end_offsets(assignment)
-                if all(consumer.position(tp) >= end[tp] for tp in assignment):
+                if all((consumer.position(tp) or 0) >= end[tp] for tp in assignment):  # None: not assigned
                     break
         return records
     finally:
