@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-ARTIFACTS_DIR = PROJECT_DIR / "var" / "test-artifacts"
-
-from tests.support.kafka import (  # noqa: E402
+from tests.support.kafka import (
     kafka_ensure_broker,
     kafka_topics_create,
     kafka_topics_delete,
 )
-from tests.support.processes import (  # noqa: E402
+from tests.support.processes import (
     ManagedProcess,
     celery_worker_managed,
     database_url_for_subprocess,
 )
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+ARTIFACTS_DIR = PROJECT_DIR / "var" / "test-artifacts"
 
 
 @pytest.fixture(autouse=True)
