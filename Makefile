@@ -5,7 +5,7 @@ PYTHON_BOOTSTRAP ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-unit venv services kafka-start kafka-stop stop demo bench chaos clean
+.PHONY: run test test-unit lint venv services kafka-start kafka-stop stop demo bench chaos clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -30,6 +30,15 @@ test: venv
 
 test-unit: venv
 	$(PY) -m pytest -m "not integration and not fault"
+
+# ruff (lint, then the format check) and mypy, as configured in pyproject.toml. All three run;
+# the target fails when any of them found something. `make test` runs it first.
+lint: venv
+	@status=0; \
+	echo "== ruff check"; $(VENV)/bin/ruff check . || status=1; \
+	echo "== ruff format --check"; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "== mypy"; $(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 services:
 	scripts/services-up

@@ -5,7 +5,7 @@ import re
 import sys
 
 
-def main():
+def main() -> None:
     """Run administrative tasks."""
     os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'commerce.settings')
     try:
@@ -24,7 +24,7 @@ def main():
         sys.exit(f"manage.py: {setting_missing_message(exc)}")
 
 
-def setting_missing_message(exc):
+def setting_missing_message(exc: Exception) -> str:
     match = re.search(r"Set the (\w+) environment variable", str(exc))
     if match is None:
         return f"improperly configured: {exc}"

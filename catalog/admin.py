@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from catalog.models import Like, Product, ProductView
@@ -25,15 +28,16 @@ class ProductAdmin(admin.ModelAdmin):
     list_filter = ["updated_at"]
     actions = ["restock_ten"]
 
-    def get_form(self, request, obj=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def get_form(self, request: HttpRequest, obj: Product | None = None, change: bool = False,
+                 **kwargs: Any) -> type[forms.ModelForm[Product]]:
         if obj is None:
             kwargs["form"] = ProductCreateForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Product | None = None) -> list[str]:
         return ["stock", "stock_version", "created_at", "updated_at"] if obj else []
 
-    def save_model(self, request: HttpRequest, obj: Product, form, change: bool) -> None:  # noqa: ANN001
+    def save_model(self, request: HttpRequest, obj: Product, form: forms.ModelForm[Product], change: bool) -> None:
         if change:
             obj.save(update_fields=["name", "price", "updated_at"])
         else:
@@ -41,7 +45,7 @@ class ProductAdmin(admin.ModelAdmin):
             obj.pk = created.pk
 
     @admin.action(description="Restock 10 units (emits StockChanged)", permissions=["change"])
-    def restock_ten(self, request: HttpRequest, queryset) -> None:  # noqa: ANN001
+    def restock_ten(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
         for product in queryset:
             product_restock(product_id=product.id, quantity=10)
         self.message_user(request, f"Restocked {queryset.count()} product(s).", messages.SUCCESS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
 
 from catalog.errors import InsufficientStock
@@ -32,7 +32,7 @@ def _stock_change(*, product: Product, delta: int, reason: str, order_id: int | 
     ))
 
 
-def _like_changed(*, product: Product, user: AbstractBaseUser, liked: bool) -> None:
+def _like_changed(*, product: Product, user: User, liked: bool) -> None:
     """Send LikeChanged with the product's next version; the caller holds the product's lock."""
     aggregate_version = product.version_bump()
     product.save(update_fields=["version"])
@@ -68,7 +68,7 @@ def product_stock_restore(*, product: Product, quantity: int, order_id: int) -> 
     _stock_change(product=product, delta=quantity, reason="restore", order_id=order_id)
 
 
-def product_like(*, user: AbstractBaseUser, product_id: int) -> bool:
+def product_like(*, user: User, product_id: int) -> bool:
     """Like a product. Liking twice is one like: returns False and emits nothing the second time."""
     with transaction.atomic():
         product = Product.objects.select_for_update().get(id=product_id)
@@ -78,7 +78,7 @@ def product_like(*, user: AbstractBaseUser, product_id: int) -> bool:
     return created
 
 
-def product_unlike(*, user: AbstractBaseUser, product_id: int) -> bool:
+def product_unlike(*, user: User, product_id: int) -> bool:
     """Remove a like. Unliking what is not liked returns False and emits nothing."""
     with transaction.atomic():
         product = Product.objects.select_for_update().get(id=product_id)
@@ -88,7 +88,7 @@ def product_unlike(*, user: AbstractBaseUser, product_id: int) -> bool:
     return bool(deleted)
 
 
-def product_view_record(*, user: AbstractBaseUser | AnonymousUser | None, product_id: int) -> ProductView:
+def product_view_record(*, user: User | AnonymousUser | None, product_id: int) -> ProductView:
     """Record one read of a product's detail.
 
     No product lock and no `aggregate_version` (None): views only ever add one, so their order

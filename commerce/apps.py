@@ -12,6 +12,7 @@ class CommerceConfig(AppConfig):
 
     def ready(self) -> None:
         from commerce import checks  # noqa: F401 - registers the system checks
+
         # Every process that sets Django up (API, worker, consume_events, commands) traces per
         # OTEL_TRACES_EXPORTER; here, because the Django instrumentation must add its
         # middleware before the WSGI handler reads MIDDLEWARE.

@@ -48,4 +48,4 @@ def _queues(sender: Celery, **kwargs: object) -> None:
 
 
 # Worker-process hooks of the metrics exporter (commerce/observability/worker.py).
-import commerce.observability.worker  # noqa: E402,F401
+import commerce.observability.worker  # noqa: E402,F401 - for its signal hooks, once the app is set up

@@ -50,10 +50,10 @@ def consistency_differences() -> list[Difference]:
 def products_differences() -> list[Difference]:
     likes = dict(Like.objects.values("product_id").annotate(n=Count("id")).values_list("product_id", "n"))
     views = dict(ProductView.objects.values("product_id").annotate(n=Count("id")).values_list("product_id", "n"))
-    sales = {row["product_id"]: (row["units"], row["amount"]) for row in
+    sales = {row["product_id"]: (row["units"], row["revenue"]) for row in
              OrderLine.objects.filter(order__status=Order.Status.CONFIRMED).values("product_id")
              .annotate(units=Sum("quantity"),
-                       amount=Sum(F("quantity") * F("unit_price"),
+                       revenue=Sum(F("quantity") * F("unit_price"),
                                   output_field=DecimalField(max_digits=14, decimal_places=2)))}
     metrics = {m.product_id: m for m in ProductMetrics.objects.all()}
     differences = []
@@ -85,11 +85,10 @@ def orders_differences() -> list[Difference]:
         source = {"status": order["status"], "order_number": order["number"], "user_id": str(order["user_id"]),
                   "original_total": order["original_total"], "discount": order["discount"],
                   "final_total": order["final_total"]}
-        for field in _LEDGER_FIELDS:
-            if getattr(row, field) != source[field]:
-                differences.append(Difference(subject, field, source[field], getattr(row, field)))
-    for order_id, row in sorted(ledger.items()):
-        differences.append(Difference(f"order {order_id}", "ledger row without an order", None, row.status))
+        differences.extend(Difference(subject, field, source[field], getattr(row, field))
+                           for field in _LEDGER_FIELDS if getattr(row, field) != source[field])
+    differences.extend(Difference(f"order {order_id}", "ledger row without an order", None, row.status)
+                       for order_id, row in sorted(ledger.items()))
     return differences
 
 
@@ -118,8 +117,8 @@ def payments_differences() -> list[Difference]:
         if count > 1:
             differences.append(Difference(f"order {order_id}", "captured payments", 1, count))
     ledger_refunds = dict(OrderLedger.objects.exclude(refund_due=ZERO).values_list("order_id", "refund_due"))
-    for order_id in sorted(set(refund_due) | set(ledger_refunds)):
-        source, projection = refund_due.get(order_id, ZERO), ledger_refunds.get(order_id, ZERO)
+    for order_key in sorted(set(refund_due) | set(ledger_refunds)):
+        source, projection = refund_due.get(order_key, ZERO), ledger_refunds.get(order_key, ZERO)
         if projection != source:
-            differences.append(Difference(f"order {order_id}", "refund_due", source, projection))
+            differences.append(Difference(f"order {order_key}", "refund_due", source, projection))
     return differences

@@ -23,6 +23,7 @@ import os
 import uuid
 from queue import Empty
 from time import monotonic
+from typing import Any
 
 from kombu.transport import filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
@@ -30,14 +31,15 @@ from kombu.utils.json import dumps, loads
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
-        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+    def _put(  # type: ignore[override]  # kombu's filesystem.Channel's own signature, off its base's
+            self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         writing = os.path.join(self.processed_folder, f"writing-{name}")
         with open(writing, "wb") as message:
             message.write(str_to_bytes(dumps(payload)))
         os.replace(writing, os.path.join(self.data_folder_out, name))
 
-    def _get(self, queue: str) -> dict:
+    def _get(self, queue: str) -> dict[str, Any]:  # type: ignore[override]  # as _put
         suffix = f".{queue}.msg"
         for filename in sorted(os.listdir(self.data_folder_in)):
             if not filename.endswith(suffix):
@@ -54,10 +56,9 @@ class Channel(filesystem.Channel):
                 if not self.store_processed:
                     os.remove(taken)
             return loads(bytes_to_str(payload))
-        raise Empty()
+        raise Empty
 
-
-    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str | None, queue: str) -> None:
         self.control_folder.mkdir(exist_ok=True)
         table_path = self.control_folder / f"{exchange}.exchange"
         binding = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")

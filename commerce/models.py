@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 
 
-class Operation(models.Model):
+class Operation(models.Model):  # noqa: DJ008 - no table and no rows: there is nothing to name
     """No table: it only carries the custom permissions of operator actions.
 
     `commerce.outbox_requeue` (dead outbox rows back to pending) and `commerce.deadletter_redrive`

@@ -4,8 +4,14 @@ when they are imported."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
+
+if TYPE_CHECKING:  # rest_framework.views imports this module (DEFAULT_THROTTLE_CLASSES)
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
 
 
 class AnonThrottle(AnonRateThrottle):
@@ -30,5 +36,5 @@ class LoginThrottle(SimpleRateThrottle):
     def get_rate(self) -> str:
         return settings.THROTTLE_LOGIN
 
-    def get_cache_key(self, request, view) -> str:  # noqa: ANN001
+    def get_cache_key(self, request: Request, view: APIView) -> str:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

@@ -17,6 +17,6 @@ application = get_wsgi_application()
 
 # A server loads this module without running Django's system checks: run ours here, so that a
 # production process with no payment gateway or callback secret refuses to start (commerce/checks.py).
-from commerce.checks import fail_closed  # noqa: E402
+from commerce.checks import fail_closed  # noqa: E402 - after get_*_application(): Django is set up
 
 fail_closed()

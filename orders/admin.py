@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from commerce.admin import ReadOnlyAdmin
@@ -12,17 +13,15 @@ from payments.models import Payment
 
 class OrderLineInline(admin.TabularInline):
     model = OrderLine
-    fields = ["product", "quantity", "unit_price"]
-    readonly_fields = fields
+    fields = readonly_fields = ("product", "quantity", "unit_price")
     extra = 0
     can_delete = False
 
 
 class PaymentInline(admin.TabularInline):
     model = Payment
-    fields = ["transaction_key", "amount", "card_type", "status", "failure_reason",
-              "refund_reason", "finished_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("transaction_key", "amount", "card_type", "status", "failure_reason",
+                                "refund_reason", "finished_at")
     extra = 0
     can_delete = False
 
@@ -45,7 +44,7 @@ class OrderAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Cancel selected orders (restores stock and coupon)",
                   permissions=["cancel"])
-    def cancel_orders(self, request: HttpRequest, queryset) -> None:  # noqa: ANN001
+    def cancel_orders(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         for order in queryset:
             try:
                 order_cancel(order_id=order.id, reason="cancelled by staff")

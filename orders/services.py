@@ -8,6 +8,7 @@ with one INSERT.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from datetime import datetime
@@ -192,17 +193,12 @@ def order_follow_payment(*, payment_id: int) -> None:
     """
     payment = payment_get(payment_id=payment_id)
     if payment.status == Payment.Status.COMPLETED:
-        try:
+        with contextlib.suppress(IllegalTransition):  # cancelled meanwhile: refund-due already, see above
             order_confirm(order_id=payment.order_id)
-        except IllegalTransition:
-            pass
-    elif payment.status == Payment.Status.FAILED:
-        if Order.objects.filter(id=payment.order_id, status=Order.Status.PENDING_PAYMENT).exists():
-            try:
-                order_cancel(order_id=payment.order_id,
-                             reason=f"payment failed: {payment.failure_reason}")
-            except IllegalTransition:
-                pass  # cancelled meanwhile: nothing left to do
+    elif (payment.status == Payment.Status.FAILED
+          and Order.objects.filter(id=payment.order_id, status=Order.Status.PENDING_PAYMENT).exists()):
+        with contextlib.suppress(IllegalTransition):  # cancelled meanwhile: nothing left to do
+            order_cancel(order_id=payment.order_id, reason=f"payment failed: {payment.failure_reason}")
 
 
 def order_payments_follow_lost() -> int:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from outbox.housekeeping import outbox_requeue, outbox_status
@@ -10,7 +10,7 @@ from outbox.models import OutboxEvent
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin):
+class OutboxEventAdmin(admin.ModelAdmin[OutboxEvent]):
     """Read-only: rows change through the relay. Dead rows can be requeued."""
 
     list_display = ["seq", "type", "aggregatetype", "aggregateid", "topic", "status", "attempts",
@@ -41,7 +41,7 @@ class OutboxEventAdmin(admin.ModelAdmin):
         count = outbox_requeue(event_ids=ids) if ids else 0
         self.message_user(request, f"Requeued {count} dead row(s).", messages.SUCCESS)
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):  # noqa: ANN201
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
         now = timezone.now()
         summary = [{"topic": r.topic, "pending": r.pending, "dead": r.dead,
                     "oldest_pending_age_s": r.oldest_pending_age_s(now),

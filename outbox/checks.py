@@ -11,9 +11,9 @@ from django.core import checks
 from outbox.kafka import producer_config
 
 
-def _bootstrap_errors(servers: object) -> list[str]:
+def _bootstrap_errors(servers: str | list[str]) -> list[str]:
     if isinstance(servers, str):
-        servers = [part for part in servers.split(",")]
+        servers = servers.split(",")
     if not servers:
         return ["KAFKA_BOOTSTRAP_SERVERS is empty: give host:port[,host:port...]"]
     errors = []
@@ -44,8 +44,9 @@ def outbox_settings_errors() -> list[checks.Error]:
     # A batch sends and waits for its acks for half its lease, and one refused send may block
     # max_block_ms past that: the whole must fit in the lease, or another relay takes the keys
     # over while this one still sends them.
-    if settings.OUTBOX_CLAIM_TTL < 2 * max_block_s:
-        error(3, f"OUTBOX_CLAIM_TTL ({settings.OUTBOX_CLAIM_TTL} s) is shorter than the time a batch may "
+    lease_s = settings.OUTBOX_CLAIM_TTL
+    if lease_s < 2 * max_block_s:
+        error(3, f"OUTBOX_CLAIM_TTL ({lease_s} s) is shorter than the time a batch may "
                  f"take to send (half the lease plus one blocked send of max_block_ms={max_block_s:g} s)",
               f"set OUTBOX_CLAIM_TTL to {2 * max_block_s:g} s or more (default 60)")
     for message in _bootstrap_errors(settings.KAFKA_BOOTSTRAP_SERVERS):

@@ -11,6 +11,7 @@ already exists is not changed: what differs from the above is reported (`TopicMi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -84,12 +85,11 @@ def topics_ensure(*, partitions: int | None = None, replication_factor: int | No
         for name in topic_names():
             (report.existing if name in existing else report.created).append(name)
         if report.created:
-            try:
+            # Created meanwhile by someone else: checked below like any existing one.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(name, policy.partitions, policy.replication_factor,
                                               topic_configs=policy.configs())
                                      for name in report.created])
-            except TopicAlreadyExistsError:
-                pass  # created meanwhile by someone else: checked below like any existing one
         if report.existing:
             report.mismatches = _mismatches(admin, report.existing, policy)
         for mismatch in report.mismatches:
@@ -128,7 +128,7 @@ def _mismatches(admin: KafkaAdminClient, names: list[str], policy: TopicPolicy) 
             found.append(TopicMismatch(name, "replication factor", str(policy.replication_factor),
                                        ",".join(map(str, factors))))
     described = admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name, configs=dict.fromkeys(policy.configs()))
+        [ConfigResource(ConfigResourceType.TOPIC, name, configs=policy.configs())
          for name in names], config_filter="all")
     for name in names:
         actual = {key: entry["value"] for key, entry in described["topic"].get(name, {}).items()}

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from commerce.admin import ReadOnlyAdmin
 from payments.models import Payment, RefundDuePayment
@@ -27,5 +29,5 @@ class RefundDuePaymentAdmin(PaymentAdmin):
                     "finished_at"]
     list_filter = ["refund_reason", "card_type"]
 
-    def get_queryset(self, request):  # noqa: ANN001, ANN201
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Payment]:
         return payment_refunds_due()

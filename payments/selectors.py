@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
 from orders.models import Order
 from payments.models import Payment
 
 
-def payment_get(*, payment_id: int, user: AbstractBaseUser | None = None) -> Payment:
+def payment_get(*, payment_id: int, user: User | None = None) -> Payment:
     """A payment; with `user`, only that user's (someone else's raises Payment.DoesNotExist)."""
     payments = Payment.objects.all() if user is None else Payment.objects.filter(user=user)
     return payments.get(id=payment_id)

@@ -10,6 +10,7 @@ the payment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -17,9 +18,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TypedDict
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -60,13 +63,22 @@ class CallbackOutcome:
     changed: bool
 
 
-def _event_fields(payment: Payment) -> dict[str, object]:
-    return dict(payment_id=str(payment.id), transaction_key=payment.transaction_key,
-                order_id=str(payment.order_id), user_id=str(payment.user_id),
-                amount=payment.amount, card_type=payment.card_type)
+class _PaymentEventFields(TypedDict):
+    payment_id: str
+    transaction_key: str
+    order_id: str
+    user_id: str
+    amount: Decimal
+    card_type: str
 
 
-def payment_request(*, user: AbstractBaseUser, order_id: int, card_type: str) -> Payment:
+def _event_fields(payment: Payment) -> _PaymentEventFields:
+    return {"payment_id": str(payment.id), "transaction_key": payment.transaction_key,
+            "order_id": str(payment.order_id), "user_id": str(payment.user_id),
+            "amount": payment.amount, "card_type": payment.card_type}
+
+
+def payment_request(*, user: User, order_id: int, card_type: str) -> Payment:
     """Create a PENDING payment for the user's order and ask the gateway after commit.
 
     Raises Order.DoesNotExist for someone else's order, IllegalTransition (409) when the order
@@ -283,11 +295,9 @@ def payment_reconcile(*, now: datetime | None = None) -> ReconcileResult:
         elif answer.state in (ChargeState.FAILED, ChargeState.UNKNOWN):
             reason = (answer.reason or "declined") if answer.state is ChargeState.FAILED \
                 else "gateway never received the request"
-            try:
+            with contextlib.suppress(IllegalTransition):  # a capture arrived meanwhile: it stands
                 result.failed += payment_settle(transaction_key=key, status=Payment.Status.FAILED,
                                                 reason=reason).changed
-            except IllegalTransition:
-                pass  # a capture arrived meanwhile: it stands
         else:
             result.still_processing += 1
             if created_at < review_before:

@@ -9,11 +9,12 @@ signed request to the handler the endpoint uses. A system check refuses it outsi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from datetime import timedelta
 import urllib.error
 import urllib.request
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 class SimulatedGateway:
     def payment_request(self, *, transaction_key: str) -> None:
         SimulatedCharge.objects.get_or_create(transaction_key=transaction_key)
-        simulated_gateway_answer.apply_async(args=[transaction_key],
+        simulated_gateway_answer.apply_async(args=(transaction_key,),
                                              countdown=settings.PAYMENT_SIM_DELAY)
 
     def payment_status(self, *, transaction_key: str) -> ChargeStatus:
@@ -81,7 +82,5 @@ def simulated_gateway_answer(transaction_key: str) -> None:
             logger.warning("callback refused", extra={"status": error.code,
                                                       "transaction_key": transaction_key})
         return
-    try:
+    with contextlib.suppress(DomainError):  # settled another way (reconciliation): nothing to answer
         services.payment_callback_handle(body=body, headers=headers)
-    except DomainError:
-        pass  # the payment was settled another way (reconciliation): nothing to answer

@@ -8,39 +8,35 @@ them; nothing here replaces them with fakes.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-ARTIFACTS_DIR = PROJECT_DIR / "var" / "test-artifacts"
-
-from tests.support.kafka import (  # noqa: E402
+from tests.support.kafka import (
     kafka_ensure_broker,
     kafka_topics_create,
     kafka_topics_delete,
 )
-from tests.support.processes import (  # noqa: E402
+from tests.support.processes import (
     ManagedProcess,
     celery_worker_managed,
     database_url_for_subprocess,
 )
 
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+ARTIFACTS_DIR = PROJECT_DIR / "var" / "test-artifacts"
+
 
 @pytest.fixture(autouse=True)
-def _no_leftover_processes():  # noqa: ANN202
+def _no_leftover_processes():
     yield
     ManagedProcess.kill_survivors()
 
 
 @pytest.fixture(autouse=True)
-def _test_settings(settings, tmp_path):  # noqa: ANN001, ANN202 - pytest fixture
+def _test_settings(settings, tmp_path):
     settings.SECURE_SSL_REDIRECT = False
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
@@ -52,7 +48,7 @@ def _test_settings(settings, tmp_path):  # noqa: ANN001, ANN202 - pytest fixture
 
 
 @pytest.fixture
-def celery_eager():  # noqa: ANN201
+def celery_eager():
     """Run Celery tasks in the calling process (unit tests of reactions, no worker)."""
     from commerce.celery import app
 
@@ -63,7 +59,7 @@ def celery_eager():  # noqa: ANN201
 
 
 @pytest.fixture
-def api_client():  # noqa: ANN201
+def api_client():
     from rest_framework.test import APIClient
 
     return APIClient()
@@ -76,7 +72,7 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture
-def kafka_topics(kafka_bootstrap: str, settings) -> Iterator[dict[str, str]]:  # noqa: ANN001
+def kafka_topics(kafka_bootstrap: str, settings) -> Iterator[dict[str, str]]:
     """Fresh topics (3 partitions, with their .dlq) for this test only; settings point at them."""
     suffix = uuid.uuid4().hex[:10]
     topics = {stream: f"test-{suffix}-{stream}" for stream in settings.KAFKA_TOPICS}
@@ -88,7 +84,7 @@ def kafka_topics(kafka_bootstrap: str, settings) -> Iterator[dict[str, str]]:  #
 
 
 @pytest.fixture
-def subprocess_env(settings, kafka_topics: dict[str, str]) -> dict[str, str]:  # noqa: ANN001
+def subprocess_env(settings, kafka_topics: dict[str, str]) -> dict[str, str]:
     """Environment for a worker or consumer subprocess: the test database and this test's topics."""
     env = dict(os.environ)
     env.update(
@@ -104,7 +100,7 @@ def subprocess_env(settings, kafka_topics: dict[str, str]) -> dict[str, str]:  #
 
 
 @pytest.fixture
-def celery_worker_process(subprocess_env: dict[str, str], tmp_path: Path):  # noqa: ANN201
+def celery_worker_process(subprocess_env: dict[str, str], tmp_path: Path):
     """A real Celery worker (no beat) as a subprocess on this test's database, broker and topics."""
     process = celery_worker_managed(env=subprocess_env, log_path=tmp_path / "celery-worker.log")
     process.start(timeout=60)

@@ -22,7 +22,7 @@ os.environ.setdefault("THROTTLE_ANON", "1000000/min")
 os.environ.setdefault("THROTTLE_USER", "1000000/min")
 os.environ.setdefault("THROTTLE_LOGIN", "1000000/min")
 
-from commerce.settings import *  # noqa: E402,F403
+from commerce.settings import *  # noqa: F403 - all the project's settings, under the defaults above
 
 # The simulator on purpose: the benchmarks run with DEBUG off, and the test runner turns DEBUG
 # off inside the test process too.

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from catalog import selectors, services
 from catalog.models import Product
+from commerce.api_auth import AuthenticatedRequest
 from commerce.api_schema import BAD_REQUEST, NOT_FOUND, UNAUTHORIZED, paginated
 from commerce.pagination import paginate
 
@@ -78,12 +79,12 @@ class ProductLikeApi(APIView):
 
     @extend_schema(operation_id="products_like", request=None,
                    responses={200: LikeOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
-    def put(self, request: Request, product_id: int) -> Response:
+    def put(self, request: AuthenticatedRequest, product_id: int) -> Response:
         changed = services.product_like(user=request.user, product_id=product_id)
         return Response({"product_id": product_id, "liked": True, "changed": changed})
 
     @extend_schema(operation_id="products_unlike", request=None,
                    responses={200: LikeOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
-    def delete(self, request: Request, product_id: int) -> Response:
+    def delete(self, request: AuthenticatedRequest, product_id: int) -> Response:
         changed = services.product_unlike(user=request.user, product_id=product_id)
         return Response({"product_id": product_id, "liked": False, "changed": changed})

@@ -87,20 +87,20 @@ def _database_figures() -> dict[str, dict[str, float]]:
         return figures.setdefault(
             topic, {"pending": 0.0, "dead": 0.0, "oldest_age": 0.0, "dead_letters": 0.0})
 
-    Status = OutboxEvent.Status
-    rows = (OutboxEvent.objects.filter(status__in=[Status.PENDING, Status.DEAD])
+    pending, dead = OutboxEvent.Status.PENDING, OutboxEvent.Status.DEAD
+    rows = (OutboxEvent.objects.filter(status__in=[pending, dead])
             .values("topic", "status").annotate(rows=Count("seq"), oldest=Min("created_at")))
     for row in rows:
         figure = of(row["topic"])
-        if row["status"] == Status.PENDING:
+        if row["status"] == pending:
             figure["pending"] = float(row["rows"])
             figure["oldest_age"] = max(0.0, (now - row["oldest"]).total_seconds())
         else:
             figure["dead"] = float(row["rows"])
     letters = (DeadLetter.objects.filter(status=DeadLetter.Status.OPEN)
                .values("topic").annotate(rows=Count("id")))
-    for row in letters:
-        of(row["topic"])["dead_letters"] = float(row["rows"])
+    for letter in letters:
+        of(letter["topic"])["dead_letters"] = float(letter["rows"])
     return figures
 
 

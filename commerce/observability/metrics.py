@@ -10,6 +10,7 @@ multiprocess mode aggregates the children (see `exporters.worker_registry`): the
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -97,10 +98,11 @@ def error_kind(error: BaseException | str | None) -> str:
 
 def _seconds_since(moment: datetime | str, now: datetime | None) -> float:
     if isinstance(moment, str):
+        text = moment
         try:
-            moment = datetime.fromisoformat(moment)  # the C parser: this runs once per event
+            moment = datetime.fromisoformat(text)  # the C parser: this runs once per event
         except ValueError:
-            parsed = parse_datetime(moment)
+            parsed = parse_datetime(text)
             if parsed is None:
                 raise
             moment = parsed
@@ -200,10 +202,8 @@ def consumer_lag_observed(*, topic: str, partition: int, lag: int) -> None:
 def consumer_partitions_revoked(*, partitions: list[tuple[str, int]]) -> None:
     """Forget the lag of partitions this consumer no longer owns (their new owner reports it)."""
     for topic, partition in partitions:
-        try:
+        with contextlib.suppress(KeyError):  # never reported by this process
             CONSUMER_LAG.remove(topic, str(partition))
-        except KeyError:
-            pass
 
 
 def consumer_poll_observed(*, at: float | None = None) -> None:

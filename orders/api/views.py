@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from commerce.api_auth import AuthenticatedRequest
 from commerce.api_schema import BAD_REQUEST, CONFLICT, NOT_FOUND, UNAUTHORIZED, paginated
 from commerce.pagination import paginate
 from orders import selectors, services
@@ -35,7 +35,7 @@ class OrderLineInputSerializer(serializers.Serializer):
 
 
 class OrderCreateInputSerializer(serializers.Serializer):
-    lines = OrderLineInputSerializer(many=True, allow_empty=False, max_length=100)
+    lines = OrderLineInputSerializer(many=True, allow_empty=False, max_length=100)  # type: ignore[call-arg]  # ListSerializer's, DRF 3.14
     coupon_code = serializers.CharField(required=False, allow_null=True, allow_blank=False,
                                         max_length=40)
 
@@ -54,14 +54,14 @@ class OrderListCreateApi(APIView):
     @extend_schema(operation_id="orders_list", parameters=[OpenApiParameter("page", int)],
                    responses={200: paginated(OrderOutputSerializer, "OrderPage"),
                               401: UNAUTHORIZED, 404: NOT_FOUND})
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         return paginate(request=request, queryset=selectors.order_list(user=request.user),
                         serializer_class=OrderOutputSerializer, view=self)
 
     @extend_schema(operation_id="orders_create", request=OrderCreateInputSerializer,
                    responses={201: OrderOutputSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED,
                               409: CONFLICT})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         payload = OrderCreateInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         order = services.order_place(
@@ -76,7 +76,7 @@ class OrderListCreateApi(APIView):
 class OrderDetailApi(APIView):
     @extend_schema(operation_id="orders_retrieve",
                    responses={200: OrderOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
-    def get(self, request: Request, order_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, order_id: int) -> Response:
         order = selectors.order_get(user=request.user, order_id=order_id)
         return Response(OrderOutputSerializer(order).data)
 
@@ -85,7 +85,7 @@ class OrderCancelApi(APIView):
     @extend_schema(operation_id="orders_cancel", request=OrderCancelInputSerializer,
                    responses={200: OrderOutputSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED,
                               404: NOT_FOUND, 409: CONFLICT})
-    def post(self, request: Request, order_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, order_id: int) -> Response:
         payload = OrderCancelInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         services.order_cancel(order_id=order_id, user=request.user,

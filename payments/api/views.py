@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import IO, Any
+
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -10,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from commerce.api_auth import AuthenticatedRequest
 from commerce.api_schema import BAD_REQUEST, CONFLICT, NOT_FOUND, UNAUTHORIZED, ErrorSerializer
 from payments import selectors, services
 from payments.gateway import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
@@ -55,7 +59,9 @@ class RawBodyParser(BaseParser):
 
     media_type = "*/*"
 
-    def parse(self, stream, media_type=None, parser_context=None):  # noqa: ANN001, ANN201
+    def parse(  # type: ignore[override]  # DRF takes any parsed value; its stubs only mappings
+            self, stream: IO[Any] | None, media_type: str | None = None,
+            parser_context: Mapping[str, Any] | None = None) -> bytes:
         if stream is None:
             return b""
         limit = settings.PAYMENT_CALLBACK_MAX_BYTES
@@ -69,7 +75,7 @@ class PaymentRequestApi(APIView):
     @extend_schema(operation_id="payments_create", request=PaymentRequestInputSerializer,
                    responses={201: PaymentOutputSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED,
                               404: NOT_FOUND, 409: CONFLICT})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         payload = PaymentRequestInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         payment = services.payment_request(user=request.user, **payload.validated_data)
@@ -79,7 +85,7 @@ class PaymentRequestApi(APIView):
 class PaymentDetailApi(APIView):
     @extend_schema(operation_id="payments_retrieve",
                    responses={200: PaymentOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
-    def get(self, request: Request, payment_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, payment_id: int) -> Response:
         payment = selectors.payment_get(payment_id=payment_id, user=request.user)
         return Response(PaymentOutputSerializer(payment).data)
 
@@ -119,7 +125,8 @@ class PaymentCallbackApi(APIView):
             declared = 0
         if declared > settings.PAYMENT_CALLBACK_MAX_BYTES:
             raise RequestTooLarge(f"the body exceeds {settings.PAYMENT_CALLBACK_MAX_BYTES} bytes")
-        body = request.data if isinstance(request.data, bytes) else b""
+        data: object = request.data  # RawBodyParser's bytes; the stubs know only parsed data
+        body = data if isinstance(data, bytes) else b""
         try:
             outcome = services.payment_callback_handle(body=body, headers=request.headers)
         except services.InvalidSignature as exc:

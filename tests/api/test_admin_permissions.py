@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 VIEW_ONLY = ["view_order", "view_product", "view_outboxevent", "view_deadletter"]
 
 
-def _staff(client, codenames: list[str]):  # noqa: ANN001, ANN202
+def _staff(client, codenames: list[str]):
     user = user_make(is_staff=True)
     user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
     client.force_login(user)
@@ -28,11 +28,12 @@ def _staff(client, codenames: list[str]):  # noqa: ANN001, ANN202
 
 
 @pytest.fixture
-def rows(settings):  # noqa: ANN001, ANN201
+def rows(settings):
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
     product = product_make(stock=10)
     order = order_place(user=user_make(), lines=[OrderLineRequest(product_id=product.id, quantity=1)])
     dead = OutboxEvent.objects.order_by("seq").first()
+    assert dead is not None
     OutboxEvent.objects.filter(seq=dead.seq).update(status=OutboxEvent.Status.DEAD)
     letter = DeadLetter.objects.create(consumer_group="g", topic="order-events", partition=0,
                                        offset=1, value=b"{}", headers=[], error="bad")
@@ -54,7 +55,7 @@ def _state(rows: dict) -> tuple:
             DeadLetter.objects.get(id=rows["letter"].id).status)
 
 
-def _offered(page) -> set[str]:  # noqa: ANN001
+def _offered(page) -> set[str]:
     form = page.context.get("action_form") if page.context else None
     return {name for name, _ in form.fields["action"].choices if name} if form else set()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pytest
 
 from catalog.models import Product
@@ -27,19 +25,19 @@ def _last_seq() -> int:
 
 
 @pytest.fixture
-def shopper(api_client):  # noqa: ANN001, ANN201
+def shopper(api_client):
     user = user_make()
     api_client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     return user
 
 
 @pytest.fixture
-def silent_gateway(settings):  # noqa: ANN001, ANN201
+def silent_gateway(settings):
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
 
 
-def _place(api_client, product: Product, quantity: int = 2, coupon: str | None = None) -> dict:  # noqa: ANN001
-    body = {"lines": [{"product_id": product.id, "quantity": quantity}]}
+def _place(api_client, product: Product, quantity: int = 2, coupon: str | None = None) -> dict:
+    body: dict[str, object] = {"lines": [{"product_id": product.id, "quantity": quantity}]}
     if coupon:
         body["coupon_code"] = coupon
     response = api_client.post("/api/orders/", body, format="json")
@@ -61,7 +59,8 @@ def test_order_pay_success_confirms_the_order_and_records_each_event_once(
                                    format="json")
     # then
     assert response.status_code == 201, response.content
-    assert order["original_total"] == "25.00" and order["discount"] == "5.00"
+    assert order["original_total"] == "25.00"
+    assert order["discount"] == "5.00"
     assert order["final_total"] == "20.00"
     assert Order.objects.get(id=order["id"]).status == Order.Status.CONFIRMED
     assert Payment.objects.get(order_id=order["id"]).status == Payment.Status.COMPLETED
@@ -71,12 +70,17 @@ def test_order_pay_success_confirms_the_order_and_records_each_event_once(
                                          "unit_price": "12.50"}]
     assert created.payload["coupon_code"] == coupon.code
     assert created.payload["user_id"] == str(shopper.id)
-    assert created.topic == settings.KAFKA_TOPICS["order-events"] and created.key == str(order["id"])
+    assert created.topic == settings.KAFKA_TOPICS["order-events"]
+    assert created.key == str(order["id"])
     completed = OutboxEvent.objects.get(type="PaymentCompleted")
-    assert completed.payload["amount"] == "20.00" and completed.payload["card_type"] == "VISA"
+    assert completed.payload["amount"] == "20.00"
+    assert completed.payload["card_type"] == "VISA"
     stock = OutboxEvent.objects.filter(type="StockChanged", aggregateid=str(product.id)).last()
-    assert stock.payload["quantity"] == 3 and stock.payload["version"] == 2
-    assert stock.payload["reason"] == "reserve" and stock.payload["order_id"] == str(order["id"])
+    assert stock is not None
+    assert stock.payload["quantity"] == 3
+    assert stock.payload["version"] == 2
+    assert stock.payload["reason"] == "reserve"
+    assert stock.payload["order_id"] == str(order["id"])
 
 
 def test_failed_payment_cancels_the_order_and_restores_stock_and_coupon(
@@ -95,7 +99,8 @@ def test_failed_payment_cancels_the_order_and_restores_stock_and_coupon(
     assert placed.status == Order.Status.CANCELLED
     assert Product.objects.get(id=product.id).stock == 5
     coupon.refresh_from_db()
-    assert coupon.used_at is None and coupon.used_by_order is None
+    assert coupon.used_at is None
+    assert coupon.used_by_order is None
     assert _types_since(start) == ["PaymentFailed", "StockChanged", "OrderCancelled"]
     cancelled = OutboxEvent.objects.get(type="OrderCancelled")
     assert cancelled.payload["was_confirmed"] is False
@@ -122,15 +127,18 @@ def test_duplicate_callback_is_acknowledged_and_changes_nothing(
     with django_capture_on_commit_callbacks(execute=True):
         second = api_client.post("/api/payments/callback/", body, content_type="application/json",
                                  **signed(body))
-    assert first.status_code == 200 and first.json()["changed"] is True
-    assert second.status_code == 200 and second.json()["changed"] is False
+    assert first.status_code == 200
+    assert first.json()["changed"] is True
+    assert second.status_code == 200
+    assert second.json()["changed"] is False
     assert _last_seq() == after_first
     assert Order.objects.get(id=order["id"]).status == Order.Status.CONFIRMED
     # a contradicting callback is a conflict that names the current state
     failed_body = callback_body(transaction_key=payment["transaction_key"], status="FAILED", reason="x")
     conflict = api_client.post("/api/payments/callback/", failed_body, content_type="application/json",
                                **signed(failed_body))
-    assert conflict.status_code == 409 and conflict.json()["status"] == "COMPLETED"
+    assert conflict.status_code == 409
+    assert conflict.json()["status"] == "COMPLETED"
 
 
 @pytest.mark.parametrize("signature", [None, "", "00" * 32, "not-hex"])
@@ -169,8 +177,10 @@ def test_user_cancels_a_confirmed_order_and_its_sales_are_reversed(
     response = api_client.post(f"/api/orders/{order['id']}/cancel/", {"reason": "changed my mind"},
                                format="json")
     again = api_client.post(f"/api/orders/{order['id']}/cancel/", {}, format="json")
-    assert response.status_code == 200 and response.json()["status"] == "CANCELLED"
-    assert again.status_code == 409 and again.json()["status"] == "CANCELLED"
+    assert response.status_code == 200
+    assert response.json()["status"] == "CANCELLED"
+    assert again.status_code == 409
+    assert again.json()["status"] == "CANCELLED"
     assert Product.objects.get(id=product.id).stock == 4
     cancelled = OutboxEvent.objects.get(type="OrderCancelled")
     assert cancelled.payload["was_confirmed"] is True

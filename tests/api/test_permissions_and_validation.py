@@ -10,7 +10,7 @@ from tests.factories import coupon_make, product_make, token_for, user_make
 pytestmark = pytest.mark.django_db
 
 
-def _client_for(user):  # noqa: ANN001, ANN202
+def _client_for(user):
     from rest_framework.test import APIClient
 
     client = APIClient()
@@ -19,7 +19,7 @@ def _client_for(user):  # noqa: ANN001, ANN202
 
 
 @pytest.fixture
-def owner_and_stranger(settings):  # noqa: ANN001, ANN201
+def owner_and_stranger(settings):
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
     owner, stranger = user_make(), user_make()
     product = product_make(stock=10)
@@ -77,7 +77,8 @@ def test_duplicate_product_lines_are_400():
     client = _client_for(user_make())
     line = {"product_id": product.id, "quantity": 1}
     response = client.post("/api/orders/", {"lines": [line, line]}, format="json")
-    assert response.status_code == 400 and "lines" in response.json()
+    assert response.status_code == 400
+    assert "lines" in response.json()
 
 
 def test_malformed_json_is_400():
@@ -109,7 +110,8 @@ def test_unusable_coupon_is_400_on_coupon_code_and_nothing_is_recorded(coupon_ca
     response = _client_for(user).post(
         "/api/orders/", {"lines": [{"product_id": product.id, "quantity": 1}], "coupon_code": code},
         format="json")
-    assert response.status_code == 400 and "coupon_code" in response.json()
+    assert response.status_code == 400
+    assert "coupon_code" in response.json()
     assert OutboxEvent.objects.count() == before
     product.refresh_from_db()
     assert product.stock == 3
@@ -120,7 +122,8 @@ def test_insufficient_stock_is_409_with_the_available_quantity():
     response = _client_for(user_make()).post(
         "/api/orders/", {"lines": [{"product_id": product.id, "quantity": 3}]}, format="json")
     assert response.status_code == 409
-    assert response.json()["available"] == 2 and response.json()["code"] == "insufficient_stock"
+    assert response.json()["available"] == 2
+    assert response.json()["code"] == "insufficient_stock"
 
 
 def test_paying_twice_is_409(owner_and_stranger):
@@ -132,4 +135,5 @@ def test_paying_twice_is_409(owner_and_stranger):
 def test_unknown_card_type_is_400(owner_and_stranger):
     owner, _, order, _ = owner_and_stranger
     response = owner.post("/api/payments/", {"order_id": order["id"], "card_type": "BITCOIN"}, format="json")
-    assert response.status_code == 400 and "card_type" in response.json()
+    assert response.status_code == 400
+    assert "card_type" in response.json()

@@ -50,7 +50,7 @@ def test_concurrent_likes_of_one_product_get_distinct_increasing_versions():
     users = [user_make() for _ in range(16)]
     barrier = Barrier(len(users))
 
-    def like(user) -> None:  # noqa: ANN001
+    def like(user) -> None:
         barrier.wait()
         try:
             product_like(user=user, product_id=product.id)

@@ -18,7 +18,8 @@ def test_liking_twice_is_one_like_and_one_event():
     assert Like.objects.filter(product=product).count() == 1
     events = OutboxEvent.objects.filter(type="LikeChanged")
     assert [e.payload["liked"] for e in events] == [True]
-    assert events[0].payload["user_id"] == str(user.id) and events[0].key == str(product.id)
+    assert events[0].payload["user_id"] == str(user.id)
+    assert events[0].key == str(product.id)
 
 
 def test_unliking_what_is_not_liked_changes_nothing():
@@ -44,11 +45,14 @@ def test_product_detail_records_a_view_even_when_cached(api_client):
     product = product_make(price="3.00", stock=7)
     first = api_client.get(f"/api/products/{product.id}/")
     second = api_client.get(f"/api/products/{product.id}/")
-    assert first.status_code == 200 and first.json()["stock"] == 7 and first.json()["price"] == "3.00"
+    assert first.status_code == 200
+    assert first.json()["stock"] == 7
+    assert first.json()["price"] == "3.00"
     assert second.json() == first.json()
     assert ProductView.objects.filter(product=product).count() == 2
     viewed = OutboxEvent.objects.filter(type="ProductViewed")
-    assert viewed.count() == 2 and viewed[0].payload["user_id"] is None
+    assert viewed.count() == 2
+    assert viewed[0].payload["user_id"] is None
     assert api_client.get("/api/products/999999/").status_code == 404
 
 
@@ -61,14 +65,19 @@ def test_product_list_filters_by_name(api_client):
     assert sorted(p["name"] for p in response.json()["results"]) == ["Blue kettle", "Red kettle"]
 
 
+def _like_in_a_transaction_that_fails(*, user, product_id: int, before: int) -> None:
+    with transaction.atomic():
+        product_like(user=user, product_id=product_id)
+        assert OutboxEvent.objects.count() == before + 1  # recorded inside the transaction
+        raise RuntimeError("the caller's transaction fails after the signal")
+
+
 def test_a_rolled_back_service_call_leaves_no_outbox_row():
     # given a product; when a like's transaction fails after its signal was sent
     user, product = user_make(), product_make()
     before = OutboxEvent.objects.count()
-    with pytest.raises(RuntimeError), transaction.atomic():
-        product_like(user=user, product_id=product.id)
-        assert OutboxEvent.objects.count() == before + 1  # recorded inside the transaction
-        raise RuntimeError("the caller's transaction fails after the signal")
+    with pytest.raises(RuntimeError, match="fails after the signal"):
+        _like_in_a_transaction_that_fails(user=user, product_id=product.id, before=before)
     # then neither the like nor its event exist
     assert OutboxEvent.objects.count() == before
     assert not Like.objects.exists()

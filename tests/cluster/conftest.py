@@ -30,7 +30,7 @@ def kafka_cluster() -> Iterator[KafkaCluster]:
 
 
 @pytest.fixture
-def cluster(kafka_cluster: KafkaCluster, settings) -> Iterator[KafkaCluster]:  # noqa: ANN001
+def cluster(kafka_cluster: KafkaCluster, settings) -> Iterator[KafkaCluster]:
     """The cluster with every node running (a test that killed one left it to be restarted here),
     and this process's Kafka clients pointed at it."""
     kafka_cluster.start()
@@ -43,7 +43,7 @@ def cluster(kafka_cluster: KafkaCluster, settings) -> Iterator[KafkaCluster]:  #
 
 
 @pytest.fixture
-def cluster_topics(cluster: KafkaCluster, settings) -> Iterator[dict[str, str]]:  # noqa: ANN001
+def cluster_topics(cluster: KafkaCluster, settings) -> Iterator[dict[str, str]]:
     """Fresh topics of this test, created by `topics_ensure` on the cluster (RF 3, min ISR 2)."""
     from outbox.topics import topics_ensure
 
@@ -59,7 +59,7 @@ def cluster_topics(cluster: KafkaCluster, settings) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def cluster_env(settings, cluster: KafkaCluster, cluster_topics: dict[str, str]) -> dict[str, str]:  # noqa: ANN001
+def cluster_env(settings, cluster: KafkaCluster, cluster_topics: dict[str, str]) -> dict[str, str]:
     """Environment of a worker or consumer subprocess: the test database, the cluster, its topics."""
     return dict(
         os.environ,

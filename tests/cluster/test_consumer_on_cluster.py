@@ -32,7 +32,7 @@ def _wait_for_handled(group: str, count: int, timeout_s: float) -> int:
 
 
 def test_group_of_three_rides_the_coordinator_killed_and_restarted(
-        cluster, cluster_topics, cluster_env, tmp_path):  # noqa: ANN001
+        cluster, cluster_topics, cluster_env, tmp_path):
     # given a stream on the cluster, and three consumers of one group reading it
     records, expected = stream_make(events=9000, seed=21)
     group = f"g-{uuid.uuid4().hex[:6]}"

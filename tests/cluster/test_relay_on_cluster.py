@@ -35,7 +35,7 @@ def _kick() -> None:
     relay_drain_task.delay()
 
 
-def _relay_worker(cluster_env: dict[str, str], tmp_path, *, batch: int, pause_s: float):  # noqa: ANN001, ANN202
+def _relay_worker(cluster_env: dict[str, str], tmp_path, *, batch: int, pause_s: float):
     env = dict(cluster_env, OUTBOX_BATCH_SIZE=str(batch), OUTBOX_FAULT_PAUSE_AFTER_SEND=str(pause_s),
                OUTBOX_BACKOFF_BASE="0.2", OUTBOX_BACKOFF_MAX="2")
     worker = celery_worker_managed(env=env, log_path=tmp_path / "celery-worker.log")
@@ -43,7 +43,7 @@ def _relay_worker(cluster_env: dict[str, str], tmp_path, *, batch: int, pause_s:
     return worker
 
 
-def test_leader_of_the_busiest_partition_killed_under_load(cluster, cluster_topics, cluster_env, tmp_path):  # noqa: ANN001
+def test_leader_of_the_busiest_partition_killed_under_load(cluster, cluster_topics, cluster_env, tmp_path):
     topic = cluster_topics["catalog-events"]
     # given 20,000 events over 500 keys, and a worker draining them to the cluster
     outbox_rows_bulk(topic=topic, keys=500, per_key=40)
@@ -73,7 +73,7 @@ def test_leader_of_the_busiest_partition_killed_under_load(cluster, cluster_topi
 
 
 def test_two_of_three_brokers_stopped_nothing_acknowledged_then_everything_in_order(
-        cluster, cluster_topics, cluster_env, tmp_path):  # noqa: ANN001
+        cluster, cluster_topics, cluster_env, tmp_path):
     topic = cluster_topics["catalog-events"]
     # given 3,000 events over 100 keys being drained
     outbox_rows_bulk(topic=topic, keys=100, per_key=30)
@@ -110,7 +110,7 @@ def test_two_of_three_brokers_stopped_nothing_acknowledged_then_everything_in_or
 
 
 def test_active_controller_killed_a_new_one_is_elected_and_the_drain_completes(
-        cluster, cluster_topics, cluster_env, tmp_path):  # noqa: ANN001
+        cluster, cluster_topics, cluster_env, tmp_path):
     topic = cluster_topics["catalog-events"]
     # given 10,000 events over 250 keys being drained
     outbox_rows_bulk(topic=topic, keys=250, per_key=40)

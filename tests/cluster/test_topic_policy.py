@@ -7,9 +7,9 @@ import pytest
 from outbox.topics import TopicMismatch, topic_policy
 
 
-@pytest.mark.parametrize(("brokers", "factor", "min_isr"), [(1, 1, 1), (2, 2, 1), (3, 3, 2), (5, 3, 2)])
+@pytest.mark.parametrize("brokers,factor,min_isr", [(1, 1, 1), (2, 2, 1), (3, 3, 2), (5, 3, 2)])
 def test_unset_settings_give_min_3_brokers_and_2_in_sync_when_the_factor_is_3(
-        settings, brokers, factor, min_isr):  # noqa: ANN001
+        settings, brokers, factor, min_isr):
     settings.KAFKA_REPLICATION_FACTOR = None
     settings.KAFKA_MIN_INSYNC_REPLICAS = None
     policy = topic_policy(brokers=brokers)
@@ -17,7 +17,7 @@ def test_unset_settings_give_min_3_brokers_and_2_in_sync_when_the_factor_is_3(
     assert policy.configs() == {"min.insync.replicas": str(min_isr), "unclean.leader.election.enable": "false"}
 
 
-def test_the_settings_win_over_the_cluster_size(settings):  # noqa: ANN001
+def test_the_settings_win_over_the_cluster_size(settings):
     settings.KAFKA_REPLICATION_FACTOR = 2
     settings.KAFKA_MIN_INSYNC_REPLICAS = 2
     settings.KAFKA_TOPIC_PARTITIONS = 6

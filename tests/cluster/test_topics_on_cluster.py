@@ -9,9 +9,9 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
+from kafka import KafkaAdminClient
 from tests.factories import user_make
 from tests.support.kafka import kafka_topics_delete
 
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.django_d
 
 
 @pytest.fixture
-def fresh_names(cluster, settings):  # noqa: ANN001, ANN201
+def fresh_names(cluster, settings):
     suffix = uuid.uuid4().hex[:10]
     settings.KAFKA_TOPICS = {"catalog-events": f"policy-{suffix}-catalog", "order-events": f"policy-{suffix}-orders"}
     names = [f"policy-{suffix}-catalog", f"policy-{suffix}-orders",
@@ -29,7 +29,7 @@ def fresh_names(cluster, settings):  # noqa: ANN001, ANN201
 
 
 def test_ensure_topics_creates_every_topic_with_3_replicas_2_in_sync_and_no_unclean_election(
-        cluster, fresh_names):  # noqa: ANN001
+        cluster, fresh_names):
     out, err = StringIO(), StringIO()
     call_command("ensure_topics", stdout=out, stderr=err)
 
@@ -49,11 +49,11 @@ def test_ensure_topics_creates_every_topic_with_3_replicas_2_in_sync_and_no_uncl
     assert json.loads(status.getvalue())["topic_mismatches"] == []
     assert {name: (configs[name]["min.insync.replicas"]["value"],
                    configs[name]["unclean.leader.election.enable"]["value"]) for name in fresh_names} == \
-        {name: ("2", "false") for name in fresh_names}
+        dict.fromkeys(fresh_names, ("2", "false"))
 
 
 def test_a_topic_made_with_less_is_reported_by_ensure_topics_outbox_status_and_the_dashboard(
-        cluster, fresh_names, client):  # noqa: ANN001
+        cluster, fresh_names, client):
     # given the catalog topic already exists with one replica, one in sync, unclean election on
     weak = fresh_names[0]
     admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap_list)

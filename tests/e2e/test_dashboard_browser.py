@@ -28,7 +28,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture
-def pipeline_data(kafka_topics, settings):  # noqa: ANN001, ANN201
+def pipeline_data(kafka_topics, settings):
     """An order whose events went through the real relay, broker and consumer, and a dead row."""
     producer_reset()
     settings.BACKOFFICE_GROUP_ID = f"browser-{uuid.uuid4().hex[:6]}"
@@ -40,6 +40,7 @@ def pipeline_data(kafka_topics, settings):  # noqa: ANN001, ANN201
     consumer.run(until_idle_s=2)
     consumer.close()
     dead = OutboxEvent.objects.filter(type="StockChanged").first()
+    assert dead is not None
     dead.pk = None
     dead.event_id = uuid.uuid4()
     dead.status = OutboxEvent.Status.DEAD

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def pipeline(live_server, settings, subprocess_env, tmp_path):  # noqa: ANN001, ANN201
+def pipeline(live_server, settings, subprocess_env, tmp_path):
     """The stack of `make run` around the live server: worker and back-office consumer."""
     from decimal import Decimal
 
@@ -46,14 +46,15 @@ def test_simulated_traffic_ends_consistent_with_latency_figures(pipeline, capsys
     try:
         call_command("simulate_traffic", "--base-url", pipeline.url, "--actions", "120", "--users", "3",
                      "--drain-timeout", "120", "--json")
-        exit_code = 0
+        exit_code: int | str | None = 0
     except SystemExit as exc:
         exit_code = exc.code
     output = capsys.readouterr().out
     report = json.loads(output.strip().splitlines()[-1])
     # then every fact of the source tables is in the projections, and latencies were measured
     assert exit_code == 0, output[-3000:]
-    assert report["differences"] == [] and report["drained"] is True
+    assert report["differences"] == []
+    assert report["drained"] is True
     assert report["server_errors"] == 0
     assert report["events_recorded"] > 100
     assert report["events_published"] == report["events_recorded"] == report["events_consumed"]

@@ -8,8 +8,9 @@ from collections import defaultdict
 
 import pytest
 from django.conf import settings
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 pytestmark = pytest.mark.integration
 

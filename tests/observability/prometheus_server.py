@@ -63,7 +63,7 @@ class PrometheusServer:
         """The instant vector's values (one per series), [] when the query has no series."""
         return [float(sample["value"][1]) for sample in self.api("query", query=query)["result"]]
 
-    def wait_for(self, query: str, predicate, *, timeout: float = 60.0) -> list[float]:  # noqa: ANN001
+    def wait_for(self, query: str, predicate, *, timeout: float = 60.0) -> list[float]:
         """Polls `query` until `predicate(values)`; returns the values, or fails with the last."""
         deadline = time.monotonic() + timeout
         values: list[float] = []

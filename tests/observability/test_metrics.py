@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -148,7 +148,7 @@ def test_a_published_batch_counts_per_topic_and_observes_each_rows_latency():
     before = {t: sample("outbox_events_published_total", topic=t) for t in (TOPIC, other)}
     before_count = {t: sample("outbox_commit_to_ack_seconds_count", topic=t) for t in (TOPIC, other)}
     before_sum = sample("outbox_commit_to_ack_seconds_sum", topic=TOPIC)
-    rows = [(TOPIC, (acked_at - timedelta(seconds=1)).isoformat()),
+    rows: list[tuple[str, datetime | str]] = [(TOPIC, (acked_at - timedelta(seconds=1)).isoformat()),
             (other, acked_at - timedelta(seconds=3)),
             (TOPIC, (acked_at - timedelta(seconds=2)).isoformat().replace("+00:00", "Z"))]
 

@@ -21,7 +21,7 @@ TOKEN = "scrape-token-for-tests"
 
 
 @pytest.fixture(autouse=True)
-def _metrics_token(settings):  # noqa: ANN001, ANN202 - pytest fixture
+def _metrics_token(settings):
     settings.METRICS_TOKEN = TOKEN
 
 

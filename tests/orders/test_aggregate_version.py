@@ -3,6 +3,7 @@ in the event's transaction: consecutive per order, whatever process or clock rec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 
@@ -23,7 +24,7 @@ def _versions(aggregate_type: str, aggregate_id: int) -> list[tuple[str, int | N
 
 
 @pytest.fixture
-def silent_gateway(settings):  # noqa: ANN001, ANN201
+def silent_gateway(settings):
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
 
 
@@ -66,14 +67,14 @@ def test_concurrent_updates_of_one_order_get_distinct_increasing_versions(silent
     for _ in range(15):
         order = order_place(user=user, lines=[OrderLineRequest(product_id=product.id, quantity=1)])
         payments.append(payment_request(user=user, order_id=order.id, card_type="VISA"))
-    calls = []
+    calls: list[Callable[..., object]] = []
     for payment in payments:
         calls.append(lambda p=payment: payment_complete(transaction_key=p.transaction_key))
         calls.append(lambda p=payment: order_cancel(order_id=p.order_id, reason="race"))
         calls.append(lambda p=payment: order_confirm(order_id=p.order_id))
     barrier = Barrier(len(calls))
 
-    def run(call) -> None:  # noqa: ANN001
+    def run(call) -> None:
         barrier.wait()
         try:
             call()
@@ -116,7 +117,7 @@ def test_a_repeated_capture_racing_the_cancel_of_a_paid_order_neither_deadlocks_
     barrier = Barrier(len(calls))
     errors = []
 
-    def run(call) -> None:  # noqa: ANN001
+    def run(call) -> None:
         barrier.wait()
         try:
             call()

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _silent_gateway(settings):  # noqa: ANN001, ANN202
+def _silent_gateway(settings):
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
 
 
@@ -62,8 +62,10 @@ def test_a_failed_payment_whose_reaction_was_lost_gets_its_order_cancelled_and_r
     order = Order.objects.get(id=payment.order_id)
     assert order.status == Order.Status.CANCELLED
     assert Product.objects.get(id=product.id).stock == 5
+    assert order.coupon_id is not None
     coupon = Coupon.objects.get(id=order.coupon_id)
-    assert coupon.used_at is None and coupon.used_by_order is None
+    assert coupon.used_at is None
+    assert coupon.used_by_order is None
     cancelled = OutboxEvent.objects.get(aggregatetype="order", aggregateid=str(order.id), type="OrderCancelled")
     assert cancelled.payload["reason"] == "payment failed: card declined"
     assert cancelled.payload["was_confirmed"] is False

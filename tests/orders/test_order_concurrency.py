@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
-def _postgresql_only():  # noqa: ANN202
+def _postgresql_only():
     if connection.vendor != "postgresql":
         pytest.fail("this guarantee is proven on PostgreSQL: run with DATABASE_URL=postgres://...")
 

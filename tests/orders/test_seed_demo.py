@@ -21,7 +21,7 @@ def _seed() -> str:
     return out.getvalue()
 
 
-def test_seed_demo_is_idempotent_and_prints_tokens(settings):  # noqa: ANN001
+def test_seed_demo_is_idempotent_and_prints_tokens(settings):
     settings.DEBUG = True
     first = _seed()
     counts = (Product.objects.count(), Coupon.objects.count(), get_user_model().objects.count(),
@@ -29,13 +29,16 @@ def test_seed_demo_is_idempotent_and_prints_tokens(settings):  # noqa: ANN001
     second = _seed()
     assert counts == (Product.objects.count(), Coupon.objects.count(),
                       get_user_model().objects.count(), OutboxEvent.objects.count())
-    assert counts[0] == 20 and counts[1] == 6 and counts[3] == 20  # one StockChanged per product
-    assert first.count("token ") == 3 and second.count("token ") == 3
+    assert counts[0] == 20
+    assert counts[1] == 6
+    assert counts[3] == 20  # one StockChanged per product
+    assert first.count("token ") == 3
+    assert second.count("token ") == 3
     assert get_user_model().objects.filter(is_superuser=True).count() == 1
     assert "admin (development only)" in first
 
 
-def test_seed_demo_makes_no_superuser_without_debug(settings):  # noqa: ANN001
+def test_seed_demo_makes_no_superuser_without_debug(settings):
     settings.DEBUG = False
     output = _seed()
     assert not get_user_model().objects.filter(is_superuser=True).exists()

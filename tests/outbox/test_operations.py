@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import uuid
 from datetime import timedelta
 from io import StringIO
@@ -34,17 +35,17 @@ def _rows(topic: str, count: int, **fields: object) -> list[OutboxEvent]:
     return list(OutboxEvent.objects.filter(seq__in=[row.seq for row in rows]).order_by("seq"))
 
 
-def _status(*args: str) -> tuple[int, dict]:
+def _status(*args: str) -> tuple[int | str | None, dict]:
     out = StringIO()
     try:
         call_command("outbox", "status", "--json", *args, stdout=out, stderr=StringIO())
-        code = 0
+        code: int | str | None = 0
     except SystemExit as exc:
         code = exc.code
     return code, json.loads(out.getvalue())
 
 
-def test_status_counts_each_topic_and_exits_1_past_the_age_threshold(settings):  # noqa: ANN001
+def test_status_counts_each_topic_and_exits_1_past_the_age_threshold(settings):
     # given orders: two pending (the older two minutes old), one dead, one published just now
     # and one long ago; catalog: one published just now
     now = timezone.now()
@@ -104,7 +105,7 @@ def test_requeue_puts_named_dead_rows_back_to_pending_then_all_of_them():
     assert published.status == OutboxEvent.Status.PUBLISHED
 
 
-def test_purge_deletes_only_published_rows_past_retention_in_bounded_chunks(settings):  # noqa: ANN001
+def test_purge_deletes_only_published_rows_past_retention_in_bounded_chunks(settings):
     settings.OUTBOX_RETENTION = timedelta(days=7)
     long_ago = timezone.now() - timedelta(days=8)
     expired = _rows("orders", 5, status=OutboxEvent.Status.PUBLISHED, published_at=long_ago)
@@ -134,7 +135,7 @@ def test_beat_drains_every_poll_interval_and_purges_hourly():
     assert {"outbox.relay_drain", "outbox.purge_published"} <= set(app.tasks)
 
 
-def test_the_admin_outbox_list_shows_the_status_table(client):  # noqa: ANN001
+def test_the_admin_outbox_list_shows_the_status_table(client):
     _rows("orders", 3)
     _rows("orders", 1, status=OutboxEvent.Status.DEAD)
     admin = user_make(is_staff=True)
@@ -149,10 +150,11 @@ def test_the_admin_outbox_list_shows_the_status_table(client):  # noqa: ANN001
     assert [(row["topic"], row["pending"], row["dead"]) for row in summary] == [("orders", 3, 1)]
     html = response.content.decode()
     assert 'id="outbox-summary"' in html
-    assert '<td class="pending">3</td>' in html and '<td class="dead">1</td>' in html
+    assert '<td class="pending">3</td>' in html
+    assert '<td class="dead">1</td>' in html
 
 
-def test_backoff_grows_exponentially_with_jitter_up_to_the_cap(settings):  # noqa: ANN001
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap(settings):
     settings.OUTBOX_BACKOFF_BASE, settings.OUTBOX_BACKOFF_MAX = 0.5, 60.0
     for attempts in range(1, 16):
         ceiling = min(60.0, 0.5 * 2 ** (attempts - 1))
@@ -177,7 +179,7 @@ def test_on_sqlite_a_second_drain_returns_at_once_while_one_holds_the_lock():
 class _ProducerStub:
     """Stands in for KafkaProducer: records how it was made and whether it was closed."""
 
-    made: list["_ProducerStub"] = []
+    made: list[_ProducerStub] = []
 
     def __init__(self, **config: object) -> None:
         self.config = config
@@ -189,7 +191,7 @@ class _ProducerStub:
 
 
 @pytest.fixture
-def producer_stub(monkeypatch):  # noqa: ANN001, ANN201
+def producer_stub(monkeypatch):
     outbox_kafka.producer_reset()
     _ProducerStub.made = []
     monkeypatch.setattr(outbox_kafka, "KafkaProducer", _ProducerStub)
@@ -197,31 +199,33 @@ def producer_stub(monkeypatch):  # noqa: ANN001, ANN201
     outbox_kafka.producer_close()
 
 
-def test_one_idempotent_acks_all_producer_per_process_and_a_new_one_after_fork(  # noqa: ANN001
+def test_one_idempotent_acks_all_producer_per_process_and_a_new_one_after_fork(
         producer_stub, monkeypatch):
     first = outbox_kafka.producer_get()
     assert outbox_kafka.producer_get() is first
-    assert first.config["acks"] == "all" and first.config["enable_idempotence"] is True
+    assert first.config["acks"] == "all"
+    assert first.config["enable_idempotence"] is True
 
     # a forked child (another pid) must not use its parent's producer
-    monkeypatch.setattr(outbox_kafka.os, "getpid", lambda: -1)
+    monkeypatch.setattr(os, "getpid", lambda: -1)  # the very module outbox.kafka reads it from
     in_child = outbox_kafka.producer_get()
     assert in_child is not first
     assert len(producer_stub.made) == 2
 
 
-def test_the_worker_process_shutdown_closes_the_producer(producer_stub):  # noqa: ANN001
+def test_the_worker_process_shutdown_closes_the_producer(producer_stub):
     from celery.signals import worker_process_shutdown
 
     import outbox.tasks  # noqa: F401 - connects the signal handler
 
     producer = outbox_kafka.producer_get()
+    assert isinstance(producer, producer_stub)
     worker_process_shutdown.send(sender=None, pid=0, exitcode=0)
     assert producer.closed
     assert outbox_kafka.producer_get() is not producer  # a later drain gets a fresh one
 
 
-def test_the_kick_is_debounced_leading_and_trailing(settings, monkeypatch):  # noqa: ANN001
+def test_the_kick_is_debounced_leading_and_trailing(settings, monkeypatch):
     from outbox.tasks import relay_drain_task
 
     settings.OUTBOX_KICK_DEBOUNCE = 30.0  # the whole test runs inside one window
@@ -239,6 +243,7 @@ def test_the_kick_is_debounced_leading_and_trailing(settings, monkeypatch):  # n
     # one kick at once, one at the end of the window for the commits that came after it
     assert len(countdowns) == 2
     assert countdowns[0] is None
+    assert countdowns[1] is not None
     assert 29.0 < countdowns[1] <= 30.0
 
     # a commit after the window kicks at once again
@@ -248,7 +253,7 @@ def test_the_kick_is_debounced_leading_and_trailing(settings, monkeypatch):  # n
     assert countdowns[2] is None
 
 
-def test_a_burst_of_kicks_from_many_processes_is_one_message_until_the_drain_starts(  # noqa: ANN001
+def test_a_burst_of_kicks_from_many_processes_is_one_message_until_the_drain_starts(
         settings, monkeypatch):
     from outbox.tasks import relay_drain_task
 
@@ -276,7 +281,7 @@ def test_a_burst_of_kicks_from_many_processes_is_one_message_until_the_drain_sta
     assert len(sent) == 2
 
 
-def test_the_drain_task_clears_the_kick_mark_before_it_drains(settings, monkeypatch):  # noqa: ANN001
+def test_the_drain_task_clears_the_kick_mark_before_it_drains(settings, monkeypatch):
     from django.core.cache import cache
 
     import outbox.tasks as tasks
@@ -297,7 +302,7 @@ def test_the_drain_task_clears_the_kick_mark_before_it_drains(settings, monkeypa
     assert seen == [None]
 
 
-def test_relay_drains_have_a_queue_of_their_own_that_a_plain_worker_also_consumes(settings):  # noqa: ANN001
+def test_relay_drains_have_a_queue_of_their_own_that_a_plain_worker_also_consumes(settings):
     from commerce.celery import app
 
     router = app.amqp.router
@@ -310,7 +315,7 @@ def test_relay_drains_have_a_queue_of_their_own_that_a_plain_worker_also_consume
                                                      settings.OUTBOX_CELERY_QUEUE}
 
 
-def test_the_kick_is_registered_on_commit_only_when_enabled(  # noqa: ANN001
+def test_the_kick_is_registered_on_commit_only_when_enabled(
         settings, django_capture_on_commit_callbacks):
     settings.OUTBOX_KICK_ENABLED = True
     with django_capture_on_commit_callbacks() as callbacks:
@@ -324,10 +329,9 @@ def test_the_kick_is_registered_on_commit_only_when_enabled(  # noqa: ANN001
 
 
 @pytest.mark.integration
-def test_ensure_topics_creates_the_topics_and_their_dlq_with_the_partitions_once(  # noqa: ANN001
+def test_ensure_topics_creates_the_topics_and_their_dlq_with_the_partitions_once(
         kafka_bootstrap, settings):
     from kafka import KafkaAdminClient
-
     from tests.support.kafka import kafka_topics_delete
 
     suffix = uuid.uuid4().hex[:10]
@@ -349,7 +353,7 @@ def test_ensure_topics_creates_the_topics_and_their_dlq_with_the_partitions_once
         finally:
             admin.close()
         assert {topic["name"]: len(topic["partitions"]) for topic in described} == \
-            {name: 3 for name in expected}
+            dict.fromkeys(expected, 3)
     finally:
         kafka_topics_delete(kafka_bootstrap, expected)
 
@@ -361,7 +365,7 @@ def test_the_table_has_the_column_names_debeziums_outbox_router_expects_by_defau
     assert {"id", "aggregatetype", "aggregateid", "type", "payload"} <= columns
 
 
-def test_drain_until_empty_waits_for_keys_another_relay_holds_then_gives_up(settings):  # noqa: ANN001
+def test_drain_until_empty_waits_for_keys_another_relay_holds_then_gives_up(settings):
     # given a key whose oldest row is under another relay's live lease
     settings.OUTBOX_CLAIM_TTL = 0.5
     held, _behind = _rows("orders", 2)

@@ -23,14 +23,14 @@ CALLBACK = "/api/payments/callback/"
 
 
 @pytest.fixture
-def payment(settings) -> Payment:  # noqa: ANN001
+def payment(settings) -> Payment:
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
     user = user_make()
     order = order_place(user=user, lines=[OrderLineRequest(product_id=product_make().id, quantity=1)])
     return payment_request(user=user, order_id=order.id, card_type="VISA")
 
 
-def _post(client, body: bytes, headers: dict[str, str]):  # noqa: ANN001, ANN202
+def _post(client, body: bytes, headers: dict[str, str]):
     return client.post(CALLBACK, body, content_type="application/json", **headers)
 
 
@@ -66,7 +66,8 @@ def test_a_replayed_callback_is_409_and_changes_nothing(client, payment):
     # when: it is replayed within the window
     replay = _post(client, body, headers)
     # then
-    assert replay.status_code == 409 and replay.json()["code"] == "replayed"
+    assert replay.status_code == 409
+    assert replay.json()["code"] == "replayed"
     assert OutboxEvent.objects.count() == rows
     assert CallbackReceipt.objects.count() == 1
 

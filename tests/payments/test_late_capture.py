@@ -27,7 +27,7 @@ CALLBACK = "/api/payments/callback/"
 
 
 @pytest.fixture(autouse=True)
-def _silent_gateway(settings):  # noqa: ANN001, ANN202
+def _silent_gateway(settings):
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
     settings.PAYMENT_RECONCILE_AFTER = 30
 
@@ -39,7 +39,7 @@ def _pending_payment(*, stock: int = 5, price: str = "12.50") -> tuple[Product, 
     return product, payment_request(user=user, order_id=order.id, card_type="AMEX")
 
 
-def _callback(client, key: str, status: str = "COMPLETED", **sign):  # noqa: ANN001, ANN003, ANN202
+def _callback(client, key: str, status: str = "COMPLETED", **sign):
     body = callback_body(transaction_key=key, status=status)
     return client.post(CALLBACK, body, content_type="application/json", **signed(body, **sign))
 
@@ -84,7 +84,8 @@ def test_cancel_while_pending_then_success_makes_the_payment_refund_due(
     assert Product.objects.get(id=product.id).stock == 5
     assert _types_of(payment.order_id) == ["OrderCreated", "OrderCancelled", "PaymentRefundRequired"]
     row = OutboxEvent.objects.get(type="PaymentRefundRequired")
-    assert row.topic == "order-events" and row.key == str(payment.order_id)
+    assert row.topic == "order-events"
+    assert row.key == str(payment.order_id)
     assert row.payload == {
         "payment_id": str(payment.id), "order_id": str(payment.order_id),
         "user_id": str(payment.user_id), "amount": "25.00", "card_type": "AMEX",
@@ -104,9 +105,12 @@ def test_a_success_callback_delivered_twice_is_applied_once(
     replay = _callback(client, payment.transaction_key, timestamp=stamp, event_id="evt_same")
     # the gateway's retry as a new callback: acknowledged, nothing changes
     retry = _callback(client, payment.transaction_key)
-    assert first.status_code == 200 and first.json()["changed"] is True
-    assert replay.status_code == 409 and replay.json()["code"] == "replayed"
-    assert retry.status_code == 200 and retry.json()["changed"] is False
+    assert first.status_code == 200
+    assert first.json()["changed"] is True
+    assert replay.status_code == 409
+    assert replay.json()["code"] == "replayed"
+    assert retry.status_code == 200
+    assert retry.json()["changed"] is False
     assert OutboxEvent.objects.count() == rows
     assert _types_of(payment.order_id).count("PaymentCompleted") == 1
 
@@ -147,7 +151,7 @@ def test_the_admin_lists_the_payments_to_refund(admin_client):
     payment_complete(transaction_key=due.transaction_key)
     _, completed = _pending_payment()
     payment_complete(transaction_key=completed.transaction_key)
-    _, pending = _pending_payment()
+    _pending_payment()
     # when
     page = admin_client.get(reverse("admin:payments_refundduepayment_changelist"))
     # then

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _silent_gateway(settings):  # noqa: ANN001, ANN202
+def _silent_gateway(settings):
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
     settings.PAYMENT_RECONCILE_AFTER = 30
     settings.PAYMENT_REVIEW_AFTER = 3600
@@ -40,7 +40,7 @@ def _types_of(order_id: int) -> list[str]:
                 .order_by("seq").values_list("type", flat=True))
 
 
-def _later(seconds: float):  # noqa: ANN202
+def _later(seconds: float):
     return timezone.now() + timedelta(seconds=seconds)
 
 
@@ -58,7 +58,8 @@ def test_a_payment_the_gateway_still_processes_is_not_failed():
     # when: past PAYMENT_RECONCILE_AFTER (old code failed it here with "gateway timeout")
     result = payment_reconcile(now=_later(31))
     # then
-    assert result.still_processing == 1 and result.failed == 0
+    assert result.still_processing == 1
+    assert result.failed == 0
     assert Payment.objects.get(id=payment.id).status == Payment.Status.PENDING
     assert _types_of(payment.order_id) == ["OrderCreated"]
 
@@ -88,7 +89,8 @@ def test_the_gateway_unreachable_during_reconciliation_decides_nothing():
     assert result.gateway_unreachable == 1
     assert (result.failed, result.captured, result.marked_for_review) == (0, 0, 0)
     payment.refresh_from_db()
-    assert payment.status == Payment.Status.PENDING and payment.failure_reason == ""
+    assert payment.status == Payment.Status.PENDING
+    assert payment.failure_reason == ""
     assert _types_of(payment.order_id) == ["OrderCreated"]
 
 
@@ -105,15 +107,15 @@ def test_a_payment_the_gateway_declined_fails_with_its_reason():
     SilentGateway.answers[payment.transaction_key] = ChargeStatus(ChargeState.FAILED, "insufficient funds")
     assert payment_reconcile(now=_later(31)).failed == 1
     payment.refresh_from_db()
-    assert payment.status == Payment.Status.FAILED and payment.failure_reason == "insufficient funds"
+    assert payment.status == Payment.Status.FAILED
+    assert payment.failure_reason == "insufficient funds"
 
 
 def test_a_payment_the_gateway_never_saw_fails_and_its_order_is_cancelled():
     # given: the request never reached the gateway (lost between the commit and the call)
     product, payment = _pending_payment(stock=5)
     # when
-    result = reconcile.apply().get()
-    assert result["failed"] == 0  # not due yet
+    assert reconcile.apply().get()["failed"] == 0  # not due yet (the task returns a dict)
     result = payment_reconcile(now=_later(31))
     # then
     assert result.failed == 1

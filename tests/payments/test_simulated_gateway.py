@@ -17,13 +17,13 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def simulated(settings, celery_eager):  # noqa: ANN001, ANN201
+def simulated(settings, celery_eager):
     settings.PAYMENT_GATEWAY = "payments.simulator.SimulatedGateway"
     settings.PAYMENT_CALLBACK_BASE_URL = ""  # answer in-process through the same handler
     settings.PAYMENT_SIM_DELAY = 0
 
 
-def _pay(django_capture_on_commit_callbacks) -> tuple[Product, Payment]:  # noqa: ANN001
+def _pay(django_capture_on_commit_callbacks) -> tuple[Product, Payment]:
     user = user_make()
     product = product_make(stock=3)
     order = order_place(user=user, lines=[OrderLineRequest(product_id=product.id, quantity=1)])
@@ -34,7 +34,7 @@ def _pay(django_capture_on_commit_callbacks) -> tuple[Product, Payment]:  # noqa
 
 
 def test_the_simulated_gateway_completes_and_the_order_is_confirmed(
-        settings, simulated, django_capture_on_commit_callbacks):  # noqa: ANN001
+        settings, simulated, django_capture_on_commit_callbacks):
     settings.PAYMENT_SIM_FAILURE_RATE = 0.0
     _, payment = _pay(django_capture_on_commit_callbacks)
     assert payment.status == Payment.Status.COMPLETED
@@ -42,7 +42,7 @@ def test_the_simulated_gateway_completes_and_the_order_is_confirmed(
 
 
 def test_the_simulated_gateway_fails_and_the_order_is_cancelled(
-        settings, simulated, django_capture_on_commit_callbacks):  # noqa: ANN001
+        settings, simulated, django_capture_on_commit_callbacks):
     settings.PAYMENT_SIM_FAILURE_RATE = 1.0
     product, payment = _pay(django_capture_on_commit_callbacks)
     assert payment.status == Payment.Status.FAILED
@@ -64,15 +64,17 @@ def test_the_signature_covers_the_exact_body_the_timestamp_and_the_event_id():
     assert not callback_signature_valid(body, timestamp="1764086400", event_id="evt_1", signature=None)
 
 
-def test_completing_twice_returns_the_payment_unchanged(settings):  # noqa: ANN001
+def test_completing_twice_returns_the_payment_unchanged(settings):
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
     user = user_make()
     order = order_place(user=user, lines=[OrderLineRequest(product_id=product_make().id, quantity=1)])
     payment = payment_request(user=user, order_id=order.id, card_type="VISA")
     first = payment_complete(transaction_key=payment.transaction_key)
     again = payment_complete(transaction_key=payment.transaction_key)
-    assert isinstance(first, Payment) and isinstance(again, Payment)
-    assert again.status == Payment.Status.COMPLETED and again.finished_at == first.finished_at
+    assert isinstance(first, Payment)
+    assert isinstance(again, Payment)
+    assert again.status == Payment.Status.COMPLETED
+    assert again.finished_at == first.finished_at
 
 
 def test_the_simulator_answers_a_status_lookup_truthfully(settings):

@@ -35,7 +35,7 @@ def _produce(folder: Path, offset: int) -> None:
         queue.close()
 
 
-def _consume(folder: Path, producers_done, results) -> None:  # noqa: ANN001
+def _consume(folder: Path, producers_done, results) -> None:
     received: list[int] = []
     errors: list[str] = []
     with _connection(folder) as conn:
@@ -56,7 +56,7 @@ def _consume(folder: Path, producers_done, results) -> None:  # noqa: ANN001
     results.put((received, errors))
 
 
-def test_consumers_polling_while_producers_write_get_every_message_whole(tmp_path):  # noqa: ANN001
+def test_consumers_polling_while_producers_write_get_every_message_whole(tmp_path):
     # given two producer processes writing while two consumer processes poll the same folder
     # (kombu's own transport let a consumer take a message file before its bytes were in, and a
     # process read the exchange table while another truncated it: JSONDecodeError, message lost)

@@ -7,6 +7,7 @@ The tests of this module share the stack and run in order; the last one stops it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -23,8 +24,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 COMPONENTS = ["server", "worker", "relay", "beat", "consumer"]
 
 
+
+def _own_names(output: str) -> tuple[str, ...]:
+    found = re.search(r"topics (\S+), (\S+); consumer group (\S+)", output)
+    assert found, output
+    return found.groups()
+
 @pytest.fixture(scope="module")
-def stacks(tmp_path_factory):  # noqa: ANN001, ANN201
+def stacks(tmp_path_factory):
     checkout = project_copy(tmp_path_factory.mktemp("newcomer"))
     shutil.copy(checkout / ".env.example", checkout / ".env")
     started: dict[str, LocalStack] = {"newcomer": LocalStack(checkout)}
@@ -35,10 +42,8 @@ def stacks(tmp_path_factory):  # noqa: ANN001, ANN201
         if stack.popen is not None and stack.popen.poll() is None:
             os.killpg(stack.popen.pid, signal.SIGKILL)
         for line in processes_in(stack.project_dir):
-            try:
+            with contextlib.suppress(ProcessLookupError):  # gone by itself meanwhile
                 os.kill(int(line.split()[0]), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _remember(stack: LocalStack) -> dict:
@@ -52,7 +57,7 @@ def _settled(stack: LocalStack, payment_id: int) -> tuple | None:
     return row if row and row[2] != "PENDING_PAYMENT" else None
 
 
-def test_env_example_copied_to_env_runs_and_a_payment_confirms_its_order(stacks):  # noqa: ANN001
+def test_env_example_copied_to_env_runs_and_a_payment_confirms_its_order(stacks):
     stack = stacks["newcomer"]
     _remember(stack)
     output = stack.output()
@@ -80,7 +85,7 @@ def test_env_example_copied_to_env_runs_and_a_payment_confirms_its_order(stacks)
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
-def test_a_killed_component_is_restarted_and_leaves_nothing_behind(stacks, name):  # noqa: ANN001
+def test_a_killed_component_is_restarted_and_leaves_nothing_behind(stacks, name):
     stack = stacks["newcomer"]
     before = _remember(stack)["components"][name]
     old_pid = before["pid"]
@@ -101,7 +106,7 @@ def test_a_killed_component_is_restarted_and_leaves_nothing_behind(stacks, name)
                    what=f"a ready status line counting {name}'s restart")
 
 
-def test_a_second_stack_on_the_same_broker_gets_none_of_the_first_stacks_events(stacks, tmp_path_factory):  # noqa: ANN001
+def test_a_second_stack_on_the_same_broker_gets_none_of_the_first_stacks_events(stacks, tmp_path_factory):
     first = stacks["newcomer"]
     second = stacks["second"] = LocalStack(project_copy(tmp_path_factory.mktemp("second-checkout")))
     second.start()
@@ -118,22 +123,25 @@ def test_a_second_stack_on_the_same_broker_gets_none_of_the_first_stacks_events(
             handled = {r[0] for r in db.execute("SELECT event_id FROM backoffice_inboxentry")}
         return published, handled
 
+    def all_own_handled(stack: LocalStack) -> bool:
+        published, handled = own_events(stack)
+        return bool(published) and published <= handled
+
     for stack in (first, second):
-        stack.wait_for(lambda s=stack: (lambda p, h: p and p <= h)(*own_events(s)), timeout=60,
+        stack.wait_for(lambda s=stack: all_own_handled(s), timeout=60,
                        what="every published event handled by its own back office")
     (published_1, handled_1), (published_2, handled_2) = own_events(first), own_events(second)
     assert handled_1.isdisjoint(published_2)
     assert handled_2.isdisjoint(published_1)
 
     # each says which broker it uses and whether it started it, and names its own topics
-    names = [re.search(r"topics (\S+), (\S+); consumer group (\S+)", stack.output()).groups()
-             for stack in (first, second)]
+    names = [_own_names(stack.output()) for stack in (first, second)]
     assert set(names[0]).isdisjoint(names[1])
     for stack in (first, second):
         assert "Kafka: using the broker that answers at" in stack.output()
 
 
-def test_ctrl_c_stops_every_process_it_started(stacks):  # noqa: ANN001
+def test_ctrl_c_stops_every_process_it_started(stacks):
     for stack in stacks.values():
         groups = [c["pid"] for c in _remember(stack)["components"].values()]
         # when

@@ -18,12 +18,12 @@ COMMANDS = [["outbox", "status"], ["deadletters", "redrive", "--all"]]
 
 
 @pytest.fixture(scope="module")
-def checkout(tmp_path_factory) -> Path:  # noqa: ANN001
+def checkout(tmp_path_factory) -> Path:
     return project_copy(tmp_path_factory.mktemp("checkout"))
 
 
 def _run(checkout: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *argv], cwd=checkout, env=env, capture_output=True,
+    return subprocess.run([sys.executable, *argv], cwd=checkout, env=env, check=False, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -34,7 +34,7 @@ def _bare_environment() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
-def test_a_missing_setting_is_one_line_naming_it_and_where_to_set_it(checkout, command):  # noqa: ANN001
+def test_a_missing_setting_is_one_line_naming_it_and_where_to_set_it(checkout, command):
     # when
     result = _run(checkout, ["manage.py", *command], _bare_environment())
     # then
@@ -43,10 +43,11 @@ def test_a_missing_setting_is_one_line_naming_it_and_where_to_set_it(checkout, c
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("manage.py: SECRET_KEY is not set")
-    assert ".env" in lines[0] and "docs/OPERATIONS.md" in lines[0]
+    assert ".env" in lines[0]
+    assert "docs/OPERATIONS.md" in lines[0]
 
 
-def test_the_commands_run_with_the_environment_make_run_prints(checkout):  # noqa: ANN001
+def test_the_commands_run_with_the_environment_make_run_prints(checkout):
     # given make run's environment, as docs/OPERATIONS.md shows it
     printed = _run(checkout, ["scripts/run_local.py", "--env"], _bare_environment())
     assert printed.returncode == 0, printed.stderr

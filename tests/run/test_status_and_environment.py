@@ -13,7 +13,7 @@ from run.status import is_ready, readiness
 
 
 class _ErrorPage(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         body = b"<!DOCTYPE html>\n<html><body><h1>Server Error (500)</h1>\n</body></html>\n"
         self.send_response(500)
         self.send_header("Content-Type", "text/html")
@@ -41,7 +41,7 @@ def test_a_readiness_answer_that_is_not_json_is_one_readable_line() -> None:
 
 
 @pytest.mark.django_db
-def test_the_status_line_reads_the_servers_real_readyz_answers(client) -> None:  # noqa: ANN001
+def test_the_status_line_reads_the_servers_real_readyz_answers(client) -> None:
     # given what commerce.health.readyz answers, ready and not (the cache down)
     from unittest import mock
 
@@ -51,7 +51,7 @@ def test_the_status_line_reads_the_servers_real_readyz_answers(client) -> None: 
     class _Answer(BaseHTTPRequestHandler):
         body = ready_body
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200 if self.body == ready_body else 503)
             self.send_header("Content-Length", str(len(self.body)))
             self.end_headers()
@@ -70,13 +70,16 @@ def test_the_status_line_reads_the_servers_real_readyz_answers(client) -> None: 
     finally:
         server.shutdown()
     # then
-    assert ready_line == "database=ok cache=ok" and is_ready(ready_line)
-    assert down_line == "database=ok cache=DOWN" and not is_ready(down_line)
+    assert ready_line == "database=ok cache=ok"
+    assert is_ready(ready_line)
+    assert down_line == "database=ok cache=DOWN"
+    assert not is_ready(down_line)
 
 
 def test_a_server_that_does_not_answer_is_one_line() -> None:
     line = readiness("http://127.0.0.1:9")
-    assert line.startswith("server: not answering") and "\n" not in line
+    assert line.startswith("server: not answering")
+    assert "\n" not in line
 
 
 def test_two_checkouts_get_their_own_topics_and_consumer_group(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ def _supervise(tmp_path: Path, name: str, code: str) -> tuple[Supervisor, list[s
     return Supervisor([component], said.append), said
 
 
-def _until(condition, timeout: float = 20.0) -> None:  # noqa: ANN001
+def _until(condition, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -28,12 +28,12 @@ def _until(condition, timeout: float = 20.0) -> None:  # noqa: ANN001
 
 
 @pytest.fixture
-def fast_backoff(monkeypatch):  # noqa: ANN001, ANN201
+def fast_backoff(monkeypatch):
     monkeypatch.setattr(supervision, "BACKOFF_FIRST_S", 0.2)
     monkeypatch.setattr(supervision, "BACKOFF_MAX_S", 0.4)
 
 
-def test_a_component_that_keeps_dying_is_restarted_with_backoff_and_reported_with_its_log(  # noqa: ANN001
+def test_a_component_that_keeps_dying_is_restarted_with_backoff_and_reported_with_its_log(
         tmp_path, fast_backoff, capsys):
     # given a component that fails at once, every time
     sup, said = _supervise(tmp_path, "consumer", "print('cannot reach the broker', flush=True); raise SystemExit(3)")
@@ -52,10 +52,11 @@ def test_a_component_that_keeps_dying_is_restarted_with_backoff_and_reported_wit
     assert any("restarting in 1 s" in line or "restarting in 0 s" in line for line in said)
     assert any("consumer keeps dying (3 times in a row)" in line for line in said)
     assert "consumer| cannot reach the broker" in capsys.readouterr().out
-    assert "consumer=" in sup.summary() and f"(restarts {component.restarts})" in sup.summary()
+    assert "consumer=" in sup.summary()
+    assert f"(restarts {component.restarts})" in sup.summary()
 
 
-def test_a_killed_component_is_restarted_and_what_it_left_in_its_group_is_reaped(tmp_path):  # noqa: ANN001
+def test_a_killed_component_is_restarted_and_what_it_left_in_its_group_is_reaped(tmp_path):
     # given a component with a child of its own (as a Celery worker has its pool)
     code = ("import subprocess, sys, time; "
             "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
@@ -64,6 +65,7 @@ def test_a_killed_component_is_restarted_and_what_it_left_in_its_group_is_reaped
     sup.start_all()
     component = sup.components["worker"]
     first_pid = component.pid
+    assert first_pid is not None
     _until(lambda: "up" in component.log_path.read_text())
 
     # when its main process is killed, not its child
@@ -80,7 +82,7 @@ def test_a_killed_component_is_restarted_and_what_it_left_in_its_group_is_reaped
     sup.stop_all()
 
 
-def test_stopping_leaves_no_process_even_one_that_outlives_its_parent(tmp_path):  # noqa: ANN001
+def test_stopping_leaves_no_process_even_one_that_outlives_its_parent(tmp_path):
     # given a component whose child ignores SIGTERM and would outlive it
     code = ("import signal, subprocess, sys, time; "
             "subprocess.Popen([sys.executable, '-c', "
@@ -91,6 +93,7 @@ def test_stopping_leaves_no_process_even_one_that_outlives_its_parent(tmp_path):
     component = sup.components["beat"]
     _until(lambda: "up" in component.log_path.read_text())
     pgid = component.pid
+    assert pgid is not None
 
     # when
     sup.stop_all(timeout_s=5)

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -120,14 +121,13 @@ def kafka_read_all(topic: str, *, expected: int | None = None, timeout_s: float 
         while time.monotonic() < deadline:
             batch = consumer.poll(timeout_ms=500, max_records=5000)
             for tp_records in batch.values():
-                for r in tp_records:
-                    records.append(ReadRecord(r.topic, r.partition, r.offset, r.key, r.value,
-                                              {k: v for k, v in r.headers}))
+                records.extend(ReadRecord(r.topic, r.partition, r.offset, r.key, r.value, dict(r.headers))
+                               for r in tp_records)
             if expected is not None and len(records) >= expected:
                 break
             if expected is None and not batch:
                 end = consumer.end_offsets(assignment)
-                if all(consumer.position(tp) >= end[tp] for tp in assignment):
+                if all((consumer.position(tp) or 0) >= end[tp] for tp in assignment):  # None: not assigned
                     break
         return records
     finally:
@@ -194,7 +194,7 @@ class KafkaCluster:
 
     def _run(self, *args: str) -> str:
         done = subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), *args], env=self.env,
-                              capture_output=True, text=True, timeout=180)
+                              check=False, capture_output=True, text=True, timeout=180)
         if done.returncode != 0:
             raise RuntimeError(f"kafka-local {' '.join(args)} failed ({done.returncode}):\n"
                                f"{done.stdout}{done.stderr}")
@@ -216,7 +216,7 @@ class KafkaCluster:
 
     def running(self) -> bool:
         return subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), "status"], env=self.env,
-                              capture_output=True, timeout=60).returncode == 0
+                              check=False, capture_output=True, timeout=60).returncode == 0
 
     def _admin(self) -> KafkaAdminClient:
         return KafkaAdminClient(bootstrap_servers=self.bootstrap_list, request_timeout_ms=5000)
@@ -253,7 +253,7 @@ class KafkaCluster:
         leaders = self.leaders("__consumer_offsets")
         return leaders[(java_string_hash(group) & 0x7FFFFFFF) % len(leaders)]
 
-    def wait_until(self, condition, timeout_s: float, what: str) -> None:  # noqa: ANN001
+    def wait_until(self, condition, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         last_error: Exception | None = None
         while time.monotonic() < deadline:

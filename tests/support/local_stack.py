@@ -76,7 +76,7 @@ class LocalStack:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_for(self, condition, *, timeout: float, what: str) -> None:  # noqa: ANN001
+    def wait_for(self, condition, *, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             if self.popen is not None and self.popen.poll() is not None:

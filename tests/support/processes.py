@@ -70,7 +70,7 @@ class ManagedProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no cleanup, as a crash."""
-        if self.running:
+        if self.running and self.popen is not None:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(timeout=30)
 

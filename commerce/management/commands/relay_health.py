@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 from django.core.management.base import BaseCommand
 
@@ -13,7 +14,7 @@ from commerce.health import relay_health
 class Command(BaseCommand):
     help = "Broker reachability and outbox backlog per topic, as JSON; exit 1 when unhealthy."
 
-    def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, **options: Any) -> None:
         health = relay_health()
         self.stdout.write(json.dumps(health, indent=2))
         if health["status"] != "ok":

@@ -18,11 +18,12 @@ import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -62,17 +63,19 @@ class ApiClient:
     throttled = 0
     _throttled_lock = threading.Lock()
 
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
-        for _ in range(5):
-            status, data, retry_after = self._call_once(method, path, body)
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        """The status and the JSON answer (its text when not JSON)."""
+        status, data, retry_after = self._call_once(method, path, body)
+        for _ in range(4):  # retries after a 429
             if status != 429:
-                return status, data
+                break
             with ApiClient._throttled_lock:
                 ApiClient.throttled += 1
             time.sleep(min(retry_after, 60.0))
+            status, data, retry_after = self._call_once(method, path, body)
         return status, data
 
-    def _call_once(self, method: str, path: str, body: dict | None) -> tuple[int, object, float]:
+    def _call_once(self, method: str, path: str, body: dict | None) -> tuple[int, Any, float]:
         headers = {"Authorization": f"Token {self.token}", "Content-Type": "application/json"}
         payload = json.dumps(body).encode() if body is not None else None
         for attempt in range(2):
@@ -139,13 +142,13 @@ def percentile(values: list[float], share: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 class Command(BaseCommand):
     help = __doc__
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
         parser.add_argument("--actions", type=int, default=500)
         parser.add_argument("--users", type=int, default=4, help="concurrent shoppers")
@@ -157,7 +160,7 @@ class Command(BaseCommand):
         parser.add_argument("--tolerate-server-errors", action="store_true",
                             help="fault campaigns: 5xx while a dependency is down do not fail the run")
 
-    def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, **options: Any) -> None:
         started_at = timezone.now()
         tokens, coupons = self._shoppers(options["users"])
         products = list(Product.objects.values_list("id", flat=True)[:30])
@@ -178,17 +181,17 @@ class Command(BaseCommand):
             sys.exit(1)
 
     def _shoppers(self, count: int) -> tuple[list[str], list[list[str]]]:
-        User = get_user_model()
+        user_model = get_user_model()
         tokens, coupons = [], []
         for n in range(count):
-            user, _ = User.objects.get_or_create(username=f"sim-shopper-{n}")
+            user, _ = user_model.objects.get_or_create(username=f"sim-shopper-{n}")
             tokens.append(Token.objects.get_or_create(user=user)[0].key)
             codes = []
             for k in range(5):
                 coupon, _ = Coupon.objects.get_or_create(
                     code=f"SIM-{n}-{k}-{int(time.time())}",
                     defaults={"kind": Coupon.Kind.PERCENT, "value": 10, "owner": user,
-                              "expires_at": timezone.now() + timezone.timedelta(days=1)})
+                              "expires_at": timezone.now() + timedelta(days=1)})
                 codes.append(coupon.code)
             coupons.append(codes)
         return tokens, coupons
@@ -266,6 +269,8 @@ class Command(BaseCommand):
         latencies = [(entry.handled_at - entry.occurred_at).total_seconds() * 1000
                      for entry in handled.only("handled_at", "occurred_at")]
         differences = [str(d) for d in consistency_differences()]
+        latency_ms = {"p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
+                      "p99": percentile(latencies, 0.99)}
         report = {
             "actions": sum(tally.actions.values()),
             "actions_by_kind": dict(tally.actions),
@@ -279,8 +284,7 @@ class Command(BaseCommand):
             "outbox_dead": events.filter(status=OutboxEvent.Status.DEAD).count(),
             "drained": drained,
             "differences": differences,
-            "latency_ms": {"p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
-                           "p99": percentile(latencies, 0.99)},
+            "latency_ms": latency_ms,
         }
         self.stdout.write("")
         self.stdout.write("== simulation report ==")
@@ -290,7 +294,7 @@ class Command(BaseCommand):
         for key in ("throttled_429_retried", "events_recorded", "events_published", "events_consumed",
                     "dead_letters", "outbox_dead"):
             self.stdout.write(f"  {key:<18} {report[key]}")
-        lat = report["latency_ms"]
+        lat = latency_ms
         if latencies:
             self.stdout.write(f"  commit-to-projection latency: p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, "
                               f"p99 {lat['p99']:.0f} ms ({len(latencies)} events)")

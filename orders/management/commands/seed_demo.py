@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -30,17 +31,17 @@ DEV_ADMIN = ("admin", "admin-dev-only")
 class Command(BaseCommand):
     help = "Create demo products, users with tokens and coupons (idempotent); a dev superuser in DEBUG."
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--stock", type=int, default=500)
 
-    def handle(self, *args, stock: int, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, stock: int, **options: Any) -> None:
         existing = set(Product.objects.values_list("name", flat=True))
         for name, price in PRODUCTS:
             if name not in existing:
                 product_create(name=name, price=Decimal(price), stock=stock)
-        User = get_user_model()
+        user_model = get_user_model()
         for username in DEMO_USERS:
-            user, created = User.objects.get_or_create(username=username)
+            user, created = user_model.objects.get_or_create(username=username)
             if created:
                 user.set_password(f"{username}-dev-only")
                 user.save()
@@ -53,7 +54,7 @@ class Command(BaseCommand):
             self.stdout.write(f"user {username}: token {token.key}")
         if settings.DEBUG:
             username, password = DEV_ADMIN
-            if not User.objects.filter(username=username).exists():
-                User.objects.create_superuser(username=username, password=password, email="")
+            if not user_model.objects.filter(username=username).exists():
+                user_model.objects.create_superuser(username=username, password=password, email="")
             self.stdout.write(f"admin (development only): {username} / {password}")
         self.stdout.write(f"{Product.objects.count()} products, {Coupon.objects.count()} coupons")

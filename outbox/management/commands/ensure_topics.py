@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
 
 from outbox.topics import topic_names, topics_ensure
 
@@ -10,10 +12,10 @@ class Command(BaseCommand):
             "per KAFKA_REPLICATION_FACTOR / KAFKA_MIN_INSYNC_REPLICAS; existing topics that "
             "differ are reported on stderr, not changed.")
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--partitions", type=int, default=None)
 
-    def handle(self, *args, partitions: int | None = None, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, partitions: int | None = None, **options: Any) -> None:
         report = topics_ensure(partitions=partitions)
         for name in topic_names():
             self.stdout.write(f"{name}: {'created' if name in report.created else 'exists'}")

@@ -4,23 +4,25 @@ import json
 import signal
 import sys
 import time
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from outbox.housekeeping import outbox_purge_published, outbox_requeue, outbox_status
 from outbox.models import OutboxEvent
 from outbox.relay import relay_drain
-from outbox.topics import topics_check_report
 from outbox.relay.stopping import relay_stop_request, relay_stop_requested
+from outbox.topics import topics_check_report
 
 
 class Command(BaseCommand):
     help = ("Outbox operations: `status` (exit 1 when the oldest pending row is older than "
-            "--max-age; with --topics, also on a topic that differs from the replication policy), `requeue` (dead rows back to pending), `drain` (publish now), `purge`.")
+            "--max-age; with --topics, also on a topic that differs from the replication policy), "
+            "`requeue` (dead rows back to pending), `drain` (publish now), `purge`.")
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         status = sub.add_parser("status")
         status.add_argument("--max-age", type=float, default=None,
@@ -37,7 +39,7 @@ class Command(BaseCommand):
         drain.add_argument("--until-empty", action="store_true")
         sub.add_parser("purge")
 
-    def handle(self, *args, action: str, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
         if action == "status":
             max_age = options["max_age"]
             self._status(settings.OUTBOX_STALE_SECONDS if max_age is None else max_age,
@@ -81,7 +83,7 @@ class Command(BaseCommand):
                 break
             if backlog is None or due < backlog:
                 backlog, stalled_since = due, time.monotonic()
-            elif time.monotonic() - stalled_since > settings.OUTBOX_CLAIM_TTL:
+            elif stalled_since is not None and time.monotonic() - stalled_since > settings.OUTBOX_CLAIM_TTL:
                 self.stderr.write(f"{due} due row(s) pending, none claimable for "
                                   f"{settings.OUTBOX_CLAIM_TTL:.0f} s: stopping")
                 break
@@ -118,5 +120,5 @@ class Command(BaseCommand):
             self.stderr.write(f"oldest pending row is {oldest:.1f} s old (> {max_age} s)")
             sys.exit(1)
         if mismatches or check_error:
-            self.stderr.write(f"{len(mismatches)} topic mismatch(es)" if mismatches else check_error)
+            self.stderr.write(check_error or f"{len(mismatches)} topic mismatch(es)")  # one or the other
             sys.exit(1)
