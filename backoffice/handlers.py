@@ -113,6 +113,8 @@ def handle_nothing(event: IncomingEvent, effects: Effects) -> None:
 
 Handler = Callable[[IncomingEvent, Effects], None]
 
+# Keyed by the payload's version once upcast (backoffice.contract.UPCASTERS): a version that is
+# upcast has no handler of its own.
 HANDLERS: dict[tuple[str, int], Handler] = {
     ("LikeChanged", 1): handle_like_changed,
     ("ProductViewed", 1): handle_product_viewed,
@@ -127,5 +129,5 @@ HANDLERS: dict[tuple[str, int], Handler] = {
 
 
 def event_handle(event: IncomingEvent, effects: Effects) -> None:
-    HANDLERS[(event.event_type, event.event_version)](event, effects)
+    HANDLERS[(event.event_type, event.payload_version)](event, effects)
 
