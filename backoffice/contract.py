@@ -7,9 +7,10 @@ so a record the contract accepts is one the database stores: a value past a colu
 must become a dead letter here, never an error that blocks its partition.
 
 The payload fields below are the one source of the JSON Schemas (backoffice/schemas.py): each
-field says its schema (types, bounds, formats), and the schema is what checks a value; what is
-left in a field's `convert` is only what JSON Schema cannot say (an id's numeric bound, a time's
-range once in UTC) and the conversion to Python types.
+field says its schema (types, bounds, formats), and the schema is what checks a value, here and
+when the domain records an event (outbox/schema_check.py); what is left in a field's `convert`
+is only what JSON Schema cannot say (an id's numeric bound, a time's range once in UTC) and the
+conversion to Python types.
 """
 
 from __future__ import annotations

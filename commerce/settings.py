@@ -241,6 +241,12 @@ BACKOFFICE_SESSION_TIMEOUT_MS = env.int("BACKOFFICE_SESSION_TIMEOUT_MS", default
 BACKOFFICE_INBOX_RETENTION = timedelta(days=env.float("BACKOFFICE_INBOX_RETENTION_DAYS", default=14))
 PRODUCT_CACHE_KEY = "catalog:product:{product_id}"
 
+# --- Event contract (docs/EVENTS.md) ----------------------------------------------------------
+# Check each event's payload against its JSON Schema when it is recorded (a mismatch raises in
+# the service that records it). On in development and tests; off in production, where the back
+# office checks the same schema and dead-letters a mismatch.
+OUTBOX_EVENT_SCHEMA_CHECK = env.bool("OUTBOX_EVENT_SCHEMA_CHECK", default=DEBUG)
+
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
