@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
+
 from backoffice.records import (  # noqa: F401 - ContractViolation and the header rules are the contract's
     HEADER_TEXT_MAX,
     REQUIRED_HEADERS,
@@ -113,6 +115,9 @@ def _decimal_schema() -> dict[str, Any]:
                            f"the point, {DECIMAL_PLACES} after"}
 
 
+_CENT = Decimal(1).scaleb(-2)
+
+
 def _decimal(value: str) -> Decimal:
     return Decimal(value).quantize(Decimal(1).scaleb(-DECIMAL_PLACES))
 
@@ -188,9 +193,11 @@ def fields_convert(data: dict[str, Any], fields: dict[str, Field], path: str) ->
     return converted
 
 
-def _lines() -> Field:
+def _lines(*, v2: bool) -> Field:
     line = {"product_id": ID, "quantity": Field(_int_schema(minimum=1), _int, 2),
             "unit_price": Field(_decimal_schema, _decimal, "5.00")}
+    if v2:
+        line["subtotal"] = Field(_decimal_schema, _decimal, "10.00")
 
     def schema() -> dict[str, Any]:
         return {"type": "array", "minItems": 1, "maxItems": LINES_MAX, "items": object_schema(line)}
@@ -215,7 +222,7 @@ def _text(max_length: int | None = None, example: str = "text") -> Field:
 
 _ORDER_SNAPSHOT = {"order_id": ID, "order_number": _text(64, "ORD-20261124-000042"), "user_id": ID,
                    "original_total": DECIMAL, "discount": Field(_decimal_schema, _decimal, "0.00"),
-                   "final_total": DECIMAL, "lines": _lines(), "occurred_at": TIME}
+                   "final_total": DECIMAL, "lines": _lines(v2=False), "occurred_at": TIME}
 _PAYMENT = {"payment_id": ID, "transaction_key": _text(example="tx-9f8e7d"), "order_id": ID,
             "user_id": ID, "amount": DECIMAL, "card_type": _text(example="VISA"), "occurred_at": TIME}
 
@@ -231,6 +238,12 @@ PAYLOADS: dict[tuple[str, int], tuple[str, dict[str, Field]]] = {
                                          "order_id": _nullable(ID), "occurred_at": TIME}),
     ("OrderCreated", 1): ("order_id", {**_ORDER_SNAPSHOT, "coupon_code": _nullable(TEXT)}),
     ("OrderConfirmed", 1): ("order_id", _ORDER_SNAPSHOT),
+    # v2: each line carries its subtotal, the order its currency (docs/EVENTS.md, "Evolution").
+    ("OrderConfirmed", 2): ("order_id", {**_ORDER_SNAPSHOT, "lines": _lines(v2=True),
+                                         "currency": Field(lambda: {
+                                             "type": "string", "pattern": "^[A-Z]{3}$",
+                                             "description": "ISO 4217 code of every amount"},
+                                             _same, "EUR")}),
     ("OrderCancelled", 1): ("order_id", {**_ORDER_SNAPSHOT, "reason": _text(example="timeout"),
                                          "was_confirmed": BOOL}),
     ("PaymentCompleted", 1): ("order_id", _PAYMENT),
@@ -244,9 +257,19 @@ PAYLOADS: dict[tuple[str, int], tuple[str, dict[str, Field]]] = {
 
 # --- Evolution: older versions read as the latest, in one place -----------------------------------
 
+def _order_confirmed_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    # A v1 line's subtotal is what v2 would carry (quantity x unit_price, as the order charged);
+    # its amounts were in the shop's one currency, the one v2 names (settings.SHOP_CURRENCY).
+    lines = [{**line, "subtotal": (line["unit_price"] * line["quantity"]).quantize(_CENT)}
+             for line in payload["lines"]]
+    return {**payload, "lines": lines, "currency": settings.SHOP_CURRENCY}
+
+
 # (event_type, version) -> the typed payload one version up. A version with an upcaster is still
 # read (records of it stay on the topics) but no longer produced; handlers see the latest only.
-UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("OrderConfirmed", 1): _order_confirmed_v1_to_v2,
+}
 
 
 def payload_upcast(event_type: str, version: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
