@@ -10,7 +10,7 @@ The payload fields below are the one source of the JSON Schemas (backoffice/sche
 field says its schema (types, bounds, formats), and the schema is what checks a value, here and
 when the domain records an event (outbox/schema_check.py); what is left in a field's `convert`
 is only what JSON Schema cannot say (an id's numeric bound, a time's range once in UTC) and the
-conversion to Python types.
+conversion to Python types. The AsyncAPI document (docs/asyncapi.yaml) is generated from them.
 """
 
 from __future__ import annotations
