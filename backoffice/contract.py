@@ -118,8 +118,11 @@ def _decimal_schema() -> dict[str, Any]:
 _CENT = Decimal(1).scaleb(-2)
 
 
+_QUANTUM = Decimal(1).scaleb(-DECIMAL_PLACES)
+
+
 def _decimal(value: str) -> Decimal:
-    return Decimal(value).quantize(Decimal(1).scaleb(-DECIMAL_PLACES))
+    return Decimal(value).quantize(_QUANTUM)
 
 
 def _int_schema(minimum: int | None = None) -> Callable[[], dict[str, Any]]:
@@ -184,13 +187,26 @@ def object_schema(fields: dict[str, Field]) -> dict[str, Any]:
 
 def fields_convert(data: dict[str, Any], fields: dict[str, Field], path: str) -> dict[str, Any]:
     """The fields of a valid object, converted (an optional field absent is None)."""
-    converted = {}
-    for name, spec in fields.items():
-        try:
-            converted[name] = spec.convert(data[name]) if name in data else None
-        except ContractViolation as exc:
-            raise ContractViolation(f"{path}.{name}: {exc}") from None
+    converted = {name: data.get(name) for name in fields}
+    for name, convert in _conversions(fields):  # the fields whose value the schema left as it is skip this
+        if name in data:
+            try:
+                converted[name] = convert(data[name])
+            except ContractViolation as exc:
+                inner = str(exc)  # an item's error starts with its index: `lines[0].quantity: ...`
+                raise ContractViolation(f"{path}.{name}{'' if inner.startswith('[') else ': '}{inner}") from None
     return converted
+
+
+_CONVERSIONS: dict[int, list[tuple[str, Callable[[Any], Any]]]] = {}
+
+
+def _conversions(fields: dict[str, Field]) -> list[tuple[str, Callable[[Any], Any]]]:
+    found = _CONVERSIONS.get(id(fields))
+    if found is None:  # the field dicts live as long as the module: their id is stable
+        found = _CONVERSIONS[id(fields)] = [(name, f.convert) for name, f in fields.items()
+                                            if f.convert is not _same]
+    return found
 
 
 def _lines(*, v2: bool) -> Field:
@@ -203,7 +219,13 @@ def _lines(*, v2: bool) -> Field:
         return {"type": "array", "minItems": 1, "maxItems": LINES_MAX, "items": object_schema(line)}
 
     def convert(value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [fields_convert(item, line, f"[{n}]") for n, item in enumerate(value)]
+        converted = []
+        for n, item in enumerate(value):
+            try:
+                converted.append(fields_convert(item, line, ""))
+            except ContractViolation as exc:  # `.quantity: ...` -> `[0].quantity: ...`
+                raise ContractViolation(f"[{n}]{exc}") from None
+        return converted
     example = {name: spec.example for name, spec in line.items()}
     return Field(schema, convert, [{**example, "product_id": "3"}])
 

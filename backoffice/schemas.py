@@ -34,7 +34,10 @@ def _validator(event_type: str, version: int) -> Callable[[Any], Any]:
     key = (event_type, version, *contract.bounds())
     validate = _validators.get(key)
     if validate is None:
-        validate = _validators[key] = fastjsonschema.compile(payload_schema(event_type, version))
+        # Formats (date-time) are not checked here: the field's conversion parses the time whole
+        # (datetime.fromisoformat, its range in UTC), a second regex would only repeat it.
+        validate = _validators[key] = fastjsonschema.compile(payload_schema(event_type, version),
+                                                             use_formats=False)
     return validate
 
 

@@ -94,3 +94,11 @@ def test_a_float_is_not_an_integer_though_json_schema_says_so():
     bad = _with_payload(stock("3", 5, 1), lambda p: p.update(quantity=5.0))
     with pytest.raises(ContractViolation, match="payload.quantity: expected an integer"):
         _parse(bad)
+
+
+def test_an_error_past_the_schema_in_a_line_names_the_line():
+    bad = _with_payload(order_event("OrderConfirmed", "41", [("3", 2, "5.00"), ("4", 1, "1.00")]),
+                        lambda p: p["lines"][1].update(quantity=1.0))
+    with pytest.raises(ContractViolation) as refused:
+        _parse(bad)
+    assert str(refused.value) == "payload.lines[1].quantity: expected an integer, got 1.0"
