@@ -69,7 +69,8 @@ class IncomingEvent:
     # events without trusting any clock. None only for types outside VERSIONED_EVENT_TYPES.
     aggregate_version: int | None = None
     # The version `payload` is in once upcast (UPCASTERS): handlers know only the latest.
-    payload_version: int = 0
+    # None when built by hand (a test): then it is event_version.
+    payload_version: int | None = None
 
 
 # --- Fields: a JSON Schema, then what the schema cannot say ---------------------------------------

@@ -137,5 +137,5 @@ HANDLERS: dict[tuple[str, int], Handler] = {
 
 
 def event_handle(event: IncomingEvent, effects: Effects) -> None:
-    HANDLERS[(event.event_type, event.payload_version)](event, effects)
+    HANDLERS[(event.event_type, event.payload_version or event.event_version)](event, effects)
 
