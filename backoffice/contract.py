@@ -4,44 +4,63 @@ payload fields. A record that does not satisfy it is refused with a reason and d
 Every value is also bounded to what the back office's columns hold (ids to the domain's bigint
 keys, integers to `integer`, amounts to `numeric(14,2)`, texts to their column and without NUL),
 so a record the contract accepts is one the database stores: a value past a column's range
-must become a dead letter here, never an error that blocks its partition."""
+must become a dead letter here, never an error that blocks its partition.
+
+The payload fields below are the one source of the JSON Schemas (backoffice/schemas.py): each
+field says its schema (types, bounds, formats), and the schema is what checks a value, here and
+when the domain records an event (outbox/schema_check.py); what is left in a field's `convert`
+is only what JSON Schema cannot say (an id's numeric bound, a time's range once in UTC) and the
+conversion to Python types. The AsyncAPI document (docs/asyncapi.yaml) is generated from them.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 
-class ContractViolation(ValueError):
-    """The record cannot be handled: the message says which part and why."""
+from backoffice.records import (  # noqa: F401 - ContractViolation and the header rules are the contract's
+    HEADER_TEXT_MAX,
+    REQUIRED_HEADERS,
+    SEQUENCE_MAX,
+    ContractViolation,
+    headers_read,
+    sequence_parse,
+    short,
+    storable,
+)
 
-
-# The columns' bounds (backoffice/models.py). Module constants read at each call, so a test can
-# loosen one and show that the consumer's second line of defence (backoffice/isolation.py) holds.
+# The columns' bounds (backoffice/models.py). Module constants read at each call (the schemas are
+# compiled per value of these bounds), so a test can loosen one and show that the consumer's
+# second line of defence (backoffice/isolation.py) holds.
 ID_MAX = 2**63 - 1  # ids are the domain's bigint primary keys (or UUIDs)
 ID_MAX_LENGTH = 64  # the `varchar(64)` id columns
 INTEGER_MIN, INTEGER_MAX = -(2**31), 2**31 - 1  # `integer` columns: stock, versions, counters
-SEQUENCE_MAX = 2**63 - 1  # `bigint`: the aggregate_version header
 DECIMAL_MAX_DIGITS, DECIMAL_PLACES = 14, 2  # `numeric(14,2)`: every amount
-HEADER_TEXT_MAX = 100  # event_type, aggregate_type columns
+LINES_MAX = 10_000  # more lines than an order holds
+
+
+def bounds() -> tuple[int, ...]:
+    """The bounds the schemas are built from, as they are now (a compiled schema's cache key)."""
+    return (ID_MAX_LENGTH, INTEGER_MIN, INTEGER_MAX, DECIMAL_MAX_DIGITS, DECIMAL_PLACES, LINES_MAX)
 
 
 @dataclass(frozen=True)
 class IncomingEvent:
     event_id: uuid.UUID
     event_type: str
-    event_version: int
+    event_version: int  # as received (the event log keeps the record as it came)
     aggregate_type: str
     aggregate_id: str
     occurred_at: datetime
     traceparent: str
-    payload: dict[str, Any]  # validated and typed (Decimal, datetime)
+    payload: dict[str, Any]  # validated, typed (Decimal, datetime), upcast to `payload_version`
     raw_payload: dict[str, Any]  # the JSON as received, for the event log
     topic: str
     partition: int
@@ -49,197 +68,239 @@ class IncomingEvent:
     # The aggregate's sequence number (header `aggregate_version`): the order of one aggregate's
     # events without trusting any clock. None only for types outside VERSIONED_EVENT_TYPES.
     aggregate_version: int | None = None
+    # The version `payload` is in once upcast (UPCASTERS): handlers know only the latest.
+    # None when built by hand (a test): then it is event_version.
+    payload_version: int | None = None
 
 
-def _id(value: Any) -> str:
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        if len(value) > ID_MAX_LENGTH:
-            raise ContractViolation(f"id of {len(value)} digits, the column holds {ID_MAX_LENGTH}")
-        if len(value) > 4000 or int(value) > ID_MAX:
-            raise ContractViolation(f"id {_short(value)} is past the largest key ({ID_MAX})")
-        return value
-    if isinstance(value, str) and _is_uuid(value):
-        return value
-    raise ContractViolation(f"expected an id (string of digits or UUID), got {_short(value)}")
+# --- Fields: a JSON Schema, then what the schema cannot say ---------------------------------------
+
+def _same(value: Any) -> Any:
+    return value
 
 
-def _is_uuid(value: str) -> bool:
-    # The canonical 36-character form only: the braces, URN and hex-only spellings that
-    # uuid.UUID also accepts would make two ids of one aggregate.
-    if len(value) != 36:
-        return False
-    try:
-        return str(uuid.UUID(value)) == value.lower()
-    except ValueError:
-        return False
+@dataclass(frozen=True)
+class Field:
+    """One payload field: its JSON Schema (built from the bounds when asked), the conversion of a
+    value the schema accepted to its Python type, and an example for the AsyncAPI document.
+    `convert` raises ContractViolation for the little JSON Schema cannot say."""
+
+    schema: Callable[[], dict[str, Any]]
+    convert: Callable[[Any], Any] = _same
+    example: Any = None
+    required: bool = True
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:77]}..."
+_UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
-def _optional_id(value: Any) -> str | None:
-    return None if value is None else _id(value)
+def _id_schema() -> dict[str, Any]:
+    # Digits (a bigint key: its bound 2^63-1 is checked by `_id`) or a canonical UUID: the
+    # braces, URN and hex-only spellings would make two ids of one aggregate.
+    return {"type": "string", "maxLength": ID_MAX_LENGTH, "pattern": f"^([0-9]+|{_UUID_PATTERN})$",
+            "description": f"an id: the decimal digits of a bigint key (at most {ID_MAX}) or a "
+                           f"canonical UUID; the column holds {ID_MAX_LENGTH} characters"}
 
 
-def _decimal(value: Any) -> Decimal:
-    if not isinstance(value, str) or len(value) > 100:
-        raise ContractViolation(f"expected a decimal string, got {_short(value)}")
-    try:
-        parsed = Decimal(value)
-    except InvalidOperation as exc:
-        raise ContractViolation(f"expected a decimal string, got {_short(value)}") from exc
-    if not parsed.is_finite():
-        raise ContractViolation(f"expected a finite decimal, got {_short(value)}")
-    places = Decimal(1).scaleb(-DECIMAL_PLACES)
-    limit = Decimal(10) ** (DECIMAL_MAX_DIGITS - DECIMAL_PLACES)
-    if abs(parsed) >= limit:
-        raise ContractViolation(f"decimal {_short(value)} does not fit numeric({DECIMAL_MAX_DIGITS},"
-                                f"{DECIMAL_PLACES}) (at most {DECIMAL_MAX_DIGITS - DECIMAL_PLACES} "
-                                "digits before the point)")
-    rounded = parsed.quantize(places)
-    if rounded != parsed:
-        raise ContractViolation(f"decimal {_short(value)} has more than {DECIMAL_PLACES} decimal places")
-    return rounded
+def _id(value: str) -> str:
+    if len(value) >= 19 and value.isdigit() and int(value) > ID_MAX:
+        raise ContractViolation(f"id {short(value)} is past the largest key ({ID_MAX})")
+    return value
+
+
+def _decimal_schema() -> dict[str, Any]:
+    whole = DECIMAL_MAX_DIGITS - DECIMAL_PLACES
+    return {"type": "string", "pattern": f"^-?[0-9]{{1,{whole}}}(\\.[0-9]{{1,{DECIMAL_PLACES}}})?$",
+            "description": f"an amount as a decimal string that fits the column's numeric("
+                           f"{DECIMAL_MAX_DIGITS},{DECIMAL_PLACES}): at most {whole} digits before "
+                           f"the point, {DECIMAL_PLACES} after"}
+
+
+_CENT = Decimal(1).scaleb(-2)
+
+
+_QUANTUM = Decimal(1).scaleb(-DECIMAL_PLACES)
+
+
+def _decimal(value: str) -> Decimal:
+    return Decimal(value).quantize(_QUANTUM)
+
+
+def _int_schema(minimum: int | None = None) -> Callable[[], dict[str, Any]]:
+    def schema() -> dict[str, Any]:
+        low = INTEGER_MIN if minimum is None else minimum
+        return {"type": "integer", "minimum": low, "maximum": INTEGER_MAX,
+                "description": f"an integer within the column's range [{low}, {INTEGER_MAX}]"}
+    return schema
 
 
 def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ContractViolation(f"expected an integer, got {_short(value)}")
-    if not INTEGER_MIN <= value <= INTEGER_MAX:
-        raise ContractViolation(f"integer {_short(value)} is out of the column's range "
-                                f"[{INTEGER_MIN}, {INTEGER_MAX}]")
+    if not isinstance(value, int):  # JSON Schema's integer takes 1.0: the column's type does not
+        raise ContractViolation(f"expected an integer, got {short(value)}")
     return value
 
 
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ContractViolation(f"expected true or false, got {value!r}")
-    return value
+def _text_schema(max_length: int | None = None) -> Callable[[], dict[str, Any]]:
+    def schema() -> dict[str, Any]:
+        if max_length is None:
+            return {"type": "string"}
+        return {"type": "string", "maxLength": max_length,
+                "description": f"a text, the column holds {max_length} characters"}
+    return schema
 
 
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ContractViolation(f"expected a string, got {_short(value)}")
-    return value
+def _time_schema() -> dict[str, Any]:
+    return {"type": "string", "format": "date-time", "maxLength": 64,
+            "description": "ISO-8601 time with its offset (the producer writes UTC with Z), within "
+                           "years 1-9999 once in UTC"}
 
 
-def _bounded_text(max_length: int) -> Callable[[Any], str]:
-    """A text stored in a column of max_length characters."""
-    def parse(value: Any) -> str:
-        text = _text(value)
-        if len(text) > max_length:
-            raise ContractViolation(f"text of {len(text)} characters, the column holds {max_length}")
-        return text
-    return parse
-
-
-def _optional_text(value: Any) -> str | None:
-    return None if value is None else _text(value)
-
-
-def _time(value: Any) -> datetime:
-    if not isinstance(value, str) or len(value) > 64:
-        raise ContractViolation(f"expected an ISO-8601 time, got {_short(value)}")
+def _time(value: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError as exc:
-        raise ContractViolation(f"expected an ISO-8601 time, got {_short(value)}") from exc
+        raise ContractViolation(f"expected an ISO-8601 time, got {short(value)}") from exc
     if parsed.tzinfo is None:
-        raise ContractViolation(f"time without a timezone: {_short(value)}")
+        raise ContractViolation(f"time without a timezone: {short(value)}")
     try:
         # Stored in UTC: a time near year 1 or 9999 with an offset would leave the range there.
-        return parsed.astimezone(timezone.utc)
+        return parsed.astimezone(UTC)
     except (OverflowError, ValueError) as exc:
-        raise ContractViolation(f"time out of range in UTC: {_short(value)}") from exc
+        raise ContractViolation(f"time out of range in UTC: {short(value)}") from exc
 
 
-def _sequence(value: str) -> int:
-    """The aggregate_version header: the aggregate's sequence number, a non-negative bigint."""
-    if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > SEQUENCE_MAX:
-        raise ContractViolation(f"header 'aggregate_version' is not an integer in [0, {SEQUENCE_MAX}]: "
-                                f"{_short(value)}")
-    return int(value)
+def _nullable(field: Field, example: Any = None) -> Field:
+    def schema() -> dict[str, Any]:
+        inner = field.schema()
+        return {**inner, "type": [inner["type"], "null"]}
+
+    def convert(value: Any) -> Any:
+        return None if value is None else field.convert(value)
+    return Field(schema, convert, example)
 
 
-def _storable(data: Any) -> None:
-    """The JSON can be stored as it came (the event log's jsonb): no NUL, no lone surrogate in
-    any string or key, no NaN or infinity."""
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            _storable_text(item)
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise ContractViolation(f"payload holds a non-finite number ({item!r})")
-        elif isinstance(item, dict):
-            for key, nested in item.items():
-                _storable_text(key)
-                stack.append(nested)
-        elif isinstance(item, list):
-            stack.extend(item)
+def object_schema(fields: dict[str, Field]) -> dict[str, Any]:
+    """An object of these fields; fields it does not know are allowed (a compatible addition)."""
+    return {"type": "object", "required": [name for name, f in fields.items() if f.required],
+            "properties": {name: f.schema() for name, f in fields.items()},
+            "additionalProperties": True}
 
 
-def _storable_text(text: str) -> None:
-    if "\x00" in text:
-        raise ContractViolation(f"text holds a NUL character: {_short(text)}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ContractViolation(f"text is not valid Unicode ({exc.reason}): {_short(text)}") from None
+def fields_convert(data: dict[str, Any], fields: dict[str, Field], path: str) -> dict[str, Any]:
+    """The fields of a valid object, converted (an optional field absent is None)."""
+    converted = {name: data.get(name) for name in fields}
+    for name, convert in _conversions(fields):  # the fields whose value the schema left as it is skip this
+        if name in data:
+            try:
+                converted[name] = convert(data[name])
+            except ContractViolation as exc:
+                inner = str(exc)  # an item's error starts with its index: `lines[0].quantity: ...`
+                raise ContractViolation(f"{path}.{name}{'' if inner.startswith('[') else ': '}{inner}") from None
+    return converted
 
 
-def _lines(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not value:
-        raise ContractViolation(f"expected a non-empty list of lines, got {value!r}")
-    lines = []
-    for line in value:
-        if not isinstance(line, dict):
-            raise ContractViolation(f"expected a line object, got {line!r}")
-        lines.append(_fields(line, {"product_id": _id, "quantity": _int, "unit_price": _decimal}))
-    if len(lines) > 10_000:
-        raise ContractViolation(f"{len(lines)} lines, more than an order holds")
-    return lines
+_CONVERSIONS: dict[int, list[tuple[str, Callable[[Any], Any]]]] = {}
 
 
-def _fields(data: dict[str, Any], spec: dict[str, Callable[[Any], Any]]) -> dict[str, Any]:
-    parsed = {}
-    for name, parse in spec.items():
-        if name not in data:
-            raise ContractViolation(f"payload field {name!r} is missing")
-        try:
-            parsed[name] = parse(data[name])
-        except ContractViolation as exc:
-            raise ContractViolation(f"payload field {name!r}: {exc}") from None
-    return parsed
+def _conversions(fields: dict[str, Field]) -> list[tuple[str, Callable[[Any], Any]]]:
+    found = _CONVERSIONS.get(id(fields))
+    if found is None:  # the field dicts live as long as the module: their id is stable
+        found = _CONVERSIONS[id(fields)] = [(name, f.convert) for name, f in fields.items()
+                                            if f.convert is not _same]
+    return found
 
 
-_ORDER_SNAPSHOT = {"order_id": _id, "order_number": _bounded_text(64), "user_id": _id,
-                   "original_total": _decimal, "discount": _decimal, "final_total": _decimal,
-                   "lines": _lines, "occurred_at": _time}
-_PAYMENT = {"payment_id": _id, "transaction_key": _text, "order_id": _id, "user_id": _id,
-            "amount": _decimal, "card_type": _text, "occurred_at": _time}
+def _lines(*, v2: bool) -> Field:
+    line = {"product_id": ID, "quantity": Field(_int_schema(minimum=1), _int, 2),
+            "unit_price": Field(_decimal_schema, _decimal, "5.00")}
+    if v2:
+        line["subtotal"] = Field(_decimal_schema, _decimal, "10.00")
+
+    def schema() -> dict[str, Any]:
+        return {"type": "array", "minItems": 1, "maxItems": LINES_MAX, "items": object_schema(line)}
+
+    def convert(value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        converted = []
+        for n, item in enumerate(value):
+            try:
+                converted.append(fields_convert(item, line, ""))
+            except ContractViolation as exc:  # `.quantity: ...` -> `[0].quantity: ...`
+                raise ContractViolation(f"[{n}]{exc}") from None
+        return converted
+    example = {name: spec.example for name, spec in line.items()}
+    return Field(schema, convert, [{**example, "product_id": "3"}])
+
+
+ID = Field(_id_schema, _id, "42")
+DECIMAL = Field(_decimal_schema, _decimal, "10.00")
+INT = Field(_int_schema(), _int, 7)
+BOOL = Field(lambda: {"type": "boolean"}, _same, True)
+TEXT = Field(_text_schema(), _same, "text")
+TIME = Field(_time_schema, _time, "2026-11-24T03:04:05.123456Z")
+
+
+def _text(max_length: int | None = None, example: str = "text") -> Field:
+    return Field(_text_schema(max_length), _same, example)
+
+
+_ORDER_SNAPSHOT = {"order_id": ID, "order_number": _text(64, "ORD-20261124-000042"), "user_id": ID,
+                   "original_total": DECIMAL, "discount": Field(_decimal_schema, _decimal, "0.00"),
+                   "final_total": DECIMAL, "lines": _lines(v2=False), "occurred_at": TIME}
+_PAYMENT = {"payment_id": ID, "transaction_key": _text(example="tx-9f8e7d"), "order_id": ID,
+            "user_id": ID, "amount": DECIMAL, "card_type": _text(example="VISA"), "occurred_at": TIME}
 
 # (event_type, version) -> (aggregate field, payload fields)
-PAYLOADS: dict[tuple[str, int], tuple[str, dict[str, Callable[[Any], Any]]]] = {
-    ("LikeChanged", 1): ("product_id", {"product_id": _id, "user_id": _id, "liked": _bool,
-                                        "occurred_at": _time}),
-    ("ProductViewed", 1): ("product_id", {"product_id": _id, "user_id": _optional_id,
-                                          "occurred_at": _time}),
-    ("StockChanged", 1): ("product_id", {"product_id": _id, "quantity": _int, "version": _int,
-                                         "delta": _int, "reason": _text,
-                                         "order_id": _optional_id, "occurred_at": _time}),
-    ("OrderCreated", 1): ("order_id", {**_ORDER_SNAPSHOT, "coupon_code": _optional_text}),
+PAYLOADS: dict[tuple[str, int], tuple[str, dict[str, Field]]] = {
+    ("LikeChanged", 1): ("product_id", {"product_id": ID, "user_id": ID, "liked": BOOL,
+                                        "occurred_at": TIME}),
+    ("ProductViewed", 1): ("product_id", {"product_id": ID, "user_id": _nullable(ID, "7"),
+                                          "occurred_at": TIME}),
+    ("StockChanged", 1): ("product_id", {"product_id": ID, "quantity": INT, "version": INT,
+                                         "delta": Field(_int_schema(), _int, -2),
+                                         "reason": _text(example="reserve"),
+                                         "order_id": _nullable(ID), "occurred_at": TIME}),
+    ("OrderCreated", 1): ("order_id", {**_ORDER_SNAPSHOT, "coupon_code": _nullable(TEXT)}),
     ("OrderConfirmed", 1): ("order_id", _ORDER_SNAPSHOT),
-    ("OrderCancelled", 1): ("order_id", {**_ORDER_SNAPSHOT, "reason": _text,
-                                         "was_confirmed": _bool}),
+    # v2: each line carries its subtotal, the order its currency (docs/EVENTS.md, "Evolution").
+    ("OrderConfirmed", 2): ("order_id", {**_ORDER_SNAPSHOT, "lines": _lines(v2=True),
+                                         "currency": Field(lambda: {
+                                             "type": "string", "pattern": "^[A-Z]{3}$",
+                                             "description": "ISO 4217 code of every amount"},
+                                             _same, "EUR")}),
+    ("OrderCancelled", 1): ("order_id", {**_ORDER_SNAPSHOT, "reason": _text(example="timeout"),
+                                         "was_confirmed": BOOL}),
     ("PaymentCompleted", 1): ("order_id", _PAYMENT),
-    ("PaymentFailed", 1): ("order_id", {**_PAYMENT, "reason": _text}),
-    ("PaymentRefundRequired", 1): ("order_id", {"payment_id": _id, "order_id": _id, "user_id": _id,
-                                                "amount": _decimal, "card_type": _bounded_text(20),
-                                                "reason": _bounded_text(200), "occurred_at": _time}),
+    ("PaymentFailed", 1): ("order_id", {**_PAYMENT, "reason": _text(example="card declined")}),
+    ("PaymentRefundRequired", 1): ("order_id", {"payment_id": ID, "order_id": ID, "user_id": ID,
+                                                "amount": DECIMAL, "card_type": _text(20, "VISA"),
+                                                "reason": _text(200, "order_cancelled"),
+                                                "occurred_at": TIME}),
 }
+
+
+# --- Evolution: older versions read as the latest, in one place -----------------------------------
+
+def _order_confirmed_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    # A v1 line's subtotal is what v2 would carry (quantity x unit_price, as the order charged);
+    # its amounts were in the shop's one currency, the one v2 names (settings.SHOP_CURRENCY).
+    lines = [{**line, "subtotal": (line["unit_price"] * line["quantity"]).quantize(_CENT)}
+             for line in payload["lines"]]
+    return {**payload, "lines": lines, "currency": settings.SHOP_CURRENCY}
+
+
+# (event_type, version) -> the typed payload one version up. A version with an upcaster is still
+# read (records of it stay on the topics) but no longer produced; handlers see the latest only.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("OrderConfirmed", 1): _order_confirmed_v1_to_v2,
+}
+
+
+def payload_upcast(event_type: str, version: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The typed payload in the latest version of its type, and that version."""
+    while (upcast := UPCASTERS.get((event_type, version))) is not None:
+        payload, version = upcast(payload), version + 1
+    return version, payload
+
 
 # Types whose projection keeps "the latest state" of their aggregate (the order ledger): they
 # must carry the `aggregate_version` header, and a record without it is dead-lettered. Other
@@ -248,47 +309,46 @@ PAYLOADS: dict[tuple[str, int], tuple[str, dict[str, Callable[[Any], Any]]]] = {
 VERSIONED_EVENT_TYPES = frozenset({"OrderCreated", "OrderConfirmed", "OrderCancelled",
                                    "PaymentRefundRequired"})
 
-REQUIRED_HEADERS = ("event_id", "event_type", "event_version", "aggregate_type", "aggregate_id",
-                    "occurred_at")
+
+
+def payload_check(event_type: str, version: int, data: Any) -> dict[str, Any]:
+    """The payload of this type and version, validated against its JSON Schema and typed; or
+    ContractViolation with the schema's error path (`payload.lines[0].quantity: ...`)."""
+    from backoffice.schemas import (
+        payload_validate,  # the schemas are built from this module
+    )
+
+    spec = PAYLOADS.get((event_type, version))
+    if spec is None:
+        raise ContractViolation(f"unknown event type or version: {short(event_type)} v{version}")
+    payload_validate(event_type, version, data)
+    payload = fields_convert(data, spec[1], "payload")
+    storable(data)
+    return payload
 
 
 def event_parse(*, topic: str, partition: int, offset: int, key: bytes | None,
                 value: bytes | None, headers: list[tuple[str, bytes]]) -> IncomingEvent:
     """The record as an event of the contract, or ContractViolation naming what is wrong."""
-    found: dict[str, str] = {}
-    for name, raw in headers or []:
-        if raw is None:
-            continue  # a header without a value (Kafka Connect's form of a null column) is absent
-        try:
-            found[name] = raw.decode() if isinstance(raw, bytes) else str(raw)
-        except UnicodeDecodeError as exc:
-            raise ContractViolation(f"header {name!r} is not UTF-8") from exc
-    for name in REQUIRED_HEADERS:
-        if not found.get(name):
-            raise ContractViolation(f"header {name!r} is missing")
-    for name in ("event_type", "aggregate_type", "aggregate_id", "traceparent"):
-        if "\x00" in found.get(name, ""):
-            raise ContractViolation(f"header {name!r} holds a NUL character")
+    found = headers_read(headers)
     try:
         event_id = uuid.UUID(found["event_id"])
     except ValueError as exc:
-        raise ContractViolation(f"header 'event_id' is not a UUID: {_short(found['event_id'])}") from exc
+        raise ContractViolation(f"header 'event_id' is not a UUID: {short(found['event_id'])}") from exc
     event_version_text = found["event_version"]
     if not (event_version_text.isascii() and event_version_text.isdigit()) or len(event_version_text) > 9:
-        raise ContractViolation(f"header 'event_version' is not an integer: {_short(event_version_text)}")
+        raise ContractViolation(f"header 'event_version' is not an integer: {short(event_version_text)}")
     version = int(event_version_text)
     occurred_at = _time(found["occurred_at"])
-    spec = PAYLOADS.get((found["event_type"], version))
+    event_type = found["event_type"]
+    spec = PAYLOADS.get((event_type, version))
     if spec is None:
-        raise ContractViolation(f"unknown event type or version: {_short(found['event_type'])} v{version}")
-    if len(found["aggregate_type"]) > HEADER_TEXT_MAX:
-        raise ContractViolation(f"header 'aggregate_type' is longer than {HEADER_TEXT_MAX} characters")
+        raise ContractViolation(f"unknown event type or version: {short(event_type)} v{version}")
     aggregate_version = None
     if found.get("aggregate_version"):
-        aggregate_version = _sequence(found["aggregate_version"])
-    elif found["event_type"] in VERSIONED_EVENT_TYPES:
-        raise ContractViolation(f"header 'aggregate_version' is missing (required for {found['event_type']})")
-    aggregate_field, fields = spec
+        aggregate_version = sequence_parse(found["aggregate_version"])
+    elif event_type in VERSIONED_EVENT_TYPES:
+        raise ContractViolation(f"header 'aggregate_version' is missing (required for {event_type})")
     if value is None:
         raise ContractViolation("record has no value")
     try:
@@ -297,16 +357,18 @@ def event_parse(*, topic: str, partition: int, offset: int, key: bytes | None,
         raise ContractViolation(f"value is not JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise ContractViolation("value is not a JSON object")
-    payload = _fields(data, fields)
-    _storable(data)
+    payload = payload_check(event_type, version, data)
+    aggregate_field = spec[0]
     if payload[aggregate_field] != found["aggregate_id"]:
         raise ContractViolation(
-            f"header aggregate_id {_short(found['aggregate_id'])} differs from payload {aggregate_field}")
+            f"header aggregate_id {short(found['aggregate_id'])} differs from payload {aggregate_field}")
     if key is not None and key.decode(errors="replace") != found["aggregate_id"]:
-        raise ContractViolation(f"record key {_short(key)} differs from aggregate_id "
-                                f"{_short(found['aggregate_id'])}")
-    return IncomingEvent(event_id=event_id, event_type=found["event_type"], event_version=version,
+        raise ContractViolation(f"record key {short(key)} differs from aggregate_id "
+                                f"{short(found['aggregate_id'])}")
+    payload_version, payload = payload_upcast(event_type, version, payload)
+    return IncomingEvent(event_id=event_id, event_type=event_type, event_version=version,
                          aggregate_type=found["aggregate_type"], aggregate_id=found["aggregate_id"],
                          occurred_at=occurred_at, traceparent=found.get("traceparent", ""),
                          payload=payload, raw_payload=data, topic=topic, partition=partition,
-                         offset=offset, aggregate_version=aggregate_version)
+                         offset=offset, aggregate_version=aggregate_version,
+                         payload_version=payload_version)

@@ -77,6 +77,14 @@ def _sales(event: IncomingEvent, effects: Effects, sign: int) -> None:
         delta.sales_amount += sign * line["quantity"] * line["unit_price"]
 
 
+def _sales_of_subtotals(event: IncomingEvent, effects: Effects) -> None:
+    # OrderConfirmed v2 (and v1 upcast to it) carries each line's subtotal: the amount sold.
+    for line in event.payload["lines"]:
+        delta = effects.metrics[line["product_id"]]
+        delta.sales_quantity += line["quantity"]
+        delta.sales_amount += line["subtotal"]
+
+
 def _ledger_row(event: IncomingEvent, status: str) -> dict[str, Any]:
     payload = event.payload
     return {"order_number": payload["order_number"], "user_id": payload["user_id"], "status": status,
@@ -91,7 +99,7 @@ def handle_order_created(event: IncomingEvent, effects: Effects) -> None:
 
 
 def handle_order_confirmed(event: IncomingEvent, effects: Effects) -> None:
-    _sales(event, effects, +1)
+    _sales_of_subtotals(event, effects)
     effects.ledger_seen(event.payload["order_id"], _ledger_row(event, "CONFIRMED"))
 
 
@@ -113,12 +121,14 @@ def handle_nothing(event: IncomingEvent, effects: Effects) -> None:
 
 Handler = Callable[[IncomingEvent, Effects], None]
 
+# Keyed by the payload's version once upcast (backoffice.contract.UPCASTERS): a version that is
+# upcast has no handler of its own; OrderConfirmed v1 records are handled as v2.
 HANDLERS: dict[tuple[str, int], Handler] = {
     ("LikeChanged", 1): handle_like_changed,
     ("ProductViewed", 1): handle_product_viewed,
     ("StockChanged", 1): handle_stock_changed,
     ("OrderCreated", 1): handle_order_created,
-    ("OrderConfirmed", 1): handle_order_confirmed,
+    ("OrderConfirmed", 2): handle_order_confirmed,
     ("OrderCancelled", 1): handle_order_cancelled,
     ("PaymentCompleted", 1): handle_nothing,
     ("PaymentFailed", 1): handle_nothing,
@@ -127,5 +137,5 @@ HANDLERS: dict[tuple[str, int], Handler] = {
 
 
 def event_handle(event: IncomingEvent, effects: Effects) -> None:
-    HANDLERS[(event.event_type, event.event_version)](event, effects)
+    HANDLERS[(event.event_type, event.payload_version or event.event_version)](event, effects)
 

@@ -245,6 +245,15 @@ BACKOFFICE_POLL_TIMEOUT_MS = env.int("BACKOFFICE_POLL_TIMEOUT_MS", default=500)
 BACKOFFICE_INBOX_RETENTION = timedelta(days=env.float("BACKOFFICE_INBOX_RETENTION_DAYS", default=14))
 PRODUCT_CACHE_KEY = "catalog:product:{product_id}"
 
+# --- Event contract (docs/EVENTS.md) ----------------------------------------------------------
+# The shop's one currency (ISO 4217): OrderConfirmed v2 carries it, and the back office gives
+# it to the OrderConfirmed v1 records it upcasts (their amounts were in it).
+SHOP_CURRENCY = env.str("SHOP_CURRENCY", default="EUR")
+# Check each event's payload against its JSON Schema when it is recorded (a mismatch raises in
+# the service that records it). On in development and tests; off in production, where the back
+# office checks the same schema and dead-letters a mismatch.
+OUTBOX_EVENT_SCHEMA_CHECK = env.bool("OUTBOX_EVENT_SCHEMA_CHECK", default=DEBUG)
+
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):

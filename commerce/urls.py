@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from backoffice.asyncapi import asyncapi_view
 from commerce import api_auth, dashboard, health
 from commerce.observability.exporters import metrics_view
 
@@ -19,6 +20,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # The events' AsyncAPI document (docs/asyncapi.yaml), public like the OpenAPI schema.
+    path("api/events/schema/", asyncapi_view, name="events-schema"),
     path("api/auth/token/", api_auth.TokenObtainApi.as_view(), name="auth-token"),
     path("api/", include("catalog.api.urls")),
     path("api/", include("orders.api.urls")),

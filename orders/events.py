@@ -16,6 +16,11 @@ class OrderLinePayload:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class OrderLineTotalPayload(OrderLinePayload):
+    subtotal: Decimal  # quantity x unit_price: what the line sold for
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class OrderEvent(DomainEvent):
     stream = "order-events"
     aggregate_type = "order"
@@ -41,7 +46,14 @@ class OrderCreated(OrderSnapshotEvent):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OrderConfirmed(OrderSnapshotEvent):
-    pass
+    """Version 2: each line carries its subtotal, the order its currency (ISO 4217). Version 1
+    records (neither) stay on the topic; the back office reads them through its upcaster
+    (docs/EVENTS.md, "Evolving an event")."""
+
+    event_version = 2
+
+    lines: tuple[OrderLineTotalPayload, ...]
+    currency: str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

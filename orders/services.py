@@ -14,6 +14,7 @@ import logging
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -21,7 +22,7 @@ from django.utils import timezone
 from catalog.models import Product
 from catalog.services import product_stock_reserve, product_stock_restore
 from commerce.errors import DomainValidationError, IllegalTransition
-from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderLinePayload
+from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderLinePayload, OrderLineTotalPayload
 from orders.models import Coupon, Order, OrderLine
 from orders.signals import order_cancelled, order_confirmed, order_created
 from outbox.recording import outbox_atomic
@@ -46,6 +47,16 @@ def _snapshot(order: Order) -> dict[str, object]:
     return dict(order_id=str(order.id), order_number=order.number, user_id=str(order.user_id),
                 original_total=order.original_total, discount=order.discount,
                 final_total=order.final_total, lines=lines)
+
+
+def _confirmed_snapshot(order: Order) -> dict[str, object]:
+    """The snapshot of OrderConfirmed v2: line subtotals and the shop's currency."""
+    snapshot = _snapshot(order)
+    snapshot["lines"] = tuple(
+        OrderLineTotalPayload(product_id=line.product_id, quantity=line.quantity,
+                              unit_price=line.unit_price, subtotal=line.quantity * line.unit_price)
+        for line in snapshot["lines"])
+    return {**snapshot, "currency": settings.SHOP_CURRENCY}
 
 
 def _lines_validate(lines: list[OrderLineRequest]) -> None:
@@ -145,7 +156,7 @@ def order_confirm(*, order_id: int) -> Order:
         aggregate_version = order.version_bump()
         order.save(update_fields=["status", "confirmed_at", "version", "updated_at"])
         order_confirmed.send(sender=Order, event=OrderConfirmed(
-            **_snapshot(order), aggregate_version=aggregate_version))
+            **_confirmed_snapshot(order), aggregate_version=aggregate_version))
     return order
 
 

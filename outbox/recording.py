@@ -15,6 +15,7 @@ from commerce.tracing import traceparent_get
 from outbox.envelope import DomainEvent
 from outbox.kick import relay_kick_on_commit
 from outbox.models import OutboxEvent
+from outbox.schema_check import event_schema_check
 
 
 class OutboxOutsideTransaction(RuntimeError):
@@ -110,6 +111,7 @@ def outbox_record(*, event: DomainEvent, using: str = "default") -> None:
     every write of the application, and the ORM's insert compilation was most of its cost. Inside
     `outbox_atomic()` the row waits for the block's single INSERT.
     """
+    event_schema_check(event)  # development and tests only (OUTBOX_EVENT_SCHEMA_CHECK)
     connection = connections[using]
     if not connection.in_atomic_block:
         raise OutboxOutsideTransaction(

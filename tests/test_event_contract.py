@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from django.apps import apps
 
-from backoffice.contract import PAYLOADS, VERSIONED_EVENT_TYPES
+from backoffice.contract import PAYLOADS, UPCASTERS, VERSIONED_EVENT_TYPES
+from backoffice.handlers import HANDLERS
 from outbox.envelope import DomainEvent
 
 EVENTS_DOC = (Path(__file__).resolve().parents[1] / "docs" / "EVENTS.md").read_text()
@@ -83,8 +84,21 @@ def test_every_event_class_the_domain_defines_is_in_the_contract():
 
 
 def test_every_type_of_the_contract_has_a_producer():
+    # a version with an upcaster is still read, no longer produced
     produced = {(cls.event_type, cls.event_version) for cls in DOMAIN_CLASSES}
-    assert {key for key in PAYLOADS if key[0] not in CONSUMED_BEFORE_PRODUCED} <= produced
+    expected = {key for key in PAYLOADS if key[0] not in CONSUMED_BEFORE_PRODUCED and key not in UPCASTERS}
+    assert expected <= produced
+    assert not produced & set(UPCASTERS)
+
+
+def test_every_version_read_reaches_a_handler_through_its_upcasters():
+    for event_type, version in PAYLOADS:
+        while (event_type, version) in UPCASTERS:
+            version += 1
+            assert (event_type, version) in PAYLOADS, f"{event_type} upcast to v{version}, not in the contract"
+        assert (event_type, version) in HANDLERS, f"{event_type} v{version} has no handler"
+    # a handler per latest version only: an upcast version has none of its own
+    assert not set(HANDLERS) & set(UPCASTERS)
 
 
 def test_a_new_event_class_missing_from_the_contract_fails_the_check():
@@ -114,11 +128,13 @@ def test_a_new_event_class_missing_from_the_contract_fails_the_check():
     assert gaps == ["OrderArchived v1 is produced but not in the contract"]
 
 
-@pytest.mark.parametrize("event_type", sorted({name for name, _ in PAYLOADS}))
-def test_every_type_of_the_contract_is_documented_with_its_fields(event_type):
-    row = next((line for line in EVENTS_DOC.splitlines() if line.startswith(f"| `{event_type}`")), None)
-    assert row is not None, f"{event_type} has no row in docs/EVENTS.md"
-    (_, fields), = [spec for (name, _), spec in PAYLOADS.items() if name == event_type]
+@pytest.mark.parametrize("event_type,version", sorted(PAYLOADS))
+def test_every_type_and_version_of_the_contract_is_documented_with_its_fields(event_type, version):
+    # the latest version's row is `| `Type` |`, an older one's `| `Type` v1 |`
+    label = f"| `{event_type}` |" if (event_type, version + 1) not in PAYLOADS else f"| `{event_type}` v{version} |"
+    row = next((line for line in EVENTS_DOC.splitlines() if line.startswith(label)), None)
+    assert row is not None, f"{event_type} v{version} has no row in docs/EVENTS.md"
+    _, fields = PAYLOADS[(event_type, version)]
     assert all(f"`{name}`" in row or name == "lines" for name in fields), row
 
 
