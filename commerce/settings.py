@@ -190,6 +190,16 @@ OUTBOX_DEAD_BLOCKS_KEY = env.bool("OUTBOX_DEAD_BLOCKS_KEY", default=False)
 OUTBOX_FAIR_SHARE = env.bool("OUTBOX_FAIR_SHARE", default=True)
 OUTBOX_KICK_DEBOUNCE = env.float("OUTBOX_KICK_DEBOUNCE", default=0.05)
 OUTBOX_KICK_ENABLED = env.bool("OUTBOX_KICK_ENABLED", default=True)
+# The relay's wake-up after a commit (docs/OUTBOX.md, "Wake-up"): `notify` (PostgreSQL: a NOTIFY in
+# the recording transaction, heard by `manage.py relay_loop`; no Celery kick), `celery` (the
+# on-commit kick through the Celery broker), `auto` (notify on PostgreSQL, celery elsewhere).
+OUTBOX_WAKEUP = env.str("OUTBOX_WAKEUP", default="auto")
+# The relay loop drains this often even without a notification (a NOTIFY lost with the loop's
+# connection, rows whose backoff ran out); the beat drain stays the last safety net.
+OUTBOX_LOOP_POLL_INTERVAL = env.float("OUTBOX_LOOP_POLL_INTERVAL", default=1.0)
+# The relay producer's linger: 0 sends a lone record at once (latency); under load kafka-python
+# still batches what accumulates while requests are in flight (bench/latency.py, bench/relay.py).
+OUTBOX_PRODUCER_LINGER_MS = env.int("OUTBOX_PRODUCER_LINGER_MS", default=0)
 OUTBOX_RETENTION = timedelta(days=env.float("OUTBOX_RETENTION_DAYS", default=7))
 OUTBOX_STALE_SECONDS = env.float("OUTBOX_STALE_SECONDS", default=60.0)
 # Fault tests only: seconds the relay waits between the broker's acknowledgement and marking rows.

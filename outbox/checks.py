@@ -58,6 +58,9 @@ def outbox_settings_errors() -> list[checks.Error]:
     if settings.OUTBOX_MAX_ATTEMPTS < 1:
         error(6, f"OUTBOX_MAX_ATTEMPTS is {settings.OUTBOX_MAX_ATTEMPTS}: no row could ever be sent",
               "set OUTBOX_MAX_ATTEMPTS to 1 or more (default 12)")
+    if settings.OUTBOX_WAKEUP.strip().lower() not in ("auto", "notify", "celery"):
+        error(7, f"OUTBOX_WAKEUP is {settings.OUTBOX_WAKEUP!r}: the relay's wake-up is unknown",
+              "set OUTBOX_WAKEUP to auto (default), notify or celery")
     return errors
 
 

@@ -32,7 +32,7 @@ def producer_config() -> dict[str, Any]:
         "enable_idempotence": True,
         # Ordering per partition survives retries with idempotence and at most 5 in flight.
         "max_in_flight_requests_per_connection": 5,
-        "linger_ms": 5,
+        "linger_ms": settings.OUTBOX_PRODUCER_LINGER_MS,
         "batch_size": 256 * 1024,
         # A send that cannot even find its partition's leader gives up quickly; the row is
         # retried by a later drain with backoff instead of blocking the worker.

@@ -1,4 +1,6 @@
-"""The fast path: after a commit, ask the relay to drain now instead of at the next beat tick.
+"""The Celery fast path: after a commit, ask the relay to drain now instead of at the next beat
+tick. Used when OUTBOX_WAKEUP resolves to `celery` (SQLite, or chosen); PostgreSQL's default is
+the NOTIFY wake-up heard by the relay loop (outbox/wakeup.py, outbox/relay/listen.py).
 
 Coalesced across processes: a kick is a message on the relay's own queue (OUTBOX_CELERY_QUEUE),
 sent only when no kick is already waiting. The kick marks itself pending in the shared cache;
@@ -22,6 +24,8 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+
+from outbox.wakeup import wakeup_mode
 
 logger = logging.getLogger(__name__)
 
@@ -88,5 +92,6 @@ def _kick() -> None:
 
 
 def relay_kick_on_commit(*, using: str = "default") -> None:
-    if settings.OUTBOX_KICK_ENABLED:
+    # With the NOTIFY wake-up the relay loop hears the commit itself: a kick would drain twice.
+    if settings.OUTBOX_KICK_ENABLED and wakeup_mode(using) == "celery":
         transaction.on_commit(_kick, using=using)

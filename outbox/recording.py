@@ -11,11 +11,13 @@ from typing import Any
 from django.conf import settings
 from django.db import connections, transaction
 
+from commerce.observability.telemetry import outbox_record_span, telemetry_enabled
 from commerce.tracing import traceparent_get
 from outbox.envelope import DomainEvent
 from outbox.kick import relay_kick_on_commit
 from outbox.models import OutboxEvent
 from outbox.schema_check import event_schema_check
+from outbox.wakeup import CHANNEL, wakeup_mode
 
 
 class OutboxOutsideTransaction(RuntimeError):
@@ -36,6 +38,12 @@ def _insert_sql(rows: int) -> str:
 
 
 _INSERT_SQL = {rows: _insert_sql(rows) for rows in range(1, 9)}
+# PostgreSQL with the NOTIFY wake-up: the same INSERT as a data-modifying CTE whose statement
+# notifies the relay loop, so the wake-up costs no round trip of its own. PostgreSQL delivers
+# the notification at commit (never on rollback, nor for a rolled-back savepoint) and folds
+# identical ones of a transaction into one. The payload is the first row's event id (logged).
+_INSERT_NOTIFY_SQL = {rows: f"WITH _outbox_rows AS ({sql}) SELECT pg_notify('{CHANNEL}', %s)"
+                      for rows, sql in _INSERT_SQL.items()}
 
 
 class _SavepointMarker:
@@ -83,7 +91,7 @@ def outbox_atomic(using: str = "default") -> Iterator[None]:
         try:
             yield
             if not connection.needs_rollback:  # otherwise the block rolls back: nothing to write
-                _insert(_surviving_rows(batch, connection), connection)
+                _insert(_surviving_rows(batch, connection), connection, using=using)
         finally:
             del batches[using]
 
@@ -96,15 +104,21 @@ def _surviving_rows(batch: _Batch, connection: Any) -> list[list[Any]]:
     return [row for row, marker in batch.rows if marker is None or id(marker) in registered]
 
 
-def _insert(rows: list[list[Any]], connection: Any) -> None:
+def _insert(rows: list[list[Any]], connection: Any, *, using: str) -> None:
+    notify = wakeup_mode(using) == "notify"
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 8):
             chunk = rows[start:start + 8]
-            cursor.execute(_INSERT_SQL[len(chunk)], [value for row in chunk for value in row])
+            params = [value for row in chunk for value in row]
+            if notify and start == 0:  # one notification per statement batch is enough
+                cursor.execute(_INSERT_NOTIFY_SQL[len(chunk)], [*params, str(chunk[0][0])])
+            else:
+                cursor.execute(_INSERT_SQL[len(chunk)], params)
 
 
 def outbox_record(*, event: DomainEvent, using: str = "default") -> None:
-    """Write the event's outbox row in the caller's transaction and nudge the relay after commit.
+    """Write the event's outbox row in the caller's transaction and wake the relay at commit:
+    a NOTIFY in the same statement on PostgreSQL, or the on-commit Celery kick (outbox/wakeup.py).
 
     Raises OutboxOutsideTransaction when called outside `transaction.atomic()`. The row is
     inserted with one hand-written statement rather than `Model.save()`: recording sits on the path of
@@ -121,11 +135,20 @@ def outbox_record(*, event: DomainEvent, using: str = "default") -> None:
     # Only the values whose database form differs per backend go through the field.
     occurred_at = field_of("occurred_at").get_db_prep_save(event.occurred_at, connection)
     aggregate_id = event.aggregate_id
+    topic = settings.KAFKA_TOPICS[event.stream]
+    if telemetry_enabled():
+        # The recording is a "create" span of the request's trace; the row stores that span's
+        # context, which the record carries to the consumer (commerce/observability/telemetry.py).
+        with outbox_record_span(topic=topic, event_id=event.event_id, event_type=event.event_type,
+                                key=aggregate_id):
+            traceparent = traceparent_get()
+    else:
+        traceparent = traceparent_get()
     row = [field_of("event_id").get_db_prep_save(event.event_id, connection),
-           settings.KAFKA_TOPICS[event.stream], aggregate_id, event.event_type, event.event_version,
+           topic, aggregate_id, event.event_type, event.event_version,
            event.aggregate_type, aggregate_id, event.aggregate_version,
            field_of("payload").get_db_prep_save(event.payload(), connection),
-           field_of("headers").get_db_prep_save({"traceparent": traceparent_get()}, connection),
+           field_of("headers").get_db_prep_save({"traceparent": traceparent}, connection),
            occurred_at, occurred_at, occurred_at]
     batch = _batches().get(using)
     if batch is not None:
@@ -135,5 +158,5 @@ def outbox_record(*, event: DomainEvent, using: str = "default") -> None:
             transaction.on_commit(marker, using=using)
         batch.rows.append((row, marker))
     else:
-        _insert([row], connection)
+        _insert([row], connection, using=using)
     relay_kick_on_commit(using=using)

@@ -67,6 +67,12 @@ def components() -> list[Component]:
                  "-s", str(VAR_DIR / "celerybeat-schedule")],
         "consumer": [PY, "manage.py", "consume_events"],
     }
+    # On PostgreSQL the relay loop hears each commit's NOTIFY and publishes at once (the relay
+    # worker above then only runs the beat drains, the safety net); SQLite keeps the Celery kick.
+    database_url = settings_env.get("DATABASE_URL") or ""
+    wakeup = (settings_env.get("OUTBOX_WAKEUP") or "auto").strip().lower()
+    if database_url.startswith(("postgres", "pgsql")) and wakeup != "celery":
+        argvs["relay-loop"] = [PY, "manage.py", "relay_loop"]
     return [Component(name, argv, LOG_DIR / f"{name}.log", PROJECT_DIR) for name, argv in argvs.items()]
 
 
@@ -174,7 +180,7 @@ def main() -> int:
                         help="print the variables make run sets, as `export` lines")
     parser.add_argument("--restart", metavar="COMPONENT",
                         help="restart one component of the running `make run` (server, worker, "
-                             "relay, beat, consumer)")
+                             "relay, beat, consumer, relay-loop on PostgreSQL)")
     parser.add_argument("--demo", type=int, default=None, metavar="ACTIONS",
                         help="run simulate_traffic with this many actions, report, then stop")
     options = parser.parse_args()

@@ -23,11 +23,12 @@ def pipeline(live_server, settings, subprocess_env, tmp_path):
     from decimal import Decimal
 
     settings.OUTBOX_KICK_ENABLED = True
+    settings.OUTBOX_WAKEUP = "celery"  # this stack has no relay loop: the worker relays on kicks
     settings.BACKOFFICE_GROUP_ID = f"e2e-{uuid.uuid4().hex[:6]}"
     for n in range(8):
         product_create(name=f"Simulated {n}", price=Decimal("9.99"), stock=1000)
     env = dict(subprocess_env, PAYMENT_CALLBACK_BASE_URL=live_server.url, PAYMENT_SIM_FAILURE_RATE="0.3",
-               PAYMENT_SIM_DELAY="0.1", OUTBOX_KICK_ENABLED="1", BACKOFFICE_GROUP_ID=settings.BACKOFFICE_GROUP_ID)
+               PAYMENT_SIM_DELAY="0.1", OUTBOX_KICK_ENABLED="1", OUTBOX_WAKEUP="celery", BACKOFFICE_GROUP_ID=settings.BACKOFFICE_GROUP_ID)
     worker = ManagedProcess(name="worker", env=env, log_path=tmp_path / "worker.log", ready_text="ready.",
                             argv=[sys.executable, "-m", "celery", "-A", "commerce", "worker", "--pool=solo",
                                   "--loglevel=INFO", "--purge", "--without-heartbeat", "--without-gossip",

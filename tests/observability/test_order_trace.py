@@ -1,8 +1,9 @@
 """One order's trace with the SDK's in-memory exporter: the HTTP span, the outbox's "create"
 span, the relay's "send" span and the back office's "process" span, with the right relations.
 
-The relay and the consumer are not wired to the span helpers yet: the test calls the send and
-process helpers itself with what the relay and the consumer have (the row, the parsed record).
+The outbox's recording is wired (outbox/recording.py); the relay and the consumer are not wired
+to the span helpers yet: the test calls the send and process helpers itself with what the relay
+and the consumer have (the row, the parsed record).
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from django.conf import settings
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-import outbox.receivers
 from backoffice.contract import event_parse
 from commerce.observability import telemetry
 from commerce.tracing import trace_id_of, traceparent_get
@@ -30,21 +29,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
     telemetry.telemetry_configure(exporter=exporter, batch=False, set_global=False)
     yield exporter
     telemetry.telemetry_reset()
-
-
-@pytest.fixture
-def recording_span_wired(monkeypatch):  # noqa: ANN001, ANN201
-    """Stands in for the one-line wiring of outbox_record_span in outbox.recording.outbox_record
-    (not done on this branch: another branch is changing that module)."""
-    record = outbox.receivers.outbox_record
-
-    def record_in_span(*, event, using="default"):  # noqa: ANN001, ANN202
-        with telemetry.outbox_record_span(topic=settings.KAFKA_TOPICS[event.stream],
-                                          event_id=event.event_id, event_type=event.event_type,
-                                          key=event.aggregate_id):
-            record(event=event, using=using)
-
-    monkeypatch.setattr(outbox.receivers, "outbox_record", record_in_span)
 
 
 def _place_order(api_client) -> tuple[dict, str]:  # noqa: ANN001
@@ -75,8 +59,8 @@ def _ids(span) -> tuple[int, int]:  # noqa: ANN001
     return span.context.trace_id, span.context.span_id
 
 
-def test_the_http_span_is_the_requests_context_and_the_outbox_stores_it(api_client, spans):
-    # when: no recording span wired: the rows carry the HTTP span itself
+def test_the_http_span_is_the_requests_context_and_each_row_stores_its_create_span(api_client, spans):
+    # when: an order is placed through the API
     order, answered = _place_order(api_client)
 
     # then: the HTTP span continues the caller's trace and is what the response names
@@ -86,11 +70,17 @@ def test_the_http_span_is_the_requests_context_and_the_outbox_stores_it(api_clie
     assert answered == f"00-{http.context.trace_id:032x}-{http.context.span_id:016x}-01"
     rows = list(OutboxEvent.objects.filter(aggregateid=str(order["id"]), aggregatetype="order"))
     assert rows
-    assert {row.headers["traceparent"] for row in rows} == {answered}
+    # and each row carries the context of its own "create" span, a child of the HTTP span
+    creates = {s.attributes["messaging.message.id"]: s for s in spans.get_finished_spans()
+               if s.name.startswith("create ")}
+    for row in rows:
+        create = creates[str(row.event_id)]
+        assert create.parent.span_id == http.context.span_id
+        assert row.headers["traceparent"] == (
+            f"00-{create.context.trace_id:032x}-{create.context.span_id:016x}-01")
 
 
-def test_one_order_reads_as_one_trace_from_the_request_to_the_projection(
-        api_client, spans, recording_span_wired):
+def test_one_order_reads_as_one_trace_from_the_request_to_the_projection(api_client, spans):
     # given: an order placed through the API, its events recorded inside "create" spans
     order, answered = _place_order(api_client)
     (http,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER]

@@ -318,6 +318,7 @@ def test_relay_drains_have_a_queue_of_their_own_that_a_plain_worker_also_consume
 def test_the_kick_is_registered_on_commit_only_when_enabled(
         settings, django_capture_on_commit_callbacks):
     settings.OUTBOX_KICK_ENABLED = True
+    settings.OUTBOX_WAKEUP = "celery"  # on PostgreSQL `auto` is the NOTIFY wake-up, without a kick
     with django_capture_on_commit_callbacks() as callbacks:
         kick.relay_kick_on_commit()
     assert callbacks == [kick._kick]
@@ -381,3 +382,15 @@ def test_drain_until_empty_waits_for_keys_another_relay_holds_then_gives_up(sett
     assert out.getvalue().strip().endswith("published 0")
     assert "2 due row(s) pending, none claimable" in err.getvalue()
     assert OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING).count() == 2
+
+
+def test_with_the_notify_wake_up_the_celery_kick_is_not_registered(  # noqa: ANN001
+        settings, django_capture_on_commit_callbacks):
+    # given the kick on and the NOTIFY wake-up (PostgreSQL) or its fallback (SQLite)
+    settings.OUTBOX_KICK_ENABLED = True
+    settings.OUTBOX_WAKEUP = "notify"
+    with django_capture_on_commit_callbacks() as callbacks:
+        kick.relay_kick_on_commit()
+    # then PostgreSQL leaves the wake-up to the relay loop; SQLite cannot NOTIFY and kicks
+    expected = [] if connection.vendor == "postgresql" else [kick._kick]
+    assert callbacks == expected

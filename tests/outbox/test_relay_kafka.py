@@ -62,6 +62,7 @@ def test_drain_publishes_every_row_with_key_and_envelope_and_marks_it(kafka_topi
 def test_committed_events_survive_failing_on_commit_callbacks(kafka_topics, settings, monkeypatch):
     # given every on-commit kick fails and no worker runs
     settings.OUTBOX_KICK_ENABLED = True
+    settings.OUTBOX_WAKEUP = "celery"  # the Celery kick, not the NOTIFY of the relay loop
 
     def kick_that_dies() -> None:
         raise RuntimeError("process died right after the commit")
@@ -90,6 +91,7 @@ def test_a_rolled_back_service_call_reaches_no_topic(kafka_topics):
 def test_the_on_commit_kick_is_executed_by_a_real_worker(kafka_topics, celery_worker_process, settings):
     # given a real worker subprocess and the kick on
     settings.OUTBOX_KICK_ENABLED = True
+    settings.OUTBOX_WAKEUP = "celery"  # the Celery kick, not the NOTIFY of the relay loop
     # when a service commits
     product = product_create(name="Kicked", price=Decimal("2.00"), stock=4)
     # then the worker drains it: the record arrives and the row is marked, with no drain here

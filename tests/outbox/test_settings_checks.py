@@ -22,6 +22,7 @@ IMPOSSIBLE = [
     pytest.param({"KAFKA_BOOTSTRAP_SERVERS": ["kafka:notaport"]}, "outbox.E004",
                  id="bootstrap-servers-bad-port"),
     pytest.param({"KAFKA_PRODUCER_ACKS": "1"}, "outbox.E005", id="acks-1-with-idempotence"),
+    pytest.param({"OUTBOX_WAKEUP": "listen"}, "outbox.E007", id="unknown-wake-up"),
 ]
 
 

@@ -1,0 +1,177 @@
+"""The relay loop: a long-running relay that drains the moment a row commits (PostgreSQL).
+
+The recording transaction sends `NOTIFY outbox_wakeup` (outbox/recording.py); PostgreSQL delivers
+it at commit to every session that `LISTEN`s. The loop holds one such session of its own
+(psycopg 3, autocommit, apart from Django's connection that the drain uses) and:
+
+- drains at once when a notification arrives: no debounce, the first event after idle is claimed
+  as soon as it is heard;
+- coalesces: notifications that arrive while a drain runs are all read after it, and cause one
+  more drain (their rows may have come after the drain's last claim), not one per notification;
+- drains every OUTBOX_LOOP_POLL_INTERVAL even when nothing is heard: a notification sent while no
+  loop listened (the loop was starting, its connection was lost) or a row whose backoff ran out is
+  published by that poll; the Celery beat drain remains the last safety net;
+- stops gracefully on `relay_stop_request()` (SIGTERM in `manage.py relay_loop`): the running
+  drain writes back what was acknowledged and releases the rest of its claims (stopping.py).
+
+Several loops (and Celery drains) may run side by side: every drain claims with
+`FOR UPDATE SKIP LOCKED` and the per-key check (claim.py), so a row is leased by one relay at a
+time and a key's rows go out in order whoever holds them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+from dataclasses import dataclass
+
+import psycopg
+from django.conf import settings
+from django.db import connections
+
+from outbox.relay.drain import relay_drain
+from outbox.relay.stopping import relay_stop_requested
+from outbox.wakeup import CHANNEL
+
+logger = logging.getLogger("outbox.relay.loop")
+
+RECONNECT_MAX_S = 5.0
+DRAIN_BUDGET_S = 10.0
+
+
+@dataclass
+class LoopStats:
+    """What a loop did, for its last log line and for tests."""
+
+    drains: int = 0
+    published: int = 0
+    notifications: int = 0
+    polls: int = 0
+
+
+class Waker:
+    """A self-pipe: `wake()` (safe in a signal handler) interrupts the loop's wait at once."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+
+    def wake(self) -> None:
+        try:
+            os.write(self.write_fd, b"x")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full or closed: the loop is already awake or gone
+
+    def clear(self) -> None:
+        try:
+            while os.read(self.read_fd, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _listen_connect(using: str) -> psycopg.Connection:
+    """A session of its own that LISTENs: the drain's Django connection opens and closes
+    transactions, this one only waits."""
+    params = connections[using].settings_dict
+    conn = psycopg.connect(
+        dbname=params["NAME"], user=params.get("USER") or None,
+        password=params.get("PASSWORD") or None, host=params.get("HOST") or None,
+        port=str(params["PORT"]) if params.get("PORT") else None,
+        autocommit=True, application_name="outbox-relay-loop", connect_timeout=5)
+    conn.execute(f"LISTEN {CHANNEL}")
+    return conn
+
+
+def _take_notifications(conn: psycopg.Connection) -> list[str]:
+    """The notifications that have arrived, without waiting (their payloads: event ids)."""
+    pgconn = conn.pgconn
+    pgconn.consume_input()  # raises OperationalError when the connection is gone
+    payloads = []
+    while (notify := pgconn.notifies()) is not None:
+        payloads.append(notify.extra.decode(errors="replace"))
+    return payloads
+
+
+def _drain_until_idle(stats: LoopStats) -> None:
+    """Drain until nothing is claimable (a drain stops at its time budget: run it again)."""
+    while not relay_stop_requested():
+        result = relay_drain(time_budget_s=DRAIN_BUDGET_S)
+        stats.drains += 1
+        stats.published += result.published
+        if result.failed or result.dead or not result.batches:
+            return  # nothing more now, or rows in backoff: the poll comes back to them
+        if result.seconds < DRAIN_BUDGET_S:
+            return  # the drain ended on its own: it claimed everything due
+
+
+def relay_loop(*, using: str = "default", poll_interval_s: float | None = None,
+               waker: Waker | None = None) -> LoopStats:
+    """Run until `relay_stop_requested()`; returns what it did."""
+    poll_s = settings.OUTBOX_LOOP_POLL_INTERVAL if poll_interval_s is None else poll_interval_s
+    stats = LoopStats()
+    listener: psycopg.Connection | None = None
+    reconnect_in = 0.1
+    logger.info("relay loop started", extra={"channel": CHANNEL, "poll_interval_s": poll_s,
+                                              "pid": os.getpid()})
+    try:
+        while not relay_stop_requested():
+            if listener is None:
+                try:
+                    listener = _listen_connect(using)
+                    reconnect_in = 0.1
+                except psycopg.Error as exc:
+                    logger.warning("relay loop cannot listen; polling until it can",
+                                   extra={"error": repr(exc), "retry_in_s": reconnect_in})
+            # Every pass drains first: at start (rows committed while no loop listened), after a
+            # notification, after a poll timeout, after a reconnection.
+            _drain_until_idle(stats)
+            if relay_stop_requested():
+                break
+            fds = [waker.read_fd] if waker is not None else []
+            if listener is not None:
+                fds.append(listener.fileno())
+            timeout = poll_s if listener is not None else min(poll_s, reconnect_in)
+            readable, _, _ = select.select(fds, [], [], timeout)
+            if waker is not None and waker.read_fd in readable:
+                waker.clear()
+            if listener is None:
+                reconnect_in = min(RECONNECT_MAX_S, reconnect_in * 2)
+                continue
+            if not readable:
+                stats.polls += 1
+                continue
+            try:
+                heard = _take_notifications(listener)
+            except psycopg.Error as exc:
+                logger.warning("relay loop lost its listening connection; reconnecting",
+                               extra={"error": repr(exc)})
+                _close(listener)
+                listener = None
+                continue
+            stats.notifications += len(heard)
+            if heard and logger.isEnabledFor(logging.DEBUG):
+                logger.debug("relay loop woken", extra={"event_id": heard[0],
+                                                        "notifications": len(heard)})
+    finally:
+        if listener is not None:
+            _close(listener)
+        logger.info("relay loop stopped", extra={"drains": stats.drains, "published": stats.published,
+                                                  "notifications": stats.notifications})
+    return stats
+
+
+def _close(conn: psycopg.Connection) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection must not stop the loop
+        logger.exception("closing the listening connection failed")

@@ -1,0 +1,152 @@
+"""The relay loop (`manage.py relay_loop`): woken by the recording transaction's NOTIFY, with the
+real PostgreSQL, the real broker and the loop as a real process; no beat, no Celery."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from orders.services import OrderLineRequest, order_place
+from outbox.models import OutboxEvent
+from outbox.recording import outbox_record
+from outbox.relay.listen import _listen_connect, _take_notifications
+from tests.factories import product_make, user_make
+from tests.outbox.events_for_tests import SequenceRecorded, outbox_rows_bulk
+from tests.support.kafka import kafka_read_all
+from tests.support.processes import ManagedProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only():  # noqa: ANN202
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite keeps the Celery kick")
+
+
+def _loop(subprocess_env: dict[str, str], tmp_path: Path, *, name: str = "loop",
+          poll_s: float = 600.0) -> ManagedProcess:
+    # A poll far longer than the test: only a notification can explain a prompt publication.
+    process = ManagedProcess(name=name, env=subprocess_env, log_path=tmp_path / f"{name}.log",
+                             ready_text="relay loop listening",
+                             argv=[sys.executable, "manage.py", "relay_loop", "--poll-interval", str(poll_s)])
+    process.start(timeout=60)
+    return process
+
+
+def _wait_until(predicate, timeout_s: float) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_a_committed_order_reaches_kafka_through_the_loop_without_beat(subprocess_env, kafka_topics, tmp_path):
+    # given a relay loop that polls only every 10 minutes, no beat, no Celery worker
+    product = product_make(price="4.00", stock=5)
+    loop = _loop(subprocess_env, tmp_path)
+    assert _wait_until(lambda: not OutboxEvent.objects.filter(status="pending").exists(), 30)
+    # when an order commits
+    order = order_place(user=user_make(), lines=[OrderLineRequest(product_id=product.id, quantity=2)])
+    # then its events reach the topic, published by the loop that heard the commit
+    records = kafka_read_all(kafka_topics["order-events"], expected=1, timeout_s=20)
+    assert [(r.key, r.headers["event_type"]) for r in records] == [(str(order.id).encode(), b"OrderCreated")]
+    assert _wait_until(lambda: OutboxEvent.objects.get(type="OrderCreated").status == "published", 10)
+    assert loop.stop() == 0
+    assert "relay loop stopped" in loop.log_tail()
+
+
+def test_rows_no_notification_announced_are_published_by_the_start_drain_and_the_poll(
+        subprocess_env, kafka_topics, tmp_path):
+    # given rows committed while no loop listened (their NOTIFY reached nobody), and one row
+    # that becomes due only later (no notification will ever announce it)
+    topic = kafka_topics["catalog-events"]
+    outbox_rows_bulk(topic=topic, keys=3, per_key=2)
+    later = outbox_rows_bulk(topic=topic, keys=1, per_key=1)[0]
+    OutboxEvent.objects.filter(pk=later.pk).update(key="late", aggregateid="late",
+                                                   available_at=timezone.now() + timedelta(seconds=2))
+    # when a loop starts, polling every half second
+    loop = _loop(subprocess_env, tmp_path, poll_s=0.5)
+    # then the six are published by its first drain, and the late one by a poll
+    records = kafka_read_all(topic, expected=7, timeout_s=30)
+    assert len(records) == 7
+    assert sorted(r.key for r in records).count(b"late") == 1
+    assert _wait_until(lambda: OutboxEvent.objects.filter(status="published").count() == 7, 10)
+    loop.stop()
+
+
+def test_the_notification_leaves_at_commit_and_never_for_a_rollback():
+    # given a session listening as the loop does
+    listener = _listen_connect("default")
+    try:
+        # when one transaction commits two events, and another rolls back
+        first, second = (SequenceRecorded(product_id="k", sequence=n) for n in (1, 2))
+        with transaction.atomic():
+            outbox_record(event=first)
+            assert _take_notifications(listener) == []  # not before the commit
+            outbox_record(event=second)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            outbox_record(event=SequenceRecorded(product_id="k", sequence=3))
+            raise RuntimeError("rolled back")
+        # then the commit was heard (one notification per recorded statement, named by its
+        # event id), the rollback was not
+        time.sleep(0.2)
+        assert _take_notifications(listener) == [str(first.event_id), str(second.event_id)]
+    finally:
+        listener.close()
+
+
+def _record_in_transactions(*, keys: int, per_key: int) -> list[str]:
+    """keys x per_key events, one transaction each (one NOTIFY each), interleaved across keys."""
+    event_ids = []
+    for sequence in range(per_key):
+        for key in range(keys):
+            event = SequenceRecorded(product_id=f"k{key}", sequence=sequence)
+            with transaction.atomic():
+                outbox_record(event=event)
+            event_ids.append(str(event.event_id))
+    return event_ids
+
+
+def test_two_loops_publish_each_event_exactly_once_in_key_order(subprocess_env, kafka_topics, tmp_path):
+    # given two relay loops hearing the same notifications
+    loops = [_loop(subprocess_env, tmp_path, name=f"loop{n}") for n in (1, 2)]
+    # when 400 events of 8 keys commit one by one
+    event_ids = _record_in_transactions(keys=8, per_key=50)
+    # then each is on the topic once, and each key's events in their order
+    records = kafka_read_all(kafka_topics["catalog-events"], expected=len(event_ids), timeout_s=60)
+    time.sleep(1)  # a duplicate would arrive right behind
+    records = kafka_read_all(kafka_topics["catalog-events"], timeout_s=5)
+    read_ids = [r.headers["event_id"].decode() for r in records]
+    assert sorted(read_ids) == sorted(event_ids)
+    by_key: dict[bytes, list[int]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_key.setdefault(record.key, []).append(json.loads(record.value)["sequence"])
+    assert by_key == {f"k{key}".encode(): list(range(50)) for key in range(8)}
+    assert _wait_until(lambda: OutboxEvent.objects.exclude(status="published").count() == 0, 15)
+    for loop in loops:
+        assert loop.stop() == 0
+
+
+def test_sigterm_stops_the_loop_mid_backlog_and_hands_its_claims_back(subprocess_env, kafka_topics, tmp_path):
+    # given a loop draining a backlog
+    outbox_rows_bulk(topic=kafka_topics["catalog-events"], keys=50, per_key=800)
+    loop = _loop(subprocess_env, tmp_path)
+    assert _wait_until(lambda: OutboxEvent.objects.filter(status="published").exists(), 30)
+    # when it is sent SIGTERM
+    loop.popen.send_signal(signal.SIGTERM)
+    # then it exits at once, cleanly, and holds no claim any more
+    assert loop.wait(timeout=20) == 0
+    assert "relay loop stopped" in loop.log_tail()
+    assert not OutboxEvent.objects.exclude(status="published").filter(claim_token__isnull=False).exists()
+    assert OutboxEvent.objects.exclude(status="published").exists(), "the backlog was drained before the stop"
