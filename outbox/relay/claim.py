@@ -21,7 +21,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, TextField
@@ -67,30 +66,18 @@ def _lanes() -> list[str]:
     return topics if settings.OUTBOX_FAIR_SHARE and len(topics) > 1 else []
 
 
-def _fair_candidates(cursor, *, limit: int, params: dict, lock: str,  # noqa: ANN001
-                     prelude: str = "") -> list[tuple]:
+def _fair_candidates(cursor, *, limit: int, params: dict, lock: str) -> list[tuple]:  # noqa: ANN001
     """Up to `limit` claimable rows, oldest first: first up to an equal share for each topic
     (so that a flood on one topic cannot push another's events behind it), then the oldest
-    of any topic to fill the batch. `prelude`: statements sent with the first query, in its
-    round trip (client-side binding only)."""
-    pending_prelude = [prelude] if prelude else []
-
-    def execute(sql: str, values: dict) -> list[tuple]:
-        if pending_prelude:
-            cursor.execute(pending_prelude.pop() + sql, values)
-            while cursor.nextset():  # past the prelude's results, to the query's
-                pass
-        else:
-            cursor.execute(sql, values)
-        return cursor.fetchall()
-
+    of any topic to fill the batch."""
     picked: list[tuple] = []
     lanes = _lanes()
     share = max(1, limit // len(lanes)) if lanes else 0
     last_of_lane: dict[str, int] = {}
     for topic in lanes:
-        rows = execute(_candidates_sql(lock=lock, topic=True),
+        cursor.execute(_candidates_sql(lock=lock, topic=True),
                        {**params, "topic": topic, "limit": min(share, limit - len(picked))})
+        rows = cursor.fetchall()
         if rows:
             last_of_lane[topic] = rows[-1][0]
         picked.extend(rows)
@@ -104,8 +91,9 @@ def _fair_candidates(cursor, *, limit: int, params: dict, lock: str,  # noqa: AN
         for n, (topic, last) in enumerate(last_of_lane.items()):
             exclude += f" AND (o.topic <> %(lane{n})s OR o.seq > %(last{n})s)"
             extra.update({f"lane{n}": topic, f"last{n}": last})
-        picked.extend(execute(_candidates_sql(lock=lock, exclude=exclude),
-                              {**params, **extra, "limit": limit - len(picked)}))
+        cursor.execute(_candidates_sql(lock=lock, exclude=exclude),
+                       {**params, **extra, "limit": limit - len(picked)})
+        picked.extend(cursor.fetchall())
     picked.sort()
     return picked
 
@@ -182,17 +170,12 @@ def _pg_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UU
         # bulk load) the planner estimates a handful of rows and may instead sort every pending
         # row and probe with a bitmap of the whole pending index: quadratic, minutes at 20,000
         # rows (seen in the concurrent-relays test). For this transaction only.
-        planner = ("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; "
-                   "SET LOCAL enable_sort = off; ")
-        if not isinstance(cursor.cursor, psycopg.ClientCursor):
-            # Server-side binding takes one statement per execute: the settings go on their own.
-            cursor.execute(planner)
-            planner = ""
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; "
+                       "SET LOCAL enable_sort = off")
         # SKIP LOCKED: concurrent relays take disjoint rows. The partial indexes on pending rows
         # by seq (and by topic, seq) yield them oldest first: each scan stops after its limit.
-        # The planner settings travel with the first query: one round trip less per claim.
         candidates = _fair_candidates(cursor, limit=limit, params={"now": now, "in_flight": in_flight},
-                                      lock="FOR UPDATE OF o SKIP LOCKED", prelude=planner)
+                                      lock="FOR UPDATE OF o SKIP LOCKED")
         free = set(_pg_without_rows_another_relay_is_claiming(
             cursor, [(seq, key) for seq, key, _, _ in candidates], in_flight=in_flight))
         settled = _settle([candidate for candidate in candidates if candidate[0] in free])

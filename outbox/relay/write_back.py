@@ -6,7 +6,6 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -91,13 +90,7 @@ def write_back(*, token: uuid.UUID, rows: list[ClaimedRow], outcomes: dict[int, 
                 published.append(row)
     fenced = OutboxEvent.objects.filter(claim_token=token)
     marked = 0
-    # On PostgreSQL a batch that only went out (the usual case) is marked by one statement (or
-    # one per dense run): no transaction of its own, which saves the BEGIN and COMMIT round
-    # trips. Each statement is fenced by the token on its own, and one cut short leaves its rows
-    # leased, sent again once the lease expires: the window a relay dying after the send has
-    # anyway. (SQLite marks row by row: one transaction.)
-    alone = not failed and not released and connection.vendor == "postgresql"
-    with nullcontext() if alone else transaction.atomic():
+    with transaction.atomic():
         updated = 0
         if published:
             marked = _mark_published(token=token, rows=published, now=now)
