@@ -22,6 +22,22 @@ logger = logging.getLogger("outbox.relay")
 
 def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
                 max_batches: int | None = None) -> DrainResult:
+    """Publish due outbox rows until none is claimable or the time budget is spent (`_drain`).
+
+    Every drain, even one that found nothing or failed, sets the relay's heartbeat metric: the
+    relay-down alert reads it.
+    """
+    # The metrics are imported on first use, not with the relay: a Celery worker imports its
+    # tasks before it makes PROMETHEUS_MULTIPROC_DIR, where the metrics' files go once defined.
+    from commerce.observability.metrics import relay_drain_observed
+
+    try:
+        return _drain(batch_size=batch_size, time_budget_s=time_budget_s, max_batches=max_batches)
+    finally:
+        relay_drain_observed()
+
+
+def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | None) -> DrainResult:
     """Publish due outbox rows until none is claimable or the time budget is spent.
 
     Pipelined: batch N+1 is claimed and handed to the producer while the broker still works on
@@ -31,6 +47,8 @@ def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
     send, a failed acknowledgement, a batch's deadline or a stop of the process ends the drain:
     what was not sent is released at once (docs/OUTBOX.md).
     """
+    from commerce.observability.metrics import relay_batch_observed
+
     result = DrainResult()
     started = time.monotonic()
     limit = batch_size or settings.OUTBOX_BATCH_SIZE
@@ -40,6 +58,7 @@ def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
         blocked_keys: set[str] = set()
         abort = threading.Event()
         claiming = True
+        claimed_at: dict[uuid.UUID, float] = {}  # token -> when its claim began (batch duration)
 
         def claim_next(in_flight: uuid.UUID | None) -> tuple[uuid.UUID, list[ClaimedRow], float]:
             nonlocal claiming
@@ -47,6 +66,7 @@ def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
                              or (max_batches is not None and result.batches >= max_batches)):
                 claiming = False
             token = uuid.uuid4()
+            claimed_at[token] = time.monotonic()
             # The batch's deadline: its acks are in by half its lease, which leaves the other
             # half for the write-back. A batch never outlives its lease.
             deadline = time.monotonic() + settings.OUTBOX_CLAIM_TTL / 2
@@ -90,7 +110,9 @@ def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
                     logger.warning("paused after send", extra={"rows": len(sent.rows)})
                     time.sleep(settings.OUTBOX_FAULT_PAUSE_AFTER_SEND)
                 _write_back(token=sent.token, rows=sent.rows, outcomes=outcomes,
-                            result=result, blocked_keys=blocked_keys)
+                            result=result, blocked_keys=blocked_keys, spans=sent.spans)
+                relay_batch_observed(size=len(sent.rows),
+                                     seconds=time.monotonic() - claimed_at.pop(sent.token, started))
                 if not_to_send:
                     release(next_token, not_to_send, sent.stopped or "an earlier batch failed")
                 if result.failed or result.dead or aborted:

@@ -14,11 +14,13 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from kafka.errors import KafkaError
 
+from commerce.observability.telemetry import relay_send_span_start, telemetry_enabled
 from outbox.kafka import producer_get, producer_reset
 from outbox.relay.rows import ClaimedRow, NotSent, ProducerUnavailable
 from outbox.relay.stopping import relay_stop_requested
@@ -52,17 +54,22 @@ class SentBatch:
     outcomes: dict[int, object]
     deadline: float  # time.monotonic() by which the acks must be in: half the lease
     stopped: str = ""  # why the send stopped before the end of the batch, if it did
+    claimed_at: float = 0.0  # time.monotonic() of its claim: the batch duration's start
+    # seq -> the row's "send" span, while tracing is on; the write-back ends them.
+    spans: dict[int, Any] = field(default_factory=dict)
 
 
 def send(token: uuid.UUID, rows: list[ClaimedRow], *, deadline: float,
-         abort: threading.Event | None = None) -> SentBatch:
+         abort: threading.Event | None = None, claimed_at: float = 0.0) -> SentBatch:
     """Hand the rows to the producer in seq order until one is refused, the deadline passes,
     the process is stopping or `abort` is set (an earlier batch failed while this one was being
-    sent); does not wait for the acknowledgements."""
+    sent); does not wait for the acknowledgements. While tracing is on, each row handed over gets
+    its "send" span (linked to the row's traceparent), ended by the write-back."""
     abort = abort or threading.Event()
     outcomes: dict[int, object] = {}
     futures: dict[int, object] = {}
-    batch = SentBatch(token, rows, futures, outcomes, deadline)
+    batch = SentBatch(token, rows, futures, outcomes, deadline, claimed_at=claimed_at)
+    spans = batch.spans if telemetry_enabled() else None
     try:
         producer = producer_get()
     except Exception as exc:  # noqa: BLE001 - recorded on the first row, the rest is released
@@ -83,6 +90,10 @@ def send(token: uuid.UUID, rows: list[ClaimedRow], *, deadline: float,
             # out-of-memory serialization, a supervisor's SIGKILL on a stuck send).
             logger.warning("crashing on event", extra={"event_id": row.event_id})
             os.kill(os.getpid(), signal.SIGKILL)
+        if spans is not None:
+            spans[row.seq] = relay_send_span_start(
+                topic=row.topic, event_id=row.event_id, event_type=row.type, key=row.key,
+                traceparent=(row.headers or {}).get("traceparent"))
         try:
             futures[row.seq] = send_one(row.topic, key=row.key.encode(),
                                         value=row.payload_text.encode(),

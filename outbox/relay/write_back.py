@@ -7,12 +7,14 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from kafka.errors import KafkaError
 
+from commerce.observability.telemetry import relay_send_span_end
 from commerce.tracing import trace_context
 from outbox.models import OutboxEvent
 from outbox.relay.rows import PERMANENT_ERRORS, ClaimedRow, DrainResult, NotSent, backoff_seconds
@@ -21,7 +23,8 @@ logger = logging.getLogger("outbox.relay")
 
 
 def write_back(*, token: uuid.UUID, rows: list[ClaimedRow], outcomes: dict[int, object],
-                result: DrainResult, blocked_keys: set[str] | None = None) -> None:
+               result: DrainResult, blocked_keys: set[str] | None = None,
+               spans: dict[int, Any] | None = None) -> None:
     """Mark, fail or release the rows of one batch.
 
     Per key in seq order: acknowledged rows are marked published with their partition and offset
@@ -33,6 +36,10 @@ def write_back(*, token: uuid.UUID, rows: list[ClaimedRow], outcomes: dict[int, 
     `blocked_keys` carries the keys whose failed row holds them back from one batch of a drain
     to the next: a later batch was sent before this one was written back, and its rows of such
     a key must not be marked published ahead of the failed row.
+
+    Once written, the outcome goes to the observers: the published counter and commit->ack
+    histogram (for the rows this write-back marked), the failure counters, and the end of each
+    row's "send" span (`spans`, seq -> span, only while tracing is on).
     """
     blocked_keys = set() if blocked_keys is None else blocked_keys
     now = timezone.now()
@@ -82,10 +89,12 @@ def write_back(*, token: uuid.UUID, rows: list[ClaimedRow], outcomes: dict[int, 
                 row.kafka_offset = outcome.offset
                 published.append(row)
     fenced = OutboxEvent.objects.filter(claim_token=token)
+    marked = 0
     with transaction.atomic():
         updated = 0
         if published:
-            updated += _mark_published(token=token, rows=published, now=now)
+            marked = _mark_published(token=token, rows=published, now=now)
+            updated += marked
         if failed:
             updated += fenced.bulk_update(
                 [OutboxEvent(seq=r.seq, status=r.status, attempts=r.attempts, last_error=r.last_error,
@@ -101,6 +110,45 @@ def write_back(*, token: uuid.UUID, rows: list[ClaimedRow], outcomes: dict[int, 
     if result.fenced_out:
         logger.warning("claim expired before the write back: rows left to their new owner",
                        extra={"rows": result.fenced_out})
+    _observe(published=published, all_marked=marked == len(published), failed=failed,
+             released=released, outcomes=outcomes, spans=spans, acked_at=now)
+
+
+def _observe(*, published: list[ClaimedRow], all_marked: bool, failed: list[ClaimedRow],
+             released: list[int],
+             outcomes: dict[int, object], spans: dict[int, Any] | None, acked_at: datetime) -> None:
+    """The batch's outcome to the metrics and spans. Published rows are counted only when this
+    write-back marked them all: rows fenced out are their new owner's to send and count."""
+    # Imported on first use, not with the relay: a Celery worker imports the relay (its tasks)
+    # before it makes PROMETHEUS_MULTIPROC_DIR, where the metrics' files go once defined.
+    from commerce.observability.metrics import relay_failed_observed, relay_published_batch_observed
+
+    if published and all_marked:
+        relay_published_batch_observed(rows=[(row.topic, row.occurred_at) for row in published],
+                                       acked_at=acked_at)
+    for row in failed:
+        relay_failed_observed(topic=row.topic, error=row.last_error,
+                              dead=row.status == OutboxEvent.Status.DEAD)
+    if not spans:
+        return
+    for row in published:
+        span = spans.pop(row.seq, None)
+        if span is not None:
+            relay_send_span_end(span, partition=row.kafka_partition, offset=row.kafka_offset)
+    for row in failed:
+        span = spans.pop(row.seq, None)
+        if span is not None:
+            relay_send_span_end(span, error=outcomes.get(row.seq) or row.last_error,  # type: ignore[arg-type]
+                                dead=row.status == OutboxEvent.Status.DEAD)
+    for seq in released:
+        span = spans.pop(seq, None)
+        if span is not None:  # handed to the producer, then dropped with it, or held behind a failure
+            outcome = outcomes.get(seq)
+            relay_send_span_end(span, error=outcome if isinstance(outcome, BaseException)
+                                else "released: an earlier row of its key failed")
+    for span in spans.values():  # rows of a batch whose write-back was cut short
+        relay_send_span_end(span, error="not written back")
+    spans.clear()
 
 
 def _mark_published(*, token: uuid.UUID, rows: list[ClaimedRow], now: datetime) -> int:

@@ -38,14 +38,24 @@ def test_prometheus_sees_the_backlog_drained_by_the_worker_and_loads_the_alerts(
     prometheus.start()
     try:
         pending = f'outbox_pending_rows{{job="commerce-worker",topic="{topic}"}}'
+        published = f'outbox_events_published_total{{job="commerce-worker",topic="{topic}"}}'
         assert prometheus.wait_for(pending, lambda values: values == [20.0])
         assert prometheus.wait_for('up{job="commerce-worker"}', lambda values: values == [1.0])
+        # nothing published yet: no series, or one at 0 (a child of the worker made it earlier)
+        assert prometheus.values(published) in ([], [0.0])
 
         # when: the relay drains, in the worker's children
         app.send_task("outbox.relay_drain")
 
         # then: the backlog returns to 0 in Prometheus, which saw it at 20 before
         assert prometheus.wait_for(pending, lambda values: values == [0.0])
+        # and the relay's published counter grew by the 20 rows it drained (summed over the
+        # worker's children by the multiprocess collector), as did its heartbeat and batch figures
+        assert prometheus.wait_for(published, lambda values: values == [20.0])
+        assert prometheus.wait_for('outbox_relay_batch_size_sum{job="commerce-worker"}',
+                                   lambda values: values == [20.0])
+        assert prometheus.values(
+            'outbox_relay_last_drain_timestamp_seconds{job="commerce-worker"} > 0') != []
         assert prometheus.values(f"max_over_time({pending}[5m])") == [20.0]
         assert prometheus.values(
             f'outbox_oldest_pending_age_seconds{{job="commerce-worker",topic="{topic}"}}') == [0.0]
