@@ -1,9 +1,9 @@
 """One order's trace with the SDK's in-memory exporter: the HTTP span, the outbox's "create"
 span, the relay's "send" span and the back office's "process" span, with the right relations.
 
-The outbox's recording is wired (outbox/recording.py); the relay and the consumer are not wired
-to the span helpers yet: the test calls the send and process helpers itself with what the relay
-and the consumer have (the row, the parsed record).
+These run without a broker: the test calls the relay's send and the consumer's process helpers
+itself with what the relay and the consumer have (the row, the parsed record). The same trace
+through the real relay, broker and consumer is test_order_trace_kafka.py.
 """
 
 from __future__ import annotations
