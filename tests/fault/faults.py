@@ -76,7 +76,8 @@ def hot_key_backlog(*, product_id: int, events: int, hold_s: float) -> str:
 # --- Kafka: a topic deleted and recreated ------------------------------------------------------
 
 
-def topic_recreate(*, bootstrap: str, topic: str, group: str, partitions: int = 3) -> str:
+def topic_recreate(*, bootstrap: str, topic: str, group: str, partitions: int = 3,
+                   replication_factor: int = 1) -> str:
     """Delete a topic under traffic and create it again, then republish what was lost with it.
 
     Deleting a topic deletes its records: those the back office had not applied yet exist only in
@@ -87,7 +88,10 @@ def topic_recreate(*, bootstrap: str, topic: str, group: str, partitions: int = 
     from backoffice.models import InboxEntry
     from outbox.models import OutboxEvent
 
-    admin = KafkaAdminClient(bootstrap_servers=[bootstrap])
+    # On a cluster the topic comes back as it was made: replicated, min ISR 2, no unclean election.
+    configs = {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"} \
+        if replication_factor >= 3 else {}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
     try:
         admin.delete_topics([topic], timeout_ms=30000)
         deadline = time.monotonic() + 60
@@ -95,7 +99,8 @@ def topic_recreate(*, bootstrap: str, topic: str, group: str, partitions: int = 
             time.sleep(0.2)
         while True:
             try:
-                admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+                admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor,
+                                              topic_configs=configs)],
                                     timeout_ms=30000)
                 break
             except TopicAlreadyExistsError:
@@ -139,7 +144,7 @@ def poison_records_inject(*, bootstrap: str, topics: dict[str, str]) -> int:
                [h for h in confirmed.headers if h[0] != "aggregate_version"]),
         Record("catalog-events", b"1", sample.value.replace(b'"1"', b'"1\\u0000"', 1), sample.headers),
     ]
-    producer = KafkaProducer(bootstrap_servers=[bootstrap], acks="all")
+    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all")
     try:
         for item in records:
             producer.send(topics[item.topic_stream], key=item.key, value=item.value, headers=item.headers)
