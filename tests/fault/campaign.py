@@ -202,7 +202,8 @@ def _inject(kind: str, *, stack: Stack, broker: PrivateBroker, env: dict[str, st
         topic = topics[rng.choice(sorted(topics))]
         return topic_recreate(bootstrap=broker.bootstrap, topic=topic,
                               group=env.get("BACKOFFICE_GROUP_ID", "backoffice"),
-                              replication_factor=min(3, getattr(broker, "brokers", 1)))
+                              replication_factor=min(3, getattr(broker, "brokers", 1)),
+                              claim_ttl_s=float(stack.env["OUTBOX_CLAIM_TTL"]))
     if kind == "poison_records":
         injected = poison_records_inject(bootstrap=broker.bootstrap, topics=topics)
         report.poison_injected += injected
