@@ -53,10 +53,15 @@ demo: venv
 	$(PY) scripts/run_local.py --demo $(or $(ACTIONS),1000)
 
 # The fault campaign at scale (>= 50,000 user actions, >= 20 faults) on PostgreSQL + Redis + Kafka.
-# KAFKA_BROKERS=3 runs it on the local 3-node cluster and adds the broker_kill fault.
+# The campaign starts and stops a Kafka of its own (tests/support/kafka.py campaign_kafka): a
+# private single broker (127.0.0.1:19192) by default; KAFKA_BROKERS=3 a 3-node cluster
+# (KAFKA_CLUSTER_BOOTSTRAP_SERVERS, default 127.0.0.1:9700,9702,9704, files in
+# var/kafka-chaos-cluster) and adds the broker_kill fault. Its Celery queue: CHAOS_CELERY_BROKER_URL
+# (default Redis db 6, apart from the dev queue it purges).
 chaos: venv
-	scripts/services-up && KAFKA_BROKERS=1 scripts/kafka-local start && \
-	  CELERY_BROKER_URL=redis://127.0.0.1:6379/6 $(PY) -m tests.fault.campaign \
+	scripts/services-up && \
+	  KAFKA_BROKERS=$(or $(KAFKA_BROKERS),1) \
+	  CELERY_BROKER_URL=$${CHAOS_CELERY_BROKER_URL:-redis://127.0.0.1:6379/6} $(PY) -m tests.fault.campaign \
 	  --actions $(or $(ACTIONS),50000) --faults $(or $(FAULTS),20) $(if $(SEED),--seed $(SEED),)
 
 # Every benchmark; regenerates docs/BENCHMARKS.md and its plot.

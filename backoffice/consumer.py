@@ -318,5 +318,7 @@ class EventConsumer:
         try:
             ends = self.consumer.end_offsets(assignment)
             return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in assignment)
-        except KafkaError:
+        # KeyError: kafka-python leaves out of end_offsets the partitions of a topic deleted
+        # since the assignment (until the group rebalances), then indexes them.
+        except (KafkaError, KeyError):
             return None

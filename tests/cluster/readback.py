@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
-from collections.abc import Callable
 
 from outbox.models import OutboxEvent
 from tests.support.kafka import ReadRecord, kafka_read_all
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, *, kick: Callable[[], object] | None = None,
-             every_s: float = 1.0) -> bool:
-    """Poll `condition` until it holds; `kick` (if any) runs before each poll, at most every `every_s`."""
-    deadline = time.monotonic() + timeout_s
-    last_kick = 0.0
-    while time.monotonic() < deadline:
-        if kick is not None and time.monotonic() - last_kick >= every_s:
-            kick()
-            last_kick = time.monotonic()
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
 
 
 def published_everything_in_order(topic: str, *, keys: int, per_key: int) -> list[ReadRecord]:

@@ -13,9 +13,10 @@ import pytest
 from django.utils import timezone
 
 from outbox.models import OutboxEvent
-from tests.cluster.readback import published_everything_in_order, wait_for
+from tests.cluster.readback import published_everything_in_order
 from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.processes import celery_worker_managed
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.cluster,
               pytest.mark.django_db(transaction=True)]

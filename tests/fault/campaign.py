@@ -38,13 +38,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests.fault.faults import hot_key_backlog, poison_records_inject, postgres_restart, topic_recreate
-from tests.support.kafka import PrivateBroker, broker_kill, campaign_kafka, kafka_topics_create
+from tests.support.kafka import KafkaCluster, PrivateBroker, broker_kill, broker_kill_draw, campaign_kafka
 from tests.support.processes import ManagedProcess
 
-# clock_skew first: at CI scale the skew then covers most of the run.
-FAULT_KINDS = ("clock_skew", "worker_kill", "consumer_kill", "kafka_restart", "postgres_restart",
-               "hot_key_backlog", "topic_recreate", "poison_records") + (
-    ("broker_kill",) if os.environ.get("KAFKA_BROKERS", "1") == "3" else ())  # a 3-node cluster
+
+def fault_kinds(*, brokers: int) -> tuple[str, ...]:
+    """The kinds a campaign draws from: on a 3-node cluster, SIGKILL of a node too."""
+    # clock_skew first: at CI scale the skew then covers most of the run.
+    return ("clock_skew", "worker_kill", "consumer_kill", "kafka_restart", "postgres_restart",
+            "hot_key_backlog", "topic_recreate", "poison_records") + (("broker_kill",) if brokers == 3 else ())
+
+
+FAULT_KINDS = fault_kinds(brokers=int(os.environ.get("KAFKA_BROKERS", "1")))  # campaign_kafka's choice
 CLOCK_SKEWS_S = (5.0, -3.0, 8.0)  # the worker's clock offset at each clock_skew fault, in turn
 
 
@@ -69,7 +74,8 @@ class CampaignReport:
                 "server_errors_during_faults": self.simulation.get("server_errors", 0),
                 "differences": len(self.simulation.get("differences", ["not run"])),
                 "drained": self.simulation.get("drained", False),
-                "latency_ms": self.simulation.get("latency_ms")}
+                "latency_ms": self.simulation.get("latency_ms"),
+                "faults_log": self.notes}
 
     def table(self) -> str:
         data = self.as_json()
@@ -149,6 +155,24 @@ def _records_on(bootstrap: str, topics: dict[str, str]) -> int:
         consumer.close()
 
 
+def _node_roles(cluster: KafkaCluster, node: int, *, topics: dict[str, str], group: str) -> str:
+    """What the node about to be killed is to the cluster: active controller, group coordinator,
+    leader of which partitions (so the report shows the kills hit leaders, not only followers)."""
+    from kafka.errors import KafkaError
+
+    try:
+        roles = ["active controller"] if cluster.controller() == node else []
+        if cluster.group_coordinator(group) == node:
+            roles.append("group coordinator")
+        for stream, topic in sorted(topics.items()):
+            led = sorted(p for p, leader in cluster.leaders(topic).items() if leader == node)
+            if led:
+                roles.append(f"leader of {stream} {','.join(map(str, led))}")
+    except (KafkaError, KeyError, IndexError) as exc:
+        return f"roles unknown: {exc!r}"
+    return "; ".join(roles) or "follower only"
+
+
 def _inject(kind: str, *, stack: Stack, broker: PrivateBroker, env: dict[str, str], topics: dict[str, str],
             report: CampaignReport, rng: random.Random, seed: int, moment: float) -> str:
     """Inject one fault; returns what it did, for the log."""
@@ -177,14 +201,18 @@ def _inject(kind: str, *, stack: Stack, broker: PrivateBroker, env: dict[str, st
     if kind == "topic_recreate":
         topic = topics[rng.choice(sorted(topics))]
         return topic_recreate(bootstrap=broker.bootstrap, topic=topic,
-                              group=env.get("BACKOFFICE_GROUP_ID", "backoffice"))
+                              group=env.get("BACKOFFICE_GROUP_ID", "backoffice"),
+                              replication_factor=min(3, getattr(broker, "brokers", 1)),
+                              claim_ttl_s=float(stack.env["OUTBOX_CLAIM_TTL"]))
     if kind == "poison_records":
         injected = poison_records_inject(bootstrap=broker.bootstrap, topics=topics)
         report.poison_injected += injected
         return f"{injected} records"
     if kind == "broker_kill":
+        node = broker_kill_draw(seed=seed, moment=moment, brokers=broker.brokers)
+        roles = _node_roles(broker, node, topics=topics, group=env.get("BACKOFFICE_GROUP_ID", "backoffice"))
         broker_kill(broker, seed=seed, moment=moment)
-        return ""
+        return f"node {node} ({roles})"
     raise ValueError(f"unknown fault kind {kind}")
 
 

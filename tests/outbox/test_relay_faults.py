@@ -20,6 +20,7 @@ from outbox.relay import relay_drain
 from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.kafka import PrivateBroker, kafka_read_all, kafka_topics_create
 from tests.support.processes import ManagedProcess, celery_worker_managed
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.django_db(transaction=True)]
 
@@ -73,20 +74,6 @@ def _sequences_by_key(records) -> dict[str, list[int]]:  # noqa: ANN001
     return by_key
 
 
-def _wait_for(condition, timeout_s: float, *, kick=None, every_s: float = 1.0) -> bool:  # noqa: ANN001
-    """Poll `condition` until it holds; `kick` (if any) runs before each poll, at most every `every_s`."""
-    deadline = time.monotonic() + timeout_s
-    last_kick = 0.0
-    while time.monotonic() < deadline:
-        if kick is not None and time.monotonic() - last_kick >= every_s:
-            kick()
-            last_kick = time.monotonic()
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
-
-
 def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
         private_broker, kafka_topics, subprocess_env, tmp_path):  # noqa: ANN001
     from outbox.tasks import relay_drain_task
@@ -106,7 +93,7 @@ def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
 
     # when the worker drains during the outage
     # (a drain stops at its first failed send: each drain during the outage records one failure)
-    tried = _wait_for(lambda: (OutboxEvent.objects.aggregate(total=Sum("attempts"))["total"] or 0) >= 3, 90,
+    tried = wait_for(lambda: (OutboxEvent.objects.aggregate(total=Sum("attempts"))["total"] or 0) >= 3, 90,
                       kick=relay_drain_task.delay, every_s=2.0)
 
     # then every row stays pending, the failures are recorded with a backoff, the worker lives
@@ -118,7 +105,7 @@ def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
 
     # when the broker is back, the same worker delivers everything
     private_broker.start()
-    delivered = _wait_for(lambda: not OutboxEvent.objects.filter(status="pending").exists(), 120,
+    delivered = wait_for(lambda: not OutboxEvent.objects.filter(status="pending").exists(), 120,
                           kick=relay_drain_task.delay, every_s=1.0)
     assert delivered, worker.log_tail(40)
     assert worker.running
@@ -140,7 +127,7 @@ def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subproc
     worker = celery_worker_managed(env=env, log_path=tmp_path / "worker-killed.log")
     worker.start(timeout=60)
     relay_drain_task.delay()
-    paused = _wait_for(lambda: "paused after send" in worker.log_tail(400), 60)
+    paused = wait_for(lambda: "paused after send" in worker.log_tail(400), 60)
     assert paused, worker.log_tail(40)
     # when it is killed with SIGKILL there
     worker.kill()
@@ -150,7 +137,7 @@ def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subproc
     restarted = celery_worker_managed(env=dict(subprocess_env, OUTBOX_BATCH_SIZE="250"),
                                       log_path=tmp_path / "worker-restarted.log")
     restarted.start(timeout=60)
-    drained = _wait_for(lambda: not OutboxEvent.objects.filter(status="pending").exists(), 90,
+    drained = wait_for(lambda: not OutboxEvent.objects.filter(status="pending").exists(), 90,
                         kick=relay_drain_task.delay, every_s=1.0)
     assert drained, restarted.log_tail(40)
     restarted.stop()

@@ -274,7 +274,9 @@ def campaign_kafka() -> PrivateBroker | KafkaCluster:
     """The fault campaign's Kafka: a private single broker, or with KAFKA_BROKERS=3 the local
     3-node cluster (KAFKA_CLUSTER_BOOTSTRAP_SERVERS), which also allows the `broker_kill` fault."""
     if os.environ.get("KAFKA_BROKERS", "1") == "3":
-        return KafkaCluster()
+        # Files of its own: the cluster tests' var/kafka-cluster may hold another port layout.
+        return KafkaCluster(home=os.environ.get("KAFKA_CLUSTER_HOME_DIR")
+                            or str(PROJECT_DIR / "var" / "kafka-chaos-cluster"))
     return PrivateBroker(port=19192)
 
 
