@@ -92,7 +92,7 @@ def batch_apply_isolating(*, group: str, batch: ParsedBatch, forward: Forward) -
     for attempt in (1, 2):
         try:
             return _apply(group, batch.events, batch.poison, forward, batch.records)
-        except Exception as exc:  # noqa: BLE001 - classified below, transient ones re-raised
+        except Exception as exc:
             if error_is_transient(exc):
                 raise
             logger.warning("batch refused by the database", extra={
@@ -112,7 +112,7 @@ def _bisect(group: str, batch: ParsedBatch, events: list[IncomingEvent], forward
         try:
             _merge(outcome, _apply(group, events, [], forward, batch.records))
             return
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             if error_is_transient(exc):
                 raise
             error = exc

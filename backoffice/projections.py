@@ -9,8 +9,8 @@ and is retried, then finds the ids already handled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -24,7 +24,6 @@ from backoffice import bulk
 from backoffice.contract import IncomingEvent
 from backoffice.handlers import Effects, event_handle
 from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
-
 
 # The start of the error of a record the database refused (backoffice/isolation.py).
 DATABASE_REFUSED = "refused by the database"

@@ -34,13 +34,12 @@ def main() -> None:
     claims = options.claims or (20 if options.quick else 50)
     django_setup()
 
+    from django.conf import settings
     from django.db import connection, transaction
     from django.utils import timezone
 
     from outbox.models import OutboxEvent
     from outbox.relay import claim_batch
-
-    from django.conf import settings
 
     table = OutboxEvent._meta.db_table
     # The catalog topic, one of the configured ones: the claim gives it its fair share first

@@ -43,8 +43,9 @@ def django_setup() -> None:
 
 
 def _database_ensure(url: str) -> None:
-    import psycopg
     from urllib.parse import urlsplit
+
+    import psycopg
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")

@@ -14,13 +14,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import django_setup, topics_fresh, topics_delete, tables_empty
+from common import django_setup, tables_empty, topics_delete, topics_fresh
+
 django_setup()
 from django.conf import settings
-from kafka import KafkaProducer
+
 from backoffice.consumer import EventConsumer
-from backoffice.models import InboxEntry, EventLog, ProductMetrics, OrderLedger, DeadLetter
+from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
+from kafka import KafkaProducer
 from tests.backoffice.stream import view
+
 wait = int(sys.argv[1]) if len(sys.argv) > 1 else settings.BACKOFFICE_FETCH_MAX_WAIT_MS; settings.BACKOFFICE_FETCH_MAX_WAIT_MS = wait
 topics = topics_fresh(["catalog-events", "order-events"])
 legs = []; fetch=[]; apply=[]

@@ -55,8 +55,9 @@ def versions() -> dict[str, str]:
     KAFKA_JARS_DIR when set), the clients', PostgreSQL's."""
     from django.conf import settings
     from django.db import connection
-    from kafka import KafkaAdminClient
+
     import kafka
+    from kafka import KafkaAdminClient
 
     found = {"kafka-python": kafka.__version__}
     admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
@@ -87,7 +88,6 @@ def relay_child(out_path: str) -> None:
     """One relay loop whose producer notes each acknowledgement; dumps them at SIGTERM."""
     django_setup()
     from kafka import KafkaProducer
-
     from outbox.relay.listen import Waker, relay_loop
     from outbox.relay.stopping import relay_stop_request
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.local_stack import PROJECT_DIR, LocalStack, project_copy  # noqa: E402
+from tests.support.local_stack import PROJECT_DIR, LocalStack, project_copy
 
 SETTLE_TIMEOUT_S = 180.0
 BASELINE_REF = "c7b26bc"  # the last commit before issue 17's changes to make run

@@ -138,9 +138,10 @@ def main() -> None:
         with connection.cursor() as cursor:
             cursor.execute("TRUNCATE reliable_outbox_outboxmessage")
     elif action == "versions":
+        from importlib.metadata import version
+
         import confluent_kafka
         import django
-        from importlib.metadata import version
 
         print(json.dumps({"django-reliable-outbox": version("django-reliable-outbox"),
                           "peer_confluent-kafka": version("confluent-kafka"),

@@ -47,10 +47,9 @@ def main() -> None:
     from orders.services import OrderLineRequest, order_place
     from outbox.models import OutboxEvent
     from outbox.receivers import outbox_connect, outbox_disconnect
-    from payments import signals as payment_signals
-
     from outbox.relay.listen import _listen_connect, _take_notifications
     from outbox.wakeup import wakeup_mode
+    from payments import signals as payment_signals
 
     settings.OUTBOX_WAKEUP = "notify"  # production's wake-up on PostgreSQL
     assert wakeup_mode() == "notify"

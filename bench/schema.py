@@ -57,7 +57,7 @@ def _event_parse_before():  # noqa: ANN202
     if source.returncode != 0:
         return None
     module = sys.modules["contract_before"] = types.ModuleType("contract_before")
-    exec(compile(source.stdout, "contract_before.py", "exec"), module.__dict__)  # noqa: S102
+    exec(compile(source.stdout, "contract_before.py", "exec"), module.__dict__)
     return module.event_parse
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -65,7 +65,7 @@ def iso_utc(value: datetime) -> str:
     """ISO-8601 in UTC with a `Z`, as events carry time (`2026-01-02T03:04:05.123456Z`)."""
     if value.tzinfo is None:
         raise ValueError("naive datetime in an event; use timezone-aware UTC")
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 _PLAIN_JSON_TYPES = (str, int, float, bool, type(None))

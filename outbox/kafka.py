@@ -13,8 +13,9 @@ import threading
 from typing import Any
 
 from django.conf import settings
-from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import IllegalStateError
+
+from kafka import KafkaAdminClient, KafkaProducer
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def producer_get() -> KafkaProducer:
                 logger.warning("kafka producer replaced", extra={"error": repr(broken)})
                 try:
                     _producer.close(timeout=0)
-                except Exception:  # noqa: BLE001 - a broken producer may fail to close too
+                except Exception:
                     logger.exception("closing the broken kafka producer failed")
                 _producer = None
         if _producer is None or _producer_pid != os.getpid():
@@ -103,7 +104,7 @@ def producer_close(timeout_s: float = 10.0) -> None:
         if _producer is not None and _producer_pid == os.getpid():
             try:
                 _producer.close(timeout=timeout_s)
-            except Exception:  # noqa: BLE001 - closing on shutdown must not raise
+            except Exception:
                 logger.exception("kafka producer close failed")
         _producer = None
         _producer_pid = None

@@ -22,10 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run.environment import (  # noqa: E402
-    PROJECT_DIR, dotenv_values, empty_dotenv_keys, run_address, run_environment)
-from run.status import PipelineFigures, is_ready, readiness  # noqa: E402
-from run.supervisor import Component, Supervisor, group_alive, group_kill  # noqa: E402
+from run.environment import PROJECT_DIR, dotenv_values, empty_dotenv_keys, run_address, run_environment
+from run.status import PipelineFigures, is_ready, readiness
+from run.supervisor import Component, Supervisor, group_alive, group_kill
 
 VAR_DIR = Path(os.environ.get("VAR_DIR") or PROJECT_DIR / "var")
 LOG_DIR = VAR_DIR / "log"

@@ -173,5 +173,5 @@ def relay_loop(*, using: str = "default", poll_interval_s: float | None = None,
 def _close(conn: psycopg.Connection) -> None:
     try:
         conn.close()
-    except Exception:  # noqa: BLE001 - closing a broken connection must not stop the loop
+    except Exception:
         logger.exception("closing the listening connection failed")

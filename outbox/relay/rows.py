@@ -32,7 +32,7 @@ class ProducerUnavailable(KafkaError):
     retriable = True
 
 
-class NotSent(Exception):  # noqa: N818 - an outcome, not an error of the row
+class NotSent(Exception):
     """The outcome of a row the send stopped before (or whose send was abandoned): the write-back
     releases it untouched, no attempt counted."""
 

@@ -10,7 +10,6 @@ running on one broker never read each other's events. Anything set in the enviro
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 

@@ -11,10 +11,11 @@ import random
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+
 from kafka import KafkaProducer
 
 
@@ -33,7 +34,7 @@ class Record:
 def record(event_type: str, aggregate_type: str, aggregate_id: str, payload: dict,
            *, occurred_at: datetime | None = None, event_id: str | None = None, version: int = 1,
            aggregate_version: int | None = None) -> Record:
-    occurred = (occurred_at or datetime.now(timezone.utc)).isoformat().replace("+00:00", "Z")
+    occurred = (occurred_at or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
     payload = {**payload, "occurred_at": occurred}
     headers = [("event_id", (event_id or str(uuid.uuid4())).encode()),
                ("event_type", event_type.encode()), ("event_version", str(version).encode()),
@@ -120,7 +121,7 @@ def stream_make(*, products: int = 12, events: int = 600, seed: int = 7) -> tupl
     liked: dict[tuple[str, str], bool] = {}
     stock_version: dict[str, int] = defaultdict(int)
     order_number = 0
-    base = datetime.now(timezone.utc)
+    base = datetime.now(UTC)
     while len(records) < events:
         product = str(rng.randint(1, products))
         kind = rng.random()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -24,7 +24,7 @@ from tests.backoffice.stream import (
 pytestmark = pytest.mark.django_db
 
 
-def _events(records: list[Record]):  # noqa: ANN202
+def _events(records: list[Record]):
     return [event_parse(topic=r.topic_stream, partition=0, offset=n, key=r.key, value=r.value,
                         headers=r.headers) for n, r in enumerate(records)]
 
@@ -57,7 +57,7 @@ def test_an_older_stock_event_never_overwrites_a_newer_one():
 def test_ledger_keeps_the_state_of_the_highest_aggregate_version_whatever_the_clocks(one_batch):
     # given an order's events stamped by hosts whose clocks disagree: each later event has an
     # earlier occurred_at (the cancelling worker's clock runs behind the API's)
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     lines = [("3", 2, "5.00")]
     created = order_event("OrderCreated", "9", lines, occurred_at=t0, coupon_code=None)
     confirmed = order_event("OrderConfirmed", "9", lines, occurred_at=t0 - timedelta(seconds=2))
@@ -80,7 +80,7 @@ def test_an_older_version_delivered_late_does_not_overwrite_the_ledger():
     lines = [("3", 2, "5.00")]
     cancelled = order_event("OrderCancelled", "9", lines, reason="x", was_confirmed=False)
     created = order_event("OrderCreated", "9", lines, coupon_code=None,
-                          occurred_at=datetime.now(timezone.utc) + timedelta(hours=1))
+                          occurred_at=datetime.now(UTC) + timedelta(hours=1))
     batch_apply(group="g", events=_events([cancelled]), poison=[])
     batch_apply(group="g", events=_events([created]), poison=[])
     assert OrderLedger.objects.get(order_id="9").status == "CANCELLED"

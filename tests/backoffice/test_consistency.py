@@ -42,7 +42,7 @@ def _project_the_outbox() -> None:
 
 
 @pytest.fixture
-def shop():  # noqa: ANN201
+def shop():
     """Orders in every state, paid, failed and pending, and their projections."""
     user = user_make()
     product = product_make(price="10.00", stock=50)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -88,7 +88,7 @@ def test_with_a_bound_loosened_the_consumer_isolates_the_record_the_database_ref
 
 def test_an_order_delivered_with_clocks_skewed_backwards_ends_in_its_last_state(kafka_topics):
     # given orders whose each later event was stamped by a host whose clock is seconds behind
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     records = []
     for n in range(1, 31):
         order_id, lines = str(n), [("5", n, "2.50")]

@@ -9,10 +9,10 @@ import uuid
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from kafka import KafkaAdminClient
 
 from backoffice.consumer import EventConsumer
 from backoffice.models import DeadLetter, EventLog, InboxEntry, ProductMetrics
+from kafka import KafkaAdminClient
 from tests.backoffice.stream import (
     Record,
     like,
@@ -38,7 +38,7 @@ def _consume(group: str, *, until_idle_s: float = 3.0, batch_size: int = 200) ->
     return consumer
 
 
-def _consumer_process(name: str, env: dict, tmp_path, group: str, *extra: str) -> ManagedProcess:  # noqa: ANN001
+def _consumer_process(name: str, env: dict, tmp_path, group: str, *extra: str) -> ManagedProcess:
     return ManagedProcess(
         name=name, env=env, log_path=tmp_path / f"{name}.log", ready_text="consuming",
         argv=[sys.executable, "manage.py", "consume_events", "--group", group, "--batch-size", "50",

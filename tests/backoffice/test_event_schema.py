@@ -15,12 +15,12 @@ from backoffice.schemas import payload_schema
 from tests.backoffice.stream import Record, consumed, like, order_event, stock, view
 
 
-def _parse(record: Record):  # noqa: ANN202
+def _parse(record: Record):
     return event_parse(topic="t", partition=0, offset=0, key=record.key, value=record.value,
                        headers=record.headers)
 
 
-def _with_payload(record: Record, change) -> Record:  # noqa: ANN001
+def _with_payload(record: Record, change) -> Record:
     payload = json.loads(record.value)
     change(payload)
     return Record(record.topic_stream, record.key, json.dumps(payload).encode(), record.headers)

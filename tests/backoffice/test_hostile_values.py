@@ -15,14 +15,13 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backoffice import contract
 from backoffice.contract import ContractViolation, event_parse
 from backoffice.isolation import batch_apply_isolating, records_parse
-from django.db import connection
-
 from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
 from backoffice.projections import PoisonRecord
 from tests.backoffice.stream import Consumed, Record, consumed, like, order_event, record, stock, view

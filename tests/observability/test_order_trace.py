@@ -31,7 +31,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
     telemetry.telemetry_reset()
 
 
-def _place_order(api_client) -> tuple[dict, str]:  # noqa: ANN001
+def _place_order(api_client) -> tuple[dict, str]:
     user = user_make()
     product = product_make(price="12.50", stock=5)
     api_client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
@@ -41,7 +41,7 @@ def _place_order(api_client) -> tuple[dict, str]:  # noqa: ANN001
     return response.json(), response["traceparent"]
 
 
-def _record_of(row: OutboxEvent, *, partition: int, offset: int):  # noqa: ANN202
+def _record_of(row: OutboxEvent, *, partition: int, offset: int):
     """The record as the back office parses it: the relay's headers (row columns + row headers)."""
     headers = [("event_id", str(row.event_id)), ("event_type", row.type),
                ("event_version", str(row.event_version)), ("aggregate_type", row.aggregatetype),
@@ -55,7 +55,7 @@ def _record_of(row: OutboxEvent, *, partition: int, offset: int):  # noqa: ANN20
                        headers=[(name, str(value).encode()) for name, value in headers])
 
 
-def _ids(span) -> tuple[int, int]:  # noqa: ANN001
+def _ids(span) -> tuple[int, int]:
     return span.context.trace_id, span.context.span_id
 
 

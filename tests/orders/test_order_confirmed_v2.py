@@ -16,7 +16,7 @@ from tests.factories import product_make, user_make
 
 
 @pytest.fixture
-def silent_gateway(settings):  # noqa: ANN001, ANN201
+def silent_gateway(settings):
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
 
 

@@ -384,7 +384,7 @@ def test_drain_until_empty_waits_for_keys_another_relay_holds_then_gives_up(sett
     assert OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING).count() == 2
 
 
-def test_with_the_notify_wake_up_the_celery_kick_is_not_registered(  # noqa: ANN001
+def test_with_the_notify_wake_up_the_celery_kick_is_not_registered(
         settings, django_capture_on_commit_callbacks):
     # given the kick on and the NOTIFY wake-up (PostgreSQL) or its fallback (SQLite)
     settings.OUTBOX_KICK_ENABLED = True

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -27,7 +26,7 @@ ENVELOPE_HEADERS = {"event_id", "event_type", "event_version", "aggregate_type",
 
 
 @pytest.fixture(autouse=True)
-def _fresh_producer():  # noqa: ANN202
+def _fresh_producer():
     producer_reset()
     yield
     producer_reset()

@@ -26,7 +26,7 @@ def _leases_expire() -> None:
 
 
 @pytest.mark.django_db
-def test_a_row_whose_relay_keeps_dying_counts_attempts_at_claim_and_ends_dead(settings):  # noqa: ANN001
+def test_a_row_whose_relay_keeps_dying_counts_attempts_at_claim_and_ends_dead(settings):
     settings.OUTBOX_MAX_ATTEMPTS = 3
     settings.OUTBOX_DEAD_BLOCKS_KEY = False
     # given two rows of one key, claimed by a relay that dies (its lease just expires)
@@ -58,14 +58,14 @@ def test_a_row_whose_relay_keeps_dying_counts_attempts_at_claim_and_ends_dead(se
     assert OutboxEvent.objects.get(seq=first).status == "dead"
 
 
-def _first_seen_by_key(records) -> dict[str, list[int]]:  # noqa: ANN001
+def _first_seen_by_key(records) -> dict[str, list[int]]:
     by_key: dict[str, list[int]] = defaultdict(list)
     for record in records:
         by_key[record.key.decode()].append(json.loads(record.value)["sequence"])
     return {key: list(dict.fromkeys(sequences)) for key, sequences in by_key.items()}
 
 
-def _wait_for(condition, timeout_s: float) -> bool:  # noqa: ANN001
+def _wait_for(condition, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
@@ -78,7 +78,7 @@ def _wait_for(condition, timeout_s: float) -> bool:  # noqa: ANN001
 @pytest.mark.fault
 @pytest.mark.django_db(transaction=True)
 def test_a_row_whose_send_kills_the_worker_ends_dead_and_everything_else_is_published(
-        kafka_topics, subprocess_env, tmp_path):  # noqa: ANN001
+        kafka_topics, subprocess_env, tmp_path):
     from outbox.tasks import relay_drain_task
 
     # given 100 rows over 5 keys; sending key 1's fifth row kills the worker process
@@ -127,7 +127,7 @@ def test_a_row_whose_send_kills_the_worker_ends_dead_and_everything_else_is_publ
 @pytest.mark.integration
 @pytest.mark.fault
 @pytest.mark.django_db(transaction=True)
-def test_sigterm_mid_drain_hands_every_unsent_claim_back_at_once(kafka_topics, subprocess_env, tmp_path):  # noqa: ANN001
+def test_sigterm_mid_drain_hands_every_unsent_claim_back_at_once(kafka_topics, subprocess_env, tmp_path):
     from outbox.relay import relay_drain
     from outbox.tasks import relay_drain_task
 

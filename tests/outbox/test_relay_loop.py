@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
-def _postgresql_only():  # noqa: ANN202
+def _postgresql_only():
     if connection.vendor != "postgresql":
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite keeps the Celery kick")
 
@@ -42,7 +42,7 @@ def _loop(subprocess_env: dict[str, str], tmp_path: Path, *, name: str = "loop",
     return process
 
 
-def _wait_until(predicate, timeout_s: float) -> bool:  # noqa: ANN001
+def _wait_until(predicate, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_producer():  # noqa: ANN202
+def _fresh_producer():
     producer_reset()
     yield
     producer_reset()
@@ -48,7 +48,7 @@ def _drain_in_thread(timeout_s: float, **kwargs: object) -> tuple[object, float]
 
 @pytest.mark.fault
 def test_a_topic_deleted_mid_drain_stops_the_drain_within_its_lease_and_order_holds(
-        kafka_topics, kafka_bootstrap, settings):  # noqa: ANN001
+        kafka_topics, kafka_bootstrap, settings):
     # given 2,000 rows over 20 keys and a relay with a 20 s lease that pauses after each batch
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=20, per_key=100)
@@ -117,7 +117,7 @@ def test_a_topic_deleted_mid_drain_stops_the_drain_within_its_lease_and_order_ho
         assert first_seen == list(range(last_before[key] + 1, 100)), (key, first_seen[:5], last_before[key])
 
 
-def test_a_producer_left_in_a_fatal_state_is_replaced_without_a_restart(kafka_topics):  # noqa: ANN001
+def test_a_producer_left_in_a_fatal_state_is_replaced_without_a_restart(kafka_topics):
     # given a relay whose idempotent producer went fatal (as kafka-python 3 does on an error it
     # cannot recover from: every later batch fails with it; `send()` itself does not raise)
     topic = kafka_topics["catalog-events"]
