@@ -62,8 +62,9 @@ class ParsedBatch:
 
     def poison_of(self, event: IncomingEvent, error: str) -> PoisonRecord:
         record = self.records[(event.topic, event.partition, event.offset)]
-        return PoisonRecord(record.topic, record.partition, record.offset, record.key, record.value,
-                            list(record.headers or []), error)
+        return PoisonRecord(
+            record.topic, record.partition, record.offset, record.key, record.value, list(record.headers or []), error
+        )
 
 
 def records_parse(records: Iterable[ConsumedRecord]) -> ParsedBatch:
@@ -72,12 +73,28 @@ def records_parse(records: Iterable[ConsumedRecord]) -> ParsedBatch:
     for record in records:
         batch.records[(record.topic, record.partition, record.offset)] = record
         try:
-            batch.events.append(event_parse(topic=record.topic, partition=record.partition,
-                                            offset=record.offset, key=record.key, value=record.value,
-                                            headers=list(record.headers or [])))
+            batch.events.append(
+                event_parse(
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=list(record.headers or []),
+                )
+            )
         except ContractViolation as exc:
-            batch.poison.append(PoisonRecord(record.topic, record.partition, record.offset, record.key,
-                                             record.value, list(record.headers or []), str(exc)))
+            batch.poison.append(
+                PoisonRecord(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    list(record.headers or []),
+                    str(exc),
+                )
+            )
     return batch
 
 
@@ -95,15 +112,18 @@ def batch_apply_isolating(*, group: str, batch: ParsedBatch, forward: Forward) -
         except Exception as exc:
             if error_is_transient(exc):
                 raise
-            logger.warning("batch refused by the database", extra={
-                "attempt": attempt, "error": _message(exc)[:500], "records": len(batch.records)})
+            logger.warning(
+                "batch refused by the database",
+                extra={"attempt": attempt, "error": _message(exc)[:500], "records": len(batch.records)},
+            )
     outcome = _apply(group, [], batch.poison, forward, batch.records) if batch.poison else BatchOutcome()
     _bisect(group, batch, batch.events, forward, outcome)
     return outcome
 
 
-def _bisect(group: str, batch: ParsedBatch, events: list[IncomingEvent], forward: Forward,
-            outcome: BatchOutcome) -> None:
+def _bisect(
+    group: str, batch: ParsedBatch, events: list[IncomingEvent], forward: Forward, outcome: BatchOutcome
+) -> None:
     if not events:
         return
     # A single record is tried twice: dead-lettered only for an error that repeats on it (an
@@ -126,8 +146,13 @@ def _bisect(group: str, batch: ParsedBatch, events: list[IncomingEvent], forward
     _bisect(group, batch, events[middle:], forward, outcome)
 
 
-def _apply(group: str, events: list[IncomingEvent], poison: list[PoisonRecord], forward: Forward,
-           records: dict[tuple[str, int, int], ConsumedRecord]) -> BatchOutcome:
+def _apply(
+    group: str,
+    events: list[IncomingEvent],
+    poison: list[PoisonRecord],
+    forward: Forward,
+    records: dict[tuple[str, int, int], ConsumedRecord],
+) -> BatchOutcome:
     if poison:
         forward(poison)
     return batch_apply(group=group, events=events, poison=poison, records=records)
@@ -142,6 +167,7 @@ def _once(forward: Forward) -> Forward:
         if new:
             forward(new)
             sent.update((p.topic, p.partition, p.offset) for p in new)
+
     return forward_new
 
 
@@ -161,4 +187,3 @@ def _merge(total: BatchOutcome, part: BatchOutcome) -> None:
 
 def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
-

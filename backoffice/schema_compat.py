@@ -78,6 +78,8 @@ def document_changes_incompatible(old: dict[str, Any], new: dict[str, Any]) -> l
             changes.append(f"{name}: version removed (its records stay readable on the topics)")
             continue
         for part in ("payload", "headers"):
-            changes.extend(f"{name} {part}{change}" for change in
-                           schema_changes_incompatible(message.get(part, {}), new_messages[name].get(part, {})))
+            changes.extend(
+                f"{name} {part}{change}"
+                for change in schema_changes_incompatible(message.get(part, {}), new_messages[name].get(part, {}))
+            )
     return changes

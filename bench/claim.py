@@ -46,16 +46,22 @@ def main() -> None:
     # (one query per topic), then fills the batch.
     topic = settings.KAFKA_TOPICS["catalog-events"]
     tables_empty(OutboxEvent)
-    say(f"filling {total:,} rows: {total - pending:,} published, {pending:,} pending over {keys:,} keys "
-        f"({per_key} each), {blocked_keys:,} keys blocked by a row in backoff ...")
+    say(
+        f"filling {total:,} rows: {total - pending:,} published, {pending:,} pending over {keys:,} keys "
+        f"({per_key} each), {blocked_keys:,} keys blocked by a row in backoff ..."
+    )
     started = time.perf_counter()
-    columns = ("id, topic, key, type, event_version, aggregatetype, aggregateid, payload, headers, "
-               "occurred_at, created_at, status, available_at, attempts, last_error, published_at")
+    columns = (
+        "id, topic, key, type, event_version, aggregatetype, aggregateid, payload, headers, "
+        "occurred_at, created_at, status, available_at, attempts, last_error, published_at"
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT gen_random_uuid(), 't', 'old-' || (g %% 5000), "
             "'SequenceRecorded', 1, 'product', 'old', '{}'::jsonb, '{}'::jsonb, now(), now(), "
-            "'published', now(), 0, '', now() FROM generate_series(1, %s) g", [total - pending])
+            "'published', now(), 0, '', now() FROM generate_series(1, %s) g",
+            [total - pending],
+        )
         # Pending rows: the blocked keys' rows first (oldest), then the free keys', interleaved
         # across keys in each group as services record them.
         cursor.execute(
@@ -63,33 +69,41 @@ def main() -> None:
             "'SequenceRecorded', 1, 'product', 'k' || k, jsonb_build_object('sequence', s), "
             "'{}'::jsonb, now(), now(), 'pending', now() - interval '1 minute', 0, '', NULL "
             "FROM generate_series(0, %(per_key)s - 1) s, generate_series(0, %(blocked)s - 1) k "
-            "ORDER BY s, k", {"per_key": per_key, "blocked": blocked_keys, "topic": topic})
+            "ORDER BY s, k",
+            {"per_key": per_key, "blocked": blocked_keys, "topic": topic},
+        )
         cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT gen_random_uuid(), %(topic)s, 'k' || k, "
             "'SequenceRecorded', 1, 'product', 'k' || k, jsonb_build_object('sequence', s), "
             "'{}'::jsonb, now(), now(), 'pending', now() - interval '1 minute', 0, '', NULL "
             "FROM generate_series(0, %(per_key)s - 1) s, generate_series(%(blocked)s, %(keys)s - 1) k "
-            "ORDER BY s, k", {"per_key": per_key, "blocked": blocked_keys, "keys": keys, "topic": topic})
+            "ORDER BY s, k",
+            {"per_key": per_key, "blocked": blocked_keys, "keys": keys, "topic": topic},
+        )
         # Each blocked key's oldest row waits for its retry, an hour away.
         cursor.execute(
             f"UPDATE {table} SET attempts = 1, last_error = 'KafkaTimeoutError', "
             "available_at = now() + interval '1 hour' WHERE seq IN (SELECT min(seq) FROM "
             f"{table} WHERE status = 'pending' AND key = ANY(%s) GROUP BY key)",
-            [[f"k{k}" for k in range(blocked_keys)]])
+            [[f"k{k}" for k in range(blocked_keys)]],
+        )
         cursor.execute(f"VACUUM ANALYZE {table}")
     say(f"filled in {time.perf_counter() - started:.1f} s")
 
     def release(seqs: list[int]) -> None:
         with connection.cursor() as cursor:
-            cursor.execute(f"UPDATE {table} SET claim_token = NULL, claim_expires_at = NULL "
-                           "WHERE seq = ANY(%s)", [seqs])
+            cursor.execute(
+                f"UPDATE {table} SET claim_token = NULL, claim_expires_at = NULL WHERE seq = ANY(%s)", [seqs]
+            )
 
     def plain_select() -> int:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT seq, key FROM {table} WHERE status = 'pending' AND available_at <= now() "
                 "AND (claim_expires_at IS NULL OR claim_expires_at < now()) "
-                "ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED", [options.batch_size])
+                "ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED",
+                [options.batch_size],
+            )
             return len(cursor.fetchall())
 
     def timed(function, rounds: int) -> tuple[list[float], object]:  # noqa: ANN001
@@ -123,18 +137,34 @@ def main() -> None:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     claim_p50, plain_p50 = statistics.median(claim_ms), statistics.median(plain_ms)
-    say(f"claim of {options.batch_size}: p50 {claim_p50:.2f} ms, p99 {pct(claim_ms, 0.99):.2f} ms, "
-        f"rows claimed {min(claimed)}-{max(claimed)} (of {pending - blocked_keys * per_key:,} claimable)")
-    say(f"plain SELECT ... LIMIT {options.batch_size} FOR UPDATE SKIP LOCKED (no per-key filter): "
-        f"p50 {plain_p50:.2f} ms, p99 {pct(plain_ms, 0.99):.2f} ms")
+    say(
+        f"claim of {options.batch_size}: p50 {claim_p50:.2f} ms, p99 {pct(claim_ms, 0.99):.2f} ms, "
+        f"rows claimed {min(claimed)}-{max(claimed)} (of {pending - blocked_keys * per_key:,} claimable)"
+    )
+    say(
+        f"plain SELECT ... LIMIT {options.batch_size} FOR UPDATE SKIP LOCKED (no per-key filter): "
+        f"p50 {plain_p50:.2f} ms, p99 {pct(plain_ms, 0.99):.2f} ms"
+    )
     say(f"claim / plain select = {claim_p50 / plain_p50:.2f}x")
-    say(f"the claim before issue 12 (oldest {options.batch_size} due rows, then drop blocked keys) "
-        f"would have returned {blocked_rows_in_window} rows here")
-    finish({"rows": total, "pending": pending, "blocked_keys": blocked_keys,
-            "batch_size": options.batch_size, "claims": claims,
-            "claim_p50_ms": round(claim_p50, 2), "claim_p99_ms": round(pct(claim_ms, 0.99), 2),
-            "plain_select_p50_ms": round(plain_p50, 2), "ratio_vs_plain": round(claim_p50 / plain_p50, 2),
-            "rows_claimed_min": min(claimed), "old_claim_rows": blocked_rows_in_window})
+    say(
+        f"the claim before issue 12 (oldest {options.batch_size} due rows, then drop blocked keys) "
+        f"would have returned {blocked_rows_in_window} rows here"
+    )
+    finish(
+        {
+            "rows": total,
+            "pending": pending,
+            "blocked_keys": blocked_keys,
+            "batch_size": options.batch_size,
+            "claims": claims,
+            "claim_p50_ms": round(claim_p50, 2),
+            "claim_p99_ms": round(pct(claim_ms, 0.99), 2),
+            "plain_select_p50_ms": round(plain_p50, 2),
+            "ratio_vs_plain": round(claim_p50 / plain_p50, 2),
+            "rows_claimed_min": min(claimed),
+            "old_claim_rows": blocked_rows_in_window,
+        }
+    )
 
 
 def _old_claim_count(connection, table: str, limit: int) -> int:  # noqa: ANN001
@@ -146,7 +176,9 @@ def _old_claim_count(connection, table: str, limit: int) -> int:  # noqa: ANN001
             "AND available_at <= now() ORDER BY seq LIMIT %s) "
             "SELECT count(*) FROM picked p WHERE NOT EXISTS (SELECT 1 FROM "
             f"{table} b WHERE b.key = p.key AND b.seq < p.seq AND b.status = 'pending' "
-            "AND b.seq NOT IN (SELECT seq FROM picked))", [limit])
+            "AND b.seq NOT IN (SELECT seq FROM picked))",
+            [limit],
+        )
         return cursor.fetchone()[0]
 
 

@@ -53,8 +53,14 @@ def _database_ensure(url: str) -> None:
     last_error: Exception | None = None
     for maintenance_db in (os.environ.get("BENCH_MAINTENANCE_DB", "commerce"), "postgres"):
         try:
-            conn = psycopg.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username,
-                                   password=parts.password, dbname=maintenance_db, autocommit=True)
+            conn = psycopg.connect(
+                host=parts.hostname,
+                port=parts.port or 5432,
+                user=parts.username,
+                password=parts.password,
+                dbname=maintenance_db,
+                autocommit=True,
+            )
         except psycopg.OperationalError as exc:
             last_error = exc
             continue

@@ -93,14 +93,16 @@ def drive(stack: LocalStack, *, rate: float, seconds: float) -> dict[str, object
 
     def order_and_pay(n: int) -> None:
         token = tokens[n % len(tokens)]
-        status, order = stack.api("POST", "/api/orders/", {"lines": [
-            {"product_id": products[n % len(products)], "quantity": 1}]}, token=token)
+        status, order = stack.api(
+            "POST", "/api/orders/", {"lines": [{"product_id": products[n % len(products)], "quantity": 1}]}, token=token
+        )
         if status != 201:
             with lock:
                 failures[f"order {status}"] += 1
             return
-        status, payment = stack.api("POST", "/api/payments/", {"order_id": order["id"],
-                                                                "card_type": "VISA"}, token=token)
+        status, payment = stack.api(
+            "POST", "/api/payments/", {"order_id": order["id"], "card_type": "VISA"}, token=token
+        )
         with lock:
             if status in (200, 201, 202):
                 payments.append(payment["id"])
@@ -109,8 +111,10 @@ def drive(stack: LocalStack, *, rate: float, seconds: float) -> dict[str, object
 
     total = int(rate * seconds)
     started = time.monotonic()
-    with QueueDepth(stack.project_dir / "var" / "celery" / "queue") as depth, \
-            ThreadPoolExecutor(max_workers=16) as pool:
+    with (
+        QueueDepth(stack.project_dir / "var" / "celery" / "queue") as depth,
+        ThreadPoolExecutor(max_workers=16) as pool,
+    ):
         for n in range(total):
             # A fixed schedule, not a closed loop: a slow stack does not slow the arrivals.
             time.sleep(max(0.0, started + n / rate - time.monotonic()))
@@ -118,8 +122,13 @@ def drive(stack: LocalStack, *, rate: float, seconds: float) -> dict[str, object
         pool.shutdown(wait=True)
         achieved = total / (time.monotonic() - started)
         settled = _wait_settled(stack, payments)
-    return {"payments": payments, "failures": dict(failures), "achieved_rate": achieved,
-            "settled": settled, "max_queue_depth": dict(depth.max_by_queue)}
+    return {
+        "payments": payments,
+        "failures": dict(failures),
+        "achieved_rate": achieved,
+        "settled": settled,
+        "max_queue_depth": dict(depth.max_by_queue),
+    }
 
 
 def _rows(stack: LocalStack, payment_ids: list[int]) -> list[tuple]:
@@ -128,7 +137,8 @@ def _rows(stack: LocalStack, payment_ids: list[int]) -> list[tuple]:
         return db.execute(
             f"SELECT p.status, p.created_at, p.finished_at, o.status, o.confirmed_at, o.cancelled_at "
             f"FROM payments_payment p JOIN orders_order o ON o.id = p.order_id WHERE p.id IN ({marks})",
-            payment_ids).fetchall()
+            payment_ids,
+        ).fetchall()
 
 
 def _wait_settled(stack: LocalStack, payment_ids: list[int]) -> bool:
@@ -150,8 +160,7 @@ def _checkout_at(ref: str, directory: Path) -> Path:
     return directory
 
 
-def measure(label: str, *, rate: float, seconds: float, ref: str | None = None,
-            **env: str) -> dict[str, object]:
+def measure(label: str, *, rate: float, seconds: float, ref: str | None = None, **env: str) -> dict[str, object]:
     directory = tempfile.mkdtemp(prefix=f"bench-payment-{label}-")
     try:
         checkout = _checkout_at(ref, Path(directory)) if ref else project_copy(Path(directory))
@@ -175,20 +184,28 @@ def measure(label: str, *, rate: float, seconds: float, ref: str | None = None,
             confirm_s.append((_when(confirmed) - _when(created)).total_seconds())
             reaction_s.append((_when(confirmed) - _when(finished)).total_seconds())
     figures = {
-        "orders_paid": len(run["payments"]), "confirmed": len(confirm_s),
-        "achieved_orders_per_s": round(run["achieved_rate"], 2), "all_settled": run["settled"],
-        "p50_s": _round(percentile(confirm_s, 0.50)), "p95_s": _round(percentile(confirm_s, 0.95)),
-        "p99_s": _round(percentile(confirm_s, 0.99)), "max_s": _round(max(confirm_s, default=None)),
+        "orders_paid": len(run["payments"]),
+        "confirmed": len(confirm_s),
+        "achieved_orders_per_s": round(run["achieved_rate"], 2),
+        "all_settled": run["settled"],
+        "p50_s": _round(percentile(confirm_s, 0.50)),
+        "p95_s": _round(percentile(confirm_s, 0.95)),
+        "p99_s": _round(percentile(confirm_s, 0.99)),
+        "max_s": _round(max(confirm_s, default=None)),
         "reaction_p99_s": _round(percentile(reaction_s, 0.99)),
-        "max_queue_depth": run["max_queue_depth"], "request_failures": run["failures"],
-        "stack_died": died, "component_restarts": restarts,
+        "max_queue_depth": run["max_queue_depth"],
+        "request_failures": run["failures"],
+        "stack_died": died,
+        "component_restarts": restarts,
     }
-    say(f"{label}: {figures['confirmed']} of {figures['orders_paid']} paid orders confirmed; "
+    say(
+        f"{label}: {figures['confirmed']} of {figures['orders_paid']} paid orders confirmed; "
         f"payment -> confirmed p50 {figures['p50_s']} s, p95 {figures['p95_s']} s, "
         f"p99 {figures['p99_s']} s, max {figures['max_s']} s; reaction (gateway answer -> "
         f"confirmed) p99 {figures['reaction_p99_s']} s; deepest file queue {figures['max_queue_depth']}; "
         f"all settled: {figures['all_settled']}; request failures {figures['request_failures']}; "
-        f"stack died: {died}; component restarts: {restarts}")
+        f"stack died: {died}; component restarts: {restarts}"
+    )
     return figures
 
 
@@ -207,8 +224,7 @@ def main() -> None:
     result = {"rate": options.rate, "seconds": seconds}
     result["supervised"] = measure("make-run", rate=options.rate, seconds=seconds)
     if not options.no_baseline:
-        result["baseline"] = measure("baseline-before-issue-17", rate=options.rate, seconds=seconds,
-                                     ref=BASELINE_REF)
+        result["baseline"] = measure("baseline-before-issue-17", rate=options.rate, seconds=seconds, ref=BASELINE_REF)
         base_p99, p99 = result["baseline"]["p99_s"], result["supervised"]["p99_s"]
         if base_p99 and p99:
             result["p99_ratio_vs_baseline"] = round(base_p99 / p99, 1)

@@ -30,17 +30,28 @@ def configure() -> None:
     url = urlsplit(os.environ["PEER_DATABASE_URL"])
     settings.configure(
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "reliable_outbox"],
-        DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": url.path.lstrip("/"),
-                               "USER": url.username, "PASSWORD": url.password,
-                               "HOST": url.hostname, "PORT": url.port or 5432}},
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": url.path.lstrip("/"),
+                "USER": url.username,
+                "PASSWORD": url.password,
+                "HOST": url.hostname,
+                "PORT": url.port or 5432,
+            }
+        },
         USE_TZ=True,
         LOGGING_CONFIG=None,
         RELIABLE_OUTBOX={
-            "DESTINATIONS": {"default": {
-                "BACKEND": "reliable_outbox.destinations.kafka.KafkaDestination",
-                "OPTIONS": {"topic": os.environ["PEER_TOPIC"],
-                            "config": {"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]}},
-            }},
+            "DESTINATIONS": {
+                "default": {
+                    "BACKEND": "reliable_outbox.destinations.kafka.KafkaDestination",
+                    "OPTIONS": {
+                        "topic": os.environ["PEER_TOPIC"],
+                        "config": {"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]},
+                    },
+                }
+            },
         },
     )
     django.setup()
@@ -113,8 +124,10 @@ def write(rate: float, seconds: float, offset: int) -> None:
         sent += len(ids)
         transactions += 1
     elapsed = time.monotonic() - started
-    print(json.dumps({"committed": committed, "achieved_rate": total / elapsed,
-                      "per_transaction": total / transactions}), flush=True)
+    print(
+        json.dumps({"committed": committed, "achieved_rate": total / elapsed, "per_transaction": total / transactions}),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -143,11 +156,18 @@ def main() -> None:
         import confluent_kafka
         import django
 
-        print(json.dumps({"django-reliable-outbox": version("django-reliable-outbox"),
-                          "peer_confluent-kafka": version("confluent-kafka"),
-                          "peer_librdkafka": confluent_kafka.libversion()[0],
-                          "peer_django": django.get_version(),
-                          "peer_python": sys.version.split()[0]}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "django-reliable-outbox": version("django-reliable-outbox"),
+                    "peer_confluent-kafka": version("confluent-kafka"),
+                    "peer_librdkafka": confluent_kafka.libversion()[0],
+                    "peer_django": django.get_version(),
+                    "peer_python": sys.version.split()[0],
+                }
+            ),
+            flush=True,
+        )
     else:
         raise SystemExit(f"unknown action {action}")
 

@@ -34,8 +34,7 @@ def versions_detected() -> dict[str, str]:
     try:
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                                 **settings.KAFKA_SECURITY)
+        admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
         try:
             broker_id = admin.describe_cluster()["brokers"][0]["broker_id"]
             # The release kafka-python infers from the broker's ApiVersions answer.

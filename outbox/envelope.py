@@ -81,8 +81,7 @@ def to_json_compatible(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: to_json_compatible(getattr(value, field.name))
-                for field in dataclasses.fields(value)}
+        return {field.name: to_json_compatible(getattr(value, field.name)) for field in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {str(key): to_json_compatible(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

@@ -28,7 +28,8 @@ def producer_config() -> dict[str, Any]:
     return {
         "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
         # "all" (anything else is refused at start: outbox/checks.py); kafka-python wants 0/1 as ints.
-        "acks": int(settings.KAFKA_PRODUCER_ACKS) if settings.KAFKA_PRODUCER_ACKS in ("0", "1")
+        "acks": int(settings.KAFKA_PRODUCER_ACKS)
+        if settings.KAFKA_PRODUCER_ACKS in ("0", "1")
         else settings.KAFKA_PRODUCER_ACKS,
         "enable_idempotence": True,
         # Ordering per partition survives retries with idempotence and at most 5 in flight.
@@ -119,5 +120,6 @@ atexit.register(producer_close)
 
 
 def admin_client() -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                            request_timeout_ms=10000, **settings.KAFKA_SECURITY)
+    return KafkaAdminClient(
+        bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=10000, **settings.KAFKA_SECURITY
+    )

@@ -25,8 +25,21 @@ class OutboxOutsideTransaction(RuntimeError):
 
 
 # The row's own values, then constants: a new row is pending, never tried.
-_COLUMNS = ("event_id", "topic", "key", "type", "event_version", "aggregatetype", "aggregateid",
-            "aggregate_version", "payload", "headers", "occurred_at", "created_at", "available_at")
+_COLUMNS = (
+    "event_id",
+    "topic",
+    "key",
+    "type",
+    "event_version",
+    "aggregatetype",
+    "aggregateid",
+    "aggregate_version",
+    "payload",
+    "headers",
+    "occurred_at",
+    "created_at",
+    "available_at",
+)
 _CONSTANTS = {"status": "'pending'", "attempts": "0", "last_error": "''"}
 
 
@@ -42,8 +55,9 @@ _INSERT_SQL = {rows: _insert_sql(rows) for rows in range(1, 9)}
 # notifies the relay loop, so the wake-up costs no round trip of its own. PostgreSQL delivers
 # the notification at commit (never on rollback, nor for a rolled-back savepoint) and folds
 # identical ones of a transaction into one. The payload is the first row's event id (logged).
-_INSERT_NOTIFY_SQL = {rows: f"WITH _outbox_rows AS ({sql}) SELECT pg_notify('{CHANNEL}', %s)"
-                      for rows, sql in _INSERT_SQL.items()}
+_INSERT_NOTIFY_SQL = {
+    rows: f"WITH _outbox_rows AS ({sql}) SELECT pg_notify('{CHANNEL}', %s)" for rows, sql in _INSERT_SQL.items()
+}
 
 
 class _SavepointMarker:
@@ -108,7 +122,7 @@ def _insert(rows: list[list[Any]], connection: Any, *, using: str) -> None:
     notify = wakeup_mode(using) == "notify"
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 8):
-            chunk = rows[start:start + 8]
+            chunk = rows[start : start + 8]
             params = [value for row in chunk for value in row]
             if notify and start == 0:  # one notification per statement batch is enough
                 cursor.execute(_INSERT_NOTIFY_SQL[len(chunk)], [*params, str(chunk[0][0])])
@@ -139,17 +153,25 @@ def outbox_record(*, event: DomainEvent, using: str = "default") -> None:
     if telemetry_enabled():
         # The recording is a "create" span of the request's trace; the row stores that span's
         # context, which the record carries to the consumer (commerce/observability/telemetry.py).
-        with outbox_record_span(topic=topic, event_id=event.event_id, event_type=event.event_type,
-                                key=aggregate_id):
+        with outbox_record_span(topic=topic, event_id=event.event_id, event_type=event.event_type, key=aggregate_id):
             traceparent = traceparent_get()
     else:
         traceparent = traceparent_get()
-    row = [field_of("event_id").get_db_prep_save(event.event_id, connection),
-           topic, aggregate_id, event.event_type, event.event_version,
-           event.aggregate_type, aggregate_id, event.aggregate_version,
-           field_of("payload").get_db_prep_save(event.payload(), connection),
-           field_of("headers").get_db_prep_save({"traceparent": traceparent}, connection),
-           occurred_at, occurred_at, occurred_at]
+    row = [
+        field_of("event_id").get_db_prep_save(event.event_id, connection),
+        topic,
+        aggregate_id,
+        event.event_type,
+        event.event_version,
+        event.aggregate_type,
+        aggregate_id,
+        event.aggregate_version,
+        field_of("payload").get_db_prep_save(event.payload(), connection),
+        field_of("headers").get_db_prep_save({"traceparent": traceparent}, connection),
+        occurred_at,
+        occurred_at,
+        occurred_at,
+    ]
     batch = _batches().get(using)
     if batch is not None:
         marker = None

@@ -56,14 +56,31 @@ def components() -> list[Component]:
         # A prefetch window wider than the settings' 1 per process: on the file transport the
         # worker's loop waits up to 2 s whenever the window is full, and the gateway's answers
         # (countdown tasks) hold slots of it; with a window of 2 it fetched 2 messages per 2 s.
-        "worker": [*celery, "worker", "-Q", domain_queue, "-n", "domain@%h", "--concurrency=2",
-                   "--prefetch-multiplier=16", "--loglevel=INFO"],
-        "relay": [*celery, "worker", "-Q", outbox_queue, "-n", "relay@%h", "--pool=solo",
-                  "--prefetch-multiplier=4", "--loglevel=INFO"],
+        "worker": [
+            *celery,
+            "worker",
+            "-Q",
+            domain_queue,
+            "-n",
+            "domain@%h",
+            "--concurrency=2",
+            "--prefetch-multiplier=16",
+            "--loglevel=INFO",
+        ],
+        "relay": [
+            *celery,
+            "worker",
+            "-Q",
+            outbox_queue,
+            "-n",
+            "relay@%h",
+            "--pool=solo",
+            "--prefetch-multiplier=4",
+            "--loglevel=INFO",
+        ],
         # Beat as a component of its own (not `worker --beat`): its death is seen and restarted,
         # and a killed worker cannot leave an orphan beat scheduling drains.
-        "beat": [*celery, "beat", "--loglevel=INFO", "--pidfile=",
-                 "-s", str(VAR_DIR / "celerybeat-schedule")],
+        "beat": [*celery, "beat", "--loglevel=INFO", "--pidfile=", "-s", str(VAR_DIR / "celerybeat-schedule")],
         "consumer": [PY, "manage.py", "consume_events"],
     }
     # On PostgreSQL the relay loop hears each commit's NOTIFY and publishes at once (the relay
@@ -98,8 +115,7 @@ def reap_leftovers() -> bool:
     if previous is None:
         return True
     if pid_alive(previous["supervisor"]):
-        say(f"make run already runs in this checkout (pid {previous['supervisor']}); "
-            "`make stop` stops it")
+        say(f"make run already runs in this checkout (pid {previous['supervisor']}); `make stop` stops it")
         return False
     for name, info in previous.get("components", {}).items():
         pgid = info.get("pid")
@@ -175,13 +191,20 @@ def print_environment() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stop", action="store_true", help="stop what a running `make run` started")
-    parser.add_argument("--env", action="store_true",
-                        help="print the variables make run sets, as `export` lines")
-    parser.add_argument("--restart", metavar="COMPONENT",
-                        help="restart one component of the running `make run` (server, worker, "
-                             "relay, beat, consumer, relay-loop on PostgreSQL)")
-    parser.add_argument("--demo", type=int, default=None, metavar="ACTIONS",
-                        help="run simulate_traffic with this many actions, report, then stop")
+    parser.add_argument("--env", action="store_true", help="print the variables make run sets, as `export` lines")
+    parser.add_argument(
+        "--restart",
+        metavar="COMPONENT",
+        help="restart one component of the running `make run` (server, worker, "
+        "relay, beat, consumer, relay-loop on PostgreSQL)",
+    )
+    parser.add_argument(
+        "--demo",
+        type=int,
+        default=None,
+        metavar="ACTIONS",
+        help="run simulate_traffic with this many actions, report, then stop",
+    )
     options = parser.parse_args()
     if options.env:
         print_environment()
@@ -197,20 +220,26 @@ def main() -> int:
     os.environ.update(run_environment(dict(os.environ)))
     empty = empty_dotenv_keys()
     if empty:
-        say(f".env sets {', '.join(empty)} to an empty value, which overrides the default: "
-            "comment the line out to get the default")
+        say(
+            f".env sets {', '.join(empty)} to an empty value, which overrides the default: "
+            "comment the line out to get the default"
+        )
     host, port = run_address(dict(os.environ))
     base = f"http://{host}:{port}"
     kafka_started_here = kafka_prepare()
-    say(f"topics {os.environ['KAFKA_TOPIC_CATALOG']}, {os.environ['KAFKA_TOPIC_ORDERS']}; "
-        f"consumer group {os.environ['BACKOFFICE_GROUP_ID']}")
+    say(
+        f"topics {os.environ['KAFKA_TOPIC_CATALOG']}, {os.environ['KAFKA_TOPIC_ORDERS']}; "
+        f"consumer group {os.environ['BACKOFFICE_GROUP_ID']}"
+    )
     try:
         manage("migrate", "--noinput", "-v", "0")
         manage("ensure_topics")
         manage("seed_demo")
     except subprocess.CalledProcessError as error:
-        say(f"preparing the stack failed: `manage.py {' '.join(error.cmd[2:])}` exited with "
-            f"{error.returncode} (its message is above)")
+        say(
+            f"preparing the stack failed: `manage.py {' '.join(error.cmd[2:])}` exited with "
+            f"{error.returncode} (its message is above)"
+        )
         if kafka_started_here:
             subprocess.run([KAFKA_LOCAL, "stop"], check=False)
         return 1
@@ -237,8 +266,10 @@ def main() -> int:
         say(f"admin:      {base}/admin/   (development user admin / admin-dev-only)")
         say(f"dashboard:  {base}/admin/pipeline/")
         say(f"health:     {base}/readyz")
-        say("Ctrl-C or `make stop` stops everything it started; `make restart-<component>` "
-            "restarts one (server, worker, relay, beat, consumer)")
+        say(
+            "Ctrl-C or `make stop` stops everything it started; `make restart-<component>` "
+            "restarts one (server, worker, relay, beat, consumer)"
+        )
         figures.start()
         if options.demo is not None:
             return run_demo(options.demo, supervisor, base, lambda: stopping)
@@ -247,8 +278,10 @@ def main() -> int:
             supervisor.check()
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + STATUS_EVERY_S
-                print(f"[{time.strftime('%H:%M:%S')}] {readiness(base)} | {figures.text} | "
-                      f"{supervisor.summary()}", flush=True)
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] {readiness(base)} | {figures.text} | {supervisor.summary()}",
+                    flush=True,
+                )
             time.sleep(0.2)
     finally:
         figures.stop()
@@ -270,8 +303,10 @@ def run_demo(actions: int, supervisor: Supervisor, base: str, stopping) -> int: 
             return 1
         time.sleep(1)
     say(f"simulating {actions} user actions")
-    traffic = subprocess.Popen([PY, "manage.py", "simulate_traffic", "--base-url", base,
-                                "--actions", str(actions), "--drain-timeout", "300"], cwd=PROJECT_DIR)
+    traffic = subprocess.Popen(
+        [PY, "manage.py", "simulate_traffic", "--base-url", base, "--actions", str(actions), "--drain-timeout", "300"],
+        cwd=PROJECT_DIR,
+    )
     while traffic.poll() is None:
         supervisor.check()  # a component that dies during the demo is restarted too
         if stopping():

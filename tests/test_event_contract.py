@@ -139,5 +139,5 @@ def test_every_type_and_version_of_the_contract_is_documented_with_its_fields(ev
 
 
 def test_the_types_that_require_aggregate_version_are_documented():
-    section = EVENTS_DOC[EVENTS_DOC.index("aggregate_version"):]
+    section = EVENTS_DOC[EVENTS_DOC.index("aggregate_version") :]
     assert all(f"`{name}`" in section for name in VERSIONED_EVENT_TYPES)

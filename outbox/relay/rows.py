@@ -20,10 +20,26 @@ from outbox.models import OutboxEvent
 
 # Errors that no retry can cure: the row is marked dead at once.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
-    MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError, TypeError, ValueError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    TypeError,
+    ValueError,
 )
-SEND_FIELDS = ["seq", "event_id", "topic", "key", "type", "event_version", "aggregatetype",
-               "aggregateid", "aggregate_version", "headers", "occurred_at", "attempts"]
+SEND_FIELDS = [
+    "seq",
+    "event_id",
+    "topic",
+    "key",
+    "type",
+    "event_version",
+    "aggregatetype",
+    "aggregateid",
+    "aggregate_version",
+    "headers",
+    "occurred_at",
+    "attempts",
+]
 
 
 class ProducerUnavailable(KafkaError):
@@ -49,9 +65,15 @@ class DrainResult:
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
-        return {"published": self.published, "failed": self.failed, "dead": self.dead,
-                "released": self.released, "fenced_out": self.fenced_out,
-                "batches": self.batches, "seconds": round(self.seconds, 3)}
+        return {
+            "published": self.published,
+            "failed": self.failed,
+            "dead": self.dead,
+            "released": self.released,
+            "fenced_out": self.fenced_out,
+            "batches": self.batches,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -98,7 +120,33 @@ class ClaimedRow:
     @classmethod
     def from_orm_values(cls, values: tuple) -> ClaimedRow:
         """From `values_list(*SEND_FIELDS, "payload_text")`."""
-        (seq, event_id, topic, key, type_, event_version, aggregatetype, aggregateid,
-         aggregate_version, headers, occurred_at, attempts, payload_text) = values
-        return cls(seq, str(event_id), topic, key, type_, event_version, aggregatetype, aggregateid,
-                   aggregate_version, headers, iso_utc(occurred_at), attempts, payload_text)
+        (
+            seq,
+            event_id,
+            topic,
+            key,
+            type_,
+            event_version,
+            aggregatetype,
+            aggregateid,
+            aggregate_version,
+            headers,
+            occurred_at,
+            attempts,
+            payload_text,
+        ) = values
+        return cls(
+            seq,
+            str(event_id),
+            topic,
+            key,
+            type_,
+            event_version,
+            aggregatetype,
+            aggregateid,
+            aggregate_version,
+            headers,
+            iso_utc(occurred_at),
+            attempts,
+            payload_text,
+        )

@@ -16,7 +16,12 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 # Settings whose development values `make run` sets unless the environment or .env sets them.
-DEVELOPMENT_DEFAULTS = {"DEBUG": "1", "SECURE_SSL_REDIRECT": "0", "PYTHONUNBUFFERED": "1", "CONSUMER_METRICS_PORT": "9809"}
+DEVELOPMENT_DEFAULTS = {
+    "DEBUG": "1",
+    "SECURE_SSL_REDIRECT": "0",
+    "PYTHONUNBUFFERED": "1",
+    "CONSUMER_METRICS_PORT": "9809",
+}
 
 
 def dotenv_values(path: Path) -> dict[str, str]:
@@ -52,9 +57,11 @@ def run_environment(environ: dict[str, str], project_dir: Path = PROJECT_DIR) ->
 
     added = {key: value for key, value in DEVELOPMENT_DEFAULTS.items() if unset(key)}
     namespace = environ.get("RUN_NAMESPACE") or dotenv.get("RUN_NAMESPACE") or namespace_default(project_dir)
-    names = {"KAFKA_TOPIC_CATALOG": f"{namespace}.catalog-events",
-             "KAFKA_TOPIC_ORDERS": f"{namespace}.order-events",
-             "BACKOFFICE_GROUP_ID": f"{namespace}.backoffice"}
+    names = {
+        "KAFKA_TOPIC_CATALOG": f"{namespace}.catalog-events",
+        "KAFKA_TOPIC_ORDERS": f"{namespace}.order-events",
+        "BACKOFFICE_GROUP_ID": f"{namespace}.backoffice",
+    }
     added.update({key: value for key, value in names.items() if unset(key)})
     host, port = run_address(environ, dotenv)
     if unset("PAYMENT_CALLBACK_BASE_URL"):

@@ -34,8 +34,10 @@ def readiness(base_url: str) -> str:
         failing = set(body["failing"])
     except (ValueError, KeyError, TypeError):
         first = raw.decode("utf-8", errors="replace").strip().splitlines()[:1]
-        return (f"server: HTTP {status} from /readyz, not a readiness answer "
-                f"({(first[0][:80] if first else 'empty body')}); see var/log/server.log")
+        return (
+            f"server: HTTP {status} from /readyz, not a readiness answer "
+            f"({(first[0][:80] if first else 'empty body')}); see var/log/server.log"
+        )
     names = list(READINESS_CHECKS) + sorted(failing - set(READINESS_CHECKS))
     return " ".join(f"{name}={'DOWN' if name in failing else 'ok'}" for name in names)
 

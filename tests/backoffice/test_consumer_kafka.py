@@ -29,8 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def _consume(group: str, *, until_idle_s: float = 3.0, batch_size: int = 200) -> EventConsumer:
-    consumer = EventConsumer(topics=list(settings.KAFKA_TOPICS.values()), group_id=group,
-                             batch_size=batch_size)
+    consumer = EventConsumer(topics=list(settings.KAFKA_TOPICS.values()), group_id=group, batch_size=batch_size)
     try:
         consumer.run(until_idle_s=until_idle_s)
     finally:
@@ -40,9 +39,23 @@ def _consume(group: str, *, until_idle_s: float = 3.0, batch_size: int = 200) ->
 
 def _consumer_process(name: str, env: dict, tmp_path, group: str, *extra: str) -> ManagedProcess:
     return ManagedProcess(
-        name=name, env=env, log_path=tmp_path / f"{name}.log", ready_text="consuming",
-        argv=[sys.executable, "manage.py", "consume_events", "--group", group, "--batch-size", "50",
-              "--progress-every", "1", *extra])
+        name=name,
+        env=env,
+        log_path=tmp_path / f"{name}.log",
+        ready_text="consuming",
+        argv=[
+            sys.executable,
+            "manage.py",
+            "consume_events",
+            "--group",
+            group,
+            "--batch-size",
+            "50",
+            "--progress-every",
+            "1",
+            *extra,
+        ],
+    )
 
 
 def _wait_for_inbox(count: int, timeout_s: float = 90.0) -> int:
@@ -67,8 +80,10 @@ def _group_assignment(group: str) -> tuple[str, Assignment]:
     for member in described["members"]:
         given = member["member_assignment"] or {}
         assignment[member["member_id"]] = frozenset(
-            (topic["topic"], partition) for topic in given.get("assigned_partitions", [])
-            for partition in topic["partitions"])
+            (topic["topic"], partition)
+            for topic in given.get("assigned_partitions", [])
+            for partition in topic["partitions"]
+        )
     return described["group_state"], assignment
 
 
@@ -154,8 +169,12 @@ def test_poison_records_are_dead_lettered_and_never_block_good_ones(kafka_topics
     poison = [
         Record("catalog-events", b"1", b"{broken json", sample.headers),
         Record("catalog-events", b"1", sample.value, [h for h in sample.headers if h[0] != "event_id"]),
-        Record("catalog-events", b"1", sample.value,
-               [(n, b"Unheard" if n == "event_type" else v) for n, v in sample.headers]),
+        Record(
+            "catalog-events",
+            b"1",
+            sample.value,
+            [(n, b"Unheard" if n == "event_type" else v) for n, v in sample.headers],
+        ),
         Record("catalog-events", b"1", b'{"product_id": "1", "liked": "maybe"}', sample.headers),
     ]
     mixed = []
@@ -170,8 +189,9 @@ def test_poison_records_are_dead_lettered_and_never_block_good_ones(kafka_topics
     assert len(letters) == 4 and all(letter.error for letter in letters)
     dlq = kafka_read_all(f"{kafka_topics['catalog-events']}.dlq", expected=4)
     assert len(dlq) == 4
-    assert all(r.headers["dlq_error"] and r.headers["dlq_source_topic"] == kafka_topics["catalog-events"].encode()
-               for r in dlq)
+    assert all(
+        r.headers["dlq_error"] and r.headers["dlq_source_topic"] == kafka_topics["catalog-events"].encode() for r in dlq
+    )
     assert {bytes(letter.value) for letter in letters} == {r.value for r in dlq}
 
 
@@ -198,11 +218,17 @@ def test_replay_rebuilds_projections_equal_to_live(kafka_topics, settings):
     group = f"g-{uuid.uuid4().hex[:6]}"
     settings.BACKOFFICE_GROUP_ID = group
     _consume(group)
-    live = sorted(ProductMetrics.objects.values_list(
-        "product_id", "like_count", "view_count", "sales_quantity", "sales_amount", "stock"))
+    live = sorted(
+        ProductMetrics.objects.values_list(
+            "product_id", "like_count", "view_count", "sales_quantity", "sales_amount", "stock"
+        )
+    )
     call_command("rebuild_projections", "--group", group, "--until-idle", "3")
-    replayed = sorted(ProductMetrics.objects.values_list(
-        "product_id", "like_count", "view_count", "sales_quantity", "sales_amount", "stock"))
+    replayed = sorted(
+        ProductMetrics.objects.values_list(
+            "product_id", "like_count", "view_count", "sales_quantity", "sales_amount", "stock"
+        )
+    )
     assert replayed == live
     assert projections_differences(expected) == []
     assert InboxEntry.objects.filter(consumer_group=group).count() == len(records)

@@ -55,8 +55,9 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_mark():
     assert list(OutboxEvent.objects.values_list("attempts", flat=True)) == [1, 1]
     # when the old owner writes back
     result = DrainResult()
-    _write_back(token=old_token, rows=old_rows, outcomes={r.seq: _meta(i) for i, r in enumerate(old_rows)},
-                result=result)
+    _write_back(
+        token=old_token, rows=old_rows, outcomes={r.seq: _meta(i) for i, r in enumerate(old_rows)}, result=result
+    )
     # then nothing changed: the rows belong to the new owner
     assert result.fenced_out == 2
     assert not OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED).exists()
@@ -72,8 +73,7 @@ def test_a_failed_row_holds_back_the_rest_of_its_key_and_gets_backoff():
     outcomes[failing.seq] = KafkaTimeoutError("broker away")
     result = DrainResult()
     _write_back(token=token, rows=rows, outcomes=outcomes, result=result)
-    statuses = {(r.key, r.payload["sequence"]): (r.status, r.attempts)
-                for r in OutboxEvent.objects.all()}
+    statuses = {(r.key, r.payload["sequence"]): (r.status, r.attempts) for r in OutboxEvent.objects.all()}
     assert statuses[("1", 0)] == ("published", 0)
     assert statuses[("1", 1)] == ("pending", 1)
     assert statuses[("1", 2)] == ("pending", 0)
@@ -96,8 +96,7 @@ def test_every_published_row_gets_its_own_partition_and_offset():
     _write_back(token=token, rows=rows, outcomes=outcomes, result=DrainResult())
     published = list(OutboxEvent.objects.filter(status="published"))
     assert len(published) == 8
-    assert [(r.kafka_partition, r.kafka_offset) for r in published] == [
-        (r.seq % 3, 1000 + r.seq) for r in published]
+    assert [(r.kafka_partition, r.kafka_offset) for r in published] == [(r.seq % 3, 1000 + r.seq) for r in published]
 
 
 def test_a_permanent_error_marks_the_row_dead_and_by_default_does_not_block_its_key(settings):
@@ -126,8 +125,7 @@ def test_too_many_attempts_mark_the_row_dead(settings):
         OutboxEvent.objects.update(available_at=timezone.now())
         token = uuid.uuid4()
         rows = claim_batch(token=token, limit=10)
-        _write_back(token=token, rows=rows, outcomes={rows[0].seq: KafkaTimeoutError("x")},
-                    result=DrainResult())
+        _write_back(token=token, rows=rows, outcomes={rows[0].seq: KafkaTimeoutError("x")}, result=DrainResult())
     row = OutboxEvent.objects.get()
     assert row.status == "dead" and row.attempts == 2
 
@@ -149,20 +147,22 @@ def test_a_key_that_failed_in_one_batch_is_not_marked_in_the_next_one_already_se
     first_token, second_token = uuid.uuid4(), uuid.uuid4()
     first = claim_batch(token=first_token, limit=2)
     second = claim_batch(token=second_token, limit=2, in_flight=first_token)
-    assert [(r.key, r.payload["sequence"]) for r in first + second] == [
-        ("1", 0), ("2", 0), ("1", 1), ("2", 1)]
+    assert [(r.key, r.payload["sequence"]) for r in first + second] == [("1", 0), ("2", 0), ("1", 1), ("2", 1)]
     # when key 1's row fails in the first batch and everything of the second is acknowledged
     blocked_keys: set[str] = set()
     result = DrainResult()
     outcomes = {r.seq: _meta(r.seq) for r in first}
     outcomes[first[0].seq] = KafkaTimeoutError("broker away")
-    _write_back(token=first_token, rows=first, outcomes=outcomes, result=result,
-                blocked_keys=blocked_keys)
-    _write_back(token=second_token, rows=second, outcomes={r.seq: _meta(r.seq) for r in second},
-                result=result, blocked_keys=blocked_keys)
+    _write_back(token=first_token, rows=first, outcomes=outcomes, result=result, blocked_keys=blocked_keys)
+    _write_back(
+        token=second_token,
+        rows=second,
+        outcomes={r.seq: _meta(r.seq) for r in second},
+        result=result,
+        blocked_keys=blocked_keys,
+    )
     # then key 1's later row is released, unmarked, to be sent again after the failed one
-    state = {(r.key, r.payload["sequence"]): (r.status, r.attempts, r.claim_token)
-             for r in OutboxEvent.objects.all()}
+    state = {(r.key, r.payload["sequence"]): (r.status, r.attempts, r.claim_token) for r in OutboxEvent.objects.all()}
     assert state[("1", 0)] == ("pending", 1, None)
     assert state[("1", 1)] == ("pending", 0, None)
     assert state[("2", 0)][0] == state[("2", 1)][0] == "published"

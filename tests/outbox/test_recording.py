@@ -26,8 +26,7 @@ def _recorded() -> list[tuple[str, int]]:
 
 def _outbox_inserts(queries: CaptureQueriesContext) -> int:
     # On PostgreSQL the INSERT is the CTE of a statement that also NOTIFYs the relay loop.
-    return sum(1 for q in queries.captured_queries
-               if f"INSERT INTO {OutboxEvent._meta.db_table} " in q["sql"])
+    return sum(1 for q in queries.captured_queries if f"INSERT INTO {OutboxEvent._meta.db_table} " in q["sql"])
 
 
 def test_a_block_writes_its_rows_with_one_insert_in_recording_order():

@@ -21,8 +21,16 @@ from tests.support.kafka import kafka_read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-ENVELOPE_HEADERS = {"event_id", "event_type", "event_version", "aggregate_type", "aggregate_id",
-                    "aggregate_version", "occurred_at", "traceparent"}
+ENVELOPE_HEADERS = {
+    "event_id",
+    "event_type",
+    "event_version",
+    "aggregate_type",
+    "aggregate_id",
+    "aggregate_version",
+    "occurred_at",
+    "traceparent",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -107,12 +115,30 @@ def test_an_independent_reader_sees_the_key_and_every_envelope_header(kafka_topi
     product = product_create(name="Read by kcat", price=Decimal("1.00"), stock=1)
     relay_drain()
     output = subprocess.run(
-        ["kcat", "-b", settings.KAFKA_BOOTSTRAP_SERVERS[0], "-C", "-t", kafka_topics["catalog-events"],
-         "-o", "beginning", "-c", "1", "-e", "-q", "-f", "key=%k\nheaders=%h\nvalue=%s\n"],
-        capture_output=True, text=True, timeout=30, check=True).stdout
+        [
+            "kcat",
+            "-b",
+            settings.KAFKA_BOOTSTRAP_SERVERS[0],
+            "-C",
+            "-t",
+            kafka_topics["catalog-events"],
+            "-o",
+            "beginning",
+            "-c",
+            "1",
+            "-e",
+            "-q",
+            "-f",
+            "key=%k\nheaders=%h\nvalue=%s\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert f"key={product.id}\n" in output
     headers_line = next(line for line in output.splitlines() if line.startswith("headers="))
-    assert {item.split("=", 1)[0] for item in headers_line[len("headers="):].split(",")} == ENVELOPE_HEADERS
+    assert {item.split("=", 1)[0] for item in headers_line[len("headers=") :].split(",")} == ENVELOPE_HEADERS
     row = OutboxEvent.objects.get()
     assert f"event_id={row.event_id}" in headers_line
     assert f"aggregate_version={row.aggregate_version}" in headers_line

@@ -32,12 +32,17 @@ def _postgresql_only():
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite keeps the Celery kick")
 
 
-def _loop(subprocess_env: dict[str, str], tmp_path: Path, *, name: str = "loop",
-          poll_s: float = 600.0) -> ManagedProcess:
+def _loop(
+    subprocess_env: dict[str, str], tmp_path: Path, *, name: str = "loop", poll_s: float = 600.0
+) -> ManagedProcess:
     # A poll far longer than the test: only a notification can explain a prompt publication.
-    process = ManagedProcess(name=name, env=subprocess_env, log_path=tmp_path / f"{name}.log",
-                             ready_text="relay loop listening",
-                             argv=[sys.executable, "manage.py", "relay_loop", "--poll-interval", str(poll_s)])
+    process = ManagedProcess(
+        name=name,
+        env=subprocess_env,
+        log_path=tmp_path / f"{name}.log",
+        ready_text="relay loop listening",
+        argv=[sys.executable, "manage.py", "relay_loop", "--poll-interval", str(poll_s)],
+    )
     process.start(timeout=60)
     return process
 
@@ -67,14 +72,16 @@ def test_a_committed_order_reaches_kafka_through_the_loop_without_beat(subproces
 
 
 def test_rows_no_notification_announced_are_published_by_the_start_drain_and_the_poll(
-        subprocess_env, kafka_topics, tmp_path):
+    subprocess_env, kafka_topics, tmp_path
+):
     # given rows committed while no loop listened (their NOTIFY reached nobody), and one row
     # that becomes due only later (no notification will ever announce it)
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=3, per_key=2)
     later = outbox_rows_bulk(topic=topic, keys=1, per_key=1)[0]
-    OutboxEvent.objects.filter(pk=later.pk).update(key="late", aggregateid="late",
-                                                   available_at=timezone.now() + timedelta(seconds=2))
+    OutboxEvent.objects.filter(pk=later.pk).update(
+        key="late", aggregateid="late", available_at=timezone.now() + timedelta(seconds=2)
+    )
     # when a loop starts, polling every half second
     loop = _loop(subprocess_env, tmp_path, poll_s=0.5)
     # then the six are published by its first drain, and the late one by a poll

@@ -48,7 +48,8 @@ def _drain_in_thread(timeout_s: float, **kwargs: object) -> tuple[object, float]
 
 @pytest.mark.fault
 def test_a_topic_deleted_mid_drain_stops_the_drain_within_its_lease_and_order_holds(
-        kafka_topics, kafka_bootstrap, settings):
+    kafka_topics, kafka_bootstrap, settings
+):
     # given 2,000 rows over 20 keys and a relay with a 20 s lease that pauses after each batch
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=20, per_key=100)
@@ -79,8 +80,7 @@ def test_a_topic_deleted_mid_drain_stops_the_drain_within_its_lease_and_order_ho
     # then the drain returned within its lease of the deletion, and later drains as well, while
     # the topic is missing (each refused send may block max_block_ms, never a whole batch of them)
     assert first is not None
-    published_before = {seq for seq in OutboxEvent.objects.filter(status="published")
-                        .values_list("seq", flat=True)}
+    published_before = {seq for seq in OutboxEvent.objects.filter(status="published").values_list("seq", flat=True)}
     assert 0 < len(published_before) < 2000
     for _ in range(2):
         OutboxEvent.objects.filter(status="pending").update(available_at=timezone.now())

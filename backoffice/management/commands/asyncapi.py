@@ -11,12 +11,15 @@ from backoffice.schema_compat import document_changes_incompatible
 
 
 class Command(BaseCommand):
-    help = ("Write the AsyncAPI document of the events (docs/asyncapi.yaml) from the contract. "
-            "Refuses a change that breaks a committed version (docs/EVENTS.md: make a new version).")
+    help = (
+        "Write the AsyncAPI document of the events (docs/asyncapi.yaml) from the contract. "
+        "Refuses a change that breaks a committed version (docs/EVENTS.md: make a new version)."
+    )
 
     def add_arguments(self, parser) -> None:  # noqa: ANN001
-        parser.add_argument("--check", action="store_true",
-                            help="write nothing; exit 1 when the file differs from the contract")
+        parser.add_argument(
+            "--check", action="store_true", help="write nothing; exit 1 when the file differs from the contract"
+        )
         parser.add_argument("--output", default=str(Path(settings.BASE_DIR) / DOCUMENT_PATH))
 
     def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
@@ -26,8 +29,9 @@ class Command(BaseCommand):
         if committed is not None:
             breaking = document_changes_incompatible(yaml.safe_load(committed), asyncapi_document())
             if breaking:
-                raise CommandError("incompatible within a version (make a new version, docs/EVENTS.md):\n  "
-                                   + "\n  ".join(breaking))
+                raise CommandError(
+                    "incompatible within a version (make a new version, docs/EVENTS.md):\n  " + "\n  ".join(breaking)
+                )
         if options["check"]:
             if committed != text:
                 raise CommandError(f"{path} differs from the contract: run manage.py asyncapi")

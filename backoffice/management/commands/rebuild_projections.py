@@ -8,8 +8,10 @@ from backoffice.projections import projections_reset
 
 
 class Command(BaseCommand):
-    help = ("Empty the projections and the group's inbox, then re-read the topics from the "
-            "beginning. Stop the group's live consumers first.")
+    help = (
+        "Empty the projections and the group's inbox, then re-read the topics from the "
+        "beginning. Stop the group's live consumers first."
+    )
 
     def add_arguments(self, parser) -> None:  # noqa: ANN001
         parser.add_argument("--group", default=None)
@@ -19,12 +21,14 @@ class Command(BaseCommand):
         group = options["group"] or settings.BACKOFFICE_GROUP_ID
         projections_reset(group=group)
         self.stdout.write(f"projections and inbox of {group} emptied; replaying")
-        consumer = EventConsumer(topics=list(settings.KAFKA_TOPICS.values()), group_id=group,
-                                 seek_to_beginning_on_assign=True)
+        consumer = EventConsumer(
+            topics=list(settings.KAFKA_TOPICS.values()), group_id=group, seek_to_beginning_on_assign=True
+        )
         consumer.install_signal_handlers()
         try:
             stats = consumer.run(until_idle_s=options["until_idle"], on_progress=self.stdout.write)
         finally:
             consumer.close()
-        self.stdout.write(f"replayed {stats.polled} records: applied {stats.applied}, "
-                          f"dead letters {stats.dead_lettered}")
+        self.stdout.write(
+            f"replayed {stats.polled} records: applied {stats.applied}, dead letters {stats.dead_lettered}"
+        )

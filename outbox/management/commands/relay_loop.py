@@ -12,19 +12,26 @@ from outbox.wakeup import wakeup_mode
 
 
 class Command(BaseCommand):
-    help = ("The relay loop (PostgreSQL): LISTENs for the NOTIFY of each recording transaction and "
-            "drains at once, polls every OUTBOX_LOOP_POLL_INTERVAL, stops gracefully on SIGTERM "
-            "or Ctrl-C. Several may run. docs/OUTBOX.md, \"Wake-up\".")
+    help = (
+        "The relay loop (PostgreSQL): LISTENs for the NOTIFY of each recording transaction and "
+        "drains at once, polls every OUTBOX_LOOP_POLL_INTERVAL, stops gracefully on SIGTERM "
+        'or Ctrl-C. Several may run. docs/OUTBOX.md, "Wake-up".'
+    )
 
     def add_arguments(self, parser) -> None:  # noqa: ANN001
-        parser.add_argument("--poll-interval", type=float, default=None,
-                            help="seconds between drains when nothing is heard "
-                                 "(default OUTBOX_LOOP_POLL_INTERVAL)")
+        parser.add_argument(
+            "--poll-interval",
+            type=float,
+            default=None,
+            help="seconds between drains when nothing is heard (default OUTBOX_LOOP_POLL_INTERVAL)",
+        )
 
     def handle(self, *args, poll_interval: float | None = None, **options) -> None:  # noqa: ANN002, ANN003
         if wakeup_mode() != "notify":
-            raise CommandError("the relay loop needs PostgreSQL with OUTBOX_WAKEUP=auto or notify "
-                               "(on SQLite, or with OUTBOX_WAKEUP=celery, the Celery worker relays)")
+            raise CommandError(
+                "the relay loop needs PostgreSQL with OUTBOX_WAKEUP=auto or notify "
+                "(on SQLite, or with OUTBOX_WAKEUP=celery, the Celery worker relays)"
+            )
         outbox_settings_ensure_valid()
         waker = Waker()
 
@@ -43,5 +50,7 @@ class Command(BaseCommand):
         finally:
             producer_close()
             waker.close()
-        self.stdout.write(f"relay loop stopped: {stats.drains} drains, {stats.published} published, "
-                          f"{stats.notifications} notifications")
+        self.stdout.write(
+            f"relay loop stopped: {stats.drains} drains, {stats.published} published, "
+            f"{stats.notifications} notifications"
+        )
