@@ -30,7 +30,7 @@ from common import PROJECT_DIR, django_setup, finish, say, topics_delete, topics
 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def consumer_child(applied_log: Path) -> None:

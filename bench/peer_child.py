@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 KEYS = 100
@@ -93,7 +94,7 @@ def worker(out_path: str, concurrency: int) -> None:
         acks.append((str(envelope.message_id), time.monotonic()))
 
     KafkaDestination.deliver = deliver
-    atexit.register(lambda: open(out_path, "w").write(json.dumps(acks)))
+    atexit.register(lambda: Path(out_path).write_text(json.dumps(acks)))
     print("relay loop listening", flush=True)
     call_command("outbox_worker", concurrency=concurrency)
 

@@ -136,7 +136,8 @@ def main() -> None:
     overhead = 1 - with_ops / without_ops
     say(f"median: with outbox {with_ops:.1f} orders/s, without {without_ops:.1f} orders/s")
     say(
-        f"notifications heard: {heard[0]} (one per recording statement of a committed transaction: the orders and the set-up)"
+        f"notifications heard: {heard[0]} (one per recording statement of a committed transaction:"
+        " the orders and the set-up)"
     )
     say(f"overhead {overhead:.1%} (target <= 10%: {'PASS' if overhead <= 0.10 else 'FAIL'})")
     finish(

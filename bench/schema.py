@@ -53,7 +53,11 @@ def _event_parse_before():  # noqa: ANN202
     import types
 
     source = subprocess.run(
-        ["git", "show", f"{BEFORE}:backoffice/contract.py"], cwd=PROJECT_DIR, capture_output=True, text=True
+        ["git", "show", f"{BEFORE}:backoffice/contract.py"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if source.returncode != 0:
         return None

@@ -43,15 +43,15 @@ def _snapshot(order: Order) -> dict[str, object]:
         OrderLinePayload(product_id=str(line.product_id), quantity=line.quantity, unit_price=line.unit_price)
         for line in order.lines.all().order_by("product_id")
     )
-    return dict(
-        order_id=str(order.id),
-        order_number=order.number,
-        user_id=str(order.user_id),
-        original_total=order.original_total,
-        discount=order.discount,
-        final_total=order.final_total,
-        lines=lines,
-    )
+    return {
+        "order_id": str(order.id),
+        "order_number": order.number,
+        "user_id": str(order.user_id),
+        "original_total": order.original_total,
+        "discount": order.discount,
+        "final_total": order.final_total,
+        "lines": lines,
+    }
 
 
 def _confirmed_snapshot(order: Order) -> dict[str, object]:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import contextlib
+
 from run.environment import PROJECT_DIR, dotenv_values, empty_dotenv_keys, run_address, run_environment
 from run.status import PipelineFigures, is_ready, readiness
 from run.supervisor import Component, Supervisor, group_alive, group_kill
@@ -159,10 +161,8 @@ def restart_component(name: str) -> int:
     if info is None or not info.get("pid"):
         say(f"no component {name!r}; components: {', '.join(state['components'])}")
         return 1
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(info["pid"], signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     say(f"stopped {name} (pid {info['pid']}); make run starts it again")
     return 0
 
@@ -170,9 +170,9 @@ def restart_component(name: str) -> int:
 def kafka_prepare() -> bool:
     """Make sure a broker answers; say which one and whether `make run` started it."""
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    was_ours = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True).returncode == 0
+    was_ours = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True, check=False).returncode == 0
     subprocess.run([KAFKA_LOCAL, "start"], check=True, capture_output=True)
-    ours_now = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True).returncode == 0
+    ours_now = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True, check=False).returncode == 0
     if ours_now and not was_ours:
         say(f"Kafka: started a local broker at {bootstrap} (stopped on exit)")
         return True

@@ -92,7 +92,8 @@ def test_every_type_of_the_contract_has_a_producer():
 
 
 def test_every_version_read_reaches_a_handler_through_its_upcasters():
-    for event_type, version in PAYLOADS:
+    for event_type, read_version in PAYLOADS:
+        version = read_version
         while (event_type, version) in UPCASTERS:
             version += 1
             assert (event_type, version) in PAYLOADS, f"{event_type} upcast to v{version}, not in the contract"

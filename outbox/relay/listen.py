@@ -21,6 +21,7 @@ time and a key's rows go out in order whoever holds them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -59,10 +60,9 @@ class Waker:
         os.set_blocking(self.write_fd, False)
 
     def wake(self) -> None:
-        try:
+        # The pipe is full or closed: the loop is already awake or gone.
+        with contextlib.suppress(BlockingIOError, OSError):
             os.write(self.write_fd, b"x")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full or closed: the loop is already awake or gone
 
     def clear(self) -> None:
         try:
@@ -73,10 +73,8 @@ class Waker:
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def _listen_connect(using: str) -> psycopg.Connection:

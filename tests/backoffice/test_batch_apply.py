@@ -35,15 +35,18 @@ def test_a_stream_applied_twice_equals_applied_once():
     records, expected = stream_make(events=300)
     batch_apply(group="g", events=_events(records), poison=[])
     second = batch_apply(group="g", events=_events(records), poison=[])
-    assert second.applied == 0 and second.duplicates == 300
+    assert second.applied == 0
+    assert second.duplicates == 300
     assert projections_differences(expected) == []
-    assert InboxEntry.objects.count() == 300 and EventLog.objects.count() == 300
+    assert InboxEntry.objects.count() == 300
+    assert EventLog.objects.count() == 300
 
 
 def test_duplicates_inside_one_batch_count_once():
     record = like("1", True)
     outcome = batch_apply(group="g", events=_events([record, record, view("1")]), poison=[])
-    assert outcome.applied == 2 and outcome.duplicates == 1
+    assert outcome.applied == 2
+    assert outcome.duplicates == 1
     metrics = ProductMetrics.objects.get(product_id="1")
     assert (metrics.like_count, metrics.view_count) == (1, 1)
 

@@ -104,7 +104,8 @@ def test_every_record_produced_twice_gives_the_metrics_of_once(kafka_topics):
     produce(records, kafka_topics)
     produce(records, kafka_topics)  # the same event ids again
     consumer = _consume(f"g-{uuid.uuid4().hex[:6]}")
-    assert consumer.stats.polled == 2 * len(records) and consumer.stats.duplicates == len(records)
+    assert consumer.stats.polled == 2 * len(records)
+    assert consumer.stats.duplicates == len(records)
     assert projections_differences(expected) == []
     assert EventLog.objects.count() == len(records)
 
@@ -148,13 +149,15 @@ def test_group_members_joining_and_leaving_mid_stream_count_exactly(kafka_topics
     third = _consumer_process("member-2", subprocess_env, tmp_path, group)
     third.start()
     three = _wait_for_stable_group(group, members=3, partitions=partitions)
-    assert set(three) > set(two) and all(three.values()), "the new member got no partition"
+    assert set(three) > set(two), "the new member got no partition"
+    assert all(three.values()), "the new member got no partition"
     produce(records[1000:2000], kafka_topics)
     _wait_for_inbox(1500)
     # the first leaves (SIGTERM: finishes its batch and commits): the group rebalances again
     assert members[0].stop() == 0, members[0].log_tail()
     after = _wait_for_stable_group(group, members=2, partitions=partitions)
-    assert set(after) < set(three) and after != two
+    assert set(after) < set(three)
+    assert after != two
     produce(records[2000:], kafka_topics)
     _wait_for_inbox(len(records))
     for member in (members[1], third):
@@ -186,7 +189,8 @@ def test_poison_records_are_dead_lettered_and_never_block_good_ones(kafka_topics
     _consume(f"g-{uuid.uuid4().hex[:6]}")
     assert projections_differences(expected) == []
     letters = list(DeadLetter.objects.order_by("offset"))
-    assert len(letters) == 4 and all(letter.error for letter in letters)
+    assert len(letters) == 4
+    assert all(letter.error for letter in letters)
     dlq = kafka_read_all(f"{kafka_topics['catalog-events']}.dlq", expected=4)
     assert len(dlq) == 4
     assert all(

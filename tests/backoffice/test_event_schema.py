@@ -94,7 +94,7 @@ def test_a_loosened_bound_is_the_schemas_bound_at_once(monkeypatch):
 
 def test_a_float_is_not_an_integer_though_json_schema_says_so():
     bad = _with_payload(stock("3", 5, 1), lambda p: p.update(quantity=5.0))
-    with pytest.raises(ContractViolation, match="payload.quantity: expected an integer"):
+    with pytest.raises(ContractViolation, match=r"payload\.quantity: expected an integer"):
         _parse(bad)
 
 

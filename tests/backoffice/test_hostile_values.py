@@ -51,7 +51,7 @@ def _surrounded(bad: Record) -> tuple[list[Record], Record]:
         order_event("OrderConfirmed", "42", [("3", 1, "5.00")]),
         like("3", True, user_id="2"),
     ]
-    return before + [bad] + after, bad
+    return [*before, bad, *after], bad
 
 
 def _assert_good_ones_applied_once(records: list[Record], bad: Record) -> None:
@@ -67,7 +67,7 @@ def _assert_good_ones_applied_once(records: list[Record], bad: Record) -> None:
 @pytest.mark.parametrize("name", HOSTILE)
 def test_the_contract_refuses_a_value_its_column_cannot_hold(name):
     bad = HOSTILE[name]()
-    with pytest.raises(ContractViolation, match="range|largest key|column"):
+    with pytest.raises(ContractViolation, match=r"range|largest key|column"):
         event_parse(topic="t", partition=0, offset=0, key=bad.key, value=bad.value, headers=bad.headers)
 
 
@@ -82,7 +82,9 @@ def test_a_hostile_record_is_dead_lettered_and_its_neighbours_applied_once(name)
     assert (outcome.applied, outcome.dead_lettered) == (len(records) - 1, 1)
     assert again.applied == 0
     letter = DeadLetter.objects.get()
-    assert letter.offset == records.index(bad) and bytes(letter.value) == bad.value and letter.error
+    assert letter.offset == records.index(bad)
+    assert bytes(letter.value) == bad.value
+    assert letter.error
     assert [p.offset for p in forwarded] == [letter.offset]
     _assert_good_ones_applied_once(records, bad)
 
@@ -97,7 +99,8 @@ def test_with_the_contract_bounds_off_the_database_refusal_is_isolated(name, mon
     # then the record is isolated by bisection and dead-lettered with the database's message
     assert (outcome.applied, outcome.dead_lettered) == (len(records) - 1, 1)
     letter = DeadLetter.objects.get()
-    assert letter.offset == records.index(bad) and [p.offset for p in forwarded] == [letter.offset]
+    assert letter.offset == records.index(bad)
+    assert [p.offset for p in forwarded] == [letter.offset]
     assert letter.error.startswith("refused by the database:")
     assert any(word in letter.error for word in ("out of range", "too large", "Overflow")), letter.error
     _assert_good_ones_applied_once(records, bad)
@@ -255,7 +258,7 @@ def test_a_record_without_an_aggregate_version_where_one_is_required_is_dead_let
 def test_a_header_without_a_value_is_read_as_absent():
     # Kafka Connect writes a null aggregate_version column (a view) as a header with no value
     viewed = view("3")
-    with_null = Record(viewed.topic_stream, viewed.key, viewed.value, viewed.headers + [("aggregate_version", None)])
+    with_null = Record(viewed.topic_stream, viewed.key, viewed.value, [*viewed.headers, ("aggregate_version", None)])
     event = event_parse(
         topic="t", partition=0, offset=0, key=with_null.key, value=with_null.value, headers=with_null.headers
     )

@@ -50,7 +50,7 @@ def test_the_back_office_reads_the_recorded_v2_as_it_is(silent_gateway):
     order_confirm(order_id=order.id)
     row = OutboxEvent.objects.get(type="OrderConfirmed", aggregateid=str(order.id))
     claimed = ClaimedRow.from_orm_values(
-        OutboxEvent.objects.filter(seq=row.seq).values_list(*SEND_FIELDS).get() + (json.dumps(row.payload),)
+        (*OutboxEvent.objects.filter(seq=row.seq).values_list(*SEND_FIELDS).get(), json.dumps(row.payload))
     )
     # when the back office parses it, then it is v2, not upcast
     event = event_parse(

@@ -79,7 +79,8 @@ def test_a_failed_row_holds_back_the_rest_of_its_key_and_gets_backoff():
     assert statuses[("1", 2)] == ("pending", 0)
     assert all(statuses[("2", n)] == ("published", 0) for n in range(3))
     failed = OutboxEvent.objects.get(seq=failing.seq)
-    assert failed.available_at > timezone.now() and "broker away" in failed.last_error
+    assert failed.available_at > timezone.now()
+    assert "broker away" in failed.last_error
 
     # and the key stays blocked until the failed row is due again
     assert claim_batch(token=uuid.uuid4(), limit=100) == []
@@ -127,7 +128,8 @@ def test_too_many_attempts_mark_the_row_dead(settings):
         rows = claim_batch(token=token, limit=10)
         _write_back(token=token, rows=rows, outcomes={rows[0].seq: KafkaTimeoutError("x")}, result=DrainResult())
     row = OutboxEvent.objects.get()
-    assert row.status == "dead" and row.attempts == 2
+    assert row.status == "dead"
+    assert row.attempts == 2
 
 
 def test_rows_of_this_drains_in_flight_batch_do_not_hold_their_key_back():

@@ -103,7 +103,7 @@ def test_the_claim_equals_a_brute_force_model_on_random_tables(seed, settings):
         settings.OUTBOX_FAIR_SHARE = fair
         in_flight, other_relay = uuid.uuid4(), uuid.uuid4()
         keys = [str(k) for k in range(rng.randint(1, 6))]
-        topics = rng.choice([LANES, LANES + ["other"], LANES[:1]])
+        topics = rng.choice([LANES, [*LANES, "other"], LANES[:1]])
         weights = [rng.random() for _ in STATES]
         events = []
         for _ in range(rng.randint(1, 30)):

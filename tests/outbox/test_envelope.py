@@ -49,6 +49,6 @@ def test_payload_is_json_compatible_with_decimal_strings_and_utc_time():
 
 
 def test_naive_datetime_is_refused():
-    event = SampleHappened(order_id="1", total=Decimal("1"), lines=(), occurred_at=datetime(2026, 1, 1))
+    event = SampleHappened(order_id="1", total=Decimal("1"), lines=(), occurred_at=datetime(2026, 1, 1))  # noqa: DTZ001 - the naive value under test
     with pytest.raises(ValueError, match="naive"):
         event.payload()

@@ -235,8 +235,8 @@ def test_the_kick_is_debounced_leading_and_trailing(settings, monkeypatch):
     settings.OUTBOX_KICK_DEBOUNCE = 30.0  # the whole test runs inside one window
     countdowns: list[float | None] = []
     monkeypatch.setattr(relay_drain_task, "apply_async", lambda countdown=None, **kwargs: countdowns.append(countdown))
-    monkeypatch.setattr(kick, "_window_ends_at", 0.0)
-    monkeypatch.setattr(kick, "_trailing_scheduled", False)
+    monkeypatch.setattr(kick._window, "ends_at", 0.0)
+    monkeypatch.setattr(kick._window, "trailing_scheduled", False)
 
     kick._kick()
     kick.relay_kick_taken()  # the drain started: later commits need a kick of their own
@@ -251,7 +251,7 @@ def test_the_kick_is_debounced_leading_and_trailing(settings, monkeypatch):
 
     # a commit after the window kicks at once again
     kick.relay_kick_taken()
-    monkeypatch.setattr(kick, "_window_ends_at", 0.0)
+    monkeypatch.setattr(kick._window, "ends_at", 0.0)
     kick._kick()
     assert countdowns[2] is None
 
@@ -264,8 +264,8 @@ def test_a_burst_of_kicks_from_many_processes_is_one_message_until_the_drain_sta
 
     def kick_from_a_fresh_process() -> None:
         # each process has its own debounce window; only the shared cache connects them
-        monkeypatch.setattr(kick, "_window_ends_at", 0.0)
-        monkeypatch.setattr(kick, "_trailing_scheduled", False)
+        monkeypatch.setattr(kick._window, "ends_at", 0.0)
+        monkeypatch.setattr(kick._window, "trailing_scheduled", False)
         kick._kick()
 
     # given a kick waiting in the queue

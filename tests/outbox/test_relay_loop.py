@@ -102,7 +102,7 @@ def test_the_notification_leaves_at_commit_and_never_for_a_rollback():
             outbox_record(event=first)
             assert _take_notifications(listener) == []  # not before the commit
             outbox_record(event=second)
-        with pytest.raises(RuntimeError), transaction.atomic():
+        with pytest.raises(RuntimeError), transaction.atomic():  # noqa: PT012 - the rolled-back block is what is tested
             outbox_record(event=SequenceRecorded(product_id="k", sequence=3))
             raise RuntimeError("rolled back")
         # then the commit was heard (one notification per recorded statement, named by its
