@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
 from backoffice.services import dead_letters_redrive
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin[Any]):
     """Projections are written by the consumer only."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -88,7 +91,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         return request.user.has_perm("commerce.deadletter_redrive")
 
     @admin.action(description="Redrive selected dead letters", permissions=["redrive"])
-    def redrive(self, request: HttpRequest, queryset) -> None:  # noqa: ANN001
+    def redrive(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
         result = dead_letters_redrive(ids=list(queryset.values_list("id", flat=True)))
         self.message_user(
             request,

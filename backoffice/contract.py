@@ -25,15 +25,16 @@ from typing import Any
 
 from django.conf import settings
 
-from backoffice.records import (  # noqa: F401 - ContractViolation and the header rules are the contract's
-    HEADER_TEXT_MAX,
-    REQUIRED_HEADERS,
-    SEQUENCE_MAX,
-    ContractViolation,
-    headers_read,
-    sequence_parse,
-    short,
-    storable,
+# ContractViolation and the header rules are the contract's: re-exported (`X as X`) for its readers.
+from backoffice.records import (
+    HEADER_TEXT_MAX as HEADER_TEXT_MAX,
+    REQUIRED_HEADERS as REQUIRED_HEADERS,
+    SEQUENCE_MAX as SEQUENCE_MAX,
+    ContractViolation as ContractViolation,
+    headers_read as headers_read,
+    sequence_parse as sequence_parse,
+    short as short,
+    storable as storable,
 )
 
 # The columns' bounds (backoffice/models.py). Module constants read at each call (the schemas are

@@ -128,6 +128,7 @@ def _bisect(
         return
     # A single record is tried twice: dead-lettered only for an error that repeats on it (an
     # inbox race with another consumer of the group does not).
+    error: Exception | None = None
     for _ in range(2 if len(events) == 1 else 1):
         try:
             _merge(outcome, _apply(group, events, [], forward, batch.records))
@@ -137,6 +138,7 @@ def _bisect(
                 raise
             error = exc
     if len(events) == 1:
+        assert error is not None  # every try raised: a successful one returned above
         letter = batch.poison_of(events[0], f"{DATABASE_REFUSED}: {_message(error)}")
         _merge(outcome, _apply(group, [], [letter], forward, batch.records))
         return

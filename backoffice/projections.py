@@ -9,7 +9,8 @@ and is retried, then finds the ids already handled.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -17,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from backoffice import bulk
@@ -36,7 +37,7 @@ class PoisonRecord:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: Sequence[tuple[str, object]]  # as consumed: bytes or None (a null column); anything else is str()-ed
     error: str
 
     def error_kind(self) -> str:
@@ -228,7 +229,7 @@ def batch_apply(
     each payload's own bytes rather than serialize it again."""
     now = now or timezone.now()
     outcome = BatchOutcome()
-    unique: dict = {}
+    unique: dict[uuid.UUID, IncomingEvent] = {}
     for event in events:
         unique.setdefault(event.event_id, event)
     with transaction.atomic():
@@ -295,7 +296,7 @@ def _count_by_topic(
         counts.dead_lettered[kind] = counts.dead_lettered.get(kind, 0) + 1
 
 
-def _inbox_insert_portable(group: str, unique: dict, now: datetime) -> list[IncomingEvent]:
+def _inbox_insert_portable(group: str, unique: dict[uuid.UUID, IncomingEvent], now: datetime) -> list[IncomingEvent]:
     seen = set(
         InboxEntry.objects.filter(consumer_group=group, event_id__in=list(unique)).values_list("event_id", flat=True)
     )
@@ -352,6 +353,6 @@ def projections_reset(*, group: str) -> None:
         EventLog.objects.all().delete()
 
 
-def dead_letters_open(*, group: str | None = None):  # noqa: ANN201
+def dead_letters_open(*, group: str | None = None) -> QuerySet[DeadLetter]:
     letters = DeadLetter.objects.filter(status=DeadLetter.Status.OPEN)
     return letters.filter(Q(consumer_group=group)) if group else letters

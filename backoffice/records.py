@@ -4,6 +4,7 @@ with them): the envelope's headers, and what the event log's jsonb can store."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -55,7 +56,9 @@ def sequence_parse(value: str) -> int:
     return int(value)
 
 
-def headers_read(headers: list[tuple[str, bytes]]) -> dict[str, str]:
+def headers_read(headers: Sequence[tuple[str, object]]) -> dict[str, str]:
+    # A value off the wire is bytes or None; one of any other type (a hand-built record) is read
+    # through str().
     found: dict[str, str] = {}
     for name, raw in headers or []:
         if raw is None:

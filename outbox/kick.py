@@ -92,7 +92,10 @@ def _kick() -> None:
                 _window.trailing_scheduled = False
         return
     try:
-        relay_drain_task.apply_async(countdown=countdown, retry=False)
+        if countdown is None:  # the window's first commit: at once
+            relay_drain_task.apply_async(retry=False)
+        else:
+            relay_drain_task.apply_async(countdown=countdown, retry=False)
     except Exception as exc:  # noqa: BLE001 - a lost kick is covered by the beat drain
         relay_kick_taken()  # no kick waits: the next commit must not be held back by the mark
         logger.warning("relay kick not sent; the beat drain will publish", extra={"error": repr(exc)})

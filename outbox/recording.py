@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.models import Field
 
 from commerce.observability.telemetry import outbox_record_span, telemetry_enabled
 from commerce.tracing import traceparent_get
@@ -43,9 +44,24 @@ _COLUMNS = (
 _CONSTANTS = {"status": "'pending'", "attempts": "0", "last_error": "''"}
 
 
+def _field_of(name: str) -> Field[Any, Any]:
+    """An outbox column's field (`get_field` may also return a reverse relation; the outbox has none)."""
+    found = OutboxEvent._meta.get_field(name)
+    if not isinstance(found, Field):
+        raise TypeError(f"OutboxEvent.{name} is a relation, not a column")
+    return found
+
+
+def _column(name: str) -> str:
+    column = _field_of(name).column
+    if column is None:
+        raise TypeError(f"OutboxEvent.{name} has no column")
+    return column
+
+
 def _insert_sql(rows: int) -> str:
     meta = OutboxEvent._meta
-    columns = ", ".join(meta.get_field(name).column for name in (*_COLUMNS, *_CONSTANTS))
+    columns = ", ".join(_column(name) for name in (*_COLUMNS, *_CONSTANTS))
     placeholders = "(" + ", ".join(["%s"] * len(_COLUMNS) + list(_CONSTANTS.values())) + ")"
     return f"INSERT INTO {meta.db_table} ({columns}) VALUES " + ", ".join([placeholders] * rows)
 
@@ -81,7 +97,8 @@ def _batches() -> dict[str, _Batch]:
     """The open batch of each database alias, in this thread (at most one: nested blocks join)."""
     if not hasattr(_local, "batches"):
         _local.batches = {}
-    return _local.batches
+    batches: dict[str, _Batch] = _local.batches
+    return batches
 
 
 @contextmanager
@@ -145,7 +162,7 @@ def outbox_record(*, event: DomainEvent, using: str = "default") -> None:
         raise OutboxOutsideTransaction(
             f"{event.event_type} must be recorded inside the transaction that changes the state"
         )
-    field_of = OutboxEvent._meta.get_field
+    field_of = _field_of
     # Only the values whose database form differs per backend go through the field.
     occurred_at = field_of("occurred_at").get_db_prep_save(event.occurred_at, connection)
     aggregate_id = event.aggregate_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
@@ -16,7 +18,7 @@ from commerce.pagination import paginate
 ORDERINGS = {"sales": "-sales_amount", "likes": "-like_count", "views": "-view_count", "product": "product_id"}
 
 
-class ProductMetricsOutputSerializer(serializers.ModelSerializer):
+class ProductMetricsOutputSerializer(serializers.ModelSerializer[ProductMetrics]):
     class Meta:
         model = ProductMetrics
         fields = [
@@ -31,7 +33,7 @@ class ProductMetricsOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class OrderLedgerOutputSerializer(serializers.ModelSerializer):
+class OrderLedgerOutputSerializer(serializers.ModelSerializer[OrderLedger]):
     class Meta:
         model = OrderLedger
         fields = [
@@ -51,7 +53,7 @@ class OrderLedgerOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class EventLogOutputSerializer(serializers.ModelSerializer):
+class EventLogOutputSerializer(serializers.ModelSerializer[EventLog]):
     class Meta:
         model = EventLog
         fields = [
@@ -70,7 +72,7 @@ class EventLogOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class DeadLetterOutputSerializer(serializers.ModelSerializer):
+class DeadLetterOutputSerializer(serializers.ModelSerializer[DeadLetter]):
     class Meta:
         model = DeadLetter
         fields = [
@@ -91,7 +93,7 @@ class StaffApi(APIView):
 
 
 class ProductMetricsListApi(StaffApi):
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[Any]):
         ordering = serializers.ChoiceField(choices=list(ORDERINGS), required=False, default="sales")
 
     @extend_schema(
@@ -127,7 +129,7 @@ class OrderLedgerListApi(StaffApi):
 
 
 class EventLogListApi(StaffApi):
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[Any]):
         event_type = serializers.CharField(required=False, max_length=100)
         aggregate_id = serializers.CharField(required=False, max_length=64)
         topic = serializers.CharField(required=False, max_length=249)

@@ -6,6 +6,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from kafka.errors import (
@@ -102,7 +103,7 @@ class ClaimedRow:
     aggregatetype: str
     aggregateid: str
     aggregate_version: int | None
-    headers: dict
+    headers: dict[str, Any]
     occurred_at: str  # ISO-8601 UTC, as the header carries it
     attempts: int
     payload_text: str
@@ -114,11 +115,12 @@ class ClaimedRow:
     abandoned: bool = False  # its last relay died (or outlived its lease) holding it
 
     @property
-    def payload(self) -> dict:
-        return json.loads(self.payload_text)
+    def payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = json.loads(self.payload_text)
+        return payload
 
     @classmethod
-    def from_orm_values(cls, values: tuple) -> ClaimedRow:
+    def from_orm_values(cls, values: tuple[Any, ...]) -> ClaimedRow:
         """From `values_list(*SEND_FIELDS, "payload_text")`."""
         (
             seq,

@@ -16,8 +16,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from backoffice import contract
 from backoffice.contract import ContractViolation, event_parse

@@ -17,8 +17,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from outbox import kafka as outbox_kafka
-from outbox import kick
+from outbox import kafka as outbox_kafka, kick
 from outbox.housekeeping import outbox_purge_published
 from outbox.models import OutboxEvent
 from outbox.relay import backoff_seconds, relay_drain

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backoffice.asyncapi import DOCUMENT_PATH, asyncapi_document, asyncapi_yaml
 from backoffice.schema_compat import document_changes_incompatible
@@ -16,13 +17,13 @@ class Command(BaseCommand):
         "Refuses a change that breaks a committed version (docs/EVENTS.md: make a new version)."
     )
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--check", action="store_true", help="write nothing; exit 1 when the file differs from the contract"
         )
         parser.add_argument("--output", default=str(Path(settings.BASE_DIR) / DOCUMENT_PATH))
 
-    def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, **options: Any) -> None:
         path = Path(options["output"])
         text = asyncapi_yaml()
         committed = path.read_text() if path.exists() else None

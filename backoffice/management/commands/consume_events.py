@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from backoffice.consumer import EventConsumer
 from commerce.observability.exporters import metrics_http_start
@@ -17,7 +18,7 @@ class Command(BaseCommand):
         "SIGTERM/SIGINT finish the current batch, commit and exit 0."
     )
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--topics", nargs="+", default=None, help="default: every topic of KAFKA_TOPICS")
         parser.add_argument("--group", default=None, help="default: BACKOFFICE_GROUP_ID")
         parser.add_argument("--batch-size", type=int, default=None)
@@ -36,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-events", type=int, default=None, help="exit after N records")
         parser.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS")
 
-    def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, **options: Any) -> None:
         consumer = EventConsumer(
             topics=options["topics"] or list(settings.KAFKA_TOPICS.values()),
             group_id=options["group"] or settings.BACKOFFICE_GROUP_ID,

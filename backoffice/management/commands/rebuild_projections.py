@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from backoffice.consumer import EventConsumer
 from backoffice.projections import projections_reset
@@ -13,11 +15,11 @@ class Command(BaseCommand):
         "beginning. Stop the group's live consumers first."
     )
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--group", default=None)
         parser.add_argument("--until-idle", type=float, default=5.0, metavar="SECONDS")
 
-    def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, **options: Any) -> None:
         group = options["group"] or settings.BACKOFFICE_GROUP_ID
         projections_reset(group=group)
         self.stdout.write(f"projections and inbox of {group} emptied; replaying")

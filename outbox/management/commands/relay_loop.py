@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import signal
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from outbox.checks import outbox_settings_ensure_valid
 from outbox.kafka import producer_close
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         'or Ctrl-C. Several may run. docs/OUTBOX.md, "Wake-up".'
     )
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--poll-interval",
             type=float,
@@ -26,7 +27,7 @@ class Command(BaseCommand):
             help="seconds between drains when nothing is heard (default OUTBOX_LOOP_POLL_INTERVAL)",
         )
 
-    def handle(self, *args, poll_interval: float | None = None, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, poll_interval: float | None = None, **options: Any) -> None:
         if wakeup_mode() != "notify":
             raise CommandError(
                 "the relay loop needs PostgreSQL with OUTBOX_WAKEUP=auto or notify "
