@@ -13,9 +13,10 @@ import dataclasses
 import logging
 from datetime import datetime
 from decimal import Decimal
+from typing import TypedDict
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -38,7 +39,29 @@ class OrderLineRequest:
     quantity: int
 
 
-def _snapshot(order: Order) -> dict[str, object]:
+class _SnapshotFields(TypedDict):
+    order_id: str
+    order_number: str
+    user_id: str
+    original_total: Decimal
+    discount: Decimal
+    final_total: Decimal
+
+
+class _Snapshot(_SnapshotFields):
+    """The fields OrderCreated and OrderCancelled share: the order as it is now."""
+
+    lines: tuple[OrderLinePayload, ...]
+
+
+class _ConfirmedSnapshot(_SnapshotFields):
+    """OrderConfirmed v2's: line subtotals and the shop's currency."""
+
+    lines: tuple[OrderLineTotalPayload, ...]
+    currency: str
+
+
+def _snapshot(order: Order) -> _Snapshot:
     lines = tuple(
         OrderLinePayload(product_id=str(line.product_id), quantity=line.quantity, unit_price=line.unit_price)
         for line in order.lines.all().order_by("product_id")
@@ -54,10 +77,10 @@ def _snapshot(order: Order) -> dict[str, object]:
     }
 
 
-def _confirmed_snapshot(order: Order) -> dict[str, object]:
+def _confirmed_snapshot(order: Order) -> _ConfirmedSnapshot:
     """The snapshot of OrderConfirmed v2: line subtotals and the shop's currency."""
     snapshot = _snapshot(order)
-    snapshot["lines"] = tuple(
+    lines = tuple(
         OrderLineTotalPayload(
             product_id=line.product_id,
             quantity=line.quantity,
@@ -66,7 +89,7 @@ def _confirmed_snapshot(order: Order) -> dict[str, object]:
         )
         for line in snapshot["lines"]
     )
-    return {**snapshot, "currency": settings.SHOP_CURRENCY}
+    return {**snapshot, "lines": lines, "currency": settings.SHOP_CURRENCY}
 
 
 def _lines_validate(lines: list[OrderLineRequest]) -> None:
@@ -81,7 +104,7 @@ def _lines_validate(lines: list[OrderLineRequest]) -> None:
         seen.add(line.product_id)
 
 
-def _coupon_lock_usable(*, code: str, user: AbstractBaseUser) -> Coupon:
+def _coupon_lock_usable(*, code: str, user: User) -> Coupon:
     coupon = Coupon.objects.select_for_update().filter(code=code).first()
     if coupon is None or coupon.owner_id != user.pk:
         # Someone else's coupon reads as unknown: its existence is not the caller's business.
@@ -93,7 +116,7 @@ def _coupon_lock_usable(*, code: str, user: AbstractBaseUser) -> Coupon:
     return coupon
 
 
-def coupon_create(*, code: str, owner: AbstractBaseUser, kind: str, value: Decimal, expires_at: datetime) -> Coupon:
+def coupon_create(*, code: str, owner: User, kind: str, value: Decimal, expires_at: datetime) -> Coupon:
     """Issue a single-use coupon to `owner`. Raises DomainValidationError (400) for bad terms."""
     if kind not in Coupon.Kind.values:
         raise DomainValidationError(f"unknown coupon kind {kind!r}", field="kind")
@@ -104,7 +127,7 @@ def coupon_create(*, code: str, owner: AbstractBaseUser, kind: str, value: Decim
     return Coupon.objects.create(code=code, owner=owner, kind=kind, value=value, expires_at=expires_at)
 
 
-def order_place(*, user: AbstractBaseUser, lines: list[OrderLineRequest], coupon_code: str | None = None) -> Order:
+def order_place(*, user: User, lines: list[OrderLineRequest], coupon_code: str | None = None) -> Order:
     """Place an order: reserve every line's stock and use the coupon, all or nothing.
 
     Raises DomainValidationError (400: lines, coupon_code) and InsufficientStock (409).
@@ -177,7 +200,7 @@ def order_confirm(*, order_id: int) -> Order:
     return order
 
 
-def order_cancel(*, order_id: int, reason: str, user: AbstractBaseUser | None = None) -> Order:
+def order_cancel(*, order_id: int, reason: str, user: User | None = None) -> Order:
     """Cancel an order, restoring its stock and releasing its coupon, exactly once.
 
     With `user`, only that user's order is found (Order.DoesNotExist otherwise).
