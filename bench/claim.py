@@ -17,8 +17,15 @@ import argparse
 import statistics
 import time
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from common import django_setup, finish, say, tables_empty
+
+if TYPE_CHECKING:
+    from outbox.relay.rows import ClaimedRow
+
+T = TypeVar("T")
 
 
 def main() -> None:
@@ -106,17 +113,19 @@ def main() -> None:
             )
             return len(cursor.fetchall())
 
-    def timed(function, rounds: int) -> tuple[list[float], object]:  # noqa: ANN001
-        times, out = [], None
+    def timed(function: Callable[[], T], rounds: int) -> tuple[list[float], T]:
+        times: list[float] = []
+        outs: list[T] = []
         for _ in range(rounds):
             began = time.perf_counter()
             out = function()
             times.append((time.perf_counter() - began) * 1000)
             if isinstance(out, list):
                 release([row.seq for row in out])
-        return times, out
+            outs.append(out)
+        return times, outs[-1]
 
-    def claim() -> list:
+    def claim() -> list[ClaimedRow]:
         return claim_batch(token=uuid.uuid4(), limit=options.batch_size, now=timezone.now())
 
     timed(claim, 3)  # warm the caches and the plans

@@ -22,6 +22,7 @@ import statistics
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from common import RssSampler, django_setup, finish, say, tables_empty, topics_delete, topics_fresh
 from versions import versions_detected
@@ -174,7 +175,7 @@ def main() -> None:
         naive_group = f"bench-naive-{uuid.uuid4().hex[:8]}"
         # What a user of the library writes first: its defaults, except reading from the start
         # and committing by hand after each record's transaction (auto-commit would lose events).
-        naive_settings = {"enable_auto_commit": False, "auto_offset_reset": "earliest"}
+        naive_settings: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest"}
         say(f"  naive settings: {naive_settings}, the rest kafka-python's defaults")
         naive = KafkaConsumer(
             *topics.values(),

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import PROJECT_DIR, django_setup, finish, say, tables_empty, topics_delete, topics_fresh
 
@@ -57,14 +58,15 @@ def versions() -> dict[str, str]:
     KAFKA_JARS_DIR when set), the clients', PostgreSQL's."""
     from django.conf import settings
     from django.db import connection
+    from kafka.version import __version__ as kafka_version
 
-    import kafka
     from kafka import KafkaAdminClient
 
-    found = {"kafka-python": kafka.__version__}
+    found = {"kafka-python": kafka_version}
     admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
     try:
-        found["broker_api"] = ".".join(map(str, admin._client.check_version()))
+        # The version the broker answered is kept on the admin's client only (kafka-python 3.0).
+        found["broker_api"] = ".".join(map(str, admin._client.check_version()))  # type: ignore[attr-defined]  # private
     finally:
         admin.close()
     jars = os.environ.get("KAFKA_JARS_DIR")
@@ -90,6 +92,8 @@ def versions() -> dict[str, str]:
 def relay_child(out_path: str) -> None:
     """One relay loop whose producer notes each acknowledgement; dumps them at SIGTERM."""
     django_setup()
+    from kafka.producer.future import FutureRecordMetadata
+
     from kafka import KafkaProducer
     from outbox.relay.listen import Waker, relay_loop
     from outbox.relay.stopping import relay_stop_request
@@ -98,13 +102,13 @@ def relay_child(out_path: str) -> None:
     monotonic = time.monotonic
     original_send = KafkaProducer.send
 
-    def send(self, topic, *args, headers=None, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        future = original_send(self, topic, *args, headers=headers, **kwargs)
-        event_id = headers[0][1].decode()  # record_headers puts event_id first
+    def send(self: KafkaProducer, topic: str, *args: Any, **kwargs: Any) -> FutureRecordMetadata:
+        future = original_send(self, topic, *args, **kwargs)
+        event_id = kwargs["headers"][0][1].decode()  # record_headers puts event_id first
         future.add_callback(lambda _metadata: acks.append((event_id, monotonic())))
         return future
 
-    KafkaProducer.send = send
+    KafkaProducer.send = send  # type: ignore[method-assign]  # notes each ack, in this child process only
     waker = Waker()
 
     def stop(*_: object) -> None:
@@ -122,7 +126,7 @@ class Relays:
 
     def __init__(self, count: int, env: dict[str, str], workdir: Path) -> None:
         self.count, self.env, self.workdir = count, env, workdir
-        self.processes: list[tuple[subprocess.Popen, Path]] = []
+        self.processes: list[tuple[subprocess.Popen[str], Path]] = []
 
     def __enter__(self) -> Relays:
         for n in range(self.count):
@@ -136,6 +140,7 @@ class Relays:
             )
             self.processes.append((popen, out))
         for popen, _ in self.processes:
+            assert popen.stdout is not None  # stdout=PIPE
             line = popen.stdout.readline()
             if "listening" not in line:
                 raise SystemExit(f"relay loop did not start: {line!r}")
@@ -290,7 +295,7 @@ def main() -> None:
         OUTBOX_WAKEUP="notify",
         PYTHONUNBUFFERED="1",
     )
-    figures: dict[str, object] = {}
+    figures: dict[str, float] = {}
     try:
         with tempfile.TemporaryDirectory() as workdir:
             for relays in (1, 2):

@@ -31,6 +31,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -83,7 +84,15 @@ class QueueDepth:
         self._thread.join()
 
 
-def drive(stack: LocalStack, *, rate: float, seconds: float) -> dict[str, object]:
+class DriveRun(TypedDict):
+    payments: list[int]
+    failures: dict[str, int]
+    achieved_rate: float
+    settled: bool
+    max_queue_depth: dict[str, int]
+
+
+def drive(stack: LocalStack, *, rate: float, seconds: float) -> DriveRun:
     tokens = [stack.token(name) for name in ("alice", "bob", "carol")]
     with stack.database() as db:
         products = [row[0] for row in db.execute("SELECT id FROM catalog_product ORDER BY id")]
@@ -131,7 +140,7 @@ def drive(stack: LocalStack, *, rate: float, seconds: float) -> dict[str, object
     }
 
 
-def _rows(stack: LocalStack, payment_ids: list[int]) -> list[tuple]:
+def _rows(stack: LocalStack, payment_ids: list[int]) -> list[tuple[Any, ...]]:
     marks = ",".join("?" * len(payment_ids))
     with stack.database() as db:
         return db.execute(
@@ -143,15 +152,11 @@ def _rows(stack: LocalStack, payment_ids: list[int]) -> list[tuple]:
 
 def _wait_settled(stack: LocalStack, payment_ids: list[int]) -> bool:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    while time.monotonic() < deadline and stack.popen.poll() is None:
+    while time.monotonic() < deadline and not stack.exited():
         if payment_ids and all(row[3] != "PENDING_PAYMENT" for row in _rows(stack, payment_ids)):
             return True
         time.sleep(0.5)
     return False
-
-
-def _when(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
 
 
 def _checkout_at(ref: str, directory: Path) -> Path:
@@ -164,7 +169,7 @@ def measure(label: str, *, rate: float, seconds: float, ref: str | None = None, 
     directory = tempfile.mkdtemp(prefix=f"bench-payment-{label}-")
     try:
         checkout = _checkout_at(ref, Path(directory)) if ref else project_copy(Path(directory))
-        stack = LocalStack(checkout, **env)
+        stack = LocalStack(checkout, port=None, **env)
         say(f"== {label}: make run in {directory} (port {stack.port}), {rate:g} orders/s for {seconds:g} s")
         stack.start()
         try:
@@ -172,7 +177,7 @@ def measure(label: str, *, rate: float, seconds: float, ref: str | None = None, 
             run = drive(stack, rate=rate, seconds=seconds)
             rows = _rows(stack, run["payments"])
         finally:
-            died = stack.popen.poll() is not None
+            died = stack.exited()
             stack.stop()
             restarts = stack.output().count(" restarting ")
     finally:
@@ -181,9 +186,10 @@ def measure(label: str, *, rate: float, seconds: float, ref: str | None = None, 
     confirm_s, reaction_s = [], []
     for payment_status, created, finished, order_status, confirmed, _ in rows:
         if payment_status == "COMPLETED" and order_status == "CONFIRMED" and confirmed:
-            confirm_s.append((_when(confirmed) - _when(created)).total_seconds())
-            reaction_s.append((_when(confirmed) - _when(finished)).total_seconds())
-    figures = {
+            confirmed_at = datetime.fromisoformat(confirmed)
+            confirm_s.append((confirmed_at - datetime.fromisoformat(created)).total_seconds())
+            reaction_s.append((confirmed_at - datetime.fromisoformat(finished)).total_seconds())
+    figures: dict[str, object] = {
         "orders_paid": len(run["payments"]),
         "confirmed": len(confirm_s),
         "achieved_orders_per_s": round(run["achieved_rate"], 2),

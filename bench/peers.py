@@ -66,9 +66,11 @@ class Peer:
         import psycopg
 
         with psycopg.connect(self.env["PEER_DATABASE_URL"], autocommit=True) as conn:
-            return conn.execute(
+            row = conn.execute(
                 "SELECT count(*) FROM reliable_outbox_outboxmessage WHERE status = 'delivered'"
-            ).fetchone()[0]
+            ).fetchone()
+            assert row is not None  # count(*) answers one row
+            return int(row[0])
 
     def wait_delivered(self, count: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -109,6 +111,7 @@ def peer_latency(
     )
     phases = []
     try:
+        assert worker.stdout is not None  # stdout=PIPE
         if "listening" not in worker.stdout.readline():
             raise SystemExit("the peer's worker did not start")
         warm = peer.last_json("write", 100, 0.5, 0)
@@ -233,7 +236,7 @@ def main() -> None:
         say("drain throughput:")
         peer_messages = 1000 if options.quick else 3000
         peer_eps = peer_throughput(peer, peer_messages, concurrencies)
-        best = max(peer_eps, key=peer_eps.get)
+        best = max(peer_eps, key=lambda concurrency: peer_eps[concurrency])
         ours_eps = ours_throughput(20_000 if options.quick else 100_000, settings.OUTBOX_BATCH_SIZE)
         say("commit -> ack latency:")
         with tempfile.TemporaryDirectory() as workdir:

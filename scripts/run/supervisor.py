@@ -169,21 +169,21 @@ class Supervisor:
 
     def stop_all(self, timeout_s: float = 30.0) -> None:
         """SIGTERM each component (each stops its own children), then SIGKILL what is left."""
-        running = [c for c in self.components.values() if c.popen is not None]
-        for c in running:
+        running = [(c, c.popen) for c in self.components.values() if c.popen is not None]
+        for c, popen in running:
             if c.running:
                 self.say(f"stopping {c.name} (pid {c.pid})")
-                c.popen.terminate()
+                popen.terminate()
             c.restart_at = None
         deadline = time.monotonic() + timeout_s
-        for c in running:
+        for c, popen in running:
             try:
-                c.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+                popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.say(f"{c.name} did not stop in {timeout_s:.0f} s: killed")
             # Also when it stopped cleanly: a child it left behind must not outlive `make run`.
-            group_kill(c.popen.pid)
-            c.popen.wait()
+            group_kill(popen.pid)
+            popen.wait()
         self.on_change()
 
     def as_dict(self) -> dict[str, dict[str, object]]:

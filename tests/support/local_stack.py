@@ -96,6 +96,10 @@ class LocalStack:
     def state(self) -> dict:
         return json.loads((self.project_dir / "var" / "run" / "run_local.json").read_text())
 
+    def exited(self) -> bool:
+        """Whether `make run`, once started, has exited."""
+        return self.popen is not None and self.popen.poll() is not None
+
     def stop(self, signum: int = signal.SIGINT, timeout: float = 90.0) -> int:
         assert self.popen is not None
         if self.popen.poll() is None:
