@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -389,7 +389,13 @@ def payload_check(event_type: str, version: int, data: Any) -> dict[str, Any]:
 
 
 def event_parse(
-    *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, object]],
 ) -> IncomingEvent:
     """The record as an event of the contract, or ContractViolation naming what is wrong."""
     found = headers_read(headers)

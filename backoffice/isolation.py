@@ -31,12 +31,19 @@ _DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
 
 
 class ConsumedRecord(Protocol):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Any
+    # Read-only: kafka-python's ConsumerRecord is a namedtuple (and a test's record is frozen).
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Any: ...
 
 
 def error_is_transient(exc: BaseException) -> bool:

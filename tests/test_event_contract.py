@@ -41,9 +41,10 @@ def domain_event_modules() -> list[str]:
     return names
 
 
-def event_classes(*, modules: list[str], root: type = DomainEvent) -> list[type]:
+def event_classes(*, modules: list[str], root: type[DomainEvent] = DomainEvent) -> list[type[DomainEvent]]:
     """Concrete event classes (no subclass of their own) defined in these modules."""
-    found, stack = [], [root]
+    found: list[type[DomainEvent]] = []
+    stack = [root]
     while stack:
         cls = stack.pop()
         children = cls.__subclasses__()
@@ -53,7 +54,7 @@ def event_classes(*, modules: list[str], root: type = DomainEvent) -> list[type]
     return sorted(found, key=lambda cls: cls.event_type)
 
 
-def contract_gaps(classes: list[type]) -> list[str]:
+def contract_gaps(classes: list[type[DomainEvent]]) -> list[str]:
     """Every way these classes and the consumer's contract disagree (empty when they agree)."""
     gaps = []
     for cls in classes:

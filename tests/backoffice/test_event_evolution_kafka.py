@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def order_confirmed_v2(order_id: str, lines: list[tuple[str, int, str]], currency: str = "EUR") -> Record:
-    lines_payload = [
+    lines_payload: list[dict[str, str | int]] = [
         {
             "product_id": p,
             "quantity": q,
@@ -67,7 +67,8 @@ def _consume(group: str) -> None:
 def test_a_topic_of_v1_and_v2_records_replays_to_the_live_projections(kafka_topics, settings):
     # given orders confirmed before the upgrade (v1) and after it (v2), on the same topic
     rng = random.Random(16)
-    records, sold = [], {}
+    records: list[Record] = []
+    sold: dict[str, tuple[int, Decimal]] = {}
     for n in range(60):
         order_id = str(1000 + n)
         lines = [

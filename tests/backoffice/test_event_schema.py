@@ -11,6 +11,7 @@ from backoffice import contract
 from backoffice.contract import ContractViolation, event_parse
 from backoffice.isolation import batch_apply_isolating, records_parse
 from backoffice.models import DeadLetter, InboxEntry
+from backoffice.projections import PoisonRecord
 from backoffice.schemas import payload_schema
 from tests.backoffice.stream import Record, consumed, like, order_event, stock, view
 
@@ -60,7 +61,7 @@ def test_a_record_that_breaks_its_schema_is_dead_lettered_with_the_error_path():
     # given a batch with one order line of quantity -1 between good records
     bad = _with_payload(order_event("OrderConfirmed", "41", [("3", 2, "5.00")]), lambda p: _set_quantity(p, -1))
     records = [view("3"), bad, like("3", True)]
-    forwarded = []
+    forwarded: list[PoisonRecord] = []
     # when it is applied
     outcome = batch_apply_isolating(group="g", batch=records_parse(consumed(records)), forward=forwarded.extend)
     # then the bad one is a dead letter naming the path and the rule, the others are applied

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -22,7 +23,7 @@ from backoffice import contract
 from backoffice.contract import ContractViolation, event_parse
 from backoffice.isolation import batch_apply_isolating, records_parse
 from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
-from backoffice.projections import PoisonRecord
+from backoffice.projections import BatchOutcome, PoisonRecord
 from tests.backoffice.stream import Consumed, Record, consumed, like, order_event, record, stock, view
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +36,7 @@ HOSTILE = {
 }
 
 
-def _apply(records: list[Consumed]) -> tuple[object, list[PoisonRecord]]:
+def _apply(records: list[Consumed]) -> tuple[BatchOutcome, list[PoisonRecord]]:
     forwarded: list[PoisonRecord] = []
     outcome = batch_apply_isolating(group="g", batch=records_parse(records), forward=forwarded.extend)
     return outcome, forwarded
@@ -82,6 +83,7 @@ def test_a_hostile_record_is_dead_lettered_and_its_neighbours_applied_once(name)
     assert again.applied == 0
     letter = DeadLetter.objects.get()
     assert letter.offset == records.index(bad)
+    assert letter.value is not None
     assert bytes(letter.value) == bad.value
     assert letter.error
     assert [p.offset for p in forwarded] == [letter.offset]
@@ -197,8 +199,8 @@ def _mutated(template: Record, path: tuple, value: object) -> Record:
     return Record(template.topic_stream, template.key, body, template.headers)
 
 
-def _paths(payload: dict) -> list[tuple]:
-    paths = [(name,) for name in payload]
+def _paths(payload: dict[str, Any]) -> list[tuple[str | int, ...]]:
+    paths: list[tuple[str | int, ...]] = [(name,) for name in payload]
     for index, line in enumerate(payload.get("lines", [])):
         paths += [("lines", index, name) for name in line]
     return paths
@@ -257,8 +259,6 @@ def test_a_record_without_an_aggregate_version_where_one_is_required_is_dead_let
 def test_a_header_without_a_value_is_read_as_absent():
     # Kafka Connect writes a null aggregate_version column (a view) as a header with no value
     viewed = view("3")
-    with_null = Record(viewed.topic_stream, viewed.key, viewed.value, [*viewed.headers, ("aggregate_version", None)])
-    event = event_parse(
-        topic="t", partition=0, offset=0, key=with_null.key, value=with_null.value, headers=with_null.headers
-    )
+    with_null: list[tuple[str, bytes | None]] = [*viewed.headers, ("aggregate_version", None)]
+    event = event_parse(topic="t", partition=0, offset=0, key=viewed.key, value=viewed.value, headers=with_null)
     assert event.aggregate_version is None
