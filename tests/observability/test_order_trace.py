@@ -143,7 +143,9 @@ def test_one_order_reads_as_one_trace_from_the_request_to_the_projection(api_cli
 
 
 def trace_id_of_int(traceparent: str) -> int:
-    return int(trace_id_of(traceparent), 16)
+    trace_id = trace_id_of(traceparent)
+    assert trace_id is not None, f"not a traceparent: {traceparent!r}"
+    return int(trace_id, 16)
 
 
 def test_a_failed_send_and_a_failed_batch_are_error_spans(spans):

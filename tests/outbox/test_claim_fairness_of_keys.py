@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 def test_one_key_in_backoff_with_a_deep_backlog_does_not_stall_the_other_keys():
     # given one hot key whose oldest row waits for its retry, with 599 due rows behind it
     outbox_rows_bulk(topic="t", keys=1, per_key=600)
-    oldest = OutboxEvent.objects.order_by("seq").first()
+    oldest = OutboxEvent.objects.earliest("seq")
     OutboxEvent.objects.filter(seq=oldest.seq).update(attempts=1, available_at=timezone.now() + timedelta(minutes=5))
     # and ten other keys with one due row each, all recorded after the hot key's rows
     for key in range(2, 12):
@@ -182,7 +182,7 @@ def test_a_row_another_relay_is_claiming_right_now_holds_its_key_back():
 
     # given another relay in the middle of its claim: it holds the lock on key 1's oldest row
     outbox_rows_bulk(topic="t", keys=2, per_key=3)
-    oldest = OutboxEvent.objects.filter(key="1").order_by("seq").first().seq
+    oldest = OutboxEvent.objects.filter(key="1").earliest("seq").seq
     locked, release = threading.Event(), threading.Event()
 
     def other_relay() -> None:

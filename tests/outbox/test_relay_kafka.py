@@ -79,7 +79,7 @@ def test_committed_events_survive_failing_on_commit_callbacks(kafka_topics, sett
     with pytest.raises(RuntimeError):
         product_create(name="Chair", price=Decimal("5.00"), stock=1)
     with pytest.raises(RuntimeError):
-        product_restock(product_id=OutboxEvent.objects.get().aggregateid, quantity=2)
+        product_restock(product_id=int(OutboxEvent.objects.get().aggregateid), quantity=2)
     # then the next drain publishes them anyway
     assert relay_drain().published == 2
     records = kafka_read_all(kafka_topics["catalog-events"], expected=2)

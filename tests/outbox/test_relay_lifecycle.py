@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from kafka.producer.future import RecordMetadata
+from kafka.structs import TopicPartition
 
 from outbox.models import OutboxEvent
 from outbox.relay import DrainResult, claim_batch, write_back
@@ -53,7 +54,10 @@ def test_a_row_whose_relay_keeps_dying_counts_attempts_at_claim_and_ends_dead(se
     token, rows = late_tokens[-1]
     result = DrainResult()
     write_back(
-        token=token, rows=rows, outcomes={rows[0].seq: RecordMetadata("t", 0, None, 1, 0, None, 0, 0, 0)}, result=result
+        token=token,
+        rows=rows,
+        outcomes={rows[0].seq: RecordMetadata("t", 0, TopicPartition("t", 0), 1, 0, None, 0, 0, 0)},
+        result=result,
     )
     assert result.fenced_out == 1
     assert OutboxEvent.objects.get(seq=first).status == "dead"
@@ -118,9 +122,12 @@ def test_a_row_whose_send_kills_the_worker_ends_dead_and_everything_else_is_publ
     # and a worker that keeps running publishes the rest, the poison row's own key included
     worker = celery_worker_managed(env=env, log_path=tmp_path / "worker-last.log")
     worker.start(timeout=60)
-    drained = _wait_for(
-        lambda: (relay_drain_task.delay() and False) or not OutboxEvent.objects.filter(status="pending").exists(), 90
-    )
+
+    def kicked_and_drained() -> bool:
+        relay_drain_task.delay()
+        return not OutboxEvent.objects.filter(status="pending").exists()
+
+    drained = _wait_for(kicked_and_drained, 90)
     assert drained, worker.log_tail(40)
     worker.stop()
     assert OutboxEvent.objects.filter(status="published").count() == 99

@@ -15,7 +15,7 @@ from kafka.errors import ClusterAuthorizationFailedError
 
 from outbox.kafka import producer_get, producer_reset
 from outbox.models import OutboxEvent
-from outbox.relay import relay_drain
+from outbox.relay import DrainResult, relay_drain
 from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.kafka import kafka_read_all, kafka_topics_create, kafka_topics_delete
 
@@ -29,13 +29,13 @@ def _fresh_producer():
     producer_reset()
 
 
-def _drain_in_thread(timeout_s: float, **kwargs: object) -> tuple[object, float]:
+def _drain_in_thread(timeout_s: float, *, time_budget_s: float) -> tuple[DrainResult | None, float]:
     """One drain in a thread; returns (its result or None if it was still running, seconds)."""
-    out: list[object] = []
+    out: list[DrainResult] = []
 
     def drain() -> None:
         try:
-            out.append(relay_drain(**kwargs))
+            out.append(relay_drain(time_budget_s=time_budget_s))
         finally:
             connection.close()
 
@@ -112,6 +112,7 @@ def test_a_topic_deleted_mid_drain_stops_the_drain_within_its_lease_and_order_ho
     records = kafka_read_all(topic, timeout_s=30)
     by_key: dict[str, list[int]] = defaultdict(list)
     for record in records:
+        assert record.key is not None  # every outbox record is keyed by its aggregate
         by_key[record.key.decode()].append(json.loads(record.value)["sequence"])
     for key in map(str, range(1, 21)):
         first_seen = list(dict.fromkeys(by_key[key]))
@@ -124,7 +125,8 @@ def test_a_producer_left_in_a_fatal_state_is_replaced_without_a_restart(kafka_to
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=5, per_key=4)
     broken = producer_get()
-    broken._transaction_manager.transition_to_fatal_error(ClusterAuthorizationFailedError("forced"))
+    manager = broken._transaction_manager  # type: ignore[attr-defined]  # the fatal state has no public API
+    manager.transition_to_fatal_error(ClusterAuthorizationFailedError("forced"))
     # when the relay drains
     result = relay_drain()
     # then a new producer sent everything, in the same process
