@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, TypeVar
 from common import django_setup, finish, say, tables_empty
 
 if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
     from outbox.relay.rows import ClaimedRow
 
 T = TypeVar("T")
@@ -176,7 +178,7 @@ def main() -> None:
     )
 
 
-def _old_claim_count(connection, table: str, limit: int) -> int:  # noqa: ANN001
+def _old_claim_count(connection: BaseDatabaseWrapper, table: str, limit: int) -> int:
     """What the claim before issue 12 kept of the oldest `limit` due rows: those of keys with no
     older unfinished row outside them."""
     with connection.cursor() as cursor:

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 KEYS = 100
@@ -89,7 +90,7 @@ def worker(out_path: str, concurrency: int) -> None:
     acks: list[tuple[str, float]] = []
     original = KafkaDestination.deliver
 
-    def deliver(self, envelope):  # noqa: ANN001, ANN202
+    def deliver(self: KafkaDestination, envelope: Any) -> None:
         original(self, envelope)  # returns once the broker acknowledged (flush, on_delivery)
         acks.append((str(envelope.message_id), time.monotonic()))
 

@@ -16,7 +16,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,7 +36,7 @@ def _setup() -> None:
     django.setup()
 
 
-def _per_call_us(function, argument, repeat: int) -> float:  # noqa: ANN001
+def _per_call_us(function: Callable[[Any], object], argument: Any, repeat: int) -> float:
     best = float("inf")
     for _ in range(3):  # the best of three: the machine is shared
         start = time.perf_counter()
@@ -48,7 +50,7 @@ def _per_call_us(function, argument, repeat: int) -> float:  # noqa: ANN001
 BEFORE = "c520974"
 
 
-def _event_parse_before():  # noqa: ANN202
+def _event_parse_before() -> Callable[..., Any] | None:
     import subprocess
     import types
 
@@ -63,7 +65,8 @@ def _event_parse_before():  # noqa: ANN202
         return None
     module = sys.modules["contract_before"] = types.ModuleType("contract_before")
     exec(compile(source.stdout, "contract_before.py", "exec"), module.__dict__)
-    return module.event_parse
+    parse: Callable[..., Any] = module.event_parse
+    return parse
 
 
 def main() -> None:
@@ -73,9 +76,9 @@ def main() -> None:
     _setup()
     import jsonschema
 
-    from backoffice.contract import event_parse
+    from backoffice.contract import IncomingEvent, event_parse
     from backoffice.schemas import _validator, payload_schema
-    from tests.backoffice.stream import order_event
+    from tests.backoffice.stream import Record, order_event
 
     repeat = 2_000 if args.quick else 20_000
     record = order_event("OrderConfirmed", "41", [("3", 2, "5.00"), ("4", 1, "12.50"), ("5", 3, "0.99")])
@@ -86,7 +89,7 @@ def main() -> None:
     fast_us = _per_call_us(compiled, payload, repeat)
     jsonschema_us = _per_call_us(interpreted.validate, payload, max(200, repeat // 10))
 
-    def parse(item):  # noqa: ANN001, ANN202
+    def parse(item: Record) -> IncomingEvent:
         return event_parse(topic="t", partition=0, offset=0, key=item.key, value=item.value, headers=item.headers)
 
     parse_us = _per_call_us(parse, record, repeat)

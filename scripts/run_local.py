@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -293,7 +294,7 @@ def main() -> int:
     return 0
 
 
-def run_demo(actions: int, supervisor: Supervisor, base: str, stopping) -> int:  # noqa: ANN001
+def run_demo(actions: int, supervisor: Supervisor, base: str, stopping: Callable[[], bool]) -> int:
     """`make demo`: traffic through the running stack, the report and the consistency check."""
     deadline = time.monotonic() + 90
     while not is_ready(line := readiness(base)):
