@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Django's command-line utility for administrative tasks."""
+
 import os
 import re
 import sys
@@ -7,7 +8,7 @@ import sys
 
 def main() -> None:
     """Run administrative tasks."""
-    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'commerce.settings')
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "commerce.settings")
     try:
         from django.core.exceptions import ImproperlyConfigured
         from django.core.management import execute_from_command_line
@@ -29,10 +30,12 @@ def setting_missing_message(exc: Exception) -> str:
     if match is None:
         return f"improperly configured: {exc}"
     name = match.group(1)
-    return (f"{name} is not set. Set it in the environment or in .env (see .env.example); "
-            f"for local development, `eval \"$(python scripts/run_local.py --env)\"` gives make "
-            f"run's environment (docs/OPERATIONS.md)")
+    return (
+        f"{name} is not set. Set it in the environment or in .env (see .env.example); "
+        f'for local development, `eval "$(python scripts/run_local.py --env)"` gives make '
+        f"run's environment (docs/OPERATIONS.md)"
+    )
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -30,8 +30,11 @@ STREAMS = {"product_id": ("catalog-events", "product"), "order_id": ("order-even
 CHANNEL_IDS = {"catalog-events": "catalogEvents", "order-events": "orderEvents"}
 AGGREGATES = {"catalog-events": "product", "order-events": "order"}
 
-_TRACEPARENT = {"type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
-                "description": "W3C trace context of the request that caused the event"}
+_TRACEPARENT = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+    "description": "W3C trace context of the request that caused the event",
+}
 
 
 def message_name(event_type: str, version: int) -> str:
@@ -55,19 +58,26 @@ def headers_schema(event_type: str, version: int, aggregate_type: str) -> dict[s
         "type": "object",
         "required": required,
         "properties": {
-            "event_id": {"type": "string", "format": "uuid",
-                         "description": "the event's id: the consumers' idempotency key"},
+            "event_id": {
+                "type": "string",
+                "format": "uuid",
+                "description": "the event's id: the consumers' idempotency key",
+            },
             "event_type": {"type": "string", "const": event_type},
-            "event_version": {"type": "string", "const": str(version),
-                              "description": "the payload's schema version, an integer as text"},
+            "event_version": {
+                "type": "string",
+                "const": str(version),
+                "description": "the payload's schema version, an integer as text",
+            },
             "aggregate_type": {"type": "string", "const": aggregate_type},
             "aggregate_id": {**id_schema, "description": "the aggregate's id, equal to the key"},
             "aggregate_version": {
-                "type": "string", "pattern": "^[0-9]{1,19}$",
+                "type": "string",
+                "pattern": "^[0-9]{1,19}$",
                 "description": f"the aggregate's sequence number (at most {contract.SEQUENCE_MAX}): "
-                               "the order of its events without a clock"
-                               + ("; required for this type" if "aggregate_version" in required else
-                                  "; may be absent for this type")},
+                "the order of its events without a clock"
+                + ("; required for this type" if "aggregate_version" in required else "; may be absent for this type"),
+            },
             "occurred_at": contract.TIME.schema(),
             "traceparent": _TRACEPARENT,
         },
@@ -75,15 +85,18 @@ def headers_schema(event_type: str, version: int, aggregate_type: str) -> dict[s
     }
 
 
-def _example(event_type: str, version: int, aggregate_field: str,
-             fields: dict[str, contract.Field]) -> dict[str, Any]:
+def _example(event_type: str, version: int, aggregate_field: str, fields: dict[str, contract.Field]) -> dict[str, Any]:
     payload = {name: field.example for name, field in fields.items()}
     aggregate_type = STREAMS[aggregate_field][1]
-    headers = {"event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"asyncapi:{event_type}:{version}")),
-               "event_type": event_type, "event_version": str(version),
-               "aggregate_type": aggregate_type, "aggregate_id": payload[aggregate_field],
-               "occurred_at": payload["occurred_at"],
-               "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    headers = {
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"asyncapi:{event_type}:{version}")),
+        "event_type": event_type,
+        "event_version": str(version),
+        "aggregate_type": aggregate_type,
+        "aggregate_id": payload[aggregate_field],
+        "occurred_at": payload["occurred_at"],
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    }
     if event_type in contract.VERSIONED_EVENT_TYPES:
         headers["aggregate_version"] = "3"
     return {"name": f"{event_type} v{version}", "headers": headers, "payload": payload}
@@ -98,9 +111,10 @@ def asyncapi_document() -> dict[str, Any]:
             "address": stream,
             "title": stream,
             "description": f"Events of the `{AGGREGATES[stream]}` aggregate, keyed by its id "
-                           "(per-key order). The address is the default topic name "
-                           "(settings.KAFKA_TOPICS); dead letters go to `<topic>.dlq`.",
-            "messages": {}}
+            "(per-key order). The address is the default topic name "
+            "(settings.KAFKA_TOPICS); dead letters go to `<topic>.dlq`.",
+            "messages": {},
+        }
     for (event_type, version), (aggregate_field, fields) in sorted(contract.PAYLOADS.items()):
         stream, aggregate_type = STREAMS[aggregate_field]
         name = message_name(event_type, version)
@@ -108,21 +122,30 @@ def asyncapi_document() -> dict[str, Any]:
         messages[name] = {
             "name": event_type,
             "title": f"{event_type} v{version}",
-            "summary": (f"Superseded by v{latest[event_type]}: no longer produced, still read "
-                        "(upcast by the back office)." if superseded else f"{event_type}, produced."),
+            "summary": (
+                f"Superseded by v{latest[event_type]}: no longer produced, still read (upcast by the back office)."
+                if superseded
+                else f"{event_type}, produced."
+            ),
             "contentType": "application/json",
             "headers": headers_schema(event_type, version, aggregate_type),
             "payload": payload_schema(event_type, version),
-            "bindings": {"kafka": {"key": {**contract.ID.schema(),
-                                           "description": f"the {aggregate_field} (UTF-8)"},
-                                   "bindingVersion": "0.5.0"}},
+            "bindings": {
+                "kafka": {
+                    "key": {**contract.ID.schema(), "description": f"the {aggregate_field} (UTF-8)"},
+                    "bindingVersion": "0.5.0",
+                }
+            },
             "examples": [_example(event_type, version, aggregate_field, fields)],
         }
         channels[CHANNEL_IDS[stream]]["messages"][name] = {"$ref": f"#/components/messages/{name}"}
     operations = {}
     for stream, channel_id in CHANNEL_IDS.items():
-        sent = [name for name in channels[channel_id]["messages"]
-                if int(name.rsplit(".v", 1)[1]) == latest[name.rsplit(".v", 1)[0]]]
+        sent = [
+            name
+            for name in channels[channel_id]["messages"]
+            if int(name.rsplit(".v", 1)[1]) == latest[name.rsplit(".v", 1)[0]]
+        ]
         operations[f"send{channel_id[0].upper()}{channel_id[1:]}"] = {
             "action": "send",
             "channel": {"$ref": f"#/channels/{channel_id}"},
@@ -135,10 +158,10 @@ def asyncapi_document() -> dict[str, Any]:
             "title": "Commerce events",
             "version": DOCUMENT_VERSION,
             "description": "The events the commerce backend publishes through its transactional "
-                           "outbox, as the back office reads them. Generated from "
-                           "backoffice/contract.py by `manage.py asyncapi`; the rules of "
-                           "compatible change are in docs/EVENTS.md. Every payload is also free "
-                           "of NUL characters, lone surrogates, NaN and infinities (stored as jsonb).",
+            "outbox, as the back office reads them. Generated from "
+            "backoffice/contract.py by `manage.py asyncapi`; the rules of "
+            "compatible change are in docs/EVENTS.md. Every payload is also free "
+            "of NUL characters, lone surrogates, NaN and infinities (stored as jsonb).",
         },
         "defaultContentType": "application/json",
         "channels": channels,

@@ -52,9 +52,18 @@ def inbox_insert_new(*, group: str, events: Sequence[IncomingEvent], now: dateti
             "SELECT %s, e.* , %s FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::integer[], "
             "%b::bigint[], %b::timestamptz[]) AS e "
             "ON CONFLICT (consumer_group, event_id) DO NOTHING RETURNING event_id",
-            [group, now, [e.event_id for e in events], [e.event_type for e in events],
-             [e.topic for e in events], [e.partition for e in events], [e.offset for e in events],
-             [e.occurred_at for e in events]], binary=True)  # UUIDs read back in C, not parsed
+            [
+                group,
+                now,
+                [e.event_id for e in events],
+                [e.event_type for e in events],
+                [e.topic for e in events],
+                [e.partition for e in events],
+                [e.offset for e in events],
+                [e.occurred_at for e in events],
+            ],
+            binary=True,
+        )  # UUIDs read back in C, not parsed
         return {row[0] for row in cursor.fetchall()}
 
 
@@ -72,15 +81,16 @@ def _payload_text(event: IncomingEvent, records: Mapping[tuple[str, int, int], A
     return json.dumps(event.raw_payload)
 
 
-def event_log_insert(*, events: Sequence[IncomingEvent], now: datetime,
-                     records: Mapping[tuple[str, int, int], Any] | None = None) -> None:
+def event_log_insert(
+    *, events: Sequence[IncomingEvent], now: datetime, records: Mapping[tuple[str, int, int], Any] | None = None
+) -> None:
     """The events in the audit log, once per event id (every group shares the log)."""
     if not events:
         return
     table = EventLog._meta.db_table
     with _cursor() as cursor:
         cursor.execute(
-            f'INSERT INTO {table} (event_id, event_type, event_version, aggregate_type, aggregate_id, '
+            f"INSERT INTO {table} (event_id, event_type, event_version, aggregate_type, aggregate_id, "
             'topic, "partition", "offset", occurred_at, received_at, traceparent, payload) '
             "SELECT e.event_id, e.event_type, e.event_version, e.aggregate_type, e.aggregate_id, "
             "e.topic, e.p, e.o, e.occurred_at, %s, e.traceparent, e.payload::jsonb "
@@ -89,12 +99,21 @@ def event_log_insert(*, events: Sequence[IncomingEvent], now: datetime,
             "AS e(event_id, event_type, event_version, aggregate_type, aggregate_id, topic, p, o, "
             "occurred_at, traceparent, payload) "
             "ON CONFLICT (event_id) DO NOTHING",
-            [now, [e.event_id for e in events], [e.event_type for e in events],
-             [e.event_version for e in events], [e.aggregate_type for e in events],
-             [e.aggregate_id for e in events], [e.topic for e in events],
-             [e.partition for e in events], [e.offset for e in events],
-             [e.occurred_at for e in events], [e.traceparent[:64] for e in events],
-             [_payload_text(e, records) for e in events]])
+            [
+                now,
+                [e.event_id for e in events],
+                [e.event_type for e in events],
+                [e.event_version for e in events],
+                [e.aggregate_type for e in events],
+                [e.aggregate_id for e in events],
+                [e.topic for e in events],
+                [e.partition for e in events],
+                [e.offset for e in events],
+                [e.occurred_at for e in events],
+                [e.traceparent[:64] for e in events],
+                [_payload_text(e, records) for e in events],
+            ],
+        )
 
 
 def metrics_upsert(effects: Effects, *, now: datetime) -> list[str]:
@@ -128,14 +147,24 @@ def metrics_upsert(effects: Effects, *, now: datetime) -> list[str]:
             "stock_version = greatest(m.stock_version, excluded.stock_version), "
             "updated_at = excluded.updated_at "
             "RETURNING product_id, stock, stock_version",
-            [now, ids, [d.likes for d in deltas], [d.views for d in deltas],
-             [d.sales_quantity for d in deltas], [d.sales_amount for d in deltas],
-             [s[1] if s else None for s in stock], [s[0] if s else None for s in stock]])
+            [
+                now,
+                ids,
+                [d.likes for d in deltas],
+                [d.views for d in deltas],
+                [d.sales_quantity for d in deltas],
+                [d.sales_amount for d in deltas],
+                [s[1] if s else None for s in stock],
+                [s[0] if s else None for s in stock],
+            ],
+        )
         rows = cursor.fetchall()
     # Zeroed by this batch: its version is the row's now, and the quantity it set is 0.
-    return [settings.PRODUCT_CACHE_KEY.format(product_id=product_id)
-            for product_id, quantity, version in rows
-            if quantity == 0 and product_id in effects.stock and effects.stock[product_id][0] == version]
+    return [
+        settings.PRODUCT_CACHE_KEY.format(product_id=product_id)
+        for product_id, quantity, version in rows
+        if quantity == 0 and product_id in effects.stock and effects.stock[product_id][0] == version
+    ]
 
 
 class _Zero:
@@ -164,11 +193,21 @@ def ledger_upsert(effects: Effects, *, now: datetime) -> None:
                 "event_id = excluded.event_id, event_time = excluded.event_time, "
                 "aggregate_version = excluded.aggregate_version, updated_at = excluded.updated_at "
                 "WHERE l.aggregate_version < excluded.aggregate_version",
-                [now, ids, [r["order_number"] for r in rows], [r["user_id"] for r in rows],
-                 [r["status"] for r in rows], [r["original_total"] for r in rows],
-                 [r["discount"] for r in rows], [r["final_total"] for r in rows],
-                 [r["event_type"] for r in rows], [r["event_id"] for r in rows],
-                 [r["event_time"] for r in rows], [r["aggregate_version"] for r in rows]])
+                [
+                    now,
+                    ids,
+                    [r["order_number"] for r in rows],
+                    [r["user_id"] for r in rows],
+                    [r["status"] for r in rows],
+                    [r["original_total"] for r in rows],
+                    [r["discount"] for r in rows],
+                    [r["final_total"] for r in rows],
+                    [r["event_type"] for r in rows],
+                    [r["event_id"] for r in rows],
+                    [r["event_time"] for r in rows],
+                    [r["aggregate_version"] for r in rows],
+                ],
+            )
     if effects.refunds:
         # A refund may come before any state of its order (a redrive, a replay of one topic):
         # the row is created with placeholder state at version 0, which any state overwrites.
@@ -185,6 +224,13 @@ def ledger_upsert(effects: Effects, *, now: datetime) -> None:
                 "%b::text[]) AS e(order_id, user_id, event_id, event_time, amount, reason) "
                 "ON CONFLICT (order_id) DO UPDATE SET refund_due = l.refund_due + excluded.refund_due, "
                 "refund_reason = excluded.refund_reason, updated_at = excluded.updated_at",
-                [now, ids, [r["user_id"] for r in refunds], [r["event_id"] for r in refunds],
-                 [r["event_time"] for r in refunds], [r["amount"] for r in refunds],
-                 [r["reason"] for r in refunds]])
+                [
+                    now,
+                    ids,
+                    [r["user_id"] for r in refunds],
+                    [r["event_id"] for r in refunds],
+                    [r["event_time"] for r in refunds],
+                    [r["amount"] for r in refunds],
+                    [r["reason"] for r in refunds],
+                ],
+            )

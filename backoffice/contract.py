@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,15 +25,16 @@ from typing import Any
 
 from django.conf import settings
 
-from backoffice.records import (  # noqa: F401 - ContractViolation and the header rules are the contract's
-    HEADER_TEXT_MAX,
-    REQUIRED_HEADERS,
-    SEQUENCE_MAX,
-    ContractViolation,
-    headers_read,
-    sequence_parse,
-    short,
-    storable,
+# ContractViolation and the header rules are the contract's: re-exported (`X as X`) for its readers.
+from backoffice.records import (
+    HEADER_TEXT_MAX as HEADER_TEXT_MAX,
+    REQUIRED_HEADERS as REQUIRED_HEADERS,
+    SEQUENCE_MAX as SEQUENCE_MAX,
+    ContractViolation as ContractViolation,
+    headers_read as headers_read,
+    sequence_parse as sequence_parse,
+    short as short,
+    storable as storable,
 )
 
 # The columns' bounds (backoffice/models.py). Module constants read at each call (the schemas are
@@ -75,6 +76,7 @@ class IncomingEvent:
 
 # --- Fields: a JSON Schema, then what the schema cannot say ---------------------------------------
 
+
 def _same(value: Any) -> Any:
     return value
 
@@ -97,9 +99,13 @@ _UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-
 def _id_schema() -> dict[str, Any]:
     # Digits (a bigint key: its bound 2^63-1 is checked by `_id`) or a canonical UUID: the
     # braces, URN and hex-only spellings would make two ids of one aggregate.
-    return {"type": "string", "maxLength": ID_MAX_LENGTH, "pattern": f"^([0-9]+|{_UUID_PATTERN})$",
-            "description": f"an id: the decimal digits of a bigint key (at most {ID_MAX}) or a "
-                           f"canonical UUID; the column holds {ID_MAX_LENGTH} characters"}
+    return {
+        "type": "string",
+        "maxLength": ID_MAX_LENGTH,
+        "pattern": f"^([0-9]+|{_UUID_PATTERN})$",
+        "description": f"an id: the decimal digits of a bigint key (at most {ID_MAX}) or a "
+        f"canonical UUID; the column holds {ID_MAX_LENGTH} characters",
+    }
 
 
 def _id(value: str) -> str:
@@ -110,10 +116,13 @@ def _id(value: str) -> str:
 
 def _decimal_schema() -> dict[str, Any]:
     whole = DECIMAL_MAX_DIGITS - DECIMAL_PLACES
-    return {"type": "string", "pattern": f"^-?[0-9]{{1,{whole}}}(\\.[0-9]{{1,{DECIMAL_PLACES}}})?$",
-            "description": f"an amount as a decimal string that fits the column's numeric("
-                           f"{DECIMAL_MAX_DIGITS},{DECIMAL_PLACES}): at most {whole} digits before "
-                           f"the point, {DECIMAL_PLACES} after"}
+    return {
+        "type": "string",
+        "pattern": f"^-?[0-9]{{1,{whole}}}(\\.[0-9]{{1,{DECIMAL_PLACES}}})?$",
+        "description": f"an amount as a decimal string that fits the column's numeric("
+        f"{DECIMAL_MAX_DIGITS},{DECIMAL_PLACES}): at most {whole} digits before "
+        f"the point, {DECIMAL_PLACES} after",
+    }
 
 
 _CENT = Decimal(1).scaleb(-2)
@@ -129,8 +138,13 @@ def _decimal(value: str) -> Decimal:
 def _int_schema(minimum: int | None = None) -> Callable[[], dict[str, Any]]:
     def schema() -> dict[str, Any]:
         low = INTEGER_MIN if minimum is None else minimum
-        return {"type": "integer", "minimum": low, "maximum": INTEGER_MAX,
-                "description": f"an integer within the column's range [{low}, {INTEGER_MAX}]"}
+        return {
+            "type": "integer",
+            "minimum": low,
+            "maximum": INTEGER_MAX,
+            "description": f"an integer within the column's range [{low}, {INTEGER_MAX}]",
+        }
+
     return schema
 
 
@@ -144,15 +158,23 @@ def _text_schema(max_length: int | None = None) -> Callable[[], dict[str, Any]]:
     def schema() -> dict[str, Any]:
         if max_length is None:
             return {"type": "string"}
-        return {"type": "string", "maxLength": max_length,
-                "description": f"a text, the column holds {max_length} characters"}
+        return {
+            "type": "string",
+            "maxLength": max_length,
+            "description": f"a text, the column holds {max_length} characters",
+        }
+
     return schema
 
 
 def _time_schema() -> dict[str, Any]:
-    return {"type": "string", "format": "date-time", "maxLength": 64,
-            "description": "ISO-8601 time with its offset (the producer writes UTC with Z), within "
-                           "years 1-9999 once in UTC"}
+    return {
+        "type": "string",
+        "format": "date-time",
+        "maxLength": 64,
+        "description": "ISO-8601 time with its offset (the producer writes UTC with Z), within "
+        "years 1-9999 once in UTC",
+    }
 
 
 def _time(value: str) -> datetime:
@@ -176,14 +198,18 @@ def _nullable(field: Field, example: Any = None) -> Field:
 
     def convert(value: Any) -> Any:
         return None if value is None else field.convert(value)
+
     return Field(schema, convert, example)
 
 
 def object_schema(fields: dict[str, Field]) -> dict[str, Any]:
     """An object of these fields; fields it does not know are allowed (a compatible addition)."""
-    return {"type": "object", "required": [name for name, f in fields.items() if f.required],
-            "properties": {name: f.schema() for name, f in fields.items()},
-            "additionalProperties": True}
+    return {
+        "type": "object",
+        "required": [name for name, f in fields.items() if f.required],
+        "properties": {name: f.schema() for name, f in fields.items()},
+        "additionalProperties": True,
+    }
 
 
 def fields_convert(data: dict[str, Any], fields: dict[str, Field], path: str) -> dict[str, Any]:
@@ -205,14 +231,16 @@ _CONVERSIONS: dict[int, list[tuple[str, Callable[[Any], Any]]]] = {}
 def _conversions(fields: dict[str, Field]) -> list[tuple[str, Callable[[Any], Any]]]:
     found = _CONVERSIONS.get(id(fields))
     if found is None:  # the field dicts live as long as the module: their id is stable
-        found = _CONVERSIONS[id(fields)] = [(name, f.convert) for name, f in fields.items()
-                                            if f.convert is not _same]
+        found = _CONVERSIONS[id(fields)] = [(name, f.convert) for name, f in fields.items() if f.convert is not _same]
     return found
 
 
 def _lines(*, v2: bool) -> Field:
-    line = {"product_id": ID, "quantity": Field(_int_schema(minimum=1), _int, 2),
-            "unit_price": Field(_decimal_schema, _decimal, "5.00")}
+    line = {
+        "product_id": ID,
+        "quantity": Field(_int_schema(minimum=1), _int, 2),
+        "unit_price": Field(_decimal_schema, _decimal, "5.00"),
+    }
     if v2:
         line["subtotal"] = Field(_decimal_schema, _decimal, "10.00")
 
@@ -227,6 +255,7 @@ def _lines(*, v2: bool) -> Field:
             except ContractViolation as exc:  # `.quantity: ...` -> `[0].quantity: ...`
                 raise ContractViolation(f"[{n}]{exc}") from None
         return converted
+
     example = {name: spec.example for name, spec in line.items()}
     return Field(schema, convert, [{**example, "product_id": "3"}])
 
@@ -243,48 +272,82 @@ def _text(max_length: int | None = None, example: str = "text") -> Field:
     return Field(_text_schema(max_length), _same, example)
 
 
-_ORDER_SNAPSHOT = {"order_id": ID, "order_number": _text(64, "ORD-20261124-000042"), "user_id": ID,
-                   "original_total": DECIMAL, "discount": Field(_decimal_schema, _decimal, "0.00"),
-                   "final_total": DECIMAL, "lines": _lines(v2=False), "occurred_at": TIME}
-_PAYMENT = {"payment_id": ID, "transaction_key": _text(example="tx-9f8e7d"), "order_id": ID,
-            "user_id": ID, "amount": DECIMAL, "card_type": _text(example="VISA"), "occurred_at": TIME}
+_ORDER_SNAPSHOT = {
+    "order_id": ID,
+    "order_number": _text(64, "ORD-20261124-000042"),
+    "user_id": ID,
+    "original_total": DECIMAL,
+    "discount": Field(_decimal_schema, _decimal, "0.00"),
+    "final_total": DECIMAL,
+    "lines": _lines(v2=False),
+    "occurred_at": TIME,
+}
+_PAYMENT = {
+    "payment_id": ID,
+    "transaction_key": _text(example="tx-9f8e7d"),
+    "order_id": ID,
+    "user_id": ID,
+    "amount": DECIMAL,
+    "card_type": _text(example="VISA"),
+    "occurred_at": TIME,
+}
 
 # (event_type, version) -> (aggregate field, payload fields)
 PAYLOADS: dict[tuple[str, int], tuple[str, dict[str, Field]]] = {
-    ("LikeChanged", 1): ("product_id", {"product_id": ID, "user_id": ID, "liked": BOOL,
-                                        "occurred_at": TIME}),
-    ("ProductViewed", 1): ("product_id", {"product_id": ID, "user_id": _nullable(ID, "7"),
-                                          "occurred_at": TIME}),
-    ("StockChanged", 1): ("product_id", {"product_id": ID, "quantity": INT, "version": INT,
-                                         "delta": Field(_int_schema(), _int, -2),
-                                         "reason": _text(example="reserve"),
-                                         "order_id": _nullable(ID), "occurred_at": TIME}),
+    ("LikeChanged", 1): ("product_id", {"product_id": ID, "user_id": ID, "liked": BOOL, "occurred_at": TIME}),
+    ("ProductViewed", 1): ("product_id", {"product_id": ID, "user_id": _nullable(ID, "7"), "occurred_at": TIME}),
+    ("StockChanged", 1): (
+        "product_id",
+        {
+            "product_id": ID,
+            "quantity": INT,
+            "version": INT,
+            "delta": Field(_int_schema(), _int, -2),
+            "reason": _text(example="reserve"),
+            "order_id": _nullable(ID),
+            "occurred_at": TIME,
+        },
+    ),
     ("OrderCreated", 1): ("order_id", {**_ORDER_SNAPSHOT, "coupon_code": _nullable(TEXT)}),
     ("OrderConfirmed", 1): ("order_id", _ORDER_SNAPSHOT),
     # v2: each line carries its subtotal, the order its currency (docs/EVENTS.md, "Evolution").
-    ("OrderConfirmed", 2): ("order_id", {**_ORDER_SNAPSHOT, "lines": _lines(v2=True),
-                                         "currency": Field(lambda: {
-                                             "type": "string", "pattern": "^[A-Z]{3}$",
-                                             "description": "ISO 4217 code of every amount"},
-                                             _same, "EUR")}),
-    ("OrderCancelled", 1): ("order_id", {**_ORDER_SNAPSHOT, "reason": _text(example="timeout"),
-                                         "was_confirmed": BOOL}),
+    ("OrderConfirmed", 2): (
+        "order_id",
+        {
+            **_ORDER_SNAPSHOT,
+            "lines": _lines(v2=True),
+            "currency": Field(
+                lambda: {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code of every amount"},
+                _same,
+                "EUR",
+            ),
+        },
+    ),
+    ("OrderCancelled", 1): ("order_id", {**_ORDER_SNAPSHOT, "reason": _text(example="timeout"), "was_confirmed": BOOL}),
     ("PaymentCompleted", 1): ("order_id", _PAYMENT),
     ("PaymentFailed", 1): ("order_id", {**_PAYMENT, "reason": _text(example="card declined")}),
-    ("PaymentRefundRequired", 1): ("order_id", {"payment_id": ID, "order_id": ID, "user_id": ID,
-                                                "amount": DECIMAL, "card_type": _text(20, "VISA"),
-                                                "reason": _text(200, "order_cancelled"),
-                                                "occurred_at": TIME}),
+    ("PaymentRefundRequired", 1): (
+        "order_id",
+        {
+            "payment_id": ID,
+            "order_id": ID,
+            "user_id": ID,
+            "amount": DECIMAL,
+            "card_type": _text(20, "VISA"),
+            "reason": _text(200, "order_cancelled"),
+            "occurred_at": TIME,
+        },
+    ),
 }
 
 
 # --- Evolution: older versions read as the latest, in one place -----------------------------------
 
+
 def _order_confirmed_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     # A v1 line's subtotal is what v2 would carry (quantity x unit_price, as the order charged);
     # its amounts were in the shop's one currency, the one v2 names (settings.SHOP_CURRENCY).
-    lines = [{**line, "subtotal": (line["unit_price"] * line["quantity"]).quantize(_CENT)}
-             for line in payload["lines"]]
+    lines = [{**line, "subtotal": (line["unit_price"] * line["quantity"]).quantize(_CENT)} for line in payload["lines"]]
     return {**payload, "lines": lines, "currency": settings.SHOP_CURRENCY}
 
 
@@ -306,9 +369,7 @@ def payload_upcast(event_type: str, version: int, payload: dict[str, Any]) -> tu
 # must carry the `aggregate_version` header, and a record without it is dead-lettered. Other
 # types commute (counters) or carry their own version (StockChanged.version); for them the
 # header is read when present and may be absent.
-VERSIONED_EVENT_TYPES = frozenset({"OrderCreated", "OrderConfirmed", "OrderCancelled",
-                                   "PaymentRefundRequired"})
-
+VERSIONED_EVENT_TYPES = frozenset({"OrderCreated", "OrderConfirmed", "OrderCancelled", "PaymentRefundRequired"})
 
 
 def payload_check(event_type: str, version: int, data: Any) -> dict[str, Any]:
@@ -327,8 +388,15 @@ def payload_check(event_type: str, version: int, data: Any) -> dict[str, Any]:
     return payload
 
 
-def event_parse(*, topic: str, partition: int, offset: int, key: bytes | None,
-                value: bytes | None, headers: list[tuple[str, bytes]]) -> IncomingEvent:
+def event_parse(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, object]],
+) -> IncomingEvent:
     """The record as an event of the contract, or ContractViolation naming what is wrong."""
     found = headers_read(headers)
     try:
@@ -361,14 +429,24 @@ def event_parse(*, topic: str, partition: int, offset: int, key: bytes | None,
     aggregate_field = spec[0]
     if payload[aggregate_field] != found["aggregate_id"]:
         raise ContractViolation(
-            f"header aggregate_id {short(found['aggregate_id'])} differs from payload {aggregate_field}")
+            f"header aggregate_id {short(found['aggregate_id'])} differs from payload {aggregate_field}"
+        )
     if key is not None and key.decode(errors="replace") != found["aggregate_id"]:
-        raise ContractViolation(f"record key {short(key)} differs from aggregate_id "
-                                f"{short(found['aggregate_id'])}")
+        raise ContractViolation(f"record key {short(key)} differs from aggregate_id {short(found['aggregate_id'])}")
     payload_version, payload = payload_upcast(event_type, version, payload)
-    return IncomingEvent(event_id=event_id, event_type=event_type, event_version=version,
-                         aggregate_type=found["aggregate_type"], aggregate_id=found["aggregate_id"],
-                         occurred_at=occurred_at, traceparent=found.get("traceparent", ""),
-                         payload=payload, raw_payload=data, topic=topic, partition=partition,
-                         offset=offset, aggregate_version=aggregate_version,
-                         payload_version=payload_version)
+    return IncomingEvent(
+        event_id=event_id,
+        event_type=event_type,
+        event_version=version,
+        aggregate_type=found["aggregate_type"],
+        aggregate_id=found["aggregate_id"],
+        occurred_at=occurred_at,
+        traceparent=found.get("traceparent", ""),
+        payload=payload,
+        raw_payload=data,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        aggregate_version=aggregate_version,
+        payload_version=payload_version,
+    )

@@ -44,13 +44,17 @@ class Effects:
         if current is None or row["aggregate_version"] >= current["aggregate_version"]:
             self.ledger[order_id] = row
 
-    def refund_seen(self, order_id: str, *, amount: Decimal, reason: str, user_id: str,
-                    event: IncomingEvent) -> None:
+    def refund_seen(self, order_id: str, *, amount: Decimal, reason: str, user_id: str, event: IncomingEvent) -> None:
         # Refunds add up (each event once, by the inbox): their order does not matter.
         current = self.refunds.get(order_id)
         if current is None:
-            self.refunds[order_id] = {"amount": amount, "reason": reason, "user_id": user_id,
-                                      "event_id": event.event_id, "event_time": event.occurred_at}
+            self.refunds[order_id] = {
+                "amount": amount,
+                "reason": reason,
+                "user_id": user_id,
+                "event_id": event.event_id,
+                "event_time": event.occurred_at,
+            }
         else:
             current["amount"] += amount
             current["reason"] = reason
@@ -87,11 +91,18 @@ def _sales_of_subtotals(event: IncomingEvent, effects: Effects) -> None:
 
 def _ledger_row(event: IncomingEvent, status: str) -> dict[str, Any]:
     payload = event.payload
-    return {"order_number": payload["order_number"], "user_id": payload["user_id"], "status": status,
-            "original_total": payload["original_total"], "discount": payload["discount"],
-            "final_total": payload["final_total"], "event_type": event.event_type,
-            "event_id": event.event_id, "event_time": event.occurred_at,
-            "aggregate_version": event.aggregate_version or 0}
+    return {
+        "order_number": payload["order_number"],
+        "user_id": payload["user_id"],
+        "status": status,
+        "original_total": payload["original_total"],
+        "discount": payload["discount"],
+        "final_total": payload["final_total"],
+        "event_type": event.event_type,
+        "event_id": event.event_id,
+        "event_time": event.occurred_at,
+        "aggregate_version": event.aggregate_version or 0,
+    }
 
 
 def handle_order_created(event: IncomingEvent, effects: Effects) -> None:
@@ -111,8 +122,9 @@ def handle_order_cancelled(event: IncomingEvent, effects: Effects) -> None:
 
 def handle_payment_refund_required(event: IncomingEvent, effects: Effects) -> None:
     payload = event.payload
-    effects.refund_seen(payload["order_id"], amount=payload["amount"], reason=payload["reason"],
-                        user_id=payload["user_id"], event=event)
+    effects.refund_seen(
+        payload["order_id"], amount=payload["amount"], reason=payload["reason"], user_id=payload["user_id"], event=event
+    )
 
 
 def handle_nothing(event: IncomingEvent, effects: Effects) -> None:
@@ -138,4 +150,3 @@ HANDLERS: dict[tuple[str, int], Handler] = {
 
 def event_handle(event: IncomingEvent, effects: Effects) -> None:
     HANDLERS[(event.event_type, event.payload_version or event.event_version)](event, effects)
-

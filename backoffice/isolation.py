@@ -31,12 +31,19 @@ _DATA_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
 
 
 class ConsumedRecord(Protocol):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Any
+    # Read-only: kafka-python's ConsumerRecord is a namedtuple (and a test's record is frozen).
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Any: ...
 
 
 def error_is_transient(exc: BaseException) -> bool:
@@ -62,8 +69,9 @@ class ParsedBatch:
 
     def poison_of(self, event: IncomingEvent, error: str) -> PoisonRecord:
         record = self.records[(event.topic, event.partition, event.offset)]
-        return PoisonRecord(record.topic, record.partition, record.offset, record.key, record.value,
-                            list(record.headers or []), error)
+        return PoisonRecord(
+            record.topic, record.partition, record.offset, record.key, record.value, list(record.headers or []), error
+        )
 
 
 def records_parse(records: Iterable[ConsumedRecord]) -> ParsedBatch:
@@ -72,12 +80,28 @@ def records_parse(records: Iterable[ConsumedRecord]) -> ParsedBatch:
     for record in records:
         batch.records[(record.topic, record.partition, record.offset)] = record
         try:
-            batch.events.append(event_parse(topic=record.topic, partition=record.partition,
-                                            offset=record.offset, key=record.key, value=record.value,
-                                            headers=list(record.headers or [])))
+            batch.events.append(
+                event_parse(
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=list(record.headers or []),
+                )
+            )
         except ContractViolation as exc:
-            batch.poison.append(PoisonRecord(record.topic, record.partition, record.offset, record.key,
-                                             record.value, list(record.headers or []), str(exc)))
+            batch.poison.append(
+                PoisonRecord(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    list(record.headers or []),
+                    str(exc),
+                )
+            )
     return batch
 
 
@@ -92,31 +116,36 @@ def batch_apply_isolating(*, group: str, batch: ParsedBatch, forward: Forward) -
     for attempt in (1, 2):
         try:
             return _apply(group, batch.events, batch.poison, forward, batch.records)
-        except Exception as exc:  # noqa: BLE001 - classified below, transient ones re-raised
+        except Exception as exc:
             if error_is_transient(exc):
                 raise
-            logger.warning("batch refused by the database", extra={
-                "attempt": attempt, "error": _message(exc)[:500], "records": len(batch.records)})
+            logger.warning(
+                "batch refused by the database",
+                extra={"attempt": attempt, "error": _message(exc)[:500], "records": len(batch.records)},
+            )
     outcome = _apply(group, [], batch.poison, forward, batch.records) if batch.poison else BatchOutcome()
     _bisect(group, batch, batch.events, forward, outcome)
     return outcome
 
 
-def _bisect(group: str, batch: ParsedBatch, events: list[IncomingEvent], forward: Forward,
-            outcome: BatchOutcome) -> None:
+def _bisect(
+    group: str, batch: ParsedBatch, events: list[IncomingEvent], forward: Forward, outcome: BatchOutcome
+) -> None:
     if not events:
         return
     # A single record is tried twice: dead-lettered only for an error that repeats on it (an
     # inbox race with another consumer of the group does not).
+    error: Exception | None = None
     for _ in range(2 if len(events) == 1 else 1):
         try:
             _merge(outcome, _apply(group, events, [], forward, batch.records))
             return
-        except Exception as exc:  # noqa: BLE001 - classified below
+        except Exception as exc:
             if error_is_transient(exc):
                 raise
             error = exc
     if len(events) == 1:
+        assert error is not None  # every try raised: a successful one returned above
         letter = batch.poison_of(events[0], f"{DATABASE_REFUSED}: {_message(error)}")
         _merge(outcome, _apply(group, [], [letter], forward, batch.records))
         return
@@ -126,8 +155,13 @@ def _bisect(group: str, batch: ParsedBatch, events: list[IncomingEvent], forward
     _bisect(group, batch, events[middle:], forward, outcome)
 
 
-def _apply(group: str, events: list[IncomingEvent], poison: list[PoisonRecord], forward: Forward,
-           records: dict[tuple[str, int, int], ConsumedRecord]) -> BatchOutcome:
+def _apply(
+    group: str,
+    events: list[IncomingEvent],
+    poison: list[PoisonRecord],
+    forward: Forward,
+    records: dict[tuple[str, int, int], ConsumedRecord],
+) -> BatchOutcome:
     if poison:
         forward(poison)
     return batch_apply(group=group, events=events, poison=poison, records=records)
@@ -142,6 +176,7 @@ def _once(forward: Forward) -> Forward:
         if new:
             forward(new)
             sent.update((p.topic, p.partition, p.offset) for p in new)
+
     return forward_new
 
 
@@ -161,4 +196,3 @@ def _merge(total: BatchOutcome, part: BatchOutcome) -> None:
 
 def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
-

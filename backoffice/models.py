@@ -23,8 +23,9 @@ class InboxEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "inbox entries"
-        constraints = [models.UniqueConstraint(fields=["consumer_group", "event_id"],
-                                               name="inbox_event_once_per_group")]
+        constraints = [
+            models.UniqueConstraint(fields=["consumer_group", "event_id"], name="inbox_event_once_per_group")
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
@@ -94,8 +95,10 @@ class EventLog(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["aggregate_type", "aggregate_id"], name="eventlog_aggregate_idx"),
-                   models.Index(fields=["event_type"], name="eventlog_type_idx")]
+        indexes = [
+            models.Index(fields=["aggregate_type", "aggregate_id"], name="eventlog_aggregate_idx"),
+            models.Index(fields=["event_type"], name="eventlog_type_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.event_id}"
@@ -120,8 +123,11 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        constraints = [models.UniqueConstraint(fields=["consumer_group", "topic", "partition", "offset"],
-                                               name="deadletter_once_per_record")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer_group", "topic", "partition", "offset"], name="deadletter_once_per_record"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"

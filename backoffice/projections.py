@@ -9,22 +9,22 @@ and is retried, then finds the ids already handled.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from backoffice import bulk
 from backoffice.contract import IncomingEvent
 from backoffice.handlers import Effects, event_handle
 from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
-
 
 # The start of the error of a record the database refused (backoffice/isolation.py).
 DATABASE_REFUSED = "refused by the database"
@@ -37,7 +37,7 @@ class PoisonRecord:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: Sequence[tuple[str, object]]  # as consumed: bytes or None (a null column); anything else is str()-ed
     error: str
 
     def error_kind(self) -> str:
@@ -47,10 +47,13 @@ class PoisonRecord:
     def headers_as_json(self) -> list[list[str]]:
         # jsonb holds no NUL: such a byte is kept as four characters, backslash x 0 0 (the
         # `.dlq` copy on Kafka keeps the exact bytes).
-        return [[str(name).replace("\x00", "\\x00"),
-                 (raw if isinstance(raw, bytes) else str(raw or "").encode()).decode("latin-1")
-                 .replace("\x00", "\\x00")]
-                for name, raw in self.headers]
+        return [
+            [
+                str(name).replace("\x00", "\\x00"),
+                (raw if isinstance(raw, bytes) else str(raw or "").encode()).decode("latin-1").replace("\x00", "\\x00"),
+            ]
+            for name, raw in self.headers
+        ]
 
 
 @dataclass
@@ -74,8 +77,7 @@ def _effects_apply(effects: Effects) -> list[str]:
     """Write the batch's effects in bulk; returns the product cache keys to invalidate."""
     product_ids = sorted(set(effects.metrics) | set(effects.stock))
     if product_ids:
-        ProductMetrics.objects.bulk_create([ProductMetrics(product_id=p) for p in product_ids],
-                                           ignore_conflicts=True)
+        ProductMetrics.objects.bulk_create([ProductMetrics(product_id=p) for p in product_ids], ignore_conflicts=True)
     if connection.vendor == "postgresql":
         _counters_apply_postgresql(effects)
         stock_zeroed = _stock_apply_postgresql(effects)
@@ -105,8 +107,7 @@ def _counters_apply_portable(effects: Effects) -> None:
 def _counters_apply_postgresql(effects: Effects) -> None:
     """Every product's counters in one UPDATE: the batch's deltas as arrays, looked up by
     position (not a join, whose plan goes quadratic on stale statistics)."""
-    ids = sorted(p for p, d in effects.metrics.items()
-                 if d.likes or d.views or d.sales_quantity or d.sales_amount)
+    ids = sorted(p for p, d in effects.metrics.items() if d.likes or d.views or d.sales_quantity or d.sales_amount)
     if not ids:
         return
     deltas = [effects.metrics[p] for p in ids]
@@ -119,9 +120,15 @@ def _counters_apply_postgresql(effects: Effects) -> None:
             f"sales_quantity = sales_quantity + (%(quantities)s::integer[])[{position}], "
             f"sales_amount = sales_amount + (%(amounts)s::numeric[])[{position}], "
             "updated_at = %(now)s WHERE product_id = ANY(%(ids)s::text[])",
-            {"ids": ids, "likes": [d.likes for d in deltas], "views": [d.views for d in deltas],
-             "quantities": [d.sales_quantity for d in deltas], "amounts": [d.sales_amount for d in deltas],
-             "now": timezone.now()})
+            {
+                "ids": ids,
+                "likes": [d.likes for d in deltas],
+                "views": [d.views for d in deltas],
+                "quantities": [d.sales_quantity for d in deltas],
+                "amounts": [d.sales_amount for d in deltas],
+                "now": timezone.now(),
+            },
+        )
 
 
 def _stock_apply_portable(effects: Effects) -> list[str]:
@@ -129,7 +136,8 @@ def _stock_apply_portable(effects: Effects) -> list[str]:
     for product_id, (version, quantity) in sorted(effects.stock.items()):
         # An older event never overwrites a newer one, whatever order they arrive in.
         updated = ProductMetrics.objects.filter(product_id=product_id, stock_version__lt=version).update(
-            stock=quantity, stock_version=version, updated_at=timezone.now())
+            stock=quantity, stock_version=version, updated_at=timezone.now()
+        )
         if updated and quantity == 0:
             zeroed.append(product_id)
     return zeroed
@@ -148,8 +156,13 @@ def _stock_apply_postgresql(effects: Effects) -> list[str]:
             f"stock_version = (%(versions)s::integer[])[{position}], updated_at = %(now)s "
             f"WHERE product_id = ANY(%(ids)s::text[]) AND stock_version < (%(versions)s::integer[])[{position}] "
             "RETURNING product_id, stock",
-            {"ids": ids, "quantities": [effects.stock[p][1] for p in ids],
-             "versions": [effects.stock[p][0] for p in ids], "now": timezone.now()})
+            {
+                "ids": ids,
+                "quantities": [effects.stock[p][1] for p in ids],
+                "versions": [effects.stock[p][0] for p in ids],
+                "now": timezone.now(),
+            },
+        )
         return [product_id for product_id, quantity in cursor.fetchall() if quantity == 0]
 
 
@@ -158,39 +171,65 @@ def _ledger_apply(effects: Effects) -> None:
     in one statement; overwrite an existing row only from a higher version. Then add the
     refunds due."""
     if effects.ledger:
-        existing = dict(OrderLedger.objects.filter(order_id__in=list(effects.ledger))
-                        .values_list("order_id", "aggregate_version"))
+        existing = dict(
+            OrderLedger.objects.filter(order_id__in=list(effects.ledger)).values_list("order_id", "aggregate_version")
+        )
         OrderLedger.objects.bulk_create(
-            [OrderLedger(order_id=order_id, **row) for order_id, row in sorted(effects.ledger.items())
-             if order_id not in existing], ignore_conflicts=True)
+            [
+                OrderLedger(order_id=order_id, **row)
+                for order_id, row in sorted(effects.ledger.items())
+                if order_id not in existing
+            ],
+            ignore_conflicts=True,
+        )
         for order_id, row in sorted(effects.ledger.items()):
             if order_id in existing and existing[order_id] < row["aggregate_version"]:
-                OrderLedger.objects.filter(order_id=order_id,
-                                           aggregate_version__lt=row["aggregate_version"]).update(**row)
+                OrderLedger.objects.filter(order_id=order_id, aggregate_version__lt=row["aggregate_version"]).update(
+                    **row
+                )
     if effects.refunds:
         # A refund may come before any state of its order (a redrive, a replay of one topic):
         # the row is created with placeholder state at version 0, which any state overwrites.
         OrderLedger.objects.bulk_create(
-            [OrderLedger(order_id=order_id, order_number="", user_id=refund["user_id"], status="",
-                         original_total=Decimal("0.00"), discount=Decimal("0.00"),
-                         final_total=Decimal("0.00"), event_type="PaymentRefundRequired",
-                         event_id=refund["event_id"], event_time=refund["event_time"], aggregate_version=0)
-             for order_id, refund in sorted(effects.refunds.items())], ignore_conflicts=True)
+            [
+                OrderLedger(
+                    order_id=order_id,
+                    order_number="",
+                    user_id=refund["user_id"],
+                    status="",
+                    original_total=Decimal("0.00"),
+                    discount=Decimal("0.00"),
+                    final_total=Decimal("0.00"),
+                    event_type="PaymentRefundRequired",
+                    event_id=refund["event_id"],
+                    event_time=refund["event_time"],
+                    aggregate_version=0,
+                )
+                for order_id, refund in sorted(effects.refunds.items())
+            ],
+            ignore_conflicts=True,
+        )
         for order_id, refund in sorted(effects.refunds.items()):
             OrderLedger.objects.filter(order_id=order_id).update(
-                refund_due=F("refund_due") + refund["amount"], refund_reason=refund["reason"][:200])
+                refund_due=F("refund_due") + refund["amount"], refund_reason=refund["reason"][:200]
+            )
 
 
-def batch_apply(*, group: str, events: list[IncomingEvent], poison: list[PoisonRecord],
-                now: datetime | None = None,
-                records: Mapping[tuple[str, int, int], Any] | None = None) -> BatchOutcome:
+def batch_apply(
+    *,
+    group: str,
+    events: list[IncomingEvent],
+    poison: list[PoisonRecord],
+    now: datetime | None = None,
+    records: Mapping[tuple[str, int, int], Any] | None = None,
+) -> BatchOutcome:
     """Apply a batch once: new event ids only, all in one transaction. Raises on DB errors.
 
     `records` (the consumed records by (topic, partition, offset)) lets the event log store
     each payload's own bytes rather than serialize it again."""
     now = now or timezone.now()
     outcome = BatchOutcome()
-    unique: dict = {}
+    unique: dict[uuid.UUID, IncomingEvent] = {}
     for event in events:
         unique.setdefault(event.event_id, event)
     with transaction.atomic():
@@ -211,12 +250,22 @@ def batch_apply(*, group: str, events: list[IncomingEvent], poison: list[PoisonR
                 outcome.cache_keys_to_delete = _effects_apply(effects)
                 _event_log_insert_portable(new_events, now)
         if poison:
-            DeadLetter.objects.bulk_create([
-                DeadLetter(consumer_group=group, topic=p.topic, partition=p.partition, offset=p.offset,
-                           key=p.key, value=p.value, headers=p.headers_as_json(),
-                           error=p.error[:5000].replace("\x00", "\\x00"))
-                for p in poison
-            ], ignore_conflicts=True)
+            DeadLetter.objects.bulk_create(
+                [
+                    DeadLetter(
+                        consumer_group=group,
+                        topic=p.topic,
+                        partition=p.partition,
+                        offset=p.offset,
+                        key=p.key,
+                        value=p.value,
+                        headers=p.headers_as_json(),
+                        error=p.error[:5000].replace("\x00", "\\x00"),
+                    )
+                    for p in poison
+                ],
+                ignore_conflicts=True,
+            )
     outcome.applied = len(new_events)
     outcome.duplicates = len(events) - len(new_events)
     outcome.dead_lettered = len(poison)
@@ -225,8 +274,9 @@ def batch_apply(*, group: str, events: list[IncomingEvent], poison: list[PoisonR
     return outcome
 
 
-def _count_by_topic(outcome: BatchOutcome, events: list[IncomingEvent],
-                    new_events: list[IncomingEvent], poison: list[PoisonRecord]) -> None:
+def _count_by_topic(
+    outcome: BatchOutcome, events: list[IncomingEvent], new_events: list[IncomingEvent], poison: list[PoisonRecord]
+) -> None:
     """Per-topic counts for the metrics (a batch spans the catalog and the order topics)."""
     by_topic = outcome.by_topic
     for event in events:
@@ -246,27 +296,52 @@ def _count_by_topic(outcome: BatchOutcome, events: list[IncomingEvent],
         counts.dead_lettered[kind] = counts.dead_lettered.get(kind, 0) + 1
 
 
-def _inbox_insert_portable(group: str, unique: dict, now: datetime) -> list[IncomingEvent]:
-    seen = set(InboxEntry.objects.filter(consumer_group=group, event_id__in=list(unique))
-               .values_list("event_id", flat=True))
+def _inbox_insert_portable(group: str, unique: dict[uuid.UUID, IncomingEvent], now: datetime) -> list[IncomingEvent]:
+    seen = set(
+        InboxEntry.objects.filter(consumer_group=group, event_id__in=list(unique)).values_list("event_id", flat=True)
+    )
     new_events = [event for event_id, event in unique.items() if event_id not in seen]
-    InboxEntry.objects.bulk_create([
-        InboxEntry(consumer_group=group, event_id=e.event_id, event_type=e.event_type,
-                   topic=e.topic, partition=e.partition, offset=e.offset,
-                   occurred_at=e.occurred_at, handled_at=now)
-        for e in new_events
-    ], batch_size=1000)
+    InboxEntry.objects.bulk_create(
+        [
+            InboxEntry(
+                consumer_group=group,
+                event_id=e.event_id,
+                event_type=e.event_type,
+                topic=e.topic,
+                partition=e.partition,
+                offset=e.offset,
+                occurred_at=e.occurred_at,
+                handled_at=now,
+            )
+            for e in new_events
+        ],
+        batch_size=1000,
+    )
     return new_events
 
 
 def _event_log_insert_portable(new_events: list[IncomingEvent], now: datetime) -> None:
-    EventLog.objects.bulk_create([
-        EventLog(event_id=e.event_id, event_type=e.event_type, event_version=e.event_version,
-                 aggregate_type=e.aggregate_type, aggregate_id=e.aggregate_id, topic=e.topic,
-                 partition=e.partition, offset=e.offset, occurred_at=e.occurred_at,
-                 received_at=now, traceparent=e.traceparent[:64], payload=e.raw_payload)
-        for e in new_events
-    ], batch_size=1000, ignore_conflicts=True)
+    EventLog.objects.bulk_create(
+        [
+            EventLog(
+                event_id=e.event_id,
+                event_type=e.event_type,
+                event_version=e.event_version,
+                aggregate_type=e.aggregate_type,
+                aggregate_id=e.aggregate_id,
+                topic=e.topic,
+                partition=e.partition,
+                offset=e.offset,
+                occurred_at=e.occurred_at,
+                received_at=now,
+                traceparent=e.traceparent[:64],
+                payload=e.raw_payload,
+            )
+            for e in new_events
+        ],
+        batch_size=1000,
+        ignore_conflicts=True,
+    )
 
 
 def projections_reset(*, group: str) -> None:
@@ -278,6 +353,6 @@ def projections_reset(*, group: str) -> None:
         EventLog.objects.all().delete()
 
 
-def dead_letters_open(*, group: str | None = None):  # noqa: ANN201
+def dead_letters_open(*, group: str | None = None) -> QuerySet[DeadLetter]:
     letters = DeadLetter.objects.filter(status=DeadLetter.Status.OPEN)
     return letters.filter(Q(consumer_group=group)) if group else letters

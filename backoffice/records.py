@@ -4,6 +4,7 @@ with them): the envelope's headers, and what the event log's jsonb can store."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -13,8 +14,7 @@ class ContractViolation(ValueError):
 
 SEQUENCE_MAX = 2**63 - 1  # `bigint`: the aggregate_version header
 HEADER_TEXT_MAX = 100  # event_type, aggregate_type columns
-REQUIRED_HEADERS = ("event_id", "event_type", "event_version", "aggregate_type", "aggregate_id",
-                    "occurred_at")
+REQUIRED_HEADERS = ("event_id", "event_type", "event_version", "aggregate_type", "aggregate_id", "occurred_at")
 
 
 def short(value: Any) -> str:
@@ -49,16 +49,16 @@ def _storable_text(text: str) -> None:
         raise ContractViolation(f"text is not valid Unicode ({exc.reason}): {short(text)}") from None
 
 
-
 def sequence_parse(value: str) -> int:
     """The aggregate_version header: the aggregate's sequence number, a non-negative bigint."""
     if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > SEQUENCE_MAX:
-        raise ContractViolation(f"header 'aggregate_version' is not an integer in [0, {SEQUENCE_MAX}]: "
-                                f"{short(value)}")
+        raise ContractViolation(f"header 'aggregate_version' is not an integer in [0, {SEQUENCE_MAX}]: {short(value)}")
     return int(value)
 
 
-def headers_read(headers: list[tuple[str, bytes]]) -> dict[str, str]:
+def headers_read(headers: Sequence[tuple[str, object]]) -> dict[str, str]:
+    # A value off the wire is bytes or None; one of any other type (a hand-built record) is read
+    # through str().
     found: dict[str, str] = {}
     for name, raw in headers or []:
         if raw is None:

@@ -38,25 +38,32 @@ def schema_changes_incompatible(old: Any, new: Any, path: str = "") -> list[str]
     old_types, new_types = _types(old), _types(new)
     if new_types is not None and (old_types is None or not old_types <= new_types):
         changes.append(f"{where}: type narrowed from {old.get('type', 'any')} to {new['type']}")
-    for bound in _LOWER_BOUNDS:
-        if bound in new and (bound not in old or new[bound] > old[bound]):
-            changes.append(f"{where}: {bound} raised from {old.get(bound, 'none')} to {new[bound]}")
-    for bound in _UPPER_BOUNDS:
-        if bound in new and (bound not in old or new[bound] < old[bound]):
-            changes.append(f"{where}: {bound} lowered from {old.get(bound, 'none')} to {new[bound]}")
-    for keyword in _EXACT:
-        if keyword in new and new[keyword] != old.get(keyword):
-            changes.append(f"{where}: {keyword} changed from {old.get(keyword, 'none')!r} to {new[keyword]!r}")
+    changes.extend(
+        f"{where}: {bound} raised from {old.get(bound, 'none')} to {new[bound]}"
+        for bound in _LOWER_BOUNDS
+        if bound in new and (bound not in old or new[bound] > old[bound])
+    )
+    changes.extend(
+        f"{where}: {bound} lowered from {old.get(bound, 'none')} to {new[bound]}"
+        for bound in _UPPER_BOUNDS
+        if bound in new and (bound not in old or new[bound] < old[bound])
+    )
+    changes.extend(
+        f"{where}: {keyword} changed from {old.get(keyword, 'none')!r} to {new[keyword]!r}"
+        for keyword in _EXACT
+        if keyword in new and new[keyword] != old.get(keyword)
+    )
     if "enum" in new and ("enum" not in old or not set(map(repr, old["enum"])) <= set(map(repr, new["enum"]))):
         changes.append(f"{where}: enum narrowed from {old.get('enum', 'any')} to {new['enum']}")
     if new.get("additionalProperties") is False and old.get("additionalProperties") is not False:
         changes.append(f"{where}: additional properties no longer allowed")
     old_required, new_required = set(old.get("required", [])), set(new.get("required", []))
     old_properties, new_properties = old.get("properties", {}), new.get("properties", {})
-    for name in sorted(new_required - old_required):
-        changes.append(f"{path}.{name}: new required field")
-    for name in sorted((old_required - new_required) & set(new_properties)):  # removed: below
-        changes.append(f"{path}.{name}: no longer required (readers of this version require it)")
+    changes.extend(f"{path}.{name}: new required field" for name in sorted(new_required - old_required))
+    changes.extend(  # removed: below
+        f"{path}.{name}: no longer required (readers of this version require it)"
+        for name in sorted((old_required - new_required) & set(new_properties))
+    )
     for name, old_property in old_properties.items():
         if name not in new_properties:
             changes.append(f"{path}.{name}: field removed")
@@ -78,6 +85,8 @@ def document_changes_incompatible(old: dict[str, Any], new: dict[str, Any]) -> l
             changes.append(f"{name}: version removed (its records stay readable on the topics)")
             continue
         for part in ("payload", "headers"):
-            changes.extend(f"{name} {part}{change}" for change in
-                           schema_changes_incompatible(message.get(part, {}), new_messages[name].get(part, {})))
+            changes.extend(
+                f"{name} {part}{change}"
+                for change in schema_changes_incompatible(message.get(part, {}), new_messages[name].get(part, {}))
+            )
     return changes

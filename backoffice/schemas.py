@@ -36,8 +36,7 @@ def _validator(event_type: str, version: int) -> Callable[[Any], Any]:
     if validate is None:
         # Formats (date-time) are not checked here: the field's conversion parses the time whole
         # (datetime.fromisoformat, its range in UTC), a second regex would only repeat it.
-        validate = _validators[key] = fastjsonschema.compile(payload_schema(event_type, version),
-                                                             use_formats=False)
+        validate = _validators[key] = fastjsonschema.compile(payload_schema(event_type, version), use_formats=False)
     return validate
 
 
@@ -54,11 +53,12 @@ def _path(parts: Any) -> str:
 
 
 def _shorten(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
-def error_describe(schema: dict[str, Any], data: Any,
-                   fallback: fastjsonschema.JsonSchemaValueException | None = None) -> str:
+def error_describe(
+    schema: dict[str, Any], data: Any, fallback: fastjsonschema.JsonSchemaValueException | None = None
+) -> str:
     """The error jsonschema finds most relevant, as `path: message (what the bound is)`."""
     validator = jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))

@@ -34,8 +34,14 @@ def dead_letters_redrive(*, ids: list[int] | None = None) -> RedriveResult:
         key = bytes(letter.key) if letter.key is not None else None
         value = bytes(letter.value) if letter.value is not None else None
         try:
-            event = event_parse(topic=letter.topic, partition=letter.partition, offset=letter.offset,
-                                key=key, value=value, headers=headers)
+            event = event_parse(
+                topic=letter.topic,
+                partition=letter.partition,
+                offset=letter.offset,
+                key=key,
+                value=value,
+                headers=headers,
+            )
         except ContractViolation as exc:
             letter.error = str(exc)
             letter.save(update_fields=["error"])

@@ -8,7 +8,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from django.db.models import Model
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://commerce:commerce@127.0.0.1:5432/commerce_bench"
@@ -43,8 +48,9 @@ def django_setup() -> None:
 
 
 def _database_ensure(url: str) -> None:
-    import psycopg
     from urllib.parse import urlsplit
+
+    import psycopg
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
@@ -52,8 +58,14 @@ def _database_ensure(url: str) -> None:
     last_error: Exception | None = None
     for maintenance_db in (os.environ.get("BENCH_MAINTENANCE_DB", "commerce"), "postgres"):
         try:
-            conn = psycopg.connect(host=parts.hostname, port=parts.port or 5432, user=parts.username,
-                                   password=parts.password, dbname=maintenance_db, autocommit=True)
+            conn = psycopg.connect(
+                host=parts.hostname,
+                port=parts.port or 5432,
+                user=parts.username,
+                password=parts.password,
+                dbname=maintenance_db,
+                autocommit=True,
+            )
         except psycopg.OperationalError as exc:
             last_error = exc
             continue
@@ -87,7 +99,7 @@ def topics_delete(topics: dict[str, str]) -> None:
     kafka_topics_delete(",".join(settings.KAFKA_BOOTSTRAP_SERVERS), names)
 
 
-def tables_empty(*models: type) -> None:
+def tables_empty(*models: type[Model]) -> None:
     """TRUNCATE the benchmark database's tables: DELETE would leave dead rows that slow down the
     next run until autovacuum passes (the database is the benchmarks' own)."""
     from django.db import connection
@@ -175,6 +187,6 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def finish(figures: dict[str, object]) -> None:
+def finish(figures: Mapping[str, object]) -> None:
     """The last line of every benchmark: one JSON object of its figures."""
     print(json.dumps(figures), flush=True)

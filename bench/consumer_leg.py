@@ -5,58 +5,113 @@ An exploration behind docs/BENCHMARKS.md, "End to end" (no target of its own).
 
     .venv/bin/python bench/consumer_leg.py [FETCH_MAX_WAIT_MS]
 """
+
+from __future__ import annotations
+
 import json
 import os
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import django_setup, topics_fresh, topics_delete, tables_empty
-django_setup()
-from django.conf import settings
-from kafka import KafkaProducer
-from backoffice.consumer import EventConsumer
-from backoffice.models import InboxEntry, EventLog, ProductMetrics, OrderLedger, DeadLetter
-from tests.backoffice.stream import view
-wait = int(sys.argv[1]) if len(sys.argv) > 1 else settings.BACKOFFICE_FETCH_MAX_WAIT_MS; settings.BACKOFFICE_FETCH_MAX_WAIT_MS = wait
-topics = topics_fresh(["catalog-events", "order-events"])
-legs = []; fetch=[]; apply=[]
-last_poll=[0.0]
-def hook(events, committed, records):
-    for e in events:
-        ts=records[(e.topic, e.partition, e.offset)].timestamp
-        legs.append(committed*1000 - ts); fetch.append(last_poll[0]*1000-ts); apply.append((committed-last_poll[0])*1000)
-c = EventConsumer(topics=list(topics.values()), group_id=f"leg-{wait}-{time.time()}", on_applied=hook)
-orig=c.consumer.poll
-def wrapped(*a, **k):
-    r=orig(*a, **k); last_poll[0]=time.time(); return r
-c.consumer.poll=wrapped
-t0=time.time()
-while not c.consumer.assignment() and time.time()-t0<30: c.consumer.poll(timeout_ms=200)
-stop=False
-def produce():
-    p = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all", linger_ms=0)
-    n=0; start=time.monotonic()
-    while not stop:
-        r = view(str(n % 50)); p.send(topics["catalog-events"], key=r.key, value=r.value, headers=r.headers); n+=1
-        d = start + n/200 - time.monotonic()
-        if d>0: time.sleep(d)
-    p.flush(); p.close()
-th=threading.Thread(target=produce); th.start()
-end=time.monotonic()+10
-while time.monotonic()<end:
-    c.run(max_events=c.stats.polled+50, until_idle_s=1)
-stop=True; th.join(); c.close(); topics_delete(topics)
-tables_empty(InboxEntry, EventLog, ProductMetrics, OrderLedger, DeadLetter)
-legs.sort(); q=lambda x: legs[min(len(legs)-1,int(x*(len(legs)-1)))]
-figures = {"fetch_max_wait_ms": wait, "events": len(legs), "leg_p50_ms": round(q(.5), 1),
-           "leg_p99_ms": round(q(.99), 1), "load_average": round(os.getloadavg()[0], 1)}
-for name, key, xs in (("record ts -> poll returned", "fetch", fetch), ("poll returned -> committed", "apply", apply)):
-    xs.sort(); print(f"  {name}: p50 {xs[len(xs)//2]:.1f} ms, p99 {xs[int(.99*(len(xs)-1))]:.1f} ms")
-    figures[f"{key}_p50_ms"] = round(xs[len(xs) // 2], 1)
-    figures[f"{key}_p99_ms"] = round(xs[int(.99 * (len(xs) - 1))], 1)
-print(f"fetch_max_wait_ms={wait}: {len(legs)} events, leg p50 {q(.5):.1f} ms p95 {q(.95):.1f} p99 {q(.99):.1f} max {legs[-1]:.1f}; load {os.getloadavg()[0]:.1f}", flush=True)
-print(json.dumps(figures), flush=True)
+from common import django_setup, tables_empty, topics_delete, topics_fresh
+
+
+def main() -> None:
+    django_setup()
+    # After django_setup(): the models and the consumer need the app registry.
+    from django.conf import settings
+
+    from backoffice.consumer import EventConsumer
+    from backoffice.contract import IncomingEvent
+    from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
+    from kafka import KafkaProducer
+    from tests.backoffice.stream import view
+
+    wait = int(sys.argv[1]) if len(sys.argv) > 1 else settings.BACKOFFICE_FETCH_MAX_WAIT_MS
+    settings.BACKOFFICE_FETCH_MAX_WAIT_MS = wait
+    topics = topics_fresh(["catalog-events", "order-events"])
+    legs: list[float] = []
+    fetch: list[float] = []
+    apply: list[float] = []
+    last_poll = [0.0]
+
+    def hook(events: list[IncomingEvent], committed: float, records: dict[Any, Any]) -> None:
+        for e in events:
+            ts = records[(e.topic, e.partition, e.offset)].timestamp
+            legs.append(committed * 1000 - ts)
+            fetch.append(last_poll[0] * 1000 - ts)
+            apply.append((committed - last_poll[0]) * 1000)
+
+    c = EventConsumer(topics=list(topics.values()), group_id=f"leg-{wait}-{time.time()}", on_applied=hook)
+    orig = c.consumer.poll
+
+    def wrapped(*a: Any, **k: Any) -> Any:
+        r = orig(*a, **k)
+        last_poll[0] = time.time()
+        return r
+
+    c.consumer.poll = wrapped  # type: ignore[method-assign]  # times each poll's return, this run only
+    t0 = time.time()
+    while not c.consumer.assignment() and time.time() - t0 < 30:
+        c.consumer.poll(timeout_ms=200)
+    stop = threading.Event()
+
+    def produce() -> None:
+        p = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all", linger_ms=0)
+        n = 0
+        start = time.monotonic()
+        while not stop.is_set():
+            r = view(str(n % 50))
+            p.send(topics["catalog-events"], key=r.key, value=r.value, headers=r.headers)
+            n += 1
+            d = start + n / 200 - time.monotonic()
+            if d > 0:
+                time.sleep(d)
+        p.flush()
+        p.close()
+
+    th = threading.Thread(target=produce)
+    th.start()
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        c.run(max_events=c.stats.polled + 50, until_idle_s=1)
+    stop.set()
+    th.join()
+    c.close()
+    topics_delete(topics)
+    tables_empty(InboxEntry, EventLog, ProductMetrics, OrderLedger, DeadLetter)
+    legs.sort()
+
+    def q(x: float) -> float:
+        return legs[min(len(legs) - 1, int(x * (len(legs) - 1)))]
+
+    figures: dict[str, float] = {
+        "fetch_max_wait_ms": wait,
+        "events": len(legs),
+        "leg_p50_ms": round(q(0.5), 1),
+        "leg_p99_ms": round(q(0.99), 1),
+        "load_average": round(os.getloadavg()[0], 1),
+    }
+    for name, key, xs in (
+        ("record ts -> poll returned", "fetch", fetch),
+        ("poll returned -> committed", "apply", apply),
+    ):
+        xs.sort()
+        print(f"  {name}: p50 {xs[len(xs) // 2]:.1f} ms, p99 {xs[int(0.99 * (len(xs) - 1))]:.1f} ms")
+        figures[f"{key}_p50_ms"] = round(xs[len(xs) // 2], 1)
+        figures[f"{key}_p99_ms"] = round(xs[int(0.99 * (len(xs) - 1))], 1)
+    print(
+        f"fetch_max_wait_ms={wait}: {len(legs)} events, leg p50 {q(0.5):.1f} ms p95 {q(0.95):.1f}"
+        f" p99 {q(0.99):.1f} max {legs[-1]:.1f}; load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    print(json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()

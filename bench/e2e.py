@@ -30,7 +30,7 @@ from common import PROJECT_DIR, django_setup, finish, say, topics_delete, topics
 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def consumer_child(applied_log: Path) -> None:
@@ -49,12 +49,16 @@ def consumer_child(applied_log: Path) -> None:
     def applied(events: list, committed_at: float, records: dict) -> None:
         # The record's timestamp is the producer's (the relay's send): from it to the commit is
         # the back office's own leg (fetch, parse, apply, commit).
-        log.writelines(f"{e.event_id} {e.occurred_at.timestamp():.6f} {committed_at:.6f} "
-                       f"{records[(e.topic, e.partition, e.offset)].timestamp / 1000:.3f}\n" for e in events)
+        log.writelines(
+            f"{e.event_id} {e.occurred_at.timestamp():.6f} {committed_at:.6f} "
+            f"{records[(e.topic, e.partition, e.offset)].timestamp / 1000:.3f}\n"
+            for e in events
+        )
         log.flush()
 
-    consumer = EventConsumer(topics=list(settings.KAFKA_TOPICS.values()), group_id=settings.BACKOFFICE_GROUP_ID,
-                             on_applied=applied)
+    consumer = EventConsumer(
+        topics=list(settings.KAFKA_TOPICS.values()), group_id=settings.BACKOFFICE_GROUP_ID, on_applied=applied
+    )
     consumer.install_signal_handlers()
     print(f"consuming {consumer.topics}", flush=True)
     try:
@@ -69,8 +73,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rate", type=float, default=200.0, help="orders per second")
     parser.add_argument("--seconds", type=float, default=None)
-    parser.add_argument("--with-poll-only", action="store_true",
-                        help="a second phase with the beat's polling alone (no wake-up)")
+    parser.add_argument(
+        "--with-poll-only", action="store_true", help="a second phase with the beat's polling alone (no wake-up)"
+    )
     parser.add_argument("--consumer-child", type=Path, default=None, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.consumer_child:
@@ -93,30 +98,68 @@ def main() -> None:
     say("versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()))
     relay_loop = (PROJECT_DIR / "outbox" / "management" / "commands" / "relay_loop.py").exists()
     wakeup = "relay_loop (NOTIFY at commit)" if relay_loop else "Celery on-commit kick (no relay loop on this branch)"
-    consumer_settings = {"batch_size": settings.BACKOFFICE_BATCH_SIZE,
-                         "fetch_max_wait_ms": settings.BACKOFFICE_FETCH_MAX_WAIT_MS,
-                         "poll_timeout_ms": settings.BACKOFFICE_POLL_TIMEOUT_MS}
+    consumer_settings = {
+        "batch_size": settings.BACKOFFICE_BATCH_SIZE,
+        "fetch_max_wait_ms": settings.BACKOFFICE_FETCH_MAX_WAIT_MS,
+        "poll_timeout_ms": settings.BACKOFFICE_POLL_TIMEOUT_MS,
+    }
     say(f"relay: {wakeup}; consumer settings: {consumer_settings}")
     topics = topics_fresh()
     group = f"bench-e2e-{uuid.uuid4().hex[:6]}"
     log_dir = PROJECT_DIR / "var" / "bench-e2e"
     log_dir.mkdir(parents=True, exist_ok=True)
     applied_log = log_dir / f"applied-{group}.txt"
-    env = dict(os.environ, DATABASE_URL=database_url_for_subprocess(settings.DATABASES["default"]),
-               KAFKA_TOPIC_CATALOG=topics["catalog-events"], KAFKA_TOPIC_ORDERS=topics["order-events"],
-               BACKOFFICE_GROUP_ID=group, LOG_LEVEL="WARNING", OUTBOX_POLL_INTERVAL="1",
-               OUTBOX_KICK_ENABLED="1", DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1")
-    processes = [ManagedProcess(name="worker", env=dict(env, LOG_LEVEL="INFO"), log_path=log_dir / "worker.log",
-                                ready_text="ready.", argv=[
-                                    sys.executable, "-m", "celery", "-A", "commerce", "worker", "--beat",
-                                    "--concurrency=2", "--loglevel=INFO", "--purge",
-                                    f"--schedule={log_dir / 'celerybeat-schedule'}"])]
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url_for_subprocess(settings.DATABASES["default"]),
+        KAFKA_TOPIC_CATALOG=topics["catalog-events"],
+        KAFKA_TOPIC_ORDERS=topics["order-events"],
+        BACKOFFICE_GROUP_ID=group,
+        LOG_LEVEL="WARNING",
+        OUTBOX_POLL_INTERVAL="1",
+        OUTBOX_KICK_ENABLED="1",
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        PYTHONUNBUFFERED="1",
+    )
+    processes = [
+        ManagedProcess(
+            name="worker",
+            env=dict(env, LOG_LEVEL="INFO"),
+            log_path=log_dir / "worker.log",
+            ready_text="ready.",
+            argv=[
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "commerce",
+                "worker",
+                "--beat",
+                "--concurrency=2",
+                "--loglevel=INFO",
+                "--purge",
+                f"--schedule={log_dir / 'celerybeat-schedule'}",
+            ],
+        )
+    ]
     if relay_loop:
-        processes.append(ManagedProcess(name="relay-loop", env=env, log_path=log_dir / "relay-loop.log",
-                                        argv=[sys.executable, "manage.py", "relay_loop"]))
-    processes.append(ManagedProcess(
-        name="consumer", env=env, ready_text="consuming", log_path=log_dir / "consumer.log",
-        argv=[sys.executable, str(Path(__file__).resolve()), "--consumer-child", str(applied_log)]))
+        processes.append(
+            ManagedProcess(
+                name="relay-loop",
+                env=env,
+                log_path=log_dir / "relay-loop.log",
+                argv=[sys.executable, "manage.py", "relay_loop"],
+            )
+        )
+    processes.append(
+        ManagedProcess(
+            name="consumer",
+            env=env,
+            ready_text="consuming",
+            log_path=log_dir / "consumer.log",
+            argv=[sys.executable, str(Path(__file__).resolve()), "--consumer-child", str(applied_log)],
+        )
+    )
     user, _ = get_user_model().objects.get_or_create(username="bench-e2e")
     products = [product_create(name=f"e2e {n}", price=Decimal("5.00"), stock=10_000_000) for n in range(50)]
     results: dict[str, dict[str, float]] = {}
@@ -130,10 +173,9 @@ def main() -> None:
             if not kick and relay_loop:
                 say("poll_only: skipped (the relay loop's NOTIFY cannot be turned off from here)")
                 continue
-            say(f"{phase}: {options.rate:.0f} orders/s for {seconds:.0f} s "
-                f"(load average {os.getloadavg()[0]:.2f}) ...")
+            say(f"{phase}: {options.rate:.0f} orders/s for {seconds:.0f} s (load average {os.getloadavg()[0]:.2f}) ...")
             started = time.monotonic()
-            first_seq = (OutboxEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0)
+            first_seq = OutboxEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
             placed = 0
             while time.monotonic() - started < seconds:
                 due = started + placed / options.rate
@@ -144,8 +186,9 @@ def main() -> None:
                 order_place(user=user, lines=[OrderLineRequest(product_id=product.id, quantity=1)])
                 placed += 1
             achieved = placed / (time.monotonic() - started)
-            event_ids = {str(e) for e in OutboxEvent.objects.filter(seq__gt=first_seq)
-                         .values_list("event_id", flat=True)}
+            event_ids = {
+                str(e) for e in OutboxEvent.objects.filter(seq__gt=first_seq).values_list("event_id", flat=True)
+            }
             deadline = time.monotonic() + 60
             latencies: dict[str, float] = {}
             consumer_legs: dict[str, float] = {}
@@ -160,34 +203,53 @@ def main() -> None:
                 time.sleep(0.5)
             values = list(latencies.values())
             legs = list(consumer_legs.values())
-            results[phase] = {"p50": percentile(values, 0.5), "p95": percentile(values, 0.95),
-                              "p99": percentile(values, 0.99), "max": max(values),
-                              "events": len(values), "orders_per_s": achieved,
-                              "consumer_p50": percentile(legs, 0.5), "consumer_p99": percentile(legs, 0.99)}
-            say(f"  {len(values)}/{len(event_ids)} events, {achieved:.0f} orders/s achieved: "
+            results[phase] = {
+                "p50": percentile(values, 0.5),
+                "p95": percentile(values, 0.95),
+                "p99": percentile(values, 0.99),
+                "max": max(values),
+                "events": len(values),
+                "orders_per_s": achieved,
+                "consumer_p50": percentile(legs, 0.5),
+                "consumer_p99": percentile(legs, 0.99),
+            }
+            say(
+                f"  {len(values)}/{len(event_ids)} events, {achieved:.0f} orders/s achieved: "
                 f"p50 {results[phase]['p50']:.1f} ms, p95 {results[phase]['p95']:.1f} ms, "
                 f"p99 {results[phase]['p99']:.1f} ms, max {results[phase]['max']:.1f} ms; of which the "
                 f"back office's leg (the record's Kafka timestamp -> its batch committed) p50 "
-                f"{results[phase]['consumer_p50']:.1f} ms, p99 {results[phase]['consumer_p99']:.1f} ms")
+                f"{results[phase]['consumer_p50']:.1f} ms, p99 {results[phase]['consumer_p99']:.1f} ms"
+            )
     finally:
         for process in reversed(processes):
             process.stop()
         topics_delete(topics)
     main_phase = results["wakeup"]
-    say(f"commit -> projection committed ({wakeup}): "
+    say(
+        f"commit -> projection committed ({wakeup}): "
         f"p50 <= 10 ms {'MET' if main_phase['p50'] <= 10 else 'MISSED'}, "
         f"p99 <= 40 ms {'MET' if main_phase['p99'] <= 40 else 'MISSED'} "
-        f"(load average {os.getloadavg()[0]:.2f})")
-    figures = {"p50_ms": round(main_phase["p50"], 1), "p95_ms": round(main_phase["p95"], 1),
-               "p99_ms": round(main_phase["p99"], 1), "max_ms": round(main_phase["max"], 1),
-               "consumer_leg_p50_ms": round(main_phase["consumer_p50"], 1),
-               "consumer_leg_p99_ms": round(main_phase["consumer_p99"], 1),
-               "orders_per_s": round(main_phase["orders_per_s"], 1), "events": main_phase["events"],
-               "relay": "relay_loop" if relay_loop else "celery_kick", **consumer_settings,
-               "load_average": round(os.getloadavg()[0], 2), "versions": versions}
+        f"(load average {os.getloadavg()[0]:.2f})"
+    )
+    figures = {
+        "p50_ms": round(main_phase["p50"], 1),
+        "p95_ms": round(main_phase["p95"], 1),
+        "p99_ms": round(main_phase["p99"], 1),
+        "max_ms": round(main_phase["max"], 1),
+        "consumer_leg_p50_ms": round(main_phase["consumer_p50"], 1),
+        "consumer_leg_p99_ms": round(main_phase["consumer_p99"], 1),
+        "orders_per_s": round(main_phase["orders_per_s"], 1),
+        "events": main_phase["events"],
+        "relay": "relay_loop" if relay_loop else "celery_kick",
+        **consumer_settings,
+        "load_average": round(os.getloadavg()[0], 2),
+        "versions": versions,
+    }
     if "poll_only" in results:
-        figures.update(poll_only_p50_ms=round(results["poll_only"]["p50"], 1),
-                       poll_only_p99_ms=round(results["poll_only"]["p99"], 1))
+        figures.update(
+            poll_only_p50_ms=round(results["poll_only"]["p50"], 1),
+            poll_only_p99_ms=round(results["poll_only"]["p99"], 1),
+        )
     finish(figures)
 
 

@@ -34,8 +34,8 @@ def main() -> None:
     from django.conf import settings
     from django.db import connection
     from django.utils import timezone
-    from kafka import KafkaConsumer, TopicPartition
 
+    from kafka import KafkaConsumer, TopicPartition
     from outbox.kafka import producer_reset
     from outbox.models import OutboxEvent
     from outbox.relay import relay_drain
@@ -53,15 +53,21 @@ def main() -> None:
                 "payload, headers, occurred_at, created_at, status, available_at, attempts, last_error) "
                 "SELECT gen_random_uuid(), %s, (g %% 1000)::text, 'ProductViewed', 1, 'product', "
                 "(g %% 1000)::text, jsonb_build_object('product_id', (g %% 1000)::text), '{}'::jsonb, "
-                "now(), now(), 'pending', now(), 0, '' FROM generate_series(1, %s) g", [catalog, views])
+                "now(), now(), 'pending', now(), 0, '' FROM generate_series(1, %s) g",
+                [catalog, views],
+            )
             cursor.execute(f"ANALYZE {table}")
         arrived: dict[bytes, float] = {}
         committed: dict[bytes, float] = {}
         stop = threading.Event()
 
         def consume() -> None:
-            consumer = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, group_id=None,
-                                     enable_auto_commit=False, **settings.KAFKA_SECURITY)
+            consumer = KafkaConsumer(
+                bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                group_id=None,
+                enable_auto_commit=False,
+                **settings.KAFKA_SECURITY,
+            )
             try:
                 assignment = [TopicPartition(order, p) for p in sorted(consumer.partitions_for_topic(order))]
                 consumer.assign(assignment)
@@ -93,9 +99,15 @@ def main() -> None:
         threads[1].start()
         for n in range(orders):
             row = OutboxEvent.objects.create(
-                topic=order, key=f"order-{n}", type="OrderPlaced", aggregatetype="order",
-                aggregateid=f"order-{n}", payload={"order_id": f"order-{n}"},
-                occurred_at=timezone.now(), available_at=timezone.now())
+                topic=order,
+                key=f"order-{n}",
+                type="OrderPlaced",
+                aggregatetype="order",
+                aggregateid=f"order-{n}",
+                payload={"order_id": f"order-{n}"},
+                occurred_at=timezone.now(),
+                available_at=timezone.now(),
+            )
             committed[str(row.event_id).encode()] = time.time()  # autocommit: committed on return
             time.sleep(0.05)
         deadline = time.time() + 300
@@ -106,21 +118,29 @@ def main() -> None:
         for thread in threads:
             thread.join()
         producer_reset()
-        latencies = sorted((arrived[event_id] - committed[event_id]) * 1000
-                           for event_id in committed if event_id in arrived)
+        latencies = sorted(
+            (arrived[event_id] - committed[event_id]) * 1000 for event_id in committed if event_id in arrived
+        )
         if len(latencies) < orders:
             raise SystemExit(f"only {len(latencies)} of {orders} order events arrived")
-        figures = {"p50_ms": statistics.median(latencies),
-                   "p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-                   "max_ms": latencies[-1], "views_pending_when_orders_done": backlog_left,
-                   "seconds": time.time() - started}
-        say(f"fair share {'on ' if fair else 'off'}: order event commit -> Kafka p50 {figures['p50_ms']:.0f} ms, "
+        figures = {
+            "p50_ms": statistics.median(latencies),
+            "p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+            "max_ms": latencies[-1],
+            "views_pending_when_orders_done": backlog_left,
+            "seconds": time.time() - started,
+        }
+        say(
+            f"fair share {'on ' if fair else 'off'}: order event commit -> Kafka p50 {figures['p50_ms']:.0f} ms, "
             f"p99 {figures['p99_ms']:.0f} ms, max {figures['max_ms']:.0f} ms "
-            f"({backlog_left:,} view events still pending when the last order arrived)")
+            f"({backlog_left:,} view events still pending when the last order arrived)"
+        )
         return figures
 
-    say(f"{views:,} pending view events on {catalog}; {orders} order events committed every 50 ms "
-        f"while the relay drains (batches of {settings.OUTBOX_BATCH_SIZE})")
+    say(
+        f"{views:,} pending view events on {catalog}; {orders} order events committed every 50 ms "
+        f"while the relay drains (batches of {settings.OUTBOX_BATCH_SIZE})"
+    )
     try:
         fair = phase(True)
         baseline = phase(False)
@@ -129,10 +149,18 @@ def main() -> None:
         topics_delete(topics)
     ratio = baseline["p99_ms"] / fair["p99_ms"]
     say(f"p99 without / with fair share = {ratio:.1f}x")
-    finish({"views": views, "orders": orders, "batch_size": settings.OUTBOX_BATCH_SIZE,
-            "fair_p50_ms": round(fair["p50_ms"], 1), "fair_p99_ms": round(fair["p99_ms"], 1),
+    finish(
+        {
+            "views": views,
+            "orders": orders,
+            "batch_size": settings.OUTBOX_BATCH_SIZE,
+            "fair_p50_ms": round(fair["p50_ms"], 1),
+            "fair_p99_ms": round(fair["p99_ms"], 1),
             "oldest_first_p50_ms": round(baseline["p50_ms"], 1),
-            "oldest_first_p99_ms": round(baseline["p99_ms"], 1), "p99_ratio": round(ratio, 1)})
+            "oldest_first_p99_ms": round(baseline["p99_ms"], 1),
+            "p99_ratio": round(ratio, 1),
+        }
+    )
 
 
 if __name__ == "__main__":

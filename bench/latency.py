@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import PROJECT_DIR, django_setup, finish, say, tables_empty, topics_delete, topics_fresh
 
@@ -39,15 +40,17 @@ def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def summary(latencies_ms: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(percentile(latencies_ms, 0.50), 2),
-            "p95_ms": round(percentile(latencies_ms, 0.95), 2),
-            "p99_ms": round(percentile(latencies_ms, 0.99), 2),
-            "max_ms": round(max(latencies_ms), 2) if latencies_ms else float("nan"),
-            "events": len(latencies_ms)}
+    return {
+        "p50_ms": round(percentile(latencies_ms, 0.50), 2),
+        "p95_ms": round(percentile(latencies_ms, 0.95), 2),
+        "p99_ms": round(percentile(latencies_ms, 0.99), 2),
+        "max_ms": round(max(latencies_ms), 2) if latencies_ms else float("nan"),
+        "events": len(latencies_ms),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -55,13 +58,15 @@ def versions() -> dict[str, str]:
     KAFKA_JARS_DIR when set), the clients', PostgreSQL's."""
     from django.conf import settings
     from django.db import connection
-    from kafka import KafkaAdminClient
-    import kafka
+    from kafka.version import __version__ as kafka_version
 
-    found = {"kafka-python": kafka.__version__}
+    from kafka import KafkaAdminClient
+
+    found = {"kafka-python": kafka_version}
     admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
     try:
-        found["broker_api"] = ".".join(map(str, admin._client.check_version()))
+        # The version the broker answered is kept on the admin's client only (kafka-python 3.0).
+        found["broker_api"] = ".".join(map(str, admin._client.check_version()))  # type: ignore[attr-defined]  # private
     finally:
         admin.close()
     jars = os.environ.get("KAFKA_JARS_DIR")
@@ -83,11 +88,13 @@ def versions() -> dict[str, str]:
 
 # --- the relay processes ----------------------------------------------------------------------
 
+
 def relay_child(out_path: str) -> None:
     """One relay loop whose producer notes each acknowledgement; dumps them at SIGTERM."""
     django_setup()
-    from kafka import KafkaProducer
+    from kafka.producer.future import FutureRecordMetadata
 
+    from kafka import KafkaProducer
     from outbox.relay.listen import Waker, relay_loop
     from outbox.relay.stopping import relay_stop_request
 
@@ -95,13 +102,13 @@ def relay_child(out_path: str) -> None:
     monotonic = time.monotonic
     original_send = KafkaProducer.send
 
-    def send(self, topic, *args, headers=None, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        future = original_send(self, topic, *args, headers=headers, **kwargs)
-        event_id = headers[0][1].decode()  # record_headers puts event_id first
+    def send(self: KafkaProducer, topic: str, *args: Any, **kwargs: Any) -> FutureRecordMetadata:
+        future = original_send(self, topic, *args, **kwargs)
+        event_id = kwargs["headers"][0][1].decode()  # record_headers puts event_id first
         future.add_callback(lambda _metadata: acks.append((event_id, monotonic())))
         return future
 
-    KafkaProducer.send = send
+    KafkaProducer.send = send  # type: ignore[method-assign]  # notes each ack, in this child process only
     waker = Waker()
 
     def stop(*_: object) -> None:
@@ -119,15 +126,21 @@ class Relays:
 
     def __init__(self, count: int, env: dict[str, str], workdir: Path) -> None:
         self.count, self.env, self.workdir = count, env, workdir
-        self.processes: list[tuple[subprocess.Popen, Path]] = []
+        self.processes: list[tuple[subprocess.Popen[str], Path]] = []
 
     def __enter__(self) -> Relays:
         for n in range(self.count):
             out = self.workdir / f"acks-{self.count}-{n}.json"
-            popen = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--relay-child", str(out)],
-                                     env=self.env, cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True)
+            popen = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--relay-child", str(out)],
+                env=self.env,
+                cwd=PROJECT_DIR,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             self.processes.append((popen, out))
         for popen, _ in self.processes:
+            assert popen.stdout is not None  # stdout=PIPE
             line = popen.stdout.readline()
             if "listening" not in line:
                 raise SystemExit(f"relay loop did not start: {line!r}")
@@ -151,6 +164,7 @@ class Relays:
 
 
 # --- the writer -------------------------------------------------------------------------------
+
 
 def commit_at_rate(rate: int, seconds: float, key_offset: int) -> tuple[dict[str, float], float, float]:
     """Commit rate x seconds events on schedule; (event id -> commit time, achieved rate,
@@ -192,13 +206,16 @@ def wait_published(count: int, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while OutboxEvent.objects.filter(status="published").count() < count:
         if time.monotonic() > deadline:
-            raise SystemExit(f"only {OutboxEvent.objects.filter(status='published').count()} of "
-                             f"{count} rows published after {timeout_s:.0f} s")
+            raise SystemExit(
+                f"only {OutboxEvent.objects.filter(status='published').count()} of "
+                f"{count} rows published after {timeout_s:.0f} s"
+            )
         time.sleep(0.1)
 
 
-def measure(relays: int, rates: list[int], seconds: dict[int, float], env: dict[str, str],
-            workdir: Path) -> dict[int, dict[str, float]]:
+def measure(
+    relays: int, rates: list[int], seconds: dict[int, float], env: dict[str, str], workdir: Path
+) -> dict[int, dict[str, float]]:
     from outbox.models import OutboxEvent
 
     tables_empty(OutboxEvent)
@@ -219,13 +236,15 @@ def measure(relays: int, rates: list[int], seconds: dict[int, float], env: dict[
         latencies = [(acks[event_id] - at) * 1000 for event_id, at in committed.items() if event_id in acks]
         missing = len(committed) - len(latencies)
         figures = summary(latencies)
-        figures.update(achieved_rate=round(achieved), events_per_transaction=round(per_tx, 2),
-                       missing_acks=missing)
+        figures.update(achieved_rate=round(achieved), events_per_transaction=round(per_tx, 2), missing_acks=missing)
         results[rate] = figures
-        say(f"  {relays} relay(s), {rate:>5}/s (committed {achieved:,.0f}/s, {per_tx:.2f} events/tx): "
+        say(
+            f"  {relays} relay(s), {rate:>5}/s (committed {achieved:,.0f}/s, {per_tx:.2f} events/tx): "
             f"p50 {figures['p50_ms']:.2f} ms  p95 {figures['p95_ms']:.2f} ms  "
             f"p99 {figures['p99_ms']:.2f} ms  max {figures['max_ms']:.2f} ms  ({figures['events']} events"
-            + (f", {missing} without ack" if missing else "") + ")")
+            + (f", {missing} without ack" if missing else "")
+            + ")"
+        )
     return results
 
 
@@ -233,8 +252,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rates", default="100,1000,5000")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="per rate (default: 100/s 20 s, others 5 s; --quick 5 s and 1 s)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="per rate (default: 100/s 20 s, others 5 s; --quick 5 s and 1 s)"
+    )
     parser.add_argument("--relay-child", default=None, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.relay_child:
@@ -252,20 +272,30 @@ def main() -> None:
     if options.seconds:
         seconds = {rate: max(options.seconds, 500 / rate) for rate in rates}
     else:
-        seconds = {rate: (5.0 if options.quick else 20.0) if rate <= 100 else (1.0 if options.quick else 5.0)
-                   for rate in rates}
+        seconds = {
+            rate: (5.0 if options.quick else 20.0) if rate <= 100 else (1.0 if options.quick else 5.0) for rate in rates
+        }
     topics = topics_fresh()
     config = producer_config()
-    say(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; "
-        f"versions {json.dumps(versions())}")
-    say(f"settings: OUTBOX_WAKEUP={settings.OUTBOX_WAKEUP} (NOTIFY + relay_loop), "
+    say(
+        f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; "
+        f"versions {json.dumps(versions())}"
+    )
+    say(
+        f"settings: OUTBOX_WAKEUP={settings.OUTBOX_WAKEUP} (NOTIFY + relay_loop), "
         f"OUTBOX_PRODUCER_LINGER_MS={config['linger_ms']}, acks={config['acks']}, "
         f"OUTBOX_BATCH_SIZE={settings.OUTBOX_BATCH_SIZE}, OUTBOX_LOOP_POLL_INTERVAL="
         f"{settings.OUTBOX_LOOP_POLL_INTERVAL}, {KEYS} keys, 3 partitions, one event per "
-        f"transaction (up to {MAX_PER_TRANSACTION} when the writer is behind)")
-    env = dict(os.environ, KAFKA_TOPIC_CATALOG=topics["catalog-events"],
-               KAFKA_TOPIC_ORDERS=topics["order-events"], OUTBOX_WAKEUP="notify", PYTHONUNBUFFERED="1")
-    figures: dict[str, object] = {}
+        f"transaction (up to {MAX_PER_TRANSACTION} when the writer is behind)"
+    )
+    env = dict(
+        os.environ,
+        KAFKA_TOPIC_CATALOG=topics["catalog-events"],
+        KAFKA_TOPIC_ORDERS=topics["order-events"],
+        OUTBOX_WAKEUP="notify",
+        PYTHONUNBUFFERED="1",
+    )
+    figures: dict[str, float] = {}
     try:
         with tempfile.TemporaryDirectory() as workdir:
             for relays in (1, 2):

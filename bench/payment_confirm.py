@@ -31,10 +31,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.local_stack import PROJECT_DIR, LocalStack, project_copy  # noqa: E402
+from tests.support.local_stack import PROJECT_DIR, LocalStack, project_copy
 
 SETTLE_TIMEOUT_S = 180.0
 BASELINE_REF = "c7b26bc"  # the last commit before issue 17's changes to make run
@@ -49,7 +50,7 @@ def percentile(values: list[float], share: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 class QueueDepth:
@@ -83,7 +84,15 @@ class QueueDepth:
         self._thread.join()
 
 
-def drive(stack: LocalStack, *, rate: float, seconds: float) -> dict[str, object]:
+class DriveRun(TypedDict):
+    payments: list[int]
+    failures: dict[str, int]
+    achieved_rate: float
+    settled: bool
+    max_queue_depth: dict[str, int]
+
+
+def drive(stack: LocalStack, *, rate: float, seconds: float) -> DriveRun:
     tokens = [stack.token(name) for name in ("alice", "bob", "carol")]
     with stack.database() as db:
         products = [row[0] for row in db.execute("SELECT id FROM catalog_product ORDER BY id")]
@@ -93,14 +102,16 @@ def drive(stack: LocalStack, *, rate: float, seconds: float) -> dict[str, object
 
     def order_and_pay(n: int) -> None:
         token = tokens[n % len(tokens)]
-        status, order = stack.api("POST", "/api/orders/", {"lines": [
-            {"product_id": products[n % len(products)], "quantity": 1}]}, token=token)
+        status, order = stack.api(
+            "POST", "/api/orders/", {"lines": [{"product_id": products[n % len(products)], "quantity": 1}]}, token=token
+        )
         if status != 201:
             with lock:
                 failures[f"order {status}"] += 1
             return
-        status, payment = stack.api("POST", "/api/payments/", {"order_id": order["id"],
-                                                                "card_type": "VISA"}, token=token)
+        status, payment = stack.api(
+            "POST", "/api/payments/", {"order_id": order["id"], "card_type": "VISA"}, token=token
+        )
         with lock:
             if status in (200, 201, 202):
                 payments.append(payment["id"])
@@ -109,8 +120,10 @@ def drive(stack: LocalStack, *, rate: float, seconds: float) -> dict[str, object
 
     total = int(rate * seconds)
     started = time.monotonic()
-    with QueueDepth(stack.project_dir / "var" / "celery" / "queue") as depth, \
-            ThreadPoolExecutor(max_workers=16) as pool:
+    with (
+        QueueDepth(stack.project_dir / "var" / "celery" / "queue") as depth,
+        ThreadPoolExecutor(max_workers=16) as pool,
+    ):
         for n in range(total):
             # A fixed schedule, not a closed loop: a slow stack does not slow the arrivals.
             time.sleep(max(0.0, started + n / rate - time.monotonic()))
@@ -118,30 +131,32 @@ def drive(stack: LocalStack, *, rate: float, seconds: float) -> dict[str, object
         pool.shutdown(wait=True)
         achieved = total / (time.monotonic() - started)
         settled = _wait_settled(stack, payments)
-    return {"payments": payments, "failures": dict(failures), "achieved_rate": achieved,
-            "settled": settled, "max_queue_depth": dict(depth.max_by_queue)}
+    return {
+        "payments": payments,
+        "failures": dict(failures),
+        "achieved_rate": achieved,
+        "settled": settled,
+        "max_queue_depth": dict(depth.max_by_queue),
+    }
 
 
-def _rows(stack: LocalStack, payment_ids: list[int]) -> list[tuple]:
+def _rows(stack: LocalStack, payment_ids: list[int]) -> list[tuple[Any, ...]]:
     marks = ",".join("?" * len(payment_ids))
     with stack.database() as db:
         return db.execute(
             f"SELECT p.status, p.created_at, p.finished_at, o.status, o.confirmed_at, o.cancelled_at "
             f"FROM payments_payment p JOIN orders_order o ON o.id = p.order_id WHERE p.id IN ({marks})",
-            payment_ids).fetchall()
+            payment_ids,
+        ).fetchall()
 
 
 def _wait_settled(stack: LocalStack, payment_ids: list[int]) -> bool:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    while time.monotonic() < deadline and stack.popen.poll() is None:
+    while time.monotonic() < deadline and not stack.exited():
         if payment_ids and all(row[3] != "PENDING_PAYMENT" for row in _rows(stack, payment_ids)):
             return True
         time.sleep(0.5)
     return False
-
-
-def _when(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
 
 
 def _checkout_at(ref: str, directory: Path) -> Path:
@@ -150,12 +165,11 @@ def _checkout_at(ref: str, directory: Path) -> Path:
     return directory
 
 
-def measure(label: str, *, rate: float, seconds: float, ref: str | None = None,
-            **env: str) -> dict[str, object]:
+def measure(label: str, *, rate: float, seconds: float, ref: str | None = None, **env: str) -> dict[str, object]:
     directory = tempfile.mkdtemp(prefix=f"bench-payment-{label}-")
     try:
         checkout = _checkout_at(ref, Path(directory)) if ref else project_copy(Path(directory))
-        stack = LocalStack(checkout, **env)
+        stack = LocalStack(checkout, port=None, **env)
         say(f"== {label}: make run in {directory} (port {stack.port}), {rate:g} orders/s for {seconds:g} s")
         stack.start()
         try:
@@ -163,7 +177,7 @@ def measure(label: str, *, rate: float, seconds: float, ref: str | None = None,
             run = drive(stack, rate=rate, seconds=seconds)
             rows = _rows(stack, run["payments"])
         finally:
-            died = stack.popen.poll() is not None
+            died = stack.exited()
             stack.stop()
             restarts = stack.output().count(" restarting ")
     finally:
@@ -172,23 +186,32 @@ def measure(label: str, *, rate: float, seconds: float, ref: str | None = None,
     confirm_s, reaction_s = [], []
     for payment_status, created, finished, order_status, confirmed, _ in rows:
         if payment_status == "COMPLETED" and order_status == "CONFIRMED" and confirmed:
-            confirm_s.append((_when(confirmed) - _when(created)).total_seconds())
-            reaction_s.append((_when(confirmed) - _when(finished)).total_seconds())
-    figures = {
-        "orders_paid": len(run["payments"]), "confirmed": len(confirm_s),
-        "achieved_orders_per_s": round(run["achieved_rate"], 2), "all_settled": run["settled"],
-        "p50_s": _round(percentile(confirm_s, 0.50)), "p95_s": _round(percentile(confirm_s, 0.95)),
-        "p99_s": _round(percentile(confirm_s, 0.99)), "max_s": _round(max(confirm_s, default=None)),
+            confirmed_at = datetime.fromisoformat(confirmed)
+            confirm_s.append((confirmed_at - datetime.fromisoformat(created)).total_seconds())
+            reaction_s.append((confirmed_at - datetime.fromisoformat(finished)).total_seconds())
+    figures: dict[str, object] = {
+        "orders_paid": len(run["payments"]),
+        "confirmed": len(confirm_s),
+        "achieved_orders_per_s": round(run["achieved_rate"], 2),
+        "all_settled": run["settled"],
+        "p50_s": _round(percentile(confirm_s, 0.50)),
+        "p95_s": _round(percentile(confirm_s, 0.95)),
+        "p99_s": _round(percentile(confirm_s, 0.99)),
+        "max_s": _round(max(confirm_s, default=None)),
         "reaction_p99_s": _round(percentile(reaction_s, 0.99)),
-        "max_queue_depth": run["max_queue_depth"], "request_failures": run["failures"],
-        "stack_died": died, "component_restarts": restarts,
+        "max_queue_depth": run["max_queue_depth"],
+        "request_failures": run["failures"],
+        "stack_died": died,
+        "component_restarts": restarts,
     }
-    say(f"{label}: {figures['confirmed']} of {figures['orders_paid']} paid orders confirmed; "
+    say(
+        f"{label}: {figures['confirmed']} of {figures['orders_paid']} paid orders confirmed; "
         f"payment -> confirmed p50 {figures['p50_s']} s, p95 {figures['p95_s']} s, "
         f"p99 {figures['p99_s']} s, max {figures['max_s']} s; reaction (gateway answer -> "
         f"confirmed) p99 {figures['reaction_p99_s']} s; deepest file queue {figures['max_queue_depth']}; "
         f"all settled: {figures['all_settled']}; request failures {figures['request_failures']}; "
-        f"stack died: {died}; component restarts: {restarts}")
+        f"stack died: {died}; component restarts: {restarts}"
+    )
     return figures
 
 
@@ -207,8 +230,7 @@ def main() -> None:
     result = {"rate": options.rate, "seconds": seconds}
     result["supervised"] = measure("make-run", rate=options.rate, seconds=seconds)
     if not options.no_baseline:
-        result["baseline"] = measure("baseline-before-issue-17", rate=options.rate, seconds=seconds,
-                                     ref=BASELINE_REF)
+        result["baseline"] = measure("baseline-before-issue-17", rate=options.rate, seconds=seconds, ref=BASELINE_REF)
         base_p99, p99 = result["baseline"]["p99_s"], result["supervised"]["p99_s"]
         if base_p99 and p99:
             result["p99_ratio_vs_baseline"] = round(base_p99 / p99, 1)

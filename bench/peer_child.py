@@ -18,6 +18,8 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 KEYS = 100
@@ -30,17 +32,28 @@ def configure() -> None:
     url = urlsplit(os.environ["PEER_DATABASE_URL"])
     settings.configure(
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "reliable_outbox"],
-        DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": url.path.lstrip("/"),
-                               "USER": url.username, "PASSWORD": url.password,
-                               "HOST": url.hostname, "PORT": url.port or 5432}},
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": url.path.lstrip("/"),
+                "USER": url.username,
+                "PASSWORD": url.password,
+                "HOST": url.hostname,
+                "PORT": url.port or 5432,
+            }
+        },
         USE_TZ=True,
         LOGGING_CONFIG=None,
         RELIABLE_OUTBOX={
-            "DESTINATIONS": {"default": {
-                "BACKEND": "reliable_outbox.destinations.kafka.KafkaDestination",
-                "OPTIONS": {"topic": os.environ["PEER_TOPIC"],
-                            "config": {"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]}},
-            }},
+            "DESTINATIONS": {
+                "default": {
+                    "BACKEND": "reliable_outbox.destinations.kafka.KafkaDestination",
+                    "OPTIONS": {
+                        "topic": os.environ["PEER_TOPIC"],
+                        "config": {"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"]},
+                    },
+                }
+            },
         },
     )
     django.setup()
@@ -77,12 +90,12 @@ def worker(out_path: str, concurrency: int) -> None:
     acks: list[tuple[str, float]] = []
     original = KafkaDestination.deliver
 
-    def deliver(self, envelope):  # noqa: ANN001, ANN202
+    def deliver(self: KafkaDestination, envelope: Any) -> None:
         original(self, envelope)  # returns once the broker acknowledged (flush, on_delivery)
         acks.append((str(envelope.message_id), time.monotonic()))
 
     KafkaDestination.deliver = deliver
-    atexit.register(lambda: open(out_path, "w").write(json.dumps(acks)))
+    atexit.register(lambda: Path(out_path).write_text(json.dumps(acks)))
     print("relay loop listening", flush=True)
     call_command("outbox_worker", concurrency=concurrency)
 
@@ -113,8 +126,10 @@ def write(rate: float, seconds: float, offset: int) -> None:
         sent += len(ids)
         transactions += 1
     elapsed = time.monotonic() - started
-    print(json.dumps({"committed": committed, "achieved_rate": total / elapsed,
-                      "per_transaction": total / transactions}), flush=True)
+    print(
+        json.dumps({"committed": committed, "achieved_rate": total / elapsed, "per_transaction": total / transactions}),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -138,15 +153,23 @@ def main() -> None:
         with connection.cursor() as cursor:
             cursor.execute("TRUNCATE reliable_outbox_outboxmessage")
     elif action == "versions":
-        import confluent_kafka
-        import django
         from importlib.metadata import version
 
-        print(json.dumps({"django-reliable-outbox": version("django-reliable-outbox"),
-                          "peer_confluent-kafka": version("confluent-kafka"),
-                          "peer_librdkafka": confluent_kafka.libversion()[0],
-                          "peer_django": django.get_version(),
-                          "peer_python": sys.version.split()[0]}), flush=True)
+        import confluent_kafka
+        import django
+
+        print(
+            json.dumps(
+                {
+                    "django-reliable-outbox": version("django-reliable-outbox"),
+                    "peer_confluent-kafka": version("confluent-kafka"),
+                    "peer_librdkafka": confluent_kafka.libversion()[0],
+                    "peer_django": django.get_version(),
+                    "peer_python": sys.version.split()[0],
+                }
+            ),
+            flush=True,
+        )
     else:
         raise SystemExit(f"unknown action {action}")
 

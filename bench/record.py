@@ -47,10 +47,9 @@ def main() -> None:
     from orders.services import OrderLineRequest, order_place
     from outbox.models import OutboxEvent
     from outbox.receivers import outbox_connect, outbox_disconnect
-    from payments import signals as payment_signals
-
     from outbox.relay.listen import _listen_connect, _take_notifications
     from outbox.wakeup import wakeup_mode
+    from payments import signals as payment_signals
 
     settings.OUTBOX_WAKEUP = "notify"  # production's wake-up on PostgreSQL
     assert wakeup_mode() == "notify"
@@ -66,15 +65,15 @@ def main() -> None:
 
     listening = threading.Thread(target=listen, daemon=True)
     listening.start()
-    say(f"wake-up: OUTBOX_WAKEUP={settings.OUTBOX_WAKEUP} (NOTIFY in the recording statement, "
-        "a session LISTENing); tracing off (OTEL_TRACES_EXPORTER default none)")
-    all_signals = (*catalog_signals.EVENT_SIGNALS, *order_signals.EVENT_SIGNALS,
-                   *payment_signals.EVENT_SIGNALS)
+    say(
+        f"wake-up: OUTBOX_WAKEUP={settings.OUTBOX_WAKEUP} (NOTIFY in the recording statement, "
+        "a session LISTENing); tracing off (OTEL_TRACES_EXPORTER default none)"
+    )
+    all_signals = (*catalog_signals.EVENT_SIGNALS, *order_signals.EVENT_SIGNALS, *payment_signals.EVENT_SIGNALS)
 
     say(f"setting up {PRODUCTS} products (10,000,000 units each) and {USERS} users ...")
     users = [get_user_model().objects.get_or_create(username=f"bench-shopper-{n}")[0] for n in range(USERS)]
-    products = [product_create(name=f"bench {n}", price=Decimal("10.00"), stock=10_000_000)
-                for n in range(PRODUCTS)]
+    products = [product_create(name=f"bench {n}", price=Decimal("10.00"), stock=10_000_000) for n in range(PRODUCTS)]
     product_ids = [p.id for p in products]
     placed = 0
 
@@ -83,9 +82,13 @@ def main() -> None:
         started = time.perf_counter()
         for n in range(count):
             first, second = products[(placed + n) % PRODUCTS], products[(placed + n + 7) % PRODUCTS]
-            order_place(user=users[(placed + n) % USERS],
-                        lines=[OrderLineRequest(product_id=first.id, quantity=1),
-                               OrderLineRequest(product_id=second.id, quantity=2)])
+            order_place(
+                user=users[(placed + n) % USERS],
+                lines=[
+                    OrderLineRequest(product_id=first.id, quantity=1),
+                    OrderLineRequest(product_id=second.id, quantity=2),
+                ],
+            )
         placed += count
         return count / (time.perf_counter() - started)
 
@@ -115,8 +118,10 @@ def main() -> None:
             order = (False, True) if round_number % 2 == 0 else (True, False)
             for with_outbox in order:
                 (with_rates if with_outbox else without_rates).append(run_round(with_outbox))
-            say(f"  round {round_number + 1}/{rounds}: without outbox {without_rates[-1]:.0f} orders/s, "
-                f"with outbox {with_rates[-1]:.0f} orders/s ({1 - with_rates[-1] / without_rates[-1]:+.1%})")
+            say(
+                f"  round {round_number + 1}/{rounds}: without outbox {without_rates[-1]:.0f} orders/s, "
+                f"with outbox {with_rates[-1]:.0f} orders/s ({1 - with_rates[-1] / without_rates[-1]:+.1%})"
+            )
     finally:
         stop_listening.set()
         listening.join()
@@ -130,12 +135,23 @@ def main() -> None:
     without_ops = statistics.median(without_rates)
     overhead = 1 - with_ops / without_ops
     say(f"median: with outbox {with_ops:.1f} orders/s, without {without_ops:.1f} orders/s")
-    say(f"notifications heard: {heard[0]} (one per recording statement of a committed transaction: the orders and the set-up)")
+    say(
+        f"notifications heard: {heard[0]} (one per recording statement of a committed transaction:"
+        " the orders and the set-up)"
+    )
     say(f"overhead {overhead:.1%} (target <= 10%: {'PASS' if overhead <= 0.10 else 'FAIL'})")
-    finish({"with_outbox_ops": round(with_ops, 1), "without_outbox_ops": round(without_ops, 1),
-            "overhead": round(overhead, 3), "orders": rounds * per_round * 2,
-            "orders_per_round": per_round, "rounds": rounds, "wakeup": "notify",
-            "notifications_heard": heard[0]})
+    finish(
+        {
+            "with_outbox_ops": round(with_ops, 1),
+            "without_outbox_ops": round(without_ops, 1),
+            "overhead": round(overhead, 3),
+            "orders": rounds * per_round * 2,
+            "orders_per_round": per_round,
+            "rounds": rounds,
+            "wakeup": "notify",
+            "notifications_heard": heard[0],
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -18,10 +19,8 @@ def versions_detected() -> dict[str, str]:
 
     found = {"python": platform.python_version()}
     for package in ("kafka-python", "confluent-kafka", "psycopg", "Django"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         found["postgresql"] = cursor.fetchone()[0].split()[0]
@@ -34,8 +33,7 @@ def versions_detected() -> dict[str, str]:
     try:
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                                 **settings.KAFKA_SECURITY)
+        admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
         try:
             broker_id = admin.describe_cluster()["brokers"][0]["broker_id"]
             # The release kafka-python infers from the broker's ApiVersions answer.

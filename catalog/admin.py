@@ -28,8 +28,9 @@ class ProductAdmin(admin.ModelAdmin):
     list_filter = ["updated_at"]
     actions = ["restock_ten"]
 
-    def get_form(self, request: HttpRequest, obj: Product | None = None, change: bool = False,
-                 **kwargs: Any) -> type[forms.ModelForm[Product]]:
+    def get_form(
+        self, request: HttpRequest, obj: Product | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm[Product]]:
         if obj is None:
             kwargs["form"] = ProductCreateForm
         return super().get_form(request, obj, change, **kwargs)

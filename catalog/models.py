@@ -49,8 +49,9 @@ class Like(models.Model):
 
 class ProductView(models.Model):
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="views")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                             on_delete=models.SET_NULL, related_name="product_views")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="product_views"
+    )
     viewed_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -19,26 +19,38 @@ def _stock_change(*, product: Product, delta: int, reason: str, order_id: int | 
     if product.stock + delta < 0:
         raise InsufficientStock(
             f"only {product.stock} of product {product.id} in stock",
-            product_id=product.id, available=product.stock, requested=-delta,
+            product_id=product.id,
+            available=product.stock,
+            requested=-delta,
         )
     product.stock += delta
     product.stock_version += 1
     aggregate_version = product.version_bump()
     product.save(update_fields=["stock", "stock_version", "version", "updated_at"])
-    stock_changed.send(sender=Product, event=StockChanged(
-        product_id=str(product.id), quantity=product.stock, version=product.stock_version,
-        delta=delta, reason=reason, order_id=str(order_id) if order_id is not None else None,
-        aggregate_version=aggregate_version,
-    ))
+    stock_changed.send(
+        sender=Product,
+        event=StockChanged(
+            product_id=str(product.id),
+            quantity=product.stock,
+            version=product.stock_version,
+            delta=delta,
+            reason=reason,
+            order_id=str(order_id) if order_id is not None else None,
+            aggregate_version=aggregate_version,
+        ),
+    )
 
 
 def _like_changed(*, product: Product, user: User, liked: bool) -> None:
     """Send LikeChanged with the product's next version; the caller holds the product's lock."""
     aggregate_version = product.version_bump()
     product.save(update_fields=["version"])
-    like_changed.send(sender=Like, event=LikeChanged(
-        product_id=str(product.id), user_id=str(user.pk), liked=liked,
-        aggregate_version=aggregate_version))
+    like_changed.send(
+        sender=Like,
+        event=LikeChanged(
+            product_id=str(product.id), user_id=str(user.pk), liked=liked, aggregate_version=aggregate_version
+        ),
+    )
 
 
 def product_create(*, name: str, price: Decimal, stock: int) -> Product:
@@ -98,6 +110,8 @@ def product_view_record(*, user: User | AnonymousUser | None, product_id: int) -
     with transaction.atomic():
         product = Product.objects.get(id=product_id)
         view = ProductView.objects.create(product=product, user=viewer)
-        product_viewed.send(sender=ProductView, event=ProductViewed(
-            product_id=str(product.id), user_id=str(viewer.pk) if viewer else None))
+        product_viewed.send(
+            sender=ProductView,
+            event=ProductViewed(product_id=str(product.id), user_id=str(viewer.pk) if viewer else None),
+        )
     return view

@@ -36,9 +36,15 @@ class TokenObtainApi(APIView):
     permission_classes = [AllowAny]
     throttle_classes = [LoginThrottle]
 
-    @extend_schema(operation_id="auth_token_create", request=AuthTokenSerializer,
-                   responses={200: TokenOutputSerializer, 400: BAD_REQUEST,
-                              429: OpenApiResponse(ErrorSerializer, description="too many attempts")})
+    @extend_schema(
+        operation_id="auth_token_create",
+        request=AuthTokenSerializer,
+        responses={
+            200: TokenOutputSerializer,
+            400: BAD_REQUEST,
+            429: OpenApiResponse(ErrorSerializer, description="too many attempts"),
+        },
+    )
     def post(self, request: Request) -> Response:
         payload = AuthTokenSerializer(data=request.data, context={"request": request})
         payload.is_valid(raise_exception=True)

@@ -25,8 +25,9 @@ ConflictSerializer = inline_serializer(
 )
 ValidationErrorSerializer = inline_serializer(
     name="ValidationError",
-    fields={"field_name": serializers.ListField(child=serializers.CharField(),
-                                                help_text="one entry per invalid field")},
+    fields={
+        "field_name": serializers.ListField(child=serializers.CharField(), help_text="one entry per invalid field")
+    },
 )
 
 BAD_REQUEST = OpenApiResponse(ValidationErrorSerializer, description="invalid input: field and reason")

@@ -25,8 +25,9 @@ app.autodiscover_tasks()
 RELAY_TASKS = ("outbox.relay_drain",)
 
 
-def route_task(name: str, args: object, kwargs: object, options: object, task: object = None,
-               **kw: object) -> dict[str, str] | None:
+def route_task(
+    name: str, args: object, kwargs: object, options: object, task: object = None, **kw: object
+) -> dict[str, str] | None:
     from django.conf import settings
 
     if name in RELAY_TASKS:

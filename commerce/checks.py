@@ -22,37 +22,59 @@ def payment_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Error
     errors: list[Error] = []
     gateway = settings.PAYMENT_GATEWAY
     if not gateway:
-        errors.append(Error(
-            "PAYMENT_GATEWAY is not set: no payment can be requested.",
-            hint="Set PAYMENT_GATEWAY to the dotted path of the gateway class; the simulator "
-                 "is the default only with DEBUG on.", id="payments.E001"))
+        errors.append(
+            Error(
+                "PAYMENT_GATEWAY is not set: no payment can be requested.",
+                hint="Set PAYMENT_GATEWAY to the dotted path of the gateway class; the simulator "
+                "is the default only with DEBUG on.",
+                id="payments.E001",
+            )
+        )
     else:
         try:
             gateway_class = import_string(gateway)
         except ImportError as exc:
-            errors.append(Error(f"PAYMENT_GATEWAY {gateway!r} cannot be imported: {exc}",
-                                id="payments.E002"))
+            errors.append(Error(f"PAYMENT_GATEWAY {gateway!r} cannot be imported: {exc}", id="payments.E002"))
         else:
-            missing = [name for name in ("payment_request", "payment_status")
-                       if not callable(getattr(gateway_class, name, None))]
+            missing = [
+                name
+                for name in ("payment_request", "payment_status")
+                if not callable(getattr(gateway_class, name, None))
+            ]
             if missing:
-                errors.append(Error(f"PAYMENT_GATEWAY {gateway!r} lacks {', '.join(missing)}",
-                                    hint="See payments.gateway.PaymentGateway.", id="payments.E002"))
+                errors.append(
+                    Error(
+                        f"PAYMENT_GATEWAY {gateway!r} lacks {', '.join(missing)}",
+                        hint="See payments.gateway.PaymentGateway.",
+                        id="payments.E002",
+                    )
+                )
         if not settings.DEBUG and gateway == SIMULATOR:
-            errors.append(Error(
-                "PAYMENT_GATEWAY is the simulated gateway while DEBUG is off: it approves "
-                "payments that were never charged.", id="payments.E003"))
+            errors.append(
+                Error(
+                    "PAYMENT_GATEWAY is the simulated gateway while DEBUG is off: it approves "
+                    "payments that were never charged.",
+                    id="payments.E003",
+                )
+            )
     secret = settings.PAYMENT_CALLBACK_SECRET or ""
     minimum = settings.PAYMENT_CALLBACK_SECRET_MIN_LENGTH
     if not secret:
-        errors.append(Error(
-            "PAYMENT_CALLBACK_SECRET is not set: gateway callbacks cannot be verified.",
-            hint="Set the secret shared with the gateway (at least "
-                 f"{minimum} characters).", id="payments.E004"))
+        errors.append(
+            Error(
+                "PAYMENT_CALLBACK_SECRET is not set: gateway callbacks cannot be verified.",
+                hint=f"Set the secret shared with the gateway (at least {minimum} characters).",
+                id="payments.E004",
+            )
+        )
     elif not settings.DEBUG and len(secret) < minimum:
-        errors.append(Error(
-            f"PAYMENT_CALLBACK_SECRET has {len(secret)} characters; at least {minimum} are "
-            "required so that callbacks cannot be forged.", id="payments.E004"))
+        errors.append(
+            Error(
+                f"PAYMENT_CALLBACK_SECRET has {len(secret)} characters; at least {minimum} are "
+                "required so that callbacks cannot be forged.",
+                id="payments.E004",
+            )
+        )
     return errors
 
 
@@ -62,13 +84,13 @@ def site_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Error | 
     if settings.DEBUG:
         return messages
     if not settings.ALLOWED_HOSTS:
-        messages.append(Warning("ALLOWED_HOSTS is empty with DEBUG off: the API answers 400 to "
-                                "every request.", id="commerce.W001"))
+        messages.append(
+            Warning("ALLOWED_HOSTS is empty with DEBUG off: the API answers 400 to every request.", id="commerce.W001")
+        )
     if "*" in settings.ALLOWED_HOSTS:
         messages.append(Error("ALLOWED_HOSTS contains '*' with DEBUG off.", id="commerce.E001"))
     if any(origin.startswith("http://") for origin in settings.CSRF_TRUSTED_ORIGINS):
-        messages.append(Error("CSRF_TRUSTED_ORIGINS lists an http:// origin with DEBUG off.",
-                              id="commerce.E002"))
+        messages.append(Error("CSRF_TRUSTED_ORIGINS lists an http:// origin with DEBUG off.", id="commerce.E002"))
     return messages
 
 
@@ -82,7 +104,10 @@ def fail_closed() -> None:
     from django.core.checks import ERROR, run_checks
     from django.core.exceptions import ImproperlyConfigured
 
-    errors = [message for message in run_checks(tags=["payments", "security"])
-              if message.level >= ERROR and not message.is_silenced()]
+    errors = [
+        message
+        for message in run_checks(tags=["payments", "security"])
+        if message.level >= ERROR and not message.is_silenced()
+    ]
     if errors:
         raise ImproperlyConfigured("; ".join(f"{error.id}: {error.msg}" for error in errors))

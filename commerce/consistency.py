@@ -50,18 +50,27 @@ def consistency_differences() -> list[Difference]:
 def products_differences() -> list[Difference]:
     likes = dict(Like.objects.values("product_id").annotate(n=Count("id")).values_list("product_id", "n"))
     views = dict(ProductView.objects.values("product_id").annotate(n=Count("id")).values_list("product_id", "n"))
-    sales = {row["product_id"]: (row["units"], row["revenue"]) for row in
-             OrderLine.objects.filter(order__status=Order.Status.CONFIRMED).values("product_id")
-             .annotate(units=Sum("quantity"),
-                       revenue=Sum(F("quantity") * F("unit_price"),
-                                  output_field=DecimalField(max_digits=14, decimal_places=2)))}
+    sales = {
+        row["product_id"]: (row["units"], row["revenue"])
+        for row in OrderLine.objects.filter(order__status=Order.Status.CONFIRMED)
+        .values("product_id")
+        .annotate(
+            units=Sum("quantity"),
+            revenue=Sum(F("quantity") * F("unit_price"), output_field=DecimalField(max_digits=14, decimal_places=2)),
+        )
+    }
     metrics = {m.product_id: m for m in ProductMetrics.objects.all()}
     differences = []
     for product_id, stock in Product.objects.values_list("id", "stock"):
         m = metrics.get(str(product_id))
         quantity, amount = sales.get(product_id, (0, ZERO))
-        expected = {"like_count": likes.get(product_id, 0), "view_count": views.get(product_id, 0),
-                    "sales_quantity": quantity or 0, "sales_amount": Decimal(amount or 0), "stock": stock}
+        expected = {
+            "like_count": likes.get(product_id, 0),
+            "view_count": views.get(product_id, 0),
+            "sales_quantity": quantity or 0,
+            "sales_amount": Decimal(amount or 0),
+            "stock": stock,
+        }
         for field, source in expected.items():
             projection = getattr(m, field) if m else None
             if projection != source:
@@ -75,20 +84,31 @@ _LEDGER_FIELDS = ("status", "order_number", "user_id", "original_total", "discou
 def orders_differences() -> list[Difference]:
     ledger = {row.order_id: row for row in OrderLedger.objects.all()}
     differences = []
-    for order in Order.objects.values("id", "status", "number", "user_id", "original_total", "discount",
-                                      "final_total").iterator():
+    for order in Order.objects.values(
+        "id", "status", "number", "user_id", "original_total", "discount", "final_total"
+    ).iterator():
         row = ledger.pop(str(order["id"]), None)
         subject = f"order {order['id']}"
         if row is None:
             differences.append(Difference(subject, "ledger row", order["status"], None))
             continue
-        source = {"status": order["status"], "order_number": order["number"], "user_id": str(order["user_id"]),
-                  "original_total": order["original_total"], "discount": order["discount"],
-                  "final_total": order["final_total"]}
-        differences.extend(Difference(subject, field, source[field], getattr(row, field))
-                           for field in _LEDGER_FIELDS if getattr(row, field) != source[field])
-    differences.extend(Difference(f"order {order_id}", "ledger row without an order", None, row.status)
-                       for order_id, row in sorted(ledger.items()))
+        source = {
+            "status": order["status"],
+            "order_number": order["number"],
+            "user_id": str(order["user_id"]),
+            "original_total": order["original_total"],
+            "discount": order["discount"],
+            "final_total": order["final_total"],
+        }
+        differences.extend(
+            Difference(subject, field, source[field], getattr(row, field))
+            for field in _LEDGER_FIELDS
+            if getattr(row, field) != source[field]
+        )
+    differences.extend(
+        Difference(f"order {order_id}", "ledger row without an order", None, row.status)
+        for order_id, row in sorted(ledger.items())
+    )
     return differences
 
 
@@ -96,9 +116,9 @@ def payments_differences() -> list[Difference]:
     differences = []
     captured_per_order: dict[int, int] = defaultdict(int)
     refund_due: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    payments = (Payment.objects.filter(status__in=[Payment.Status.COMPLETED, REFUND_DUE])
-                .values("id", "status", "amount", "order_id", "order__status", "order__confirmed_at",
-                        "order__final_total"))
+    payments = Payment.objects.filter(status__in=[Payment.Status.COMPLETED, REFUND_DUE]).values(
+        "id", "status", "amount", "order_id", "order__status", "order__confirmed_at", "order__final_total"
+    )
     for payment in payments.iterator():
         subject = f"payment {payment['id']}"
         if payment["status"] == REFUND_DUE:
@@ -106,11 +126,18 @@ def payments_differences() -> list[Difference]:
             continue
         captured_per_order[payment["order_id"]] += 1
         order_status = payment["order__status"]
-        accounted = (order_status == Order.Status.CONFIRMED
-                     or (order_status == Order.Status.CANCELLED and payment["order__confirmed_at"] is not None))
+        accounted = order_status == Order.Status.CONFIRMED or (
+            order_status == Order.Status.CANCELLED and payment["order__confirmed_at"] is not None
+        )
         if not accounted:
-            differences.append(Difference(subject, "captured, order does not account for it",
-                                          f"order {payment['order_id']} {order_status}", None))
+            differences.append(
+                Difference(
+                    subject,
+                    "captured, order does not account for it",
+                    f"order {payment['order_id']} {order_status}",
+                    None,
+                )
+            )
         if payment["amount"] != payment["order__final_total"]:
             differences.append(Difference(subject, "amount", payment["order__final_total"], payment["amount"]))
     for order_id, count in sorted(captured_per_order.items()):

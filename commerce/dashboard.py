@@ -51,14 +51,21 @@ def consumer_lag(group: str) -> list[PartitionLag] | str:
     from kafka import KafkaConsumer, TopicPartition
 
     try:
-        reader = KafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, group_id=group,
-                               enable_auto_commit=False, request_timeout_ms=3000,
-                               **settings.KAFKA_SECURITY)
+        reader = KafkaConsumer(
+            bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+            group_id=group,
+            enable_auto_commit=False,
+            request_timeout_ms=3000,
+            **settings.KAFKA_SECURITY,
+        )
     except Exception as exc:  # noqa: BLE001 - shown on the page instead of the table
         return f"Kafka unavailable: {type(exc).__name__}: {exc}"
     try:
-        partitions = [TopicPartition(topic, p) for topic in settings.KAFKA_TOPICS.values()
-                      for p in sorted(reader.partitions_for_topic(topic) or [])]
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in settings.KAFKA_TOPICS.values()
+            for p in sorted(reader.partitions_for_topic(topic) or [])
+        ]
         ends = reader.end_offsets(partitions) if partitions else {}
         return [PartitionLag(tp.topic, tp.partition, reader.committed(tp), ends[tp]) for tp in partitions]
     except Exception as exc:  # noqa: BLE001 - as above: shown on the page instead of the table
@@ -79,20 +86,22 @@ def _per_bucket(timestamps: list[datetime], since: datetime) -> list[float]:
 def chart_svg(series: dict[str, tuple[str, list[float]]], *, width: int = 640, height: int = 160) -> str:
     """A small line chart of events per second, drawn on the server as SVG."""
     peak = max([max(values, default=0) for _, values in series.values()] + [1.0])
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20}" '
-             f'role="img" aria-label="events per second">',
-             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#f8f8f8" stroke="#ccc"/>',
-             f'<text x="4" y="12" font-size="10">{peak:.0f}/s</text>',
-             f'<text x="4" y="{height + 14}" font-size="10">-{CHART_MINUTES} min</text>',
-             f'<text x="{width - 30}" y="{height + 14}" font-size="10">now</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20}" '
+        f'role="img" aria-label="events per second">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#f8f8f8" stroke="#ccc"/>',
+        f'<text x="4" y="12" font-size="10">{peak:.0f}/s</text>',
+        f'<text x="4" y="{height + 14}" font-size="10">-{CHART_MINUTES} min</text>',
+        f'<text x="{width - 30}" y="{height + 14}" font-size="10">now</text>',
+    ]
     for label_index, (name, (color, values)) in enumerate(series.items()):
         if values:
             step = width / max(len(values) - 1, 1)
-            points = " ".join(f"{i * step:.1f},{height - (v / peak) * (height - 16):.1f}"
-                              for i, v in enumerate(values))
+            points = " ".join(f"{i * step:.1f},{height - (v / peak) * (height - 16):.1f}" for i, v in enumerate(values))
             parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
-        parts.append(f'<text x="{80 + 110 * label_index}" y="{height + 14}" font-size="11" '
-                     f'fill="{color}">{name}</text>')
+        parts.append(
+            f'<text x="{80 + 110 * label_index}" y="{height + 14}" font-size="11" fill="{color}">{name}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -101,19 +110,32 @@ def pipeline_dashboard(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     since = now - timedelta(minutes=CHART_MINUTES)
     group = settings.BACKOFFICE_GROUP_ID
-    topics = [{"topic": r.topic, "pending": r.pending, "dead": r.dead,
-               "oldest_pending_age_s": r.oldest_pending_age_s(now),
-               "published_last_minute": r.published_last_minute} for r in outbox_status()]
+    topics = [
+        {
+            "topic": r.topic,
+            "pending": r.pending,
+            "dead": r.dead,
+            "oldest_pending_age_s": r.oldest_pending_age_s(now),
+            "published_last_minute": r.published_last_minute,
+        }
+        for r in outbox_status()
+    ]
     totals = OutboxEvent.objects.aggregate(
         pending=Count("seq", filter=Q(status=OutboxEvent.Status.PENDING)),
         dead=Count("seq", filter=Q(status=OutboxEvent.Status.DEAD)),
-        published=Count("seq", filter=Q(status=OutboxEvent.Status.PUBLISHED)))
+        published=Count("seq", filter=Q(status=OutboxEvent.Status.PUBLISHED)),
+    )
     # published_at is nullable (a pending row has none): mypy cannot see the filter excludes it.
-    published_times = [t for t in OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED,
-                                                              published_at__gte=since)
-                       .values_list("published_at", flat=True) if t is not None]
-    handled_times = list(InboxEntry.objects.filter(consumer_group=group, handled_at__gte=since)
-                         .values_list("handled_at", flat=True))
+    published_times = [
+        t
+        for t in OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED, published_at__gte=since).values_list(
+            "published_at", flat=True
+        )
+        if t is not None
+    ]
+    handled_times = list(
+        InboxEntry.objects.filter(consumer_group=group, handled_at__gte=since).values_list("handled_at", flat=True)
+    )
     lag = consumer_lag(group)
     topic_mismatches, topic_check_error = topics_check_report()
     context = {
@@ -127,8 +149,12 @@ def pipeline_dashboard(request: HttpRequest) -> HttpResponse:
         "lag_total": sum(p.lag for p in lag) if isinstance(lag, list) else None,
         "dead_letters_open": DeadLetter.objects.filter(status=DeadLetter.Status.OPEN).count(),
         "recent_orders": Order.objects.order_by("-id")[:10],
-        "chart": chart_svg({"published": ("#2b6cb0", _per_bucket(published_times, since)),
-                            "consumed": ("#2f855a", _per_bucket(handled_times, since))}),
+        "chart": chart_svg(
+            {
+                "published": ("#2b6cb0", _per_bucket(published_times, since)),
+                "consumed": ("#2f855a", _per_bucket(handled_times, since)),
+            }
+        ),
         "group": group,
         "topic_mismatches": [str(m) for m in topic_mismatches],
         "topic_check_error": topic_check_error,
@@ -138,18 +164,34 @@ def pipeline_dashboard(request: HttpRequest) -> HttpResponse:
 
 def order_trace(request: HttpRequest, order_id: int) -> HttpResponse:
     order = get_object_or_404(Order.objects.prefetch_related("lines", "payments"), id=order_id)
-    rows = list(OutboxEvent.objects.filter(
-        Q(aggregatetype="order", aggregateid=str(order.id)) | Q(type="StockChanged", payload__order_id=str(order.id))
-    ).order_by("seq"))
-    handled = dict(InboxEntry.objects.filter(consumer_group=settings.BACKOFFICE_GROUP_ID,
-                                             event_id__in=[r.event_id for r in rows])
-                   .values_list("event_id", "handled_at"))
-    events = [{"row": row, "handled_at": handled.get(row.event_id),
-               "trace_id": trace_id_of(row.headers.get("traceparent")),
-               "latency_ms": ((handled[row.event_id] - row.occurred_at).total_seconds() * 1000
-                              if row.event_id in handled else None)} for row in rows]
-    context = {**admin_context(request, f"Trace of order {order.number}"), "order": order,
-               "events": events, "request_trace_id": events[0]["trace_id"] if events else None}
+    rows = list(
+        OutboxEvent.objects.filter(
+            Q(aggregatetype="order", aggregateid=str(order.id))
+            | Q(type="StockChanged", payload__order_id=str(order.id))
+        ).order_by("seq")
+    )
+    handled = dict(
+        InboxEntry.objects.filter(
+            consumer_group=settings.BACKOFFICE_GROUP_ID, event_id__in=[r.event_id for r in rows]
+        ).values_list("event_id", "handled_at")
+    )
+    events = [
+        {
+            "row": row,
+            "handled_at": handled.get(row.event_id),
+            "trace_id": trace_id_of(row.headers.get("traceparent")),
+            "latency_ms": (
+                (handled[row.event_id] - row.occurred_at).total_seconds() * 1000 if row.event_id in handled else None
+            ),
+        }
+        for row in rows
+    ]
+    context = {
+        **admin_context(request, f"Trace of order {order.number}"),
+        "order": order,
+        "events": events,
+        "request_trace_id": events[0]["trace_id"] if events else None,
+    }
     return render(request, "admin/pipeline/order_trace.html", context)
 
 

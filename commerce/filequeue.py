@@ -32,7 +32,8 @@ from kombu.utils.json import dumps, loads
 
 class Channel(filesystem.Channel):
     def _put(  # type: ignore[override]  # kombu's filesystem.Channel's own signature, off its base's
-            self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:
+        self, queue: str, payload: dict[str, Any], **kwargs: Any
+    ) -> None:
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         writing = os.path.join(self.processed_folder, f"writing-{name}")
         with open(writing, "wb") as message:

@@ -94,16 +94,25 @@ def relay_health() -> dict[str, Any]:
     from outbox.housekeeping import outbox_status
 
     now = timezone.now()
-    topics = [{"topic": row.topic, "pending": row.pending, "dead": row.dead,
-               "oldest_pending_age_s": row.oldest_pending_age_s(now),
-               "published_last_minute": row.published_last_minute} for row in outbox_status()]
+    topics = [
+        {
+            "topic": row.topic,
+            "pending": row.pending,
+            "dead": row.dead,
+            "oldest_pending_age_s": row.oldest_pending_age_s(now),
+            "published_last_minute": row.published_last_minute,
+        }
+        for row in outbox_status()
+    ]
     reachable = broker_reachable()
-    stale = [row["topic"] for row in topics
-             if (row["oldest_pending_age_s"] or 0) > settings.OUTBOX_STALE_SECONDS]
-    problems = ([] if reachable else ["broker unreachable"]) + [f"{topic}: backlog stale"
-                                                                  for topic in stale]
-    return {"status": "unhealthy" if problems else "ok", "problems": problems,
-            "broker": "ok" if reachable else "unreachable", "outbox": topics}
+    stale = [row["topic"] for row in topics if (row["oldest_pending_age_s"] or 0) > settings.OUTBOX_STALE_SECONDS]
+    problems = ([] if reachable else ["broker unreachable"]) + [f"{topic}: backlog stale" for topic in stale]
+    return {
+        "status": "unhealthy" if problems else "ok",
+        "problems": problems,
+        "broker": "ok" if reachable else "unreachable",
+        "outbox": topics,
+    }
 
 
 def backoffice_health() -> dict[str, Any]:
@@ -117,18 +126,33 @@ def backoffice_health() -> dict[str, Any]:
 
     group = settings.BACKOFFICE_GROUP_ID
     lag = consumer_lag(group)
-    last = (InboxEntry.objects.filter(consumer_group=group).order_by("-handled_at")
-            .values_list("handled_at", flat=True).first())
+    last = (
+        InboxEntry.objects.filter(consumer_group=group)
+        .order_by("-handled_at")
+        .values_list("handled_at", flat=True)
+        .first()
+    )
     idle_s = (timezone.now() - last).total_seconds() if last else None
     if isinstance(lag, str):
         logger.info("back-office lag unreadable", extra={"error": lag[:300]})
-        return {"status": "unhealthy", "problems": ["kafka unavailable"], "group": group,
-                "lag": None, "last_handled_at": last, "idle_s": idle_s}
+        return {
+            "status": "unhealthy",
+            "problems": ["kafka unavailable"],
+            "group": group,
+            "lag": None,
+            "last_handled_at": last,
+            "idle_s": idle_s,
+        }
     total = sum(partition.lag for partition in lag)
     stuck = total > 0 and (idle_s is None or idle_s > settings.BACKOFFICE_STALE_SECONDS)
-    return {"status": "unhealthy" if stuck else "ok",
-            "problems": [f"lag {total} with no progress"] if stuck else [], "group": group,
-            "lag": total, "last_handled_at": last, "idle_s": idle_s}
+    return {
+        "status": "unhealthy" if stuck else "ok",
+        "problems": [f"lag {total} with no progress"] if stuck else [],
+        "group": group,
+        "lag": total,
+        "last_handled_at": last,
+        "idle_s": idle_s,
+    }
 
 
 def _monitoring_allowed(request: HttpRequest) -> bool:

@@ -8,8 +8,7 @@ from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 
 
-def paginate(*, request: Request, queryset: QuerySet, serializer_class: type[Serializer],
-             view: APIView) -> Response:
+def paginate(*, request: Request, queryset: QuerySet, serializer_class: type[Serializer], view: APIView) -> Response:
     paginator = PageNumberPagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)

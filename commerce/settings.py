@@ -91,9 +91,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 30)
     DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
-    DATABASES["default"]["OPTIONS"].setdefault(
-        "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-    )
+    DATABASES["default"]["OPTIONS"].setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
     # One file per test run, so that concurrent runs on one machine do not share a database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -209,8 +207,7 @@ OUTBOX_FAULT_CRASH_ON_EVENT_ID = env.str("OUTBOX_FAULT_CRASH_ON_EVENT_ID", defau
 
 # --- Payments (fail closed: outside DEBUG nothing defaults; commerce/checks.py refuses to run
 # without a gateway, with the simulator, or with a missing or short callback secret) -----------
-PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY",
-                          default="payments.simulator.SimulatedGateway" if DEBUG else "")
+PAYMENT_GATEWAY = env.str("PAYMENT_GATEWAY", default="payments.simulator.SimulatedGateway" if DEBUG else "")
 PAYMENT_CALLBACK_SECRET = env.str(
     "PAYMENT_CALLBACK_SECRET",
     default="dev-only-callback-secret-never-use-in-production" if DEBUG else "",
@@ -237,8 +234,7 @@ PAYMENT_CALLBACK_BASE_URL = env.str("PAYMENT_CALLBACK_BASE_URL", default="")
 THROTTLE_ANON = env.str("THROTTLE_ANON", default="120/min")
 THROTTLE_USER = env.str("THROTTLE_USER", default="1200/min")
 THROTTLE_LOGIN = env.str("THROTTLE_LOGIN", default="10/min")
-REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
-    "commerce.throttling.AnonThrottle", "commerce.throttling.UserThrottle"]
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["commerce.throttling.AnonThrottle", "commerce.throttling.UserThrottle"]
 # Bearer token that lets monitoring read /health/relay without a staff session; empty: staff only.
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
 # /health/backoffice is unhealthy when events wait and the consumer handled none for this long.
@@ -295,8 +291,7 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-drain": {"task": "outbox.relay_drain", "schedule": OUTBOX_POLL_INTERVAL},
     "outbox-purge-published": {"task": "outbox.purge_published", "schedule": 3600.0},
     "payments-reconcile": {"task": "payments.reconcile", "schedule": PAYMENT_RECONCILE_INTERVAL},
-    "orders-follow-lost-payments": {"task": "orders.follow_lost_payments",
-                                    "schedule": PAYMENT_RECONCILE_INTERVAL},
+    "orders-follow-lost-payments": {"task": "orders.follow_lost_payments", "schedule": PAYMENT_RECONCILE_INTERVAL},
     "backoffice-purge-inbox": {"task": "backoffice.purge_inbox", "schedule": 3600.0},
 }
 

@@ -23,9 +23,7 @@ from django.http import HttpRequest, HttpResponse
 from commerce.observability.telemetry import current_span_traceparent, telemetry_enabled
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "current_traceparent", default=None
-)
+current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar("current_traceparent", default=None)
 
 
 def traceparent_new() -> str:
@@ -74,8 +72,9 @@ class TraceparentMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         # With OpenTelemetry on, its Django middleware (first in the chain) has opened the HTTP
         # span from the caller's header: that span is the request's context.
-        traceparent = (current_span_traceparent() if telemetry_enabled() else None) \
-            or traceparent_child(request.headers.get("traceparent"))
+        traceparent = (current_span_traceparent() if telemetry_enabled() else None) or traceparent_child(
+            request.headers.get("traceparent")
+        )
         with trace_context(traceparent):
             response = self.get_response(request)
         response["traceparent"] = traceparent

@@ -15,8 +15,11 @@ urlpatterns = [
     path("health/backoffice", health.backoffice_health_view, name="health-backoffice"),
     path("metrics", metrics_view, name="metrics"),
     path("admin/pipeline/", admin.site.admin_view(dashboard.pipeline_dashboard), name="pipeline-dashboard"),
-    path("admin/pipeline/order/<int:order_id>/", admin.site.admin_view(dashboard.order_trace),
-         name="pipeline-order-trace"),
+    path(
+        "admin/pipeline/order/<int:order_id>/",
+        admin.site.admin_view(dashboard.order_trace),
+        name="pipeline-order-trace",
+    ),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

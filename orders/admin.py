@@ -20,8 +20,15 @@ class OrderLineInline(admin.TabularInline):
 
 class PaymentInline(admin.TabularInline):
     model = Payment
-    fields = readonly_fields = ("transaction_key", "amount", "card_type", "status", "failure_reason",
-                                "refund_reason", "finished_at")
+    fields = readonly_fields = (
+        "transaction_key",
+        "amount",
+        "card_type",
+        "status",
+        "failure_reason",
+        "refund_reason",
+        "finished_at",
+    )
     extra = 0
     can_delete = False
 
@@ -42,8 +49,7 @@ class OrderAdmin(ReadOnlyAdmin):
         # on an order grants.
         return request.user.has_perm("orders.change_order")
 
-    @admin.action(description="Cancel selected orders (restores stock and coupon)",
-                  permissions=["cancel"])
+    @admin.action(description="Cancel selected orders (restores stock and coupon)", permissions=["cancel"])
     def cancel_orders(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         for order in queryset:
             try:

@@ -28,8 +28,9 @@ class Coupon(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="coupons")
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
-    used_by_order = models.OneToOneField("orders.Order", null=True, blank=True,
-                                         on_delete=models.SET_NULL, related_name="coupon_used")
+    used_by_order = models.OneToOneField(
+        "orders.Order", null=True, blank=True, on_delete=models.SET_NULL, related_name="coupon_used"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -64,8 +65,7 @@ class Order(models.Model):
     original_total = models.DecimalField(max_digits=12, decimal_places=2)
     discount = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
     final_total = models.DecimalField(max_digits=12, decimal_places=2)
-    coupon = models.ForeignKey(Coupon, null=True, blank=True, on_delete=models.PROTECT,
-                               related_name="orders")
+    coupon = models.ForeignKey(Coupon, null=True, blank=True, on_delete=models.PROTECT, related_name="orders")
     cancel_reason = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

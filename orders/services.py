@@ -13,9 +13,10 @@ import dataclasses
 import logging
 from datetime import datetime
 from decimal import Decimal
+from typing import TypedDict
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -38,25 +39,57 @@ class OrderLineRequest:
     quantity: int
 
 
-def _snapshot(order: Order) -> dict[str, object]:
+class _SnapshotFields(TypedDict):
+    order_id: str
+    order_number: str
+    user_id: str
+    original_total: Decimal
+    discount: Decimal
+    final_total: Decimal
+
+
+class _Snapshot(_SnapshotFields):
+    """The fields OrderCreated and OrderCancelled share: the order as it is now."""
+
+    lines: tuple[OrderLinePayload, ...]
+
+
+class _ConfirmedSnapshot(_SnapshotFields):
+    """OrderConfirmed v2's: line subtotals and the shop's currency."""
+
+    lines: tuple[OrderLineTotalPayload, ...]
+    currency: str
+
+
+def _snapshot(order: Order) -> _Snapshot:
     lines = tuple(
-        OrderLinePayload(product_id=str(line.product_id), quantity=line.quantity,
-                         unit_price=line.unit_price)
+        OrderLinePayload(product_id=str(line.product_id), quantity=line.quantity, unit_price=line.unit_price)
         for line in order.lines.all().order_by("product_id")
     )
-    return dict(order_id=str(order.id), order_number=order.number, user_id=str(order.user_id),
-                original_total=order.original_total, discount=order.discount,
-                final_total=order.final_total, lines=lines)
+    return {
+        "order_id": str(order.id),
+        "order_number": order.number,
+        "user_id": str(order.user_id),
+        "original_total": order.original_total,
+        "discount": order.discount,
+        "final_total": order.final_total,
+        "lines": lines,
+    }
 
 
-def _confirmed_snapshot(order: Order) -> dict[str, object]:
+def _confirmed_snapshot(order: Order) -> _ConfirmedSnapshot:
     """The snapshot of OrderConfirmed v2: line subtotals and the shop's currency."""
     snapshot = _snapshot(order)
-    snapshot["lines"] = tuple(
-        OrderLineTotalPayload(product_id=line.product_id, quantity=line.quantity,
-                              unit_price=line.unit_price, subtotal=line.quantity * line.unit_price)
-        for line in snapshot["lines"])
-    return {**snapshot, "currency": settings.SHOP_CURRENCY}
+    lines = tuple(
+        OrderLineTotalPayload(
+            product_id=line.product_id,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+            subtotal=line.quantity * line.unit_price,
+        )
+        for line in snapshot["lines"]
+    )
+    return {**snapshot, "lines": lines, "currency": settings.SHOP_CURRENCY}
 
 
 def _lines_validate(lines: list[OrderLineRequest]) -> None:
@@ -65,15 +98,13 @@ def _lines_validate(lines: list[OrderLineRequest]) -> None:
     seen: set[int] = set()
     for line in lines:
         if line.quantity < 1:
-            raise DomainValidationError(
-                f"quantity of product {line.product_id} must be at least 1", field="lines")
+            raise DomainValidationError(f"quantity of product {line.product_id} must be at least 1", field="lines")
         if line.product_id in seen:
-            raise DomainValidationError(
-                f"product {line.product_id} appears on more than one line", field="lines")
+            raise DomainValidationError(f"product {line.product_id} appears on more than one line", field="lines")
         seen.add(line.product_id)
 
 
-def _coupon_lock_usable(*, code: str, user: AbstractBaseUser) -> Coupon:
+def _coupon_lock_usable(*, code: str, user: User) -> Coupon:
     coupon = Coupon.objects.select_for_update().filter(code=code).first()
     if coupon is None or coupon.owner_id != user.pk:
         # Someone else's coupon reads as unknown: its existence is not the caller's business.
@@ -85,22 +116,18 @@ def _coupon_lock_usable(*, code: str, user: AbstractBaseUser) -> Coupon:
     return coupon
 
 
-def coupon_create(*, code: str, owner: AbstractBaseUser, kind: str, value: Decimal,
-                  expires_at: datetime) -> Coupon:
+def coupon_create(*, code: str, owner: User, kind: str, value: Decimal, expires_at: datetime) -> Coupon:
     """Issue a single-use coupon to `owner`. Raises DomainValidationError (400) for bad terms."""
     if kind not in Coupon.Kind.values:
         raise DomainValidationError(f"unknown coupon kind {kind!r}", field="kind")
     if value <= 0 or (kind == Coupon.Kind.PERCENT and value > 100):
-        raise DomainValidationError("must be positive, and at most 100 for a percentage",
-                                    field="value")
+        raise DomainValidationError("must be positive, and at most 100 for a percentage", field="value")
     if Coupon.objects.filter(code=code).exists():
         raise DomainValidationError(f"coupon {code!r} already exists", field="code")
-    return Coupon.objects.create(code=code, owner=owner, kind=kind, value=value,
-                                 expires_at=expires_at)
+    return Coupon.objects.create(code=code, owner=owner, kind=kind, value=value, expires_at=expires_at)
 
 
-def order_place(*, user: AbstractBaseUser, lines: list[OrderLineRequest],
-                coupon_code: str | None = None) -> Order:
+def order_place(*, user: User, lines: list[OrderLineRequest], coupon_code: str | None = None) -> Order:
     """Place an order: reserve every line's stock and use the coupon, all or nothing.
 
     Raises DomainValidationError (400: lines, coupon_code) and InsufficientStock (409).
@@ -114,29 +141,41 @@ def order_place(*, user: AbstractBaseUser, lines: list[OrderLineRequest],
             raise DomainValidationError(f"unknown product {missing[0]}", field="lines")
         coupon = _coupon_lock_usable(code=coupon_code, user=user) if coupon_code else None
 
-        original_total = sum((products[line.product_id].price * line.quantity for line in lines),
-                             Decimal("0.00"))
+        original_total = sum((products[line.product_id].price * line.quantity for line in lines), Decimal("0.00"))
         discount = coupon.discount_for(original_total) if coupon else Decimal("0.00")
         # OrderCreated is the order's first event: version 1 from the start (the row is new,
         # nobody else can see it before the commit).
-        order = Order.objects.create(user=user, original_total=original_total, discount=discount,
-                                     final_total=original_total - discount, coupon=coupon,
-                                     version=1)
-        OrderLine.objects.bulk_create([
-            OrderLine(order=order, product=products[line.product_id], quantity=line.quantity,
-                      unit_price=products[line.product_id].price)
-            for line in lines
-        ])
+        order = Order.objects.create(
+            user=user,
+            original_total=original_total,
+            discount=discount,
+            final_total=original_total - discount,
+            coupon=coupon,
+            version=1,
+        )
+        OrderLine.objects.bulk_create(
+            [
+                OrderLine(
+                    order=order,
+                    product=products[line.product_id],
+                    quantity=line.quantity,
+                    unit_price=products[line.product_id].price,
+                )
+                for line in lines
+            ]
+        )
         for line in sorted(lines, key=lambda item: item.product_id):
-            product_stock_reserve(product=products[line.product_id], quantity=line.quantity,
-                                  order_id=order.id)
+            product_stock_reserve(product=products[line.product_id], quantity=line.quantity, order_id=order.id)
         if coupon is not None:
             coupon.used_at = timezone.now()
             coupon.used_by_order = order
             coupon.save(update_fields=["used_at", "used_by_order"])
-        order_created.send(sender=Order, event=OrderCreated(
-            **_snapshot(order), coupon_code=coupon.code if coupon else None,
-            aggregate_version=order.version))
+        order_created.send(
+            sender=Order,
+            event=OrderCreated(
+                **_snapshot(order), coupon_code=coupon.code if coupon else None, aggregate_version=order.version
+            ),
+        )
     return order
 
 
@@ -155,12 +194,13 @@ def order_confirm(*, order_id: int) -> Order:
         order.confirmed_at = timezone.now()
         aggregate_version = order.version_bump()
         order.save(update_fields=["status", "confirmed_at", "version", "updated_at"])
-        order_confirmed.send(sender=Order, event=OrderConfirmed(
-            **_confirmed_snapshot(order), aggregate_version=aggregate_version))
+        order_confirmed.send(
+            sender=Order, event=OrderConfirmed(**_confirmed_snapshot(order), aggregate_version=aggregate_version)
+        )
     return order
 
 
-def order_cancel(*, order_id: int, reason: str, user: AbstractBaseUser | None = None) -> Order:
+def order_cancel(*, order_id: int, reason: str, user: User | None = None) -> Order:
     """Cancel an order, restoring its stock and releasing its coupon, exactly once.
 
     With `user`, only that user's order is found (Order.DoesNotExist otherwise).
@@ -175,11 +215,14 @@ def order_cancel(*, order_id: int, reason: str, user: AbstractBaseUser | None = 
             raise IllegalTransition(f"order {order.number} is already cancelled", status=order.status)
         was_confirmed = order.status == Order.Status.CONFIRMED
         lines = list(order.lines.all().order_by("product_id"))
-        products = {p.id: p for p in Product.objects.select_for_update()
-                    .filter(id__in=[line.product_id for line in lines]).order_by("id")}
+        products = {
+            p.id: p
+            for p in Product.objects.select_for_update()
+            .filter(id__in=[line.product_id for line in lines])
+            .order_by("id")
+        }
         for line in lines:
-            product_stock_restore(product=products[line.product_id], quantity=line.quantity,
-                                  order_id=order.id)
+            product_stock_restore(product=products[line.product_id], quantity=line.quantity, order_id=order.id)
         coupon = Coupon.objects.select_for_update().filter(used_by_order=order).first()
         if coupon is not None:
             coupon.used_at = None
@@ -190,9 +233,15 @@ def order_cancel(*, order_id: int, reason: str, user: AbstractBaseUser | None = 
         order.cancel_reason = reason[:200]
         aggregate_version = order.version_bump()
         order.save(update_fields=["status", "cancelled_at", "cancel_reason", "version", "updated_at"])
-        order_cancelled.send(sender=Order, event=OrderCancelled(
-            **_snapshot(order), reason=order.cancel_reason, was_confirmed=was_confirmed,
-            aggregate_version=aggregate_version))
+        order_cancelled.send(
+            sender=Order,
+            event=OrderCancelled(
+                **_snapshot(order),
+                reason=order.cancel_reason,
+                was_confirmed=was_confirmed,
+                aggregate_version=aggregate_version,
+            ),
+        )
     return order
 
 
@@ -206,8 +255,10 @@ def order_follow_payment(*, payment_id: int) -> None:
     if payment.status == Payment.Status.COMPLETED:
         with contextlib.suppress(IllegalTransition):  # cancelled meanwhile: refund-due already, see above
             order_confirm(order_id=payment.order_id)
-    elif (payment.status == Payment.Status.FAILED
-          and Order.objects.filter(id=payment.order_id, status=Order.Status.PENDING_PAYMENT).exists()):
+    elif (
+        payment.status == Payment.Status.FAILED
+        and Order.objects.filter(id=payment.order_id, status=Order.Status.PENDING_PAYMENT).exists()
+    ):
         with contextlib.suppress(IllegalTransition):  # cancelled meanwhile: nothing left to do
             order_cancel(order_id=payment.order_id, reason=f"payment failed: {payment.failure_reason}")
 

@@ -11,8 +11,9 @@ from orders import services
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="orders.follow_payment", autoretry_for=(Exception,),
-             retry_backoff=True, retry_backoff_max=60, max_retries=10)
+@shared_task(
+    name="orders.follow_payment", autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=60, max_retries=10
+)
 def order_follow_payment(payment_id: int) -> None:
     services.order_follow_payment(payment_id=payment_id)
 

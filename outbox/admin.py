@@ -13,8 +13,19 @@ from outbox.models import OutboxEvent
 class OutboxEventAdmin(admin.ModelAdmin[OutboxEvent]):
     """Read-only: rows change through the relay. Dead rows can be requeued."""
 
-    list_display = ["seq", "type", "aggregatetype", "aggregateid", "topic", "status", "attempts",
-                    "created_at", "published_at", "kafka_partition", "kafka_offset"]
+    list_display = [
+        "seq",
+        "type",
+        "aggregatetype",
+        "aggregateid",
+        "topic",
+        "status",
+        "attempts",
+        "created_at",
+        "published_at",
+        "kafka_partition",
+        "kafka_offset",
+    ]
     list_filter = ["status", "topic", "type"]
     search_fields = ["=event_id", "=aggregateid", "type"]
     ordering = ["-seq"]
@@ -36,14 +47,20 @@ class OutboxEventAdmin(admin.ModelAdmin[OutboxEvent]):
 
     @admin.action(description="Requeue selected dead rows", permissions=["requeue"])
     def requeue_dead(self, request: HttpRequest, queryset: QuerySet[OutboxEvent]) -> None:
-        ids = [str(e) for e in queryset.filter(status=OutboxEvent.Status.DEAD)
-               .values_list("event_id", flat=True)]
+        ids = [str(e) for e in queryset.filter(status=OutboxEvent.Status.DEAD).values_list("event_id", flat=True)]
         count = outbox_requeue(event_ids=ids) if ids else 0
         self.message_user(request, f"Requeued {count} dead row(s).", messages.SUCCESS)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
         now = timezone.now()
-        summary = [{"topic": r.topic, "pending": r.pending, "dead": r.dead,
-                    "oldest_pending_age_s": r.oldest_pending_age_s(now),
-                    "published_last_minute": r.published_last_minute} for r in outbox_status()]
+        summary = [
+            {
+                "topic": r.topic,
+                "pending": r.pending,
+                "dead": r.dead,
+                "oldest_pending_age_s": r.oldest_pending_age_s(now),
+                "published_last_minute": r.published_last_minute,
+            }
+            for r in outbox_status()
+        ]
         return super().changelist_view(request, {**(extra_context or {}), "outbox_summary": summary})

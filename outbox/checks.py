@@ -20,8 +20,7 @@ def _bootstrap_errors(servers: str | list[str]) -> list[str]:
     for server in servers:
         host, _, port = str(server).strip().rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            errors.append(f"KAFKA_BOOTSTRAP_SERVERS entry {server!r} is not host:port "
-                          "(e.g. kafka-1.internal:9092)")
+            errors.append(f"KAFKA_BOOTSTRAP_SERVERS entry {server!r} is not host:port (e.g. kafka-1.internal:9092)")
     return errors
 
 
@@ -33,12 +32,18 @@ def outbox_settings_errors() -> list[checks.Error]:
         errors.append(checks.Error(message, hint=hint, id=f"outbox.E{code:03d}"))
 
     if settings.OUTBOX_BATCH_SIZE < 1:
-        error(1, f"OUTBOX_BATCH_SIZE is {settings.OUTBOX_BATCH_SIZE}: the relay would claim nothing",
-              "set OUTBOX_BATCH_SIZE to 1 or more (default 500)")
+        error(
+            1,
+            f"OUTBOX_BATCH_SIZE is {settings.OUTBOX_BATCH_SIZE}: the relay would claim nothing",
+            "set OUTBOX_BATCH_SIZE to 1 or more (default 500)",
+        )
     if settings.OUTBOX_BACKOFF_BASE <= 0 or settings.OUTBOX_BACKOFF_BASE > settings.OUTBOX_BACKOFF_MAX:
-        error(2, f"OUTBOX_BACKOFF_BASE ({settings.OUTBOX_BACKOFF_BASE} s) must be above 0 and at most "
-                 f"OUTBOX_BACKOFF_MAX ({settings.OUTBOX_BACKOFF_MAX} s)",
-              "e.g. OUTBOX_BACKOFF_BASE=0.5 OUTBOX_BACKOFF_MAX=60")
+        error(
+            2,
+            f"OUTBOX_BACKOFF_BASE ({settings.OUTBOX_BACKOFF_BASE} s) must be above 0 and at most "
+            f"OUTBOX_BACKOFF_MAX ({settings.OUTBOX_BACKOFF_MAX} s)",
+            "e.g. OUTBOX_BACKOFF_BASE=0.5 OUTBOX_BACKOFF_MAX=60",
+        )
     config = producer_config()
     max_block_s = config["max_block_ms"] / 1000
     # A batch sends and waits for its acks for half its lease, and one refused send may block
@@ -46,21 +51,33 @@ def outbox_settings_errors() -> list[checks.Error]:
     # over while this one still sends them.
     lease_s = settings.OUTBOX_CLAIM_TTL
     if lease_s < 2 * max_block_s:
-        error(3, f"OUTBOX_CLAIM_TTL ({lease_s} s) is shorter than the time a batch may "
-                 f"take to send (half the lease plus one blocked send of max_block_ms={max_block_s:g} s)",
-              f"set OUTBOX_CLAIM_TTL to {2 * max_block_s:g} s or more (default 60)")
+        error(
+            3,
+            f"OUTBOX_CLAIM_TTL ({lease_s} s) is shorter than the time a batch may "
+            f"take to send (half the lease plus one blocked send of max_block_ms={max_block_s:g} s)",
+            f"set OUTBOX_CLAIM_TTL to {2 * max_block_s:g} s or more (default 60)",
+        )
     for message in _bootstrap_errors(settings.KAFKA_BOOTSTRAP_SERVERS):
         error(4, message, "KAFKA_BOOTSTRAP_SERVERS=host:port[,host:port...]")
     if config.get("enable_idempotence") and str(config.get("acks")) not in ("all", "-1"):
-        error(5, f"KAFKA_PRODUCER_ACKS is {config.get('acks')!r} with the idempotent producer: "
-                 "idempotence (per-partition order across retries) needs acks=all",
-              "set KAFKA_PRODUCER_ACKS=all")
+        error(
+            5,
+            f"KAFKA_PRODUCER_ACKS is {config.get('acks')!r} with the idempotent producer: "
+            "idempotence (per-partition order across retries) needs acks=all",
+            "set KAFKA_PRODUCER_ACKS=all",
+        )
     if settings.OUTBOX_MAX_ATTEMPTS < 1:
-        error(6, f"OUTBOX_MAX_ATTEMPTS is {settings.OUTBOX_MAX_ATTEMPTS}: no row could ever be sent",
-              "set OUTBOX_MAX_ATTEMPTS to 1 or more (default 12)")
+        error(
+            6,
+            f"OUTBOX_MAX_ATTEMPTS is {settings.OUTBOX_MAX_ATTEMPTS}: no row could ever be sent",
+            "set OUTBOX_MAX_ATTEMPTS to 1 or more (default 12)",
+        )
     if settings.OUTBOX_WAKEUP.strip().lower() not in ("auto", "notify", "celery"):
-        error(7, f"OUTBOX_WAKEUP is {settings.OUTBOX_WAKEUP!r}: the relay's wake-up is unknown",
-              "set OUTBOX_WAKEUP to auto (default), notify or celery")
+        error(
+            7,
+            f"OUTBOX_WAKEUP is {settings.OUTBOX_WAKEUP!r}: the relay's wake-up is unknown",
+            "set OUTBOX_WAKEUP to auto (default), notify or celery",
+        )
     return errors
 
 

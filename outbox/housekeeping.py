@@ -20,9 +20,11 @@ def outbox_purge_published(*, older_than: timedelta | None = None, chunk_size: i
     cutoff = timezone.now() - (older_than or settings.OUTBOX_RETENTION)
     deleted_total = 0
     while True:
-        seqs = list(OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED,
-                                               published_at__lt=cutoff)
-                    .order_by("seq").values_list("seq", flat=True)[:chunk_size])
+        seqs = list(
+            OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED, published_at__lt=cutoff)
+            .order_by("seq")
+            .values_list("seq", flat=True)[:chunk_size]
+        )
         if not seqs:
             break
         deleted, _ = OutboxEvent.objects.filter(seq__in=seqs).delete()
@@ -46,13 +48,18 @@ class TopicStatus:
 
 def outbox_status() -> list[TopicStatus]:
     minute_ago = timezone.now() - timedelta(minutes=1)
-    rows = (OutboxEvent.objects.values("topic").annotate(
-        pending=Count("seq", filter=Q(status=OutboxEvent.Status.PENDING)),
-        dead=Count("seq", filter=Q(status=OutboxEvent.Status.DEAD)),
-        oldest_pending_at=Min("created_at", filter=Q(status=OutboxEvent.Status.PENDING)),
-        published_last_minute=Count("seq", filter=Q(status=OutboxEvent.Status.PUBLISHED,
-                                                    published_at__gte=minute_ago)),
-    ).order_by("topic"))
+    rows = (
+        OutboxEvent.objects.values("topic")
+        .annotate(
+            pending=Count("seq", filter=Q(status=OutboxEvent.Status.PENDING)),
+            dead=Count("seq", filter=Q(status=OutboxEvent.Status.DEAD)),
+            oldest_pending_at=Min("created_at", filter=Q(status=OutboxEvent.Status.PENDING)),
+            published_last_minute=Count(
+                "seq", filter=Q(status=OutboxEvent.Status.PUBLISHED, published_at__gte=minute_ago)
+            ),
+        )
+        .order_by("topic")
+    )
     return [TopicStatus(**row) for row in rows]
 
 
@@ -61,5 +68,10 @@ def outbox_requeue(*, event_ids: list[str] | None = None) -> int:
     dead = OutboxEvent.objects.filter(status=OutboxEvent.Status.DEAD)
     if event_ids is not None:
         dead = dead.filter(event_id__in=event_ids)
-    return dead.update(status=OutboxEvent.Status.PENDING, attempts=0, available_at=timezone.now(),
-                       claim_token=None, claim_expires_at=None)
+    return dead.update(
+        status=OutboxEvent.Status.PENDING,
+        attempts=0,
+        available_at=timezone.now(),
+        claim_token=None,
+        claim_expires_at=None,
+    )

@@ -13,21 +13,31 @@ import threading
 from typing import Any
 
 from django.conf import settings
-from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import IllegalStateError
+
+from kafka import KafkaAdminClient, KafkaProducer
 
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_producer: KafkaProducer | None = None
-_producer_pid: int | None = None
+
+
+class _ProducerSlot:
+    """The process's producer and the pid that made it (a forked child must make its own)."""
+
+    producer: KafkaProducer | None = None
+    pid: int | None = None
+
+
+_slot = _ProducerSlot()
 
 
 def producer_config() -> dict[str, Any]:
     return {
         "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
         # "all" (anything else is refused at start: outbox/checks.py); kafka-python wants 0/1 as ints.
-        "acks": int(settings.KAFKA_PRODUCER_ACKS) if settings.KAFKA_PRODUCER_ACKS in ("0", "1")
+        "acks": int(settings.KAFKA_PRODUCER_ACKS)
+        if settings.KAFKA_PRODUCER_ACKS in ("0", "1")
         else settings.KAFKA_PRODUCER_ACKS,
         "enable_idempotence": True,
         # Ordering per partition survives retries with idempotence and at most 5 in flight.
@@ -73,40 +83,38 @@ def producer_broken(producer: KafkaProducer) -> BaseException | None:
 def producer_get() -> KafkaProducer:
     """The process's producer; a new one when there is none, after a fork, or when the old one
     is broken (see `producer_broken`): the worker recovers without a restart."""
-    global _producer, _producer_pid
     with _lock:
-        if _producer is not None and _producer_pid == os.getpid():
-            broken = producer_broken(_producer)
+        if _slot.producer is not None and _slot.pid == os.getpid():
+            broken = producer_broken(_slot.producer)
             if broken is not None:
                 logger.warning("kafka producer replaced", extra={"error": repr(broken)})
                 try:
-                    _producer.close(timeout=0)
-                except Exception:  # noqa: BLE001 - a broken producer may fail to close too
+                    _slot.producer.close(timeout=0)
+                except Exception:
                     logger.exception("closing the broken kafka producer failed")
-                _producer = None
-        if _producer is None or _producer_pid != os.getpid():
-            _producer = KafkaProducer(**producer_config())
+                _slot.producer = None
+        if _slot.producer is None or _slot.pid != os.getpid():
+            _slot.producer = KafkaProducer(**producer_config())
             # kafka-python 3.0.12 does not pass `allow_auto_create_topics` on to the metadata it
             # requests (ClusterMetadata is built without it, so it asks the broker to create
             # every topic it looks up): set it where the requests are built.
-            metadata = getattr(_producer, "_metadata", None)
+            metadata = getattr(_slot.producer, "_metadata", None)
             if metadata is not None and hasattr(metadata, "config"):
                 metadata.config["allow_auto_create_topics"] = False
-            _producer_pid = os.getpid()
-            logger.info("kafka producer created", extra={"pid": _producer_pid})
-        return _producer
+            _slot.pid = os.getpid()
+            logger.info("kafka producer created", extra={"pid": _slot.pid})
+        return _slot.producer
 
 
 def producer_close(timeout_s: float = 10.0) -> None:
-    global _producer, _producer_pid
     with _lock:
-        if _producer is not None and _producer_pid == os.getpid():
+        if _slot.producer is not None and _slot.pid == os.getpid():
             try:
-                _producer.close(timeout=timeout_s)
-            except Exception:  # noqa: BLE001 - closing on shutdown must not raise
+                _slot.producer.close(timeout=timeout_s)
+            except Exception:
                 logger.exception("kafka producer close failed")
-        _producer = None
-        _producer_pid = None
+        _slot.producer = None
+        _slot.pid = None
 
 
 def producer_reset() -> None:
@@ -118,5 +126,6 @@ atexit.register(producer_close)
 
 
 def admin_client() -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                            request_timeout_ms=10000, **settings.KAFKA_SECURITY)
+    return KafkaAdminClient(
+        bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=10000, **settings.KAFKA_SECURITY
+    )

@@ -33,8 +33,16 @@ KICK_PENDING_KEY = "outbox:relay-kick-pending"
 KICK_PENDING_TTL_S = 10
 
 _lock = threading.Lock()
-_window_ends_at = 0.0
-_trailing_scheduled = False
+
+
+class _Window:
+    """The debounce window of this process's kicks (read and written under `_lock`)."""
+
+    ends_at = 0.0
+    trailing_scheduled = False
+
+
+_window = _Window()
 
 
 def _cache_is_shared() -> bool:
@@ -64,28 +72,30 @@ def relay_kick_taken() -> None:
 
 
 def _kick() -> None:
-    global _window_ends_at, _trailing_scheduled
     from outbox.tasks import relay_drain_task
 
     now = time.monotonic()
     with _lock:
-        if now >= _window_ends_at:
-            _window_ends_at = now + settings.OUTBOX_KICK_DEBOUNCE
-            _trailing_scheduled = False
+        if now >= _window.ends_at:
+            _window.ends_at = now + settings.OUTBOX_KICK_DEBOUNCE
+            _window.trailing_scheduled = False
             countdown = None
-        elif not _trailing_scheduled:
-            _trailing_scheduled = True
-            countdown = _window_ends_at - now
+        elif not _window.trailing_scheduled:
+            _window.trailing_scheduled = True
+            countdown = _window.ends_at - now
         else:
             return
     if not _pending_mark():
         if countdown is not None:
             # Not scheduled after all: a later commit in this window may need it.
             with _lock:
-                _trailing_scheduled = False
+                _window.trailing_scheduled = False
         return
     try:
-        relay_drain_task.apply_async(countdown=countdown, retry=False)
+        if countdown is None:  # the window's first commit: at once
+            relay_drain_task.apply_async(retry=False)
+        else:
+            relay_drain_task.apply_async(countdown=countdown, retry=False)
     except Exception as exc:  # noqa: BLE001 - a lost kick is covered by the beat drain
         relay_kick_taken()  # no kick waits: the next commit must not be held back by the mark
         logger.warning("relay kick not sent; the beat drain will publish", extra={"error": repr(exc)})

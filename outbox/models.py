@@ -67,13 +67,13 @@ class OutboxEvent(models.Model):
                 condition=Q(status="pending"),
             ),
             models.Index(
-                fields=["key", "seq"], name="outbox_unfinished_key_idx",
+                fields=["key", "seq"],
+                name="outbox_unfinished_key_idx",
                 condition=~Q(status="published"),
             ),
             # Retention and the published-per-minute figures read published rows by time;
             # partial, so that recording a (pending) row does not touch it.
-            models.Index(fields=["published_at"], name="outbox_published_at_idx",
-                         condition=Q(status="published")),
+            models.Index(fields=["published_at"], name="outbox_published_at_idx", condition=Q(status="published")),
         ]
 
     def __str__(self) -> str:

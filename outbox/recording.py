@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.models import Field
 
 from commerce.observability.telemetry import outbox_record_span, telemetry_enabled
 from commerce.tracing import traceparent_get
@@ -25,14 +26,42 @@ class OutboxOutsideTransaction(RuntimeError):
 
 
 # The row's own values, then constants: a new row is pending, never tried.
-_COLUMNS = ("event_id", "topic", "key", "type", "event_version", "aggregatetype", "aggregateid",
-            "aggregate_version", "payload", "headers", "occurred_at", "created_at", "available_at")
+_COLUMNS = (
+    "event_id",
+    "topic",
+    "key",
+    "type",
+    "event_version",
+    "aggregatetype",
+    "aggregateid",
+    "aggregate_version",
+    "payload",
+    "headers",
+    "occurred_at",
+    "created_at",
+    "available_at",
+)
 _CONSTANTS = {"status": "'pending'", "attempts": "0", "last_error": "''"}
+
+
+def _field_of(name: str) -> Field[Any, Any]:
+    """An outbox column's field (`get_field` may also return a reverse relation; the outbox has none)."""
+    found = OutboxEvent._meta.get_field(name)
+    if not isinstance(found, Field):
+        raise TypeError(f"OutboxEvent.{name} is a relation, not a column")
+    return found
+
+
+def _column(name: str) -> str:
+    column = _field_of(name).column
+    if column is None:
+        raise TypeError(f"OutboxEvent.{name} has no column")
+    return column
 
 
 def _insert_sql(rows: int) -> str:
     meta = OutboxEvent._meta
-    columns = ", ".join(meta.get_field(name).column for name in (*_COLUMNS, *_CONSTANTS))
+    columns = ", ".join(_column(name) for name in (*_COLUMNS, *_CONSTANTS))
     placeholders = "(" + ", ".join(["%s"] * len(_COLUMNS) + list(_CONSTANTS.values())) + ")"
     return f"INSERT INTO {meta.db_table} ({columns}) VALUES " + ", ".join([placeholders] * rows)
 
@@ -42,8 +71,9 @@ _INSERT_SQL = {rows: _insert_sql(rows) for rows in range(1, 9)}
 # notifies the relay loop, so the wake-up costs no round trip of its own. PostgreSQL delivers
 # the notification at commit (never on rollback, nor for a rolled-back savepoint) and folds
 # identical ones of a transaction into one. The payload is the first row's event id (logged).
-_INSERT_NOTIFY_SQL = {rows: f"WITH _outbox_rows AS ({sql}) SELECT pg_notify('{CHANNEL}', %s)"
-                      for rows, sql in _INSERT_SQL.items()}
+_INSERT_NOTIFY_SQL = {
+    rows: f"WITH _outbox_rows AS ({sql}) SELECT pg_notify('{CHANNEL}', %s)" for rows, sql in _INSERT_SQL.items()
+}
 
 
 class _SavepointMarker:
@@ -67,7 +97,8 @@ def _batches() -> dict[str, _Batch]:
     """The open batch of each database alias, in this thread (at most one: nested blocks join)."""
     if not hasattr(_local, "batches"):
         _local.batches = {}
-    return _local.batches
+    batches: dict[str, _Batch] = _local.batches
+    return batches
 
 
 @contextmanager
@@ -108,7 +139,7 @@ def _insert(rows: list[list[Any]], connection: Any, *, using: str) -> None:
     notify = wakeup_mode(using) == "notify"
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 8):
-            chunk = rows[start:start + 8]
+            chunk = rows[start : start + 8]
             params = [value for row in chunk for value in row]
             if notify and start == 0:  # one notification per statement batch is enough
                 cursor.execute(_INSERT_NOTIFY_SQL[len(chunk)], [*params, str(chunk[0][0])])
@@ -131,7 +162,7 @@ def outbox_record(*, event: DomainEvent, using: str = "default") -> None:
         raise OutboxOutsideTransaction(
             f"{event.event_type} must be recorded inside the transaction that changes the state"
         )
-    field_of = OutboxEvent._meta.get_field
+    field_of = _field_of
     # Only the values whose database form differs per backend go through the field.
     occurred_at = field_of("occurred_at").get_db_prep_save(event.occurred_at, connection)
     aggregate_id = event.aggregate_id
@@ -139,17 +170,25 @@ def outbox_record(*, event: DomainEvent, using: str = "default") -> None:
     if telemetry_enabled():
         # The recording is a "create" span of the request's trace; the row stores that span's
         # context, which the record carries to the consumer (commerce/observability/telemetry.py).
-        with outbox_record_span(topic=topic, event_id=event.event_id, event_type=event.event_type,
-                                key=aggregate_id):
+        with outbox_record_span(topic=topic, event_id=event.event_id, event_type=event.event_type, key=aggregate_id):
             traceparent = traceparent_get()
     else:
         traceparent = traceparent_get()
-    row = [field_of("event_id").get_db_prep_save(event.event_id, connection),
-           topic, aggregate_id, event.event_type, event.event_version,
-           event.aggregate_type, aggregate_id, event.aggregate_version,
-           field_of("payload").get_db_prep_save(event.payload(), connection),
-           field_of("headers").get_db_prep_save({"traceparent": traceparent}, connection),
-           occurred_at, occurred_at, occurred_at]
+    row = [
+        field_of("event_id").get_db_prep_save(event.event_id, connection),
+        topic,
+        aggregate_id,
+        event.event_type,
+        event.event_version,
+        event.aggregate_type,
+        aggregate_id,
+        event.aggregate_version,
+        field_of("payload").get_db_prep_save(event.payload(), connection),
+        field_of("headers").get_db_prep_save({"traceparent": traceparent}, connection),
+        occurred_at,
+        occurred_at,
+        occurred_at,
+    ]
     batch = _batches().get(using)
     if batch is not None:
         marker = None

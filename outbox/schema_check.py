@@ -34,5 +34,7 @@ def event_schema_check(event: DomainEvent) -> None:
     except ContractViolation as exc:
         raise EventSchemaMismatch(f"{event.event_type} v{event.event_version}: {exc}") from None
     if event.event_type in VERSIONED_EVENT_TYPES and event.aggregate_version is None:
-        raise EventSchemaMismatch(f"{event.event_type} v{event.event_version}: aggregate_version "
-                                  "is required (the back office dead-letters the record without it)")
+        raise EventSchemaMismatch(
+            f"{event.event_type} v{event.event_version}: aggregate_version "
+            "is required (the back office dead-letters the record without it)"
+        )

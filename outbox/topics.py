@@ -38,8 +38,7 @@ class TopicPolicy:
     min_insync_replicas: int
 
     def configs(self) -> dict[str, str]:
-        return {"min.insync.replicas": str(self.min_insync_replicas),
-                "unclean.leader.election.enable": "false"}
+        return {"min.insync.replicas": str(self.min_insync_replicas), "unclean.leader.election.enable": "false"}
 
 
 @dataclass(frozen=True)
@@ -61,25 +60,34 @@ class TopicsReport:
     mismatches: list[TopicMismatch] = field(default_factory=list)
 
 
-def topic_policy(*, brokers: int, partitions: int | None = None,
-                 replication_factor: int | None = None,
-                 min_insync_replicas: int | None = None) -> TopicPolicy:
+def topic_policy(
+    *,
+    brokers: int,
+    partitions: int | None = None,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
+) -> TopicPolicy:
     """The settings (or the given values) made concrete for a cluster of `brokers` brokers."""
     factor = replication_factor or settings.KAFKA_REPLICATION_FACTOR or min(3, max(brokers, 1))
     min_isr = min_insync_replicas or settings.KAFKA_MIN_INSYNC_REPLICAS or (2 if factor >= 3 else 1)
-    return TopicPolicy(partitions=partitions or settings.KAFKA_TOPIC_PARTITIONS,
-                       replication_factor=factor, min_insync_replicas=min_isr)
+    return TopicPolicy(
+        partitions=partitions or settings.KAFKA_TOPIC_PARTITIONS, replication_factor=factor, min_insync_replicas=min_isr
+    )
 
 
-def topics_ensure(*, partitions: int | None = None, replication_factor: int | None = None,
-                  min_insync_replicas: int | None = None) -> TopicsReport:
+def topics_ensure(
+    *, partitions: int | None = None, replication_factor: int | None = None, min_insync_replicas: int | None = None
+) -> TopicsReport:
     """Create the missing topics with the policy; report how the existing ones differ. Idempotent."""
     admin = admin_client()
     try:
         brokers = len(admin.describe_cluster()["brokers"])
-        policy = topic_policy(brokers=brokers, partitions=partitions,
-                              replication_factor=replication_factor,
-                              min_insync_replicas=min_insync_replicas)
+        policy = topic_policy(
+            brokers=brokers,
+            partitions=partitions,
+            replication_factor=replication_factor,
+            min_insync_replicas=min_insync_replicas,
+        )
         existing = set(admin.list_topics())
         report = TopicsReport(policy=policy)
         for name in topic_names():
@@ -87,15 +95,24 @@ def topics_ensure(*, partitions: int | None = None, replication_factor: int | No
         if report.created:
             # Created meanwhile by someone else: checked below like any existing one.
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, policy.partitions, policy.replication_factor,
-                                              topic_configs=policy.configs())
-                                     for name in report.created])
+                admin.create_topics(
+                    [
+                        NewTopic(name, policy.partitions, policy.replication_factor, topic_configs=policy.configs())
+                        for name in report.created
+                    ]
+                )
         if report.existing:
             report.mismatches = _mismatches(admin, report.existing, policy)
         for mismatch in report.mismatches:
-            logger.warning("topic differs from the configured policy", extra={
-                "topic": mismatch.topic, "setting": mismatch.setting,
-                "expected": mismatch.expected, "actual": mismatch.actual})
+            logger.warning(
+                "topic differs from the configured policy",
+                extra={
+                    "topic": mismatch.topic,
+                    "setting": mismatch.setting,
+                    "expected": mismatch.expected,
+                    "actual": mismatch.actual,
+                },
+            )
         return report
     finally:
         admin.close()
@@ -125,11 +142,13 @@ def _mismatches(admin: KafkaAdminClient, names: list[str], policy: TopicPolicy) 
             found.append(TopicMismatch(name, "partitions", str(policy.partitions), str(len(partitions))))
         factors = sorted({len(p["replica_nodes"]) for p in partitions})
         if factors != [policy.replication_factor]:
-            found.append(TopicMismatch(name, "replication factor", str(policy.replication_factor),
-                                       ",".join(map(str, factors))))
+            found.append(
+                TopicMismatch(name, "replication factor", str(policy.replication_factor), ",".join(map(str, factors)))
+            )
     described = admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name, configs=policy.configs())
-         for name in names], config_filter="all")
+        [ConfigResource(ConfigResourceType.TOPIC, name, configs=policy.configs()) for name in names],
+        config_filter="all",
+    )
     for name in names:
         actual = {key: entry["value"] for key, entry in described["topic"].get(name, {}).items()}
         for key, expected in policy.configs().items():

@@ -14,8 +14,17 @@ class PaymentAdmin(ReadOnlyAdmin):
     """Read-only: a payment changes only through the gateway's signed callback or the
     reconciliation that asks the gateway."""
 
-    list_display = ["transaction_key", "order", "user", "amount", "card_type", "status",
-                    "failure_reason", "refund_reason", "created_at"]
+    list_display = [
+        "transaction_key",
+        "order",
+        "user",
+        "amount",
+        "card_type",
+        "status",
+        "failure_reason",
+        "refund_reason",
+        "created_at",
+    ]
     list_filter = ["status", "card_type", "created_at"]
     search_fields = ["transaction_key", "order__number", "user__username"]
     readonly_fields = [f.name for f in Payment._meta.fields]
@@ -25,8 +34,7 @@ class PaymentAdmin(ReadOnlyAdmin):
 class RefundDuePaymentAdmin(PaymentAdmin):
     """Captured money the system cannot keep (PaymentRefundRequired): refund it at the gateway."""
 
-    list_display = ["transaction_key", "order", "user", "amount", "card_type", "refund_reason",
-                    "finished_at"]
+    list_display = ["transaction_key", "order", "user", "amount", "card_type", "refund_reason", "finished_at"]
     list_filter = ["refund_reason", "card_type"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Payment]:

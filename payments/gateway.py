@@ -80,17 +80,18 @@ def callback_signature(body: bytes, *, timestamp: str, event_id: str) -> str:
     return hmac.new(_secret(), message, hashlib.sha256).hexdigest()
 
 
-def callback_headers(body: bytes, *, timestamp: int | None = None,
-                     event_id: str | None = None) -> dict[str, str]:
+def callback_headers(body: bytes, *, timestamp: int | None = None, event_id: str | None = None) -> dict[str, str]:
     """The headers a gateway sends with `body` (the simulator and the tests sign with this)."""
     stamp = str(int(time.time()) if timestamp is None else timestamp)
     event = event_id or f"evt_{secrets.token_hex(16)}"
-    return {TIMESTAMP_HEADER: stamp, EVENT_ID_HEADER: event,
-            SIGNATURE_HEADER: callback_signature(body, timestamp=stamp, event_id=event)}
+    return {
+        TIMESTAMP_HEADER: stamp,
+        EVENT_ID_HEADER: event,
+        SIGNATURE_HEADER: callback_signature(body, timestamp=stamp, event_id=event),
+    }
 
 
-def callback_signature_valid(body: bytes, *, timestamp: str, event_id: str,
-                             signature: str | None) -> bool:
+def callback_signature_valid(body: bytes, *, timestamp: str, event_id: str, signature: str | None) -> bool:
     if not signature:
         return False
     # Bytes on both sides: compare_digest refuses non-ASCII text, and a header may hold anything.
@@ -100,5 +101,4 @@ def callback_signature_valid(body: bytes, *, timestamp: str, event_id: str,
 
 
 def callback_body(*, transaction_key: str, status: str, reason: str = "") -> bytes:
-    return json.dumps({"transaction_key": transaction_key, "status": status,
-                       "reason": reason}).encode()
+    return json.dumps({"transaction_key": transaction_key, "status": status, "reason": reason}).encode()

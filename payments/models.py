@@ -32,8 +32,7 @@ class Payment(models.Model):
     # The gateway has not answered yet.
     UNSETTLED = (Status.PENDING, Status.NEEDS_REVIEW)
 
-    transaction_key = models.CharField(max_length=64, unique=True, default=transaction_key_new,
-                                       editable=False)
+    transaction_key = models.CharField(max_length=64, unique=True, default=transaction_key_new, editable=False)
     order = models.ForeignKey("orders.Order", on_delete=models.PROTECT, related_name="payments")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments")
     amount = models.DecimalField(max_digits=12, decimal_places=2)

@@ -17,8 +17,9 @@ def payment_get(*, payment_id: int, user: User | None = None) -> Payment:
 
 def payment_finished_for_pending_orders() -> QuerySet[Payment]:
     """Finished payments whose order still awaits payment: a reaction was lost."""
-    return Payment.objects.filter(status__in=[Payment.Status.COMPLETED, Payment.Status.FAILED],
-                                  order__status=Order.Status.PENDING_PAYMENT)
+    return Payment.objects.filter(
+        status__in=[Payment.Status.COMPLETED, Payment.Status.FAILED], order__status=Order.Status.PENDING_PAYMENT
+    )
 
 
 def payment_refunds_due() -> QuerySet[Payment]:

@@ -73,9 +73,14 @@ class _PaymentEventFields(TypedDict):
 
 
 def _event_fields(payment: Payment) -> _PaymentEventFields:
-    return {"payment_id": str(payment.id), "transaction_key": payment.transaction_key,
-            "order_id": str(payment.order_id), "user_id": str(payment.user_id),
-            "amount": payment.amount, "card_type": payment.card_type}
+    return {
+        "payment_id": str(payment.id),
+        "transaction_key": payment.transaction_key,
+        "order_id": str(payment.order_id),
+        "user_id": str(payment.user_id),
+        "amount": payment.amount,
+        "card_type": payment.card_type,
+    }
 
 
 def payment_request(*, user: User, order_id: int, card_type: str) -> Payment:
@@ -91,12 +96,9 @@ def payment_request(*, user: User, order_id: int, card_type: str) -> Payment:
         if order.status != Order.Status.PENDING_PAYMENT:
             raise IllegalTransition(f"order {order.number} is {order.status}", status=order.status)
         if order.payments.filter(status__in=Payment.OPEN_OR_CAPTURED).exists():
-            raise Conflict(f"order {order.number} already has a payment in progress",
-                           status=order.status)
-        payment = Payment.objects.create(order=order, user=user, amount=order.final_total,
-                                         card_type=card_type)
-        transaction.on_commit(lambda: gateway_get().payment_request(
-            transaction_key=payment.transaction_key))
+            raise Conflict(f"order {order.number} already has a payment in progress", status=order.status)
+        payment = Payment.objects.create(order=order, user=user, amount=order.final_total, card_type=card_type)
+        transaction.on_commit(lambda: gateway_get().payment_request(transaction_key=payment.transaction_key))
     return payment
 
 
@@ -112,10 +114,18 @@ def _refund_required(*, payment: Payment, order: Order, reason: str) -> None:
     payment.refund_reason = reason
     payment.finished_at = payment.finished_at or timezone.now()
     payment.save(update_fields=["status", "refund_reason", "finished_at", "updated_at"])
-    payment_refund_required.send(sender=Payment, event=PaymentRefundRequired(
-        payment_id=str(payment.id), order_id=str(payment.order_id), user_id=str(payment.user_id),
-        amount=payment.amount, card_type=payment.card_type, reason=reason,
-        aggregate_version=_order_version_bump(order)))
+    payment_refund_required.send(
+        sender=Payment,
+        event=PaymentRefundRequired(
+            payment_id=str(payment.id),
+            order_id=str(payment.order_id),
+            user_id=str(payment.user_id),
+            amount=payment.amount,
+            card_type=payment.card_type,
+            reason=reason,
+            aggregate_version=_order_version_bump(order),
+        ),
+    )
 
 
 def _capture_record(*, payment: Payment, order: Order) -> None:
@@ -124,12 +134,16 @@ def _capture_record(*, payment: Payment, order: Order) -> None:
         payment.status = Payment.Status.COMPLETED
         payment.finished_at = timezone.now()
         payment.save(update_fields=["status", "finished_at", "updated_at"])
-        payment_completed.send(sender=Payment, event=PaymentCompleted(
-            **_event_fields(payment), aggregate_version=_order_version_bump(order)))
+        payment_completed.send(
+            sender=Payment,
+            event=PaymentCompleted(**_event_fields(payment), aggregate_version=_order_version_bump(order)),
+        )
         return
     reason = "order_cancelled" if order.status == Order.Status.CANCELLED else "order_already_paid"
-    logger.warning("payment captured for an order that cannot take it: refund due",
-                   extra={"payment_id": payment.id, "order_id": order.id, "reason": reason})
+    logger.warning(
+        "payment captured for an order that cannot take it: refund due",
+        extra={"payment_id": payment.id, "order_id": order.id, "reason": reason},
+    )
     _refund_required(payment=payment, order=order, reason=reason)
 
 
@@ -156,15 +170,17 @@ def payment_settle(*, transaction_key: str, status: str, reason: str = "") -> Ca
         if payment.status == Payment.Status.FAILED:
             return CallbackOutcome(payment, changed=False)
         if payment.status not in Payment.UNSETTLED:
-            raise IllegalTransition(f"payment {transaction_key} is {payment.status}",
-                                    status=payment.status)
+            raise IllegalTransition(f"payment {transaction_key} is {payment.status}", status=payment.status)
         payment.status = Payment.Status.FAILED
         payment.finished_at = timezone.now()
         payment.failure_reason = (reason or "declined")[:200]
         payment.save(update_fields=["status", "failure_reason", "finished_at", "updated_at"])
-        payment_failed.send(sender=Payment, event=PaymentFailed(
-            **_event_fields(payment), reason=payment.failure_reason,
-            aggregate_version=_order_version_bump(order)))
+        payment_failed.send(
+            sender=Payment,
+            event=PaymentFailed(
+                **_event_fields(payment), reason=payment.failure_reason, aggregate_version=_order_version_bump(order)
+            ),
+        )
     return CallbackOutcome(payment, changed=True)
 
 
@@ -175,8 +191,7 @@ def payment_complete(*, transaction_key: str) -> Payment:
 
 def payment_fail(*, transaction_key: str, reason: str) -> Payment:
     """Fail an unsettled payment (see payment_settle). Raises Payment.DoesNotExist, IllegalTransition."""
-    return payment_settle(transaction_key=transaction_key, status=Payment.Status.FAILED,
-                          reason=reason).payment
+    return payment_settle(transaction_key=transaction_key, status=Payment.Status.FAILED, reason=reason).payment
 
 
 def payments_refund_for_cancelled_order(*, order_id: int) -> None:
@@ -185,8 +200,7 @@ def payments_refund_for_cancelled_order(*, order_id: int) -> None:
     Called by the receiver of `order_cancelled` (payments.receivers), inside the transaction that
     holds the order's lock.
     """
-    captured = list(Payment.objects.select_for_update()
-                    .filter(order_id=order_id, status=Payment.Status.COMPLETED))
+    captured = list(Payment.objects.select_for_update().filter(order_id=order_id, status=Payment.Status.COMPLETED))
     if not captured:
         return
     order = Order.objects.select_for_update().get(id=order_id)
@@ -200,24 +214,23 @@ def _callback_authenticate(*, body: bytes, headers: Mapping[str, str], now: floa
     event_id = headers.get(EVENT_ID_HEADER) or ""
     if not timestamp.isdigit() or not EVENT_ID.fullmatch(event_id):
         raise InvalidSignature(f"missing or malformed {TIMESTAMP_HEADER} or {EVENT_ID_HEADER}")
-    if not callback_signature_valid(body, timestamp=timestamp, event_id=event_id,
-                                    signature=headers.get(SIGNATURE_HEADER)):
+    if not callback_signature_valid(
+        body, timestamp=timestamp, event_id=event_id, signature=headers.get(SIGNATURE_HEADER)
+    ):
         raise InvalidSignature(f"bad or missing {SIGNATURE_HEADER}")
     if abs(now - int(timestamp)) > settings.PAYMENT_CALLBACK_TOLERANCE:
         raise InvalidSignature(f"{TIMESTAMP_HEADER} is outside the tolerance window")
     return event_id
 
 
-def payment_callback_handle(*, body: bytes, headers: Mapping[str, str],
-                            now: float | None = None) -> CallbackOutcome:
+def payment_callback_handle(*, body: bytes, headers: Mapping[str, str], now: float | None = None) -> CallbackOutcome:
     """Verify and apply a gateway callback (the endpoint and the simulated gateway share it).
 
     The event id is stored with the change in one transaction: a replay is refused and a refused
     callback stores nothing. Raises InvalidSignature (401), ReplayedCallback (409),
     DomainValidationError (400), Payment.DoesNotExist (404), IllegalTransition (409).
     """
-    event_id = _callback_authenticate(body=body, headers=headers,
-                                      now=time.time() if now is None else now)
+    event_id = _callback_authenticate(body=body, headers=headers, now=time.time() if now is None else now)
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -227,8 +240,7 @@ def payment_callback_handle(*, body: bytes, headers: Mapping[str, str],
     key = data.get("transaction_key")
     status = data.get("status")
     if not isinstance(key, str) or not TRANSACTION_KEY.fullmatch(key):
-        raise DomainValidationError("must be a transaction key (txn_ and 24 hex digits)",
-                                    field="transaction_key")
+        raise DomainValidationError("must be a transaction key (txn_ and 24 hex digits)", field="transaction_key")
     if status not in (Payment.Status.COMPLETED, Payment.Status.FAILED):
         raise DomainValidationError("must be COMPLETED or FAILED", field="status")
     reason = data.get("reason")
@@ -238,8 +250,7 @@ def payment_callback_handle(*, body: bytes, headers: Mapping[str, str],
                 CallbackReceipt.objects.create(event_id=event_id, transaction_key=key)
         except IntegrityError as exc:
             raise ReplayedCallback(f"callback {event_id} was already received") from exc
-        return payment_settle(transaction_key=key, status=status,
-                              reason=reason if isinstance(reason, str) else "")
+        return payment_settle(transaction_key=key, status=status, reason=reason if isinstance(reason, str) else "")
 
 
 @dataclass
@@ -256,12 +267,13 @@ class ReconcileResult:
 
 def _review_mark(*, transaction_key: str) -> bool:
     with transaction.atomic():
-        updated = (Payment.objects.filter(transaction_key=transaction_key,
-                                          status=Payment.Status.PENDING)
-                   .update(status=Payment.Status.NEEDS_REVIEW, updated_at=timezone.now()))
+        updated = Payment.objects.filter(transaction_key=transaction_key, status=Payment.Status.PENDING).update(
+            status=Payment.Status.NEEDS_REVIEW, updated_at=timezone.now()
+        )
     if updated:
-        logger.warning("payment unsettled past PAYMENT_REVIEW_AFTER: manual review",
-                       extra={"transaction_key": transaction_key})
+        logger.warning(
+            "payment unsettled past PAYMENT_REVIEW_AFTER: manual review", extra={"transaction_key": transaction_key}
+        )
     return bool(updated)
 
 
@@ -276,28 +288,36 @@ def payment_reconcile(*, now: datetime | None = None) -> ReconcileResult:
     result = ReconcileResult()
     asked_before = now - timedelta(seconds=settings.PAYMENT_RECONCILE_AFTER)
     review_before = now - timedelta(seconds=settings.PAYMENT_REVIEW_AFTER)
-    unsettled = (Payment.objects.filter(status__in=Payment.UNSETTLED, created_at__lt=asked_before)
-                 .order_by("id").values_list("transaction_key", "created_at"))
+    unsettled = (
+        Payment.objects.filter(status__in=Payment.UNSETTLED, created_at__lt=asked_before)
+        .order_by("id")
+        .values_list("transaction_key", "created_at")
+    )
     gateway = gateway_get()
     for key, created_at in list(unsettled):
         try:
             answer = gateway.payment_status(transaction_key=key)
         except GatewayUnavailable as exc:
-            logger.warning("gateway unreachable during reconciliation: nothing decided",
-                           extra={"transaction_key": key, "error": str(exc)[:200]})
+            logger.warning(
+                "gateway unreachable during reconciliation: nothing decided",
+                extra={"transaction_key": key, "error": str(exc)[:200]},
+            )
             result.gateway_unreachable += 1
             if created_at < review_before:
                 result.marked_for_review += _review_mark(transaction_key=key)
             continue
         if answer.state is ChargeState.COMPLETED:
-            result.captured += payment_settle(transaction_key=key,
-                                              status=Payment.Status.COMPLETED).changed
+            result.captured += payment_settle(transaction_key=key, status=Payment.Status.COMPLETED).changed
         elif answer.state in (ChargeState.FAILED, ChargeState.UNKNOWN):
-            reason = (answer.reason or "declined") if answer.state is ChargeState.FAILED \
+            reason = (
+                (answer.reason or "declined")
+                if answer.state is ChargeState.FAILED
                 else "gateway never received the request"
+            )
             with contextlib.suppress(IllegalTransition):  # a capture arrived meanwhile: it stands
-                result.failed += payment_settle(transaction_key=key, status=Payment.Status.FAILED,
-                                                reason=reason).changed
+                result.failed += payment_settle(
+                    transaction_key=key, status=Payment.Status.FAILED, reason=reason
+                ).changed
         else:
             result.still_processing += 1
             if created_at < review_before:

@@ -32,8 +32,7 @@ logger = logging.getLogger(__name__)
 class SimulatedGateway:
     def payment_request(self, *, transaction_key: str) -> None:
         SimulatedCharge.objects.get_or_create(transaction_key=transaction_key)
-        simulated_gateway_answer.apply_async(args=(transaction_key,),
-                                             countdown=settings.PAYMENT_SIM_DELAY)
+        simulated_gateway_answer.apply_async(args=(transaction_key,), countdown=settings.PAYMENT_SIM_DELAY)
 
     def payment_status(self, *, transaction_key: str) -> ChargeStatus:
         charge = SimulatedCharge.objects.filter(transaction_key=transaction_key).first()
@@ -51,8 +50,7 @@ class SimulatedGateway:
 def _charge_decide(transaction_key: str) -> SimulatedCharge:
     """The charge's outcome, decided once (a retried task answers the same)."""
     with transaction.atomic():
-        charge, _ = SimulatedCharge.objects.select_for_update().get_or_create(
-            transaction_key=transaction_key)
+        charge, _ = SimulatedCharge.objects.select_for_update().get_or_create(transaction_key=transaction_key)
         if charge.status == SimulatedCharge.Status.PROCESSING:
             failed = random.random() < settings.PAYMENT_SIM_FAILURE_RATE
             charge.status = SimulatedCharge.Status.FAILED if failed else SimulatedCharge.Status.COMPLETED
@@ -62,8 +60,13 @@ def _charge_decide(transaction_key: str) -> SimulatedCharge:
     return charge
 
 
-@shared_task(name="payments.simulated_gateway_answer", autoretry_for=(OSError,),
-             retry_backoff=True, retry_backoff_max=30, max_retries=10)
+@shared_task(
+    name="payments.simulated_gateway_answer",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=10,
+)
 def simulated_gateway_answer(transaction_key: str) -> None:
     charge = _charge_decide(transaction_key)
     body = callback_body(transaction_key=transaction_key, status=charge.status, reason=charge.reason)
@@ -71,16 +74,18 @@ def simulated_gateway_answer(transaction_key: str) -> None:
     base_url = settings.PAYMENT_CALLBACK_BASE_URL
     if base_url:
         request = urllib.request.Request(
-            f"{base_url.rstrip('/')}/api/payments/callback/", data=body, method="POST",
-            headers={"Content-Type": "application/json", **headers})
+            f"{base_url.rstrip('/')}/api/payments/callback/",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", **headers},
+        )
         try:
             with urllib.request.urlopen(request, timeout=10):
                 pass
         except urllib.error.HTTPError as error:
             if error.code >= 500:
                 raise OSError(f"callback answered {error.code}") from error
-            logger.warning("callback refused", extra={"status": error.code,
-                                                      "transaction_key": transaction_key})
+            logger.warning("callback refused", extra={"status": error.code, "transaction_key": transaction_key})
         return
     with contextlib.suppress(DomainError):  # settled another way (reconciliation): nothing to answer
         services.payment_callback_handle(body=body, headers=headers)

@@ -18,14 +18,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run.environment import (  # noqa: E402
-    PROJECT_DIR, dotenv_values, empty_dotenv_keys, run_address, run_environment)
-from run.status import PipelineFigures, is_ready, readiness  # noqa: E402
-from run.supervisor import Component, Supervisor, group_alive, group_kill  # noqa: E402
+import contextlib
+
+from run.environment import PROJECT_DIR, dotenv_values, empty_dotenv_keys, run_address, run_environment
+from run.status import PipelineFigures, is_ready, readiness
+from run.supervisor import Component, Supervisor, group_alive, group_kill
 
 VAR_DIR = Path(os.environ.get("VAR_DIR") or PROJECT_DIR / "var")
 LOG_DIR = VAR_DIR / "log"
@@ -57,14 +59,31 @@ def components() -> list[Component]:
         # A prefetch window wider than the settings' 1 per process: on the file transport the
         # worker's loop waits up to 2 s whenever the window is full, and the gateway's answers
         # (countdown tasks) hold slots of it; with a window of 2 it fetched 2 messages per 2 s.
-        "worker": [*celery, "worker", "-Q", domain_queue, "-n", "domain@%h", "--concurrency=2",
-                   "--prefetch-multiplier=16", "--loglevel=INFO"],
-        "relay": [*celery, "worker", "-Q", outbox_queue, "-n", "relay@%h", "--pool=solo",
-                  "--prefetch-multiplier=4", "--loglevel=INFO"],
+        "worker": [
+            *celery,
+            "worker",
+            "-Q",
+            domain_queue,
+            "-n",
+            "domain@%h",
+            "--concurrency=2",
+            "--prefetch-multiplier=16",
+            "--loglevel=INFO",
+        ],
+        "relay": [
+            *celery,
+            "worker",
+            "-Q",
+            outbox_queue,
+            "-n",
+            "relay@%h",
+            "--pool=solo",
+            "--prefetch-multiplier=4",
+            "--loglevel=INFO",
+        ],
         # Beat as a component of its own (not `worker --beat`): its death is seen and restarted,
         # and a killed worker cannot leave an orphan beat scheduling drains.
-        "beat": [*celery, "beat", "--loglevel=INFO", "--pidfile=",
-                 "-s", str(VAR_DIR / "celerybeat-schedule")],
+        "beat": [*celery, "beat", "--loglevel=INFO", "--pidfile=", "-s", str(VAR_DIR / "celerybeat-schedule")],
         "consumer": [PY, "manage.py", "consume_events"],
     }
     # On PostgreSQL the relay loop hears each commit's NOTIFY and publishes at once (the relay
@@ -99,8 +118,7 @@ def reap_leftovers() -> bool:
     if previous is None:
         return True
     if pid_alive(previous["supervisor"]):
-        say(f"make run already runs in this checkout (pid {previous['supervisor']}); "
-            "`make stop` stops it")
+        say(f"make run already runs in this checkout (pid {previous['supervisor']}); `make stop` stops it")
         return False
     for name, info in previous.get("components", {}).items():
         pgid = info.get("pid")
@@ -144,10 +162,8 @@ def restart_component(name: str) -> int:
     if info is None or not info.get("pid"):
         say(f"no component {name!r}; components: {', '.join(state['components'])}")
         return 1
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(info["pid"], signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     say(f"stopped {name} (pid {info['pid']}); make run starts it again")
     return 0
 
@@ -155,9 +171,9 @@ def restart_component(name: str) -> int:
 def kafka_prepare() -> bool:
     """Make sure a broker answers; say which one and whether `make run` started it."""
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    was_ours = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True).returncode == 0
+    was_ours = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True, check=False).returncode == 0
     subprocess.run([KAFKA_LOCAL, "start"], check=True, capture_output=True)
-    ours_now = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True).returncode == 0
+    ours_now = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True, check=False).returncode == 0
     if ours_now and not was_ours:
         say(f"Kafka: started a local broker at {bootstrap} (stopped on exit)")
         return True
@@ -176,13 +192,20 @@ def print_environment() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stop", action="store_true", help="stop what a running `make run` started")
-    parser.add_argument("--env", action="store_true",
-                        help="print the variables make run sets, as `export` lines")
-    parser.add_argument("--restart", metavar="COMPONENT",
-                        help="restart one component of the running `make run` (server, worker, "
-                             "relay, beat, consumer, relay-loop on PostgreSQL)")
-    parser.add_argument("--demo", type=int, default=None, metavar="ACTIONS",
-                        help="run simulate_traffic with this many actions, report, then stop")
+    parser.add_argument("--env", action="store_true", help="print the variables make run sets, as `export` lines")
+    parser.add_argument(
+        "--restart",
+        metavar="COMPONENT",
+        help="restart one component of the running `make run` (server, worker, "
+        "relay, beat, consumer, relay-loop on PostgreSQL)",
+    )
+    parser.add_argument(
+        "--demo",
+        type=int,
+        default=None,
+        metavar="ACTIONS",
+        help="run simulate_traffic with this many actions, report, then stop",
+    )
     options = parser.parse_args()
     if options.env:
         print_environment()
@@ -198,20 +221,26 @@ def main() -> int:
     os.environ.update(run_environment(dict(os.environ)))
     empty = empty_dotenv_keys()
     if empty:
-        say(f".env sets {', '.join(empty)} to an empty value, which overrides the default: "
-            "comment the line out to get the default")
+        say(
+            f".env sets {', '.join(empty)} to an empty value, which overrides the default: "
+            "comment the line out to get the default"
+        )
     host, port = run_address(dict(os.environ))
     base = f"http://{host}:{port}"
     kafka_started_here = kafka_prepare()
-    say(f"topics {os.environ['KAFKA_TOPIC_CATALOG']}, {os.environ['KAFKA_TOPIC_ORDERS']}; "
-        f"consumer group {os.environ['BACKOFFICE_GROUP_ID']}")
+    say(
+        f"topics {os.environ['KAFKA_TOPIC_CATALOG']}, {os.environ['KAFKA_TOPIC_ORDERS']}; "
+        f"consumer group {os.environ['BACKOFFICE_GROUP_ID']}"
+    )
     try:
         manage("migrate", "--noinput", "-v", "0")
         manage("ensure_topics")
         manage("seed_demo")
     except subprocess.CalledProcessError as error:
-        say(f"preparing the stack failed: `manage.py {' '.join(error.cmd[2:])}` exited with "
-            f"{error.returncode} (its message is above)")
+        say(
+            f"preparing the stack failed: `manage.py {' '.join(error.cmd[2:])}` exited with "
+            f"{error.returncode} (its message is above)"
+        )
         if kafka_started_here:
             subprocess.run([KAFKA_LOCAL, "stop"], check=False)
         return 1
@@ -238,8 +267,10 @@ def main() -> int:
         say(f"admin:      {base}/admin/   (development user admin / admin-dev-only)")
         say(f"dashboard:  {base}/admin/pipeline/")
         say(f"health:     {base}/readyz")
-        say("Ctrl-C or `make stop` stops everything it started; `make restart-<component>` "
-            "restarts one (server, worker, relay, beat, consumer)")
+        say(
+            "Ctrl-C or `make stop` stops everything it started; `make restart-<component>` "
+            "restarts one (server, worker, relay, beat, consumer)"
+        )
         figures.start()
         if options.demo is not None:
             return run_demo(options.demo, supervisor, base, lambda: stopping)
@@ -248,8 +279,10 @@ def main() -> int:
             supervisor.check()
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + STATUS_EVERY_S
-                print(f"[{time.strftime('%H:%M:%S')}] {readiness(base)} | {figures.text} | "
-                      f"{supervisor.summary()}", flush=True)
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] {readiness(base)} | {figures.text} | {supervisor.summary()}",
+                    flush=True,
+                )
             time.sleep(0.2)
     finally:
         figures.stop()
@@ -261,7 +294,7 @@ def main() -> int:
     return 0
 
 
-def run_demo(actions: int, supervisor: Supervisor, base: str, stopping) -> int:  # noqa: ANN001
+def run_demo(actions: int, supervisor: Supervisor, base: str, stopping: Callable[[], bool]) -> int:
     """`make demo`: traffic through the running stack, the report and the consistency check."""
     deadline = time.monotonic() + 90
     while not is_ready(line := readiness(base)):
@@ -271,8 +304,10 @@ def run_demo(actions: int, supervisor: Supervisor, base: str, stopping) -> int: 
             return 1
         time.sleep(1)
     say(f"simulating {actions} user actions")
-    traffic = subprocess.Popen([PY, "manage.py", "simulate_traffic", "--base-url", base,
-                                "--actions", str(actions), "--drain-timeout", "300"], cwd=PROJECT_DIR)
+    traffic = subprocess.Popen(
+        [PY, "manage.py", "simulate_traffic", "--base-url", base, "--actions", str(actions), "--drain-timeout", "300"],
+        cwd=PROJECT_DIR,
+    )
     while traffic.poll() is None:
         supervisor.check()  # a component that dies during the demo is restarted too
         if stopping():

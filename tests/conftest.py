@@ -39,8 +39,10 @@ def _no_leftover_processes():
 def _test_settings(settings, tmp_path):
     settings.SECURE_SSL_REDIRECT = False
     settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-                    "LOCATION": str(tmp_path / "cache")}
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / "cache"),
+        }
     }
     # The on-commit kick would enqueue Celery tasks on the real broker; tests that want the
     # worker turn it on explicitly.

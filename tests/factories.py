@@ -21,8 +21,7 @@ _counter = itertools.count(1)
 
 def user_make(*, username: str | None = None, is_staff: bool = False):
     name = username or f"user{next(_counter)}"
-    return get_user_model().objects.create_user(username=name, password="pw-for-tests-only",
-                                                is_staff=is_staff)
+    return get_user_model().objects.create_user(username=name, password="pw-for-tests-only", is_staff=is_staff)
 
 
 def token_for(user) -> str:
@@ -33,7 +32,18 @@ def product_make(*, price: str = "10.00", stock: int = 10, name: str | None = No
     return product_create(name=name or f"Product {next(_counter)}", price=Decimal(price), stock=stock)
 
 
-def coupon_make(*, owner, kind: str = Coupon.Kind.FIXED, value: str = "5.00",
-                expires_in: timedelta = timedelta(days=7), code: str | None = None) -> Coupon:
-    return coupon_create(code=code or f"C{next(_counter):06d}", kind=kind, value=Decimal(value),
-                         owner=owner, expires_at=timezone.now() + expires_in)
+def coupon_make(
+    *,
+    owner,
+    kind: str = Coupon.Kind.FIXED,
+    value: str = "5.00",
+    expires_in: timedelta = timedelta(days=7),
+    code: str | None = None,
+) -> Coupon:
+    return coupon_create(
+        code=code or f"C{next(_counter):06d}",
+        kind=kind,
+        value=Decimal(value),
+        owner=owner,
+        expires_at=timezone.now() + expires_in,
+    )

@@ -26,8 +26,11 @@ class ProductOutputSerializer(serializers.ModelSerializer):
 
 LikeOutputSerializer = inline_serializer(
     name="LikeResult",
-    fields={"product_id": serializers.IntegerField(), "liked": serializers.BooleanField(),
-            "changed": serializers.BooleanField(help_text="false when it was already so")},
+    fields={
+        "product_id": serializers.IntegerField(),
+        "liked": serializers.BooleanField(),
+        "changed": serializers.BooleanField(help_text="false when it was already so"),
+    },
 )
 
 
@@ -39,17 +42,17 @@ class ProductListApi(APIView):
 
     @extend_schema(
         operation_id="products_list",
-        parameters=[OpenApiParameter("name", str, description="case-insensitive part of the name"),
-                    OpenApiParameter("page", int)],
-        responses={200: paginated(ProductOutputSerializer, "ProductPage"), 400: BAD_REQUEST,
-                   404: NOT_FOUND},
+        parameters=[
+            OpenApiParameter("name", str, description="case-insensitive part of the name"),
+            OpenApiParameter("page", int),
+        ],
+        responses={200: paginated(ProductOutputSerializer, "ProductPage"), 400: BAD_REQUEST, 404: NOT_FOUND},
     )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         products = selectors.product_list(name=filters.validated_data.get("name"))
-        return paginate(request=request, queryset=products, serializer_class=ProductOutputSerializer,
-                        view=self)
+        return paginate(request=request, queryset=products, serializer_class=ProductOutputSerializer, view=self)
 
 
 class ProductDetailApi(APIView):
@@ -57,8 +60,7 @@ class ProductDetailApi(APIView):
 
     permission_classes = [AllowAny]
 
-    @extend_schema(operation_id="products_retrieve",
-                   responses={200: ProductOutputSerializer, 404: NOT_FOUND})
+    @extend_schema(operation_id="products_retrieve", responses={200: ProductOutputSerializer, 404: NOT_FOUND})
     def get(self, request: Request, product_id: int) -> Response:
         cache_key = settings.PRODUCT_CACHE_KEY.format(product_id=product_id)
         data = cache.get(cache_key)
@@ -77,14 +79,20 @@ class ProductDetailApi(APIView):
 class ProductLikeApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(operation_id="products_like", request=None,
-                   responses={200: LikeOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
+    @extend_schema(
+        operation_id="products_like",
+        request=None,
+        responses={200: LikeOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+    )
     def put(self, request: AuthenticatedRequest, product_id: int) -> Response:
         changed = services.product_like(user=request.user, product_id=product_id)
         return Response({"product_id": product_id, "liked": True, "changed": changed})
 
-    @extend_schema(operation_id="products_unlike", request=None,
-                   responses={200: LikeOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
+    @extend_schema(
+        operation_id="products_unlike",
+        request=None,
+        responses={200: LikeOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND},
+    )
     def delete(self, request: AuthenticatedRequest, product_id: int) -> Response:
         changed = services.product_unlike(user=request.user, product_id=product_id)
         return Response({"product_id": product_id, "liked": False, "changed": changed})

@@ -44,18 +44,19 @@ class DatabaseCollector(Collector):
         self.close_connection = close_connection
 
     def collect(self) -> Iterator[Metric]:
-        pending = GaugeMetricFamily("outbox_pending_rows", "Outbox rows waiting to be published.",
-                                    labels=["topic"])
-        dead = GaugeMetricFamily("outbox_dead_rows", "Outbox rows that will not be sent again "
-                                 "until requeued.", labels=["topic"])
-        oldest = GaugeMetricFamily("outbox_oldest_pending_age_seconds",
-                                   "Age of the oldest pending outbox row (0 when none).",
-                                   labels=["topic"])
-        letters = GaugeMetricFamily("backoffice_dead_letters_open",
-                                    "Dead letters of the back office not redriven yet.",
-                                    labels=["topic"])
-        up = GaugeMetricFamily("commerce_database_scrape_success",
-                               "1 when the database figures of this scrape could be read.")
+        pending = GaugeMetricFamily("outbox_pending_rows", "Outbox rows waiting to be published.", labels=["topic"])
+        dead = GaugeMetricFamily(
+            "outbox_dead_rows", "Outbox rows that will not be sent again until requeued.", labels=["topic"]
+        )
+        oldest = GaugeMetricFamily(
+            "outbox_oldest_pending_age_seconds", "Age of the oldest pending outbox row (0 when none).", labels=["topic"]
+        )
+        letters = GaugeMetricFamily(
+            "backoffice_dead_letters_open", "Dead letters of the back office not redriven yet.", labels=["topic"]
+        )
+        up = GaugeMetricFamily(
+            "commerce_database_scrape_success", "1 when the database figures of this scrape could be read."
+        )
         try:
             figures = _database_figures()
         except DatabaseError as exc:
@@ -80,16 +81,20 @@ def _database_figures() -> dict[str, dict[str, float]]:
     from outbox.models import OutboxEvent
 
     now = timezone.now()
-    figures = {topic: {"pending": 0.0, "dead": 0.0, "oldest_age": 0.0, "dead_letters": 0.0}
-               for topic in settings.KAFKA_TOPICS.values()}
+    figures = {
+        topic: {"pending": 0.0, "dead": 0.0, "oldest_age": 0.0, "dead_letters": 0.0}
+        for topic in settings.KAFKA_TOPICS.values()
+    }
 
     def of(topic: str) -> dict[str, float]:
-        return figures.setdefault(
-            topic, {"pending": 0.0, "dead": 0.0, "oldest_age": 0.0, "dead_letters": 0.0})
+        return figures.setdefault(topic, {"pending": 0.0, "dead": 0.0, "oldest_age": 0.0, "dead_letters": 0.0})
 
     pending, dead = OutboxEvent.Status.PENDING, OutboxEvent.Status.DEAD
-    rows = (OutboxEvent.objects.filter(status__in=[pending, dead])
-            .values("topic", "status").annotate(rows=Count("seq"), oldest=Min("created_at")))
+    rows = (
+        OutboxEvent.objects.filter(status__in=[pending, dead])
+        .values("topic", "status")
+        .annotate(rows=Count("seq"), oldest=Min("created_at"))
+    )
     for row in rows:
         figure = of(row["topic"])
         if row["status"] == pending:
@@ -97,8 +102,7 @@ def _database_figures() -> dict[str, dict[str, float]]:
             figure["oldest_age"] = max(0.0, (now - row["oldest"]).total_seconds())
         else:
             figure["dead"] = float(row["rows"])
-    letters = (DeadLetter.objects.filter(status=DeadLetter.Status.OPEN)
-               .values("topic").annotate(rows=Count("id")))
+    letters = DeadLetter.objects.filter(status=DeadLetter.Status.OPEN).values("topic").annotate(rows=Count("id"))
     for letter in letters:
         of(letter["topic"])["dead_letters"] = float(letter["rows"])
     return figures
@@ -141,7 +145,8 @@ def metrics_http_start(*, port: int, addr: str = "0.0.0.0", database: bool = Fal
         return None
     try:
         server, _thread = start_http_server(
-            port, addr=addr, registry=exposition_registry(database=database, close_connection=True))
+            port, addr=addr, registry=exposition_registry(database=database, close_connection=True)
+        )
     except OSError as exc:
         logger.error("metrics exporter not started", extra={"port": port, "error": repr(exc)})
         return None
@@ -164,8 +169,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     """The API's metrics: `Authorization: Bearer <METRICS_TOKEN>` (Prometheus), or a staff
     session (a person with a browser). Anything else gets 401 and no figures."""
     if not _authorized(request):
-        response = HttpResponse("metrics need a bearer token (METRICS_TOKEN) or a staff session\n",
-                                status=401, content_type="text/plain")
+        response = HttpResponse(
+            "metrics need a bearer token (METRICS_TOKEN) or a staff session\n", status=401, content_type="text/plain"
+        )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     body = generate_latest(exposition_registry(database=True))

@@ -23,63 +23,71 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # Seconds from the commit of the event to the broker's ack, and to the projection: the relay
 # is kicked on commit (tens of ms), a backlog or a retry pushes it to seconds or minutes.
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                    120.0, 300.0, 900.0)
-_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                     30.0)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
 
 # --- relay ------------------------------------------------------------------------------------
 OUTBOX_PUBLISHED = Counter(
-    "outbox_events_published", "Outbox events acknowledged by Kafka and marked published.",
-    ["topic"])
+    "outbox_events_published", "Outbox events acknowledged by Kafka and marked published.", ["topic"]
+)
 OUTBOX_SEND_FAILED = Counter(
-    "outbox_send_failures", "Failed send attempts of outbox events (retried or dead).",
-    ["topic", "error"])
+    "outbox_send_failures", "Failed send attempts of outbox events (retried or dead).", ["topic", "error"]
+)
 OUTBOX_RETRIED = Counter(
-    "outbox_send_retries", "Failed sends scheduled for another attempt after a backoff.",
-    ["topic", "error"])
+    "outbox_send_retries", "Failed sends scheduled for another attempt after a backoff.", ["topic", "error"]
+)
 OUTBOX_DEAD = Counter(
-    "outbox_events_dead", "Outbox events that became dead (permanent error or attempts spent).",
-    ["topic", "error"])
-RELAY_BATCH_SIZE = Histogram(
-    "outbox_relay_batch_size", "Rows per claimed relay batch.", buckets=_BATCH_SIZE_BUCKETS)
+    "outbox_events_dead", "Outbox events that became dead (permanent error or attempts spent).", ["topic", "error"]
+)
+RELAY_BATCH_SIZE = Histogram("outbox_relay_batch_size", "Rows per claimed relay batch.", buckets=_BATCH_SIZE_BUCKETS)
 RELAY_BATCH_SECONDS = Histogram(
     "outbox_relay_batch_duration_seconds",
-    "Seconds from claiming a relay batch to writing back its outcome.", buckets=_DURATION_BUCKETS)
+    "Seconds from claiming a relay batch to writing back its outcome.",
+    buckets=_DURATION_BUCKETS,
+)
 COMMIT_TO_ACK_SECONDS = Histogram(
     "outbox_commit_to_ack_seconds",
     "Seconds from the event's commit (occurred_at) to the broker's acknowledgement.",
-    ["topic"], buckets=_LATENCY_BUCKETS)
+    ["topic"],
+    buckets=_LATENCY_BUCKETS,
+)
 RELAY_LAST_DRAIN = Gauge(
     "outbox_relay_last_drain_timestamp_seconds",
     "Unix time at which a relay drain last finished (idle drains included): the relay's heartbeat.",
-    multiprocess_mode="max")
+    multiprocess_mode="max",
+)
 
 # --- back office consumer ---------------------------------------------------------------------
-CONSUMER_APPLIED = Counter(
-    "backoffice_records_applied", "Records applied to the projections.", ["topic"])
+CONSUMER_APPLIED = Counter("backoffice_records_applied", "Records applied to the projections.", ["topic"])
 CONSUMER_DUPLICATES = Counter(
-    "backoffice_records_duplicate", "Records skipped because the inbox had already applied them.",
-    ["topic"])
+    "backoffice_records_duplicate", "Records skipped because the inbox had already applied them.", ["topic"]
+)
 CONSUMER_DEAD_LETTERED = Counter(
-    "backoffice_records_dead_lettered", "Records dead-lettered by the back office.",
-    ["topic", "error"])
+    "backoffice_records_dead_lettered", "Records dead-lettered by the back office.", ["topic", "error"]
+)
 CONSUMER_LAG = Gauge(
     "backoffice_consumer_lag_records",
     "Records between the consumer's position and the end of the partition.",
-    ["topic", "partition"], multiprocess_mode="livemax")
+    ["topic", "partition"],
+    multiprocess_mode="livemax",
+)
 CONSUMER_BATCH_SECONDS = Histogram(
     "backoffice_batch_apply_duration_seconds",
     "Seconds to apply one polled batch (one transaction) to the projections.",
-    buckets=_DURATION_BUCKETS)
+    buckets=_DURATION_BUCKETS,
+)
 COMMIT_TO_PROJECTION_SECONDS = Histogram(
     "backoffice_commit_to_projection_seconds",
     "Seconds from the event's commit (occurred_at) to its projection's commit.",
-    ["topic"], buckets=_LATENCY_BUCKETS)
+    ["topic"],
+    buckets=_LATENCY_BUCKETS,
+)
 CONSUMER_LAST_POLL = Gauge(
     "backoffice_consumer_last_poll_timestamp_seconds",
-    "Unix time of the consumer's last poll: its heartbeat.", multiprocess_mode="max")
+    "Unix time of the consumer's last poll: its heartbeat.",
+    multiprocess_mode="max",
+)
 
 
 def error_kind(error: BaseException | str | None) -> str:
@@ -112,21 +120,22 @@ def _seconds_since(moment: datetime | str, now: datetime | None) -> float:
 
 # --- relay call sites -------------------------------------------------------------------------
 
+
 def relay_batch_observed(*, size: int, seconds: float) -> None:
     """One claimed batch written back: its row count and its claim-to-write-back seconds."""
     RELAY_BATCH_SIZE.observe(size)
     RELAY_BATCH_SECONDS.observe(seconds)
 
 
-def relay_published_observed(*, topic: str, occurred_at: datetime | str,
-                             acked_at: datetime | None = None) -> None:
+def relay_published_observed(*, topic: str, occurred_at: datetime | str, acked_at: datetime | None = None) -> None:
     """One row acknowledged and marked published; `occurred_at` is the row's commit time."""
     OUTBOX_PUBLISHED.labels(topic).inc()
     COMMIT_TO_ACK_SECONDS.labels(topic).observe(_seconds_since(occurred_at, acked_at))
 
 
-def relay_published_batch_observed(*, rows: Iterable[tuple[str, datetime | str]],
-                                   acked_at: datetime | None = None) -> None:
+def relay_published_batch_observed(
+    *, rows: Iterable[tuple[str, datetime | str]], acked_at: datetime | None = None
+) -> None:
     """The rows of one write-back marked published, as (topic, occurred_at) pairs.
 
     The same samples as `relay_published_observed` per row, at a third of its cost: the relay
@@ -159,14 +168,20 @@ def relay_drain_observed(*, at: float | None = None) -> None:
 
 # --- consumer call sites ----------------------------------------------------------------------
 
+
 def consumer_batch_observed(*, seconds: float) -> None:
     """One polled batch applied (its transaction committed) in `seconds`."""
     CONSUMER_BATCH_SECONDS.observe(seconds)
 
 
-def consumer_records_observed(*, topic: str, applied: int = 0, duplicates: int = 0,
-                              dead_lettered: int = 0,
-                              error: BaseException | str | None = None) -> None:
+def consumer_records_observed(
+    *,
+    topic: str,
+    applied: int = 0,
+    duplicates: int = 0,
+    dead_lettered: int = 0,
+    error: BaseException | str | None = None,
+) -> None:
     """Counts of one topic's records in a batch; `error` labels the dead-lettered ones."""
     if applied:
         CONSUMER_APPLIED.labels(topic).inc(applied)
@@ -176,14 +191,16 @@ def consumer_records_observed(*, topic: str, applied: int = 0, duplicates: int =
         CONSUMER_DEAD_LETTERED.labels(topic, error_kind(error)).inc(dead_lettered)
 
 
-def consumer_applied_latency_observed(*, topic: str, occurred_at: datetime | str,
-                                      applied_at: datetime | None = None) -> None:
+def consumer_applied_latency_observed(
+    *, topic: str, occurred_at: datetime | str, applied_at: datetime | None = None
+) -> None:
     """One applied event: seconds from its commit to the commit of its projection."""
     COMMIT_TO_PROJECTION_SECONDS.labels(topic).observe(_seconds_since(occurred_at, applied_at))
 
 
-def consumer_applied_batch_latency_observed(*, rows: Iterable[tuple[str, datetime | str]],
-                                            applied_at: datetime | None = None) -> None:
+def consumer_applied_batch_latency_observed(
+    *, rows: Iterable[tuple[str, datetime | str]], applied_at: datetime | None = None
+) -> None:
     """`consumer_applied_latency_observed` for the (topic, occurred_at) of a batch's events,
     at a fraction of the per-call cost; `applied_at` is the batch's commit."""
     applied_at = applied_at or timezone.now()

@@ -57,9 +57,14 @@ def telemetry_enabled() -> bool:
     return _state.tracer is not None
 
 
-def telemetry_configure(*, exporter: SpanExporter, service_name: str = "commerce",
-                        batch: bool = True, instrument_django: bool = True,
-                        set_global: bool = True) -> TracerProvider:
+def telemetry_configure(
+    *,
+    exporter: SpanExporter,
+    service_name: str = "commerce",
+    batch: bool = True,
+    instrument_django: bool = True,
+    set_global: bool = True,
+) -> TracerProvider:
     """Turn tracing on in this process with `exporter` (tests pass an in-memory one).
 
     `batch` exports from a background thread (production); without it each span is exported
@@ -114,11 +119,11 @@ def telemetry_setup_from_settings() -> None:
         exporter = ConsoleSpanExporter()
     else:
         raise ValueError(f"OTEL_TRACES_EXPORTER={kind!r}: expected none, otlp or console")
-    telemetry_configure(exporter=exporter, service_name=settings.OTEL_SERVICE_NAME,
-                        batch=kind == "otlp")
+    telemetry_configure(exporter=exporter, service_name=settings.OTEL_SERVICE_NAME, batch=kind == "otlp")
 
 
 # --- W3C traceparent <-> OpenTelemetry context ------------------------------------------------
+
 
 def current_span_traceparent() -> str | None:
     """The traceparent of the current OpenTelemetry span, or None when there is none."""
@@ -144,8 +149,7 @@ def _links_to(context: Context | None) -> list[Link]:
     return [Link(trace.get_current_span(context).get_span_context())]
 
 
-def _messaging_attributes(*, operation: str, topic: str, event_id: str | UUID,
-                          event_type: str) -> dict[str, Any]:
+def _messaging_attributes(*, operation: str, topic: str, event_id: str | UUID, event_type: str) -> dict[str, Any]:
     return {
         "messaging.system": "kafka",
         "messaging.operation.type": operation,
@@ -167,9 +171,9 @@ def _span_failed(span: Span, error: BaseException | str) -> None:
 
 # --- the outbox's spans -----------------------------------------------------------------------
 
+
 @contextmanager
-def outbox_record_span(*, topic: str, event_id: str | UUID, event_type: str,
-                       key: str) -> Iterator[None]:
+def outbox_record_span(*, topic: str, event_id: str | UUID, event_type: str, key: str) -> Iterator[None]:
     """Around the recording of one event (in the request's transaction): the "create" span.
 
     Inside, commerce.tracing.traceparent_get() returns this span's traceparent, which is what
@@ -178,16 +182,15 @@ def outbox_record_span(*, topic: str, event_id: str | UUID, event_type: str,
     if _state.tracer is None:
         yield
         return
-    attributes = _messaging_attributes(operation="create", topic=topic, event_id=event_id,
-                                       event_type=event_type)
+    attributes = _messaging_attributes(operation="create", topic=topic, event_id=event_id, event_type=event_type)
     attributes["messaging.kafka.message.key"] = key
-    with _state.tracer.start_as_current_span(f"create {topic}", kind=SpanKind.PRODUCER,
-                                             attributes=attributes):
+    with _state.tracer.start_as_current_span(f"create {topic}", kind=SpanKind.PRODUCER, attributes=attributes):
         yield
 
 
-def relay_send_span_start(*, topic: str, event_id: str | UUID, event_type: str, key: str,
-                          traceparent: str | None) -> Span:
+def relay_send_span_start(
+    *, topic: str, event_id: str | UUID, event_type: str, key: str, traceparent: str | None
+) -> Span:
     """Start the "send" span of one row as the relay hands it to the producer.
 
     `traceparent` is the row's (headers["traceparent"]): the span links to it. Its parent is
@@ -196,15 +199,24 @@ def relay_send_span_start(*, topic: str, event_id: str | UUID, event_type: str, 
     """
     if _state.tracer is None:
         return INVALID_SPAN
-    attributes = _messaging_attributes(operation="send", topic=topic, event_id=event_id,
-                                       event_type=event_type)
+    attributes = _messaging_attributes(operation="send", topic=topic, event_id=event_id, event_type=event_type)
     attributes["messaging.kafka.message.key"] = key
-    return _state.tracer.start_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes,
-                                    links=_links_to(context_from_traceparent(traceparent)))
+    return _state.tracer.start_span(
+        f"send {topic}",
+        kind=SpanKind.PRODUCER,
+        attributes=attributes,
+        links=_links_to(context_from_traceparent(traceparent)),
+    )
 
 
-def relay_send_span_end(span: Span, *, partition: int | None = None, offset: int | None = None,
-                        error: BaseException | str | None = None, dead: bool = False) -> None:
+def relay_send_span_end(
+    span: Span,
+    *,
+    partition: int | None = None,
+    offset: int | None = None,
+    error: BaseException | str | None = None,
+    dead: bool = False,
+) -> None:
     """The row's outcome: acknowledged at `partition`/`offset`, or `error` (and `dead` or not)."""
     if not span.is_recording():
         return
@@ -238,16 +250,25 @@ class ConsumedMessage(Protocol):
 def _process_span_start(message: ConsumedMessage, *, group: str) -> tuple[Span, Context | None]:
     assert _state.tracer is not None
     creation = context_from_traceparent(message.traceparent)
-    attributes = _messaging_attributes(operation="process", topic=message.topic,
-                                       event_id=message.event_id, event_type=message.event_type)
-    attributes.update({"messaging.destination.partition.id": str(message.partition),
-                       "messaging.kafka.offset": message.offset,
-                       "messaging.consumer.group.name": group})
+    attributes = _messaging_attributes(
+        operation="process", topic=message.topic, event_id=message.event_id, event_type=message.event_type
+    )
+    attributes.update(
+        {
+            "messaging.destination.partition.id": str(message.partition),
+            "messaging.kafka.offset": message.offset,
+            "messaging.consumer.group.name": group,
+        }
+    )
     # Parent and link both: the parent puts the apply in the request's trace, the link is what
     # the conventions require (and what survives a backend that drops remote parents).
-    span = _state.tracer.start_span(f"process {message.topic}", context=creation or Context(),
-                                    kind=SpanKind.CONSUMER, attributes=attributes,
-                                    links=_links_to(creation))
+    span = _state.tracer.start_span(
+        f"process {message.topic}",
+        context=creation or Context(),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        links=_links_to(creation),
+    )
     return span, creation
 
 

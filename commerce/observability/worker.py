@@ -45,8 +45,10 @@ def _exporter_start(**_: Any) -> None:
 
     port = settings.WORKER_METRICS_PORT
     if port and not multiprocess_dir():
-        logger.error("PROMETHEUS_MULTIPROC_DIR is not set: the worker's metrics port serves its "
-                     "main process only, not the prefork children that run the tasks")
+        logger.error(
+            "PROMETHEUS_MULTIPROC_DIR is not set: the worker's metrics port serves its "
+            "main process only, not the prefork children that run the tasks"
+        )
     metrics_http_start(port=port, database=True)
 
 

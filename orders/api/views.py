@@ -24,9 +24,20 @@ class OrderOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Order
-        fields = ["id", "number", "status", "original_total", "discount", "final_total",
-                  "coupon_code", "lines", "cancel_reason", "created_at", "confirmed_at",
-                  "cancelled_at"]
+        fields = [
+            "id",
+            "number",
+            "status",
+            "original_total",
+            "discount",
+            "final_total",
+            "coupon_code",
+            "lines",
+            "cancel_reason",
+            "created_at",
+            "confirmed_at",
+            "cancelled_at",
+        ]
 
 
 class OrderLineInputSerializer(serializers.Serializer):
@@ -36,8 +47,7 @@ class OrderLineInputSerializer(serializers.Serializer):
 
 class OrderCreateInputSerializer(serializers.Serializer):
     lines = OrderLineInputSerializer(many=True, allow_empty=False, max_length=100)  # type: ignore[call-arg]  # ListSerializer's, DRF 3.14
-    coupon_code = serializers.CharField(required=False, allow_null=True, allow_blank=False,
-                                        max_length=40)
+    coupon_code = serializers.CharField(required=False, allow_null=True, allow_blank=False, max_length=40)
 
     def validate_lines(self, lines: list[dict]) -> list[dict]:
         product_ids = [line["product_id"] for line in lines]
@@ -51,16 +61,24 @@ class OrderCancelInputSerializer(serializers.Serializer):
 
 
 class OrderListCreateApi(APIView):
-    @extend_schema(operation_id="orders_list", parameters=[OpenApiParameter("page", int)],
-                   responses={200: paginated(OrderOutputSerializer, "OrderPage"),
-                              401: UNAUTHORIZED, 404: NOT_FOUND})
+    @extend_schema(
+        operation_id="orders_list",
+        parameters=[OpenApiParameter("page", int)],
+        responses={200: paginated(OrderOutputSerializer, "OrderPage"), 401: UNAUTHORIZED, 404: NOT_FOUND},
+    )
     def get(self, request: AuthenticatedRequest) -> Response:
-        return paginate(request=request, queryset=selectors.order_list(user=request.user),
-                        serializer_class=OrderOutputSerializer, view=self)
+        return paginate(
+            request=request,
+            queryset=selectors.order_list(user=request.user),
+            serializer_class=OrderOutputSerializer,
+            view=self,
+        )
 
-    @extend_schema(operation_id="orders_create", request=OrderCreateInputSerializer,
-                   responses={201: OrderOutputSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED,
-                              409: CONFLICT})
+    @extend_schema(
+        operation_id="orders_create",
+        request=OrderCreateInputSerializer,
+        responses={201: OrderOutputSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED, 409: CONFLICT},
+    )
     def post(self, request: AuthenticatedRequest) -> Response:
         payload = OrderCreateInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -74,21 +92,23 @@ class OrderListCreateApi(APIView):
 
 
 class OrderDetailApi(APIView):
-    @extend_schema(operation_id="orders_retrieve",
-                   responses={200: OrderOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
+    @extend_schema(
+        operation_id="orders_retrieve", responses={200: OrderOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND}
+    )
     def get(self, request: AuthenticatedRequest, order_id: int) -> Response:
         order = selectors.order_get(user=request.user, order_id=order_id)
         return Response(OrderOutputSerializer(order).data)
 
 
 class OrderCancelApi(APIView):
-    @extend_schema(operation_id="orders_cancel", request=OrderCancelInputSerializer,
-                   responses={200: OrderOutputSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED,
-                              404: NOT_FOUND, 409: CONFLICT})
+    @extend_schema(
+        operation_id="orders_cancel",
+        request=OrderCancelInputSerializer,
+        responses={200: OrderOutputSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND, 409: CONFLICT},
+    )
     def post(self, request: AuthenticatedRequest, order_id: int) -> Response:
         payload = OrderCancelInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        services.order_cancel(order_id=order_id, user=request.user,
-                              reason=payload.validated_data["reason"])
+        services.order_cancel(order_id=order_id, user=request.user, reason=payload.validated_data["reason"])
         order = selectors.order_get(user=request.user, order_id=order_id)
         return Response(OrderOutputSerializer(order).data)

@@ -24,5 +24,15 @@ from outbox.relay.write_back import write_back
 _record_headers = record_headers
 _write_back = write_back
 
-__all__ = ["PERMANENT_ERRORS", "SEND_FIELDS", "ClaimedRow", "DrainResult", "ProducerUnavailable",
-           "backoff_seconds", "claim_batch", "record_headers", "relay_drain", "write_back"]
+__all__ = [
+    "PERMANENT_ERRORS",
+    "SEND_FIELDS",
+    "ClaimedRow",
+    "DrainResult",
+    "ProducerUnavailable",
+    "backoff_seconds",
+    "claim_batch",
+    "record_headers",
+    "relay_drain",
+    "write_back",
+]

@@ -21,6 +21,7 @@ time and a key's rows go out in order whoever holds them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -59,10 +60,9 @@ class Waker:
         os.set_blocking(self.write_fd, False)
 
     def wake(self) -> None:
-        try:
+        # The pipe is full or closed: the loop is already awake or gone.
+        with contextlib.suppress(BlockingIOError, OSError):
             os.write(self.write_fd, b"x")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full or closed: the loop is already awake or gone
 
     def clear(self) -> None:
         try:
@@ -73,10 +73,8 @@ class Waker:
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def _listen_connect(using: str) -> psycopg.Connection:
@@ -84,10 +82,15 @@ def _listen_connect(using: str) -> psycopg.Connection:
     transactions, this one only waits."""
     params = connections[using].settings_dict
     conn = psycopg.connect(
-        dbname=params["NAME"], user=params.get("USER") or None,
-        password=params.get("PASSWORD") or None, host=params.get("HOST") or None,
+        dbname=params["NAME"],
+        user=params.get("USER") or None,
+        password=params.get("PASSWORD") or None,
+        host=params.get("HOST") or None,
         port=str(params["PORT"]) if params.get("PORT") else None,
-        autocommit=True, application_name="outbox-relay-loop", connect_timeout=5)
+        autocommit=True,
+        application_name="outbox-relay-loop",
+        connect_timeout=5,
+    )
     conn.execute(f"LISTEN {CHANNEL}")
     return conn
 
@@ -114,15 +117,15 @@ def _drain_until_idle(stats: LoopStats) -> None:
             return  # the drain ended on its own: it claimed everything due
 
 
-def relay_loop(*, using: str = "default", poll_interval_s: float | None = None,
-               waker: Waker | None = None) -> LoopStats:
+def relay_loop(
+    *, using: str = "default", poll_interval_s: float | None = None, waker: Waker | None = None
+) -> LoopStats:
     """Run until `relay_stop_requested()`; returns what it did."""
     poll_s = settings.OUTBOX_LOOP_POLL_INTERVAL if poll_interval_s is None else poll_interval_s
     stats = LoopStats()
     listener: psycopg.Connection | None = None
     reconnect_in = 0.1
-    logger.info("relay loop started", extra={"channel": CHANNEL, "poll_interval_s": poll_s,
-                                              "pid": os.getpid()})
+    logger.info("relay loop started", extra={"channel": CHANNEL, "poll_interval_s": poll_s, "pid": os.getpid()})
     try:
         while not relay_stop_requested():
             if listener is None:
@@ -130,8 +133,10 @@ def relay_loop(*, using: str = "default", poll_interval_s: float | None = None,
                     listener = _listen_connect(using)
                     reconnect_in = 0.1
                 except psycopg.Error as exc:
-                    logger.warning("relay loop cannot listen; polling until it can",
-                                   extra={"error": repr(exc), "retry_in_s": reconnect_in})
+                    logger.warning(
+                        "relay loop cannot listen; polling until it can",
+                        extra={"error": repr(exc), "retry_in_s": reconnect_in},
+                    )
             # Every pass drains first: at start (rows committed while no loop listened), after a
             # notification, after a poll timeout, after a reconnection.
             _drain_until_idle(stats)
@@ -153,25 +158,25 @@ def relay_loop(*, using: str = "default", poll_interval_s: float | None = None,
             try:
                 heard = _take_notifications(listener)
             except psycopg.Error as exc:
-                logger.warning("relay loop lost its listening connection; reconnecting",
-                               extra={"error": repr(exc)})
+                logger.warning("relay loop lost its listening connection; reconnecting", extra={"error": repr(exc)})
                 _close(listener)
                 listener = None
                 continue
             stats.notifications += len(heard)
             if heard and logger.isEnabledFor(logging.DEBUG):
-                logger.debug("relay loop woken", extra={"event_id": heard[0],
-                                                        "notifications": len(heard)})
+                logger.debug("relay loop woken", extra={"event_id": heard[0], "notifications": len(heard)})
     finally:
         if listener is not None:
             _close(listener)
-        logger.info("relay loop stopped", extra={"drains": stats.drains, "published": stats.published,
-                                                  "notifications": stats.notifications})
+        logger.info(
+            "relay loop stopped",
+            extra={"drains": stats.drains, "published": stats.published, "notifications": stats.notifications},
+        )
     return stats
 
 
 def _close(conn: psycopg.Connection) -> None:
     try:
         conn.close()
-    except Exception:  # noqa: BLE001 - closing a broken connection must not stop the loop
+    except Exception:
         logger.exception("closing the listening connection failed")

@@ -6,6 +6,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from kafka.errors import (
@@ -20,10 +21,26 @@ from outbox.models import OutboxEvent
 
 # Errors that no retry can cure: the row is marked dead at once.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
-    MessageSizeTooLargeError, RecordListTooLargeError, InvalidTopicError, TypeError, ValueError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    TypeError,
+    ValueError,
 )
-SEND_FIELDS = ["seq", "event_id", "topic", "key", "type", "event_version", "aggregatetype",
-               "aggregateid", "aggregate_version", "headers", "occurred_at", "attempts"]
+SEND_FIELDS = [
+    "seq",
+    "event_id",
+    "topic",
+    "key",
+    "type",
+    "event_version",
+    "aggregatetype",
+    "aggregateid",
+    "aggregate_version",
+    "headers",
+    "occurred_at",
+    "attempts",
+]
 
 
 class ProducerUnavailable(KafkaError):
@@ -32,7 +49,7 @@ class ProducerUnavailable(KafkaError):
     retriable = True
 
 
-class NotSent(Exception):  # noqa: N818 - an outcome, not an error of the row
+class NotSent(Exception):
     """The outcome of a row the send stopped before (or whose send was abandoned): the write-back
     releases it untouched, no attempt counted."""
 
@@ -49,9 +66,15 @@ class DrainResult:
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
-        return {"published": self.published, "failed": self.failed, "dead": self.dead,
-                "released": self.released, "fenced_out": self.fenced_out,
-                "batches": self.batches, "seconds": round(self.seconds, 3)}
+        return {
+            "published": self.published,
+            "failed": self.failed,
+            "dead": self.dead,
+            "released": self.released,
+            "fenced_out": self.fenced_out,
+            "batches": self.batches,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -80,7 +103,7 @@ class ClaimedRow:
     aggregatetype: str
     aggregateid: str
     aggregate_version: int | None
-    headers: dict
+    headers: dict[str, Any]
     occurred_at: str  # ISO-8601 UTC, as the header carries it
     attempts: int
     payload_text: str
@@ -92,13 +115,40 @@ class ClaimedRow:
     abandoned: bool = False  # its last relay died (or outlived its lease) holding it
 
     @property
-    def payload(self) -> dict:
-        return json.loads(self.payload_text)
+    def payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = json.loads(self.payload_text)
+        return payload
 
     @classmethod
-    def from_orm_values(cls, values: tuple) -> ClaimedRow:
+    def from_orm_values(cls, values: tuple[Any, ...]) -> ClaimedRow:
         """From `values_list(*SEND_FIELDS, "payload_text")`."""
-        (seq, event_id, topic, key, type_, event_version, aggregatetype, aggregateid,
-         aggregate_version, headers, occurred_at, attempts, payload_text) = values
-        return cls(seq, str(event_id), topic, key, type_, event_version, aggregatetype, aggregateid,
-                   aggregate_version, headers, iso_utc(occurred_at), attempts, payload_text)
+        (
+            seq,
+            event_id,
+            topic,
+            key,
+            type_,
+            event_version,
+            aggregatetype,
+            aggregateid,
+            aggregate_version,
+            headers,
+            occurred_at,
+            attempts,
+            payload_text,
+        ) = values
+        return cls(
+            seq,
+            str(event_id),
+            topic,
+            key,
+            type_,
+            event_version,
+            aggregatetype,
+            aggregateid,
+            aggregate_version,
+            headers,
+            iso_utc(occurred_at),
+            attempts,
+            payload_text,
+        )

@@ -23,8 +23,17 @@ from payments.models import Payment
 class PaymentOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Payment
-        fields = ["id", "transaction_key", "order_id", "amount", "card_type", "status",
-                  "failure_reason", "created_at", "finished_at"]
+        fields = [
+            "id",
+            "transaction_key",
+            "order_id",
+            "amount",
+            "card_type",
+            "status",
+            "failure_reason",
+            "created_at",
+            "finished_at",
+        ]
 
 
 class PaymentRequestInputSerializer(serializers.Serializer):
@@ -42,8 +51,11 @@ CallbackInputSerializer = inline_serializer(
 )
 CallbackOutputSerializer = inline_serializer(
     name="PaymentCallbackResult",
-    fields={"transaction_key": serializers.CharField(), "status": serializers.CharField(),
-            "changed": serializers.BooleanField(help_text="false for a repeated callback")},
+    fields={
+        "transaction_key": serializers.CharField(),
+        "status": serializers.CharField(),
+        "changed": serializers.BooleanField(help_text="false for a repeated callback"),
+    },
 )
 
 
@@ -60,8 +72,8 @@ class RawBodyParser(BaseParser):
     media_type = "*/*"
 
     def parse(  # type: ignore[override]  # DRF takes any parsed value; its stubs only mappings
-            self, stream: IO[Any] | None, media_type: str | None = None,
-            parser_context: Mapping[str, Any] | None = None) -> bytes:
+        self, stream: IO[Any] | None, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
+    ) -> bytes:
         if stream is None:
             return b""
         limit = settings.PAYMENT_CALLBACK_MAX_BYTES
@@ -72,9 +84,11 @@ class RawBodyParser(BaseParser):
 
 
 class PaymentRequestApi(APIView):
-    @extend_schema(operation_id="payments_create", request=PaymentRequestInputSerializer,
-                   responses={201: PaymentOutputSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED,
-                              404: NOT_FOUND, 409: CONFLICT})
+    @extend_schema(
+        operation_id="payments_create",
+        request=PaymentRequestInputSerializer,
+        responses={201: PaymentOutputSerializer, 400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND, 409: CONFLICT},
+    )
     def post(self, request: AuthenticatedRequest) -> Response:
         payload = PaymentRequestInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -83,8 +97,9 @@ class PaymentRequestApi(APIView):
 
 
 class PaymentDetailApi(APIView):
-    @extend_schema(operation_id="payments_retrieve",
-                   responses={200: PaymentOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND})
+    @extend_schema(
+        operation_id="payments_retrieve", responses={200: PaymentOutputSerializer, 401: UNAUTHORIZED, 404: NOT_FOUND}
+    )
     def get(self, request: AuthenticatedRequest, payment_id: int) -> Response:
         payment = selectors.payment_get(payment_id=payment_id, user=request.user)
         return Response(PaymentOutputSerializer(payment).data)
@@ -105,17 +120,36 @@ class PaymentCallbackApi(APIView):
         operation_id="payments_callback",
         request={"application/json": CallbackInputSerializer},
         parameters=[
-            OpenApiParameter(TIMESTAMP_HEADER, str, OpenApiParameter.HEADER, required=True,
-                             description="Unix seconds; refused outside PAYMENT_CALLBACK_TOLERANCE"),
-            OpenApiParameter(EVENT_ID_HEADER, str, OpenApiParameter.HEADER, required=True,
-                             description="unique per callback; a repeated id is refused (409)"),
-            OpenApiParameter(SIGNATURE_HEADER, str, OpenApiParameter.HEADER, required=True,
-                             description="hex HMAC-SHA256 of `<timestamp>.<event id>.<raw body>`"),
+            OpenApiParameter(
+                TIMESTAMP_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="Unix seconds; refused outside PAYMENT_CALLBACK_TOLERANCE",
+            ),
+            OpenApiParameter(
+                EVENT_ID_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="unique per callback; a repeated id is refused (409)",
+            ),
+            OpenApiParameter(
+                SIGNATURE_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="hex HMAC-SHA256 of `<timestamp>.<event id>.<raw body>`",
+            ),
         ],
-        responses={200: CallbackOutputSerializer, 400: BAD_REQUEST,
-                   401: OpenApiResponse(ErrorSerializer, description="bad, missing or stale signature"),
-                   404: NOT_FOUND, 409: CONFLICT,
-                   413: OpenApiResponse(ErrorSerializer, description="body over PAYMENT_CALLBACK_MAX_BYTES")},
+        responses={
+            200: CallbackOutputSerializer,
+            400: BAD_REQUEST,
+            401: OpenApiResponse(ErrorSerializer, description="bad, missing or stale signature"),
+            404: NOT_FOUND,
+            409: CONFLICT,
+            413: OpenApiResponse(ErrorSerializer, description="body over PAYMENT_CALLBACK_MAX_BYTES"),
+        },
     )
     def post(self, request: Request) -> Response:
         # Refused before a byte of the body is read when the declared length is over the limit.
@@ -130,7 +164,11 @@ class PaymentCallbackApi(APIView):
         try:
             outcome = services.payment_callback_handle(body=body, headers=request.headers)
         except services.InvalidSignature as exc:
-            return Response({"detail": str(exc), "code": "invalid_signature"},
-                            status=status.HTTP_401_UNAUTHORIZED)
-        return Response({"transaction_key": outcome.payment.transaction_key,
-                         "status": outcome.payment.status, "changed": outcome.changed})
+            return Response({"detail": str(exc), "code": "invalid_signature"}, status=status.HTTP_401_UNAUTHORIZED)
+        return Response(
+            {
+                "transaction_key": outcome.payment.transaction_key,
+                "status": outcome.payment.status,
+                "changed": outcome.changed,
+            }
+        )

@@ -10,14 +10,18 @@ running on one broker never read each other's events. Anything set in the enviro
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 # Settings whose development values `make run` sets unless the environment or .env sets them.
-DEVELOPMENT_DEFAULTS = {"DEBUG": "1", "SECURE_SSL_REDIRECT": "0", "PYTHONUNBUFFERED": "1", "CONSUMER_METRICS_PORT": "9809"}
+DEVELOPMENT_DEFAULTS = {
+    "DEBUG": "1",
+    "SECURE_SSL_REDIRECT": "0",
+    "PYTHONUNBUFFERED": "1",
+    "CONSUMER_METRICS_PORT": "9809",
+}
 
 
 def dotenv_values(path: Path) -> dict[str, str]:
@@ -25,8 +29,8 @@ def dotenv_values(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     if not path.exists():
         return values
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.removeprefix("export ").partition("=")
@@ -53,9 +57,11 @@ def run_environment(environ: dict[str, str], project_dir: Path = PROJECT_DIR) ->
 
     added = {key: value for key, value in DEVELOPMENT_DEFAULTS.items() if unset(key)}
     namespace = environ.get("RUN_NAMESPACE") or dotenv.get("RUN_NAMESPACE") or namespace_default(project_dir)
-    names = {"KAFKA_TOPIC_CATALOG": f"{namespace}.catalog-events",
-             "KAFKA_TOPIC_ORDERS": f"{namespace}.order-events",
-             "BACKOFFICE_GROUP_ID": f"{namespace}.backoffice"}
+    names = {
+        "KAFKA_TOPIC_CATALOG": f"{namespace}.catalog-events",
+        "KAFKA_TOPIC_ORDERS": f"{namespace}.order-events",
+        "BACKOFFICE_GROUP_ID": f"{namespace}.backoffice",
+    }
     added.update({key: value for key, value in names.items() if unset(key)})
     host, port = run_address(environ, dotenv)
     if unset("PAYMENT_CALLBACK_BASE_URL"):

@@ -14,6 +14,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 SAMPLE_EVERY_S = 5.0
@@ -34,8 +35,10 @@ def readiness(base_url: str) -> str:
         failing = set(body["failing"])
     except (ValueError, KeyError, TypeError):
         first = raw.decode("utf-8", errors="replace").strip().splitlines()[:1]
-        return (f"server: HTTP {status} from /readyz, not a readiness answer "
-                f"({(first[0][:80] if first else 'empty body')}); see var/log/server.log")
+        return (
+            f"server: HTTP {status} from /readyz, not a readiness answer "
+            f"({(first[0][:80] if first else 'empty body')}); see var/log/server.log"
+        )
     names = list(READINESS_CHECKS) + sorted(failing - set(READINESS_CHECKS))
     return " ".join(f"{name}={'DOWN' if name in failing else 'ok'}" for name in names)
 
@@ -72,11 +75,11 @@ class PipelineFigures:
         while not self._stop.is_set():
             try:
                 self.text = sample()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - one failed sample: the next one may succeed
                 self.text = f"backlog=? lag=? ({type(exc).__name__})"
             self._stop.wait(SAMPLE_EVERY_S)
 
-    def _setup(self):  # noqa: ANN202 - returns the sampling function
+    def _setup(self) -> Callable[[], str]:
         sys.path.insert(0, str(self.project_dir))
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "commerce.settings")
         import logging

@@ -86,8 +86,9 @@ class Component:
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         # Its own session: Ctrl-C in the terminal reaches only `make run`, which stops the
         # components in order, and a component's children share its group, reaped with it.
-        self.popen = subprocess.Popen(self.argv, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.argv, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -113,8 +114,9 @@ class Component:
 class Supervisor:
     """Starts the components, restarts the dead ones with backoff, stops them all on request."""
 
-    def __init__(self, components: list[Component], say: Callable[[str], None],
-                 on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, components: list[Component], say: Callable[[str], None], on_change: Callable[[], None] = lambda: None
+    ) -> None:
         self.components = {c.name: c for c in components}
         self.say = say
         self.on_change = on_change
@@ -139,16 +141,23 @@ class Supervisor:
                     c.deaths_in_a_row = 0
                     c.reported_loop = False
                 c.deaths_in_a_row += 1
-                delay = 0.0 if c.deaths_in_a_row == 1 else min(
-                    BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (c.deaths_in_a_row - 2))
+                delay = (
+                    0.0
+                    if c.deaths_in_a_row == 1
+                    else min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (c.deaths_in_a_row - 2))
+                )
                 c.restart_at = now + delay
-                self.say(f"{c.name} exited with {_exit_text(c.last_exit)}; restarting "
-                         f"{'now' if delay == 0 else f'in {delay:.0f} s'} "
-                         f"(restart {c.restarts + 1}, log: {c.log_path.relative_to(c.cwd)})")
+                self.say(
+                    f"{c.name} exited with {_exit_text(c.last_exit)}; restarting "
+                    f"{'now' if delay == 0 else f'in {delay:.0f} s'} "
+                    f"(restart {c.restarts + 1}, log: {c.log_path.relative_to(c.cwd)})"
+                )
                 if c.deaths_in_a_row >= CRASH_LOOP_DEATHS and not c.reported_loop:
                     c.reported_loop = True
-                    self.say(f"{c.name} keeps dying ({c.deaths_in_a_row} times in a row); "
-                             f"the end of {c.log_path.relative_to(c.cwd)}:")
+                    self.say(
+                        f"{c.name} keeps dying ({c.deaths_in_a_row} times in a row); "
+                        f"the end of {c.log_path.relative_to(c.cwd)}:"
+                    )
                     for line in c.log_tail():
                         print(f"    {c.name}| {line}", flush=True)
             if c.restart_at is not None and now >= c.restart_at:
@@ -160,26 +169,25 @@ class Supervisor:
 
     def stop_all(self, timeout_s: float = 30.0) -> None:
         """SIGTERM each component (each stops its own children), then SIGKILL what is left."""
-        running = [c for c in self.components.values() if c.popen is not None]
-        for c in running:
+        running = [(c, c.popen) for c in self.components.values() if c.popen is not None]
+        for c, popen in running:
             if c.running:
                 self.say(f"stopping {c.name} (pid {c.pid})")
-                c.popen.terminate()
+                popen.terminate()
             c.restart_at = None
         deadline = time.monotonic() + timeout_s
-        for c in running:
+        for c, popen in running:
             try:
-                c.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+                popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.say(f"{c.name} did not stop in {timeout_s:.0f} s: killed")
             # Also when it stopped cleanly: a child it left behind must not outlive `make run`.
-            group_kill(c.popen.pid)
-            c.popen.wait()
+            group_kill(popen.pid)
+            popen.wait()
         self.on_change()
 
     def as_dict(self) -> dict[str, dict[str, object]]:
-        return {c.name: {"pid": c.pid, "restarts": c.restarts, "state": c.state()}
-                for c in self.components.values()}
+        return {c.name: {"pid": c.pid, "restarts": c.restarts, "state": c.state()} for c in self.components.values()}
 
     def summary(self) -> str:
         parts = []

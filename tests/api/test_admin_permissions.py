@@ -35,8 +35,9 @@ def rows(settings):
     dead = OutboxEvent.objects.order_by("seq").first()
     assert dead is not None
     OutboxEvent.objects.filter(seq=dead.seq).update(status=OutboxEvent.Status.DEAD)
-    letter = DeadLetter.objects.create(consumer_group="g", topic="order-events", partition=0,
-                                       offset=1, value=b"{}", headers=[], error="bad")
+    letter = DeadLetter.objects.create(
+        consumer_group="g", topic="order-events", partition=0, offset=1, value=b"{}", headers=[], error="bad"
+    )
     return {"order": order, "product": product, "dead": dead, "letter": letter}
 
 
@@ -49,10 +50,12 @@ ACTIONS = [
 
 
 def _state(rows: dict) -> tuple:
-    return (Order.objects.get(id=rows["order"].id).status,
-            Product.objects.get(id=rows["product"].id).stock,
-            OutboxEvent.objects.get(seq=rows["dead"].seq).status,
-            DeadLetter.objects.get(id=rows["letter"].id).status)
+    return (
+        Order.objects.get(id=rows["order"].id).status,
+        Product.objects.get(id=rows["product"].id).stock,
+        OutboxEvent.objects.get(seq=rows["dead"].seq).status,
+        DeadLetter.objects.get(id=rows["letter"].id).status,
+    )
 
 
 def _offered(page) -> set[str]:
@@ -75,10 +78,15 @@ def test_a_view_only_staff_user_is_offered_no_action_and_refused_each(client, ro
     assert _state(rows) == before
 
 
-@pytest.mark.parametrize("url,action,row,codename", [
-    (*ACTIONS[0], "change_order"), (*ACTIONS[1], "change_product"),
-    (*ACTIONS[2], "outbox_requeue"), (*ACTIONS[3], "deadletter_redrive"),
-])
+@pytest.mark.parametrize(
+    "url,action,row,codename",
+    [
+        (*ACTIONS[0], "change_order"),
+        (*ACTIONS[1], "change_product"),
+        (*ACTIONS[2], "outbox_requeue"),
+        (*ACTIONS[3], "deadletter_redrive"),
+    ],
+)
 def test_the_permission_each_action_declares_grants_it(client, rows, url, action, row, codename):
     _staff(client, [*VIEW_ONLY, codename])
     assert action in _offered(client.get(reverse(url)))
@@ -101,11 +109,12 @@ def test_a_view_only_staff_user_can_change_nothing_through_the_staff_api(api_cli
     order_id = rows["order"].id
     answers = [
         api_client.post(f"/api/orders/{order_id}/cancel/", {}, format="json").status_code,
-        api_client.post("/api/payments/", {"order_id": order_id, "card_type": "VISA"},
-                        format="json").status_code,
-    ] + [getattr(api_client, method)(f"/api/backoffice/{path}/").status_code
-         for path in ("metrics", "ledger", "events", "deadletters")
-         for method in ("post", "put", "patch", "delete")]
+        api_client.post("/api/payments/", {"order_id": order_id, "card_type": "VISA"}, format="json").status_code,
+    ] + [
+        getattr(api_client, method)(f"/api/backoffice/{path}/").status_code
+        for path in ("metrics", "ledger", "events", "deadletters")
+        for method in ("post", "put", "patch", "delete")
+    ]
     # then: refused (someone else's order is not found; the staff API only reads)
     assert answers[:2] == [404, 404]
     assert set(answers[2:]) == {405}

@@ -46,7 +46,8 @@ def _place(api_client, product: Product, quantity: int = 2, coupon: str | None =
 
 
 def test_order_pay_success_confirms_the_order_and_records_each_event_once(
-        api_client, shopper, settings, celery_eager, django_capture_on_commit_callbacks):
+    api_client, shopper, settings, celery_eager, django_capture_on_commit_callbacks
+):
     # given
     settings.PAYMENT_SIM_FAILURE_RATE = 0.0
     product = product_make(price="12.50", stock=5)
@@ -55,8 +56,7 @@ def test_order_pay_success_confirms_the_order_and_records_each_event_once(
     # when
     order = _place(api_client, product, quantity=2, coupon=coupon.code)
     with django_capture_on_commit_callbacks(execute=True):
-        response = api_client.post("/api/payments/", {"order_id": order["id"], "card_type": "VISA"},
-                                   format="json")
+        response = api_client.post("/api/payments/", {"order_id": order["id"], "card_type": "VISA"}, format="json")
     # then
     assert response.status_code == 201, response.content
     assert order["original_total"] == "25.00"
@@ -66,8 +66,7 @@ def test_order_pay_success_confirms_the_order_and_records_each_event_once(
     assert Payment.objects.get(order_id=order["id"]).status == Payment.Status.COMPLETED
     assert _types_since(start) == ["StockChanged", "OrderCreated", "PaymentCompleted", "OrderConfirmed"]
     created = OutboxEvent.objects.get(type="OrderCreated", aggregateid=str(order["id"]))
-    assert created.payload["lines"] == [{"product_id": str(product.id), "quantity": 2,
-                                         "unit_price": "12.50"}]
+    assert created.payload["lines"] == [{"product_id": str(product.id), "quantity": 2, "unit_price": "12.50"}]
     assert created.payload["coupon_code"] == coupon.code
     assert created.payload["user_id"] == str(shopper.id)
     assert created.topic == settings.KAFKA_TOPICS["order-events"]
@@ -84,7 +83,8 @@ def test_order_pay_success_confirms_the_order_and_records_each_event_once(
 
 
 def test_failed_payment_cancels_the_order_and_restores_stock_and_coupon(
-        api_client, shopper, settings, celery_eager, django_capture_on_commit_callbacks):
+    api_client, shopper, settings, celery_eager, django_capture_on_commit_callbacks
+):
     # given
     settings.PAYMENT_SIM_FAILURE_RATE = 1.0
     product = product_make(stock=5)
@@ -112,21 +112,21 @@ def test_failed_payment_cancels_the_order_and_restores_stock_and_coupon(
 
 
 def test_duplicate_callback_is_acknowledged_and_changes_nothing(
-        api_client, shopper, silent_gateway, celery_eager, django_capture_on_commit_callbacks):
+    api_client, shopper, silent_gateway, celery_eager, django_capture_on_commit_callbacks
+):
     product = product_make(stock=5)
     order = _place(api_client, product)
     with django_capture_on_commit_callbacks(execute=True):
-        payment = api_client.post("/api/payments/", {"order_id": order["id"], "card_type": "VISA"},
-                                  format="json").json()
+        payment = api_client.post(
+            "/api/payments/", {"order_id": order["id"], "card_type": "VISA"}, format="json"
+        ).json()
     body = callback_body(transaction_key=payment["transaction_key"], status="COMPLETED")
     with django_capture_on_commit_callbacks(execute=True):
-        first = api_client.post("/api/payments/callback/", body, content_type="application/json",
-                                **signed(body))
+        first = api_client.post("/api/payments/callback/", body, content_type="application/json", **signed(body))
     after_first = _last_seq()
     # the gateway sends the same outcome again as a new callback (a new event id)
     with django_capture_on_commit_callbacks(execute=True):
-        second = api_client.post("/api/payments/callback/", body, content_type="application/json",
-                                 **signed(body))
+        second = api_client.post("/api/payments/callback/", body, content_type="application/json", **signed(body))
     assert first.status_code == 200
     assert first.json()["changed"] is True
     assert second.status_code == 200
@@ -135,19 +135,18 @@ def test_duplicate_callback_is_acknowledged_and_changes_nothing(
     assert Order.objects.get(id=order["id"]).status == Order.Status.CONFIRMED
     # a contradicting callback is a conflict that names the current state
     failed_body = callback_body(transaction_key=payment["transaction_key"], status="FAILED", reason="x")
-    conflict = api_client.post("/api/payments/callback/", failed_body, content_type="application/json",
-                               **signed(failed_body))
+    conflict = api_client.post(
+        "/api/payments/callback/", failed_body, content_type="application/json", **signed(failed_body)
+    )
     assert conflict.status_code == 409
     assert conflict.json()["status"] == "COMPLETED"
 
 
 @pytest.mark.parametrize("signature", [None, "", "00" * 32, "not-hex"])
-def test_callback_with_a_bad_signature_is_401_and_changes_nothing(
-        api_client, shopper, silent_gateway, signature):
+def test_callback_with_a_bad_signature_is_401_and_changes_nothing(api_client, shopper, silent_gateway, signature):
     product = product_make(stock=5)
     order = _place(api_client, product)
-    payment = api_client.post("/api/payments/", {"order_id": order["id"], "card_type": "VISA"},
-                              format="json").json()
+    payment = api_client.post("/api/payments/", {"order_id": order["id"], "card_type": "VISA"}, format="json").json()
     start = _last_seq()
     body = callback_body(transaction_key=payment["transaction_key"], status="COMPLETED")
     headers = signed(body)
@@ -162,20 +161,19 @@ def test_callback_with_a_bad_signature_is_401_and_changes_nothing(
 
 def test_signed_callback_for_an_unknown_payment_is_404(api_client):
     body = callback_body(transaction_key="txn_" + "0" * 24, status="COMPLETED")
-    response = api_client.post("/api/payments/callback/", body, content_type="application/json",
-                               **signed(body))
+    response = api_client.post("/api/payments/callback/", body, content_type="application/json", **signed(body))
     assert response.status_code == 404
 
 
 def test_user_cancels_a_confirmed_order_and_its_sales_are_reversed(
-        api_client, shopper, settings, celery_eager, django_capture_on_commit_callbacks):
+    api_client, shopper, settings, celery_eager, django_capture_on_commit_callbacks
+):
     settings.PAYMENT_SIM_FAILURE_RATE = 0.0
     product = product_make(stock=4)
     order = _place(api_client, product, quantity=4)
     with django_capture_on_commit_callbacks(execute=True):
         api_client.post("/api/payments/", {"order_id": order["id"], "card_type": "VISA"}, format="json")
-    response = api_client.post(f"/api/orders/{order['id']}/cancel/", {"reason": "changed my mind"},
-                               format="json")
+    response = api_client.post(f"/api/orders/{order['id']}/cancel/", {"reason": "changed my mind"}, format="json")
     again = api_client.post(f"/api/orders/{order['id']}/cancel/", {}, format="json")
     assert response.status_code == 200
     assert response.json()["status"] == "CANCELLED"

@@ -24,10 +24,10 @@ def owner_and_stranger(settings):
     owner, stranger = user_make(), user_make()
     product = product_make(stock=10)
     owner_client = _client_for(owner)
-    order = owner_client.post("/api/orders/", {"lines": [{"product_id": product.id, "quantity": 1}]},
-                              format="json").json()
-    payment = owner_client.post("/api/payments/", {"order_id": order["id"], "card_type": "VISA"},
-                                format="json").json()
+    order = owner_client.post(
+        "/api/orders/", {"lines": [{"product_id": product.id, "quantity": 1}]}, format="json"
+    ).json()
+    payment = owner_client.post("/api/payments/", {"order_id": order["id"], "card_type": "VISA"}, format="json").json()
     return owner_client, _client_for(stranger), order, payment
 
 
@@ -38,16 +38,26 @@ def test_someone_elses_order_and_payment_are_404(owner_and_stranger):
     assert stranger.post(f"/api/orders/{order['id']}/cancel/", {}, format="json").status_code == 404
     assert owner.get(f"/api/payments/{payment['id']}/").status_code == 200
     assert stranger.get(f"/api/payments/{payment['id']}/").status_code == 404
-    assert stranger.post("/api/payments/", {"order_id": order["id"], "card_type": "VISA"},
-                         format="json").status_code == 404
+    assert (
+        stranger.post("/api/payments/", {"order_id": order["id"], "card_type": "VISA"}, format="json").status_code
+        == 404
+    )
     assert stranger.get("/api/orders/").json()["count"] == 0
 
 
-@pytest.mark.parametrize("method,path", [
-    ("get", "/api/orders/"), ("post", "/api/orders/"), ("get", "/api/orders/1/"),
-    ("post", "/api/payments/"), ("get", "/api/payments/1/"), ("put", "/api/products/1/like/"),
-    ("delete", "/api/products/1/like/"), ("get", "/api/backoffice/metrics/"),
-])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("get", "/api/orders/"),
+        ("post", "/api/orders/"),
+        ("get", "/api/orders/1/"),
+        ("post", "/api/payments/"),
+        ("get", "/api/payments/1/"),
+        ("put", "/api/products/1/like/"),
+        ("delete", "/api/products/1/like/"),
+        ("get", "/api/backoffice/metrics/"),
+    ],
+)
 def test_anonymous_is_401(api_client, method, path):
     assert getattr(api_client, method)(path).status_code == 401
 
@@ -57,14 +67,17 @@ def test_staff_endpoints_are_403_for_others():
     assert client.get("/api/backoffice/metrics/").status_code == 403
 
 
-@pytest.mark.parametrize("body,field", [
-    ({"lines": []}, "lines"),
-    ({"lines": [{"product_id": 1, "quantity": 0}]}, "lines"),
-    ({"lines": [{"product_id": 999999, "quantity": 1}]}, "lines"),
-    ({"lines": [{"product_id": "x", "quantity": 1}]}, "lines"),
-    ({}, "lines"),
-    ({"lines": "nope"}, "lines"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"lines": []}, "lines"),
+        ({"lines": [{"product_id": 1, "quantity": 0}]}, "lines"),
+        ({"lines": [{"product_id": 999999, "quantity": 1}]}, "lines"),
+        ({"lines": [{"product_id": "x", "quantity": 1}]}, "lines"),
+        ({}, "lines"),
+        ({"lines": "nope"}, "lines"),
+    ],
+)
 def test_invalid_order_input_is_400_with_the_field(body, field):
     client = _client_for(user_make())
     response = client.post("/api/orders/", body, format="json")
@@ -108,8 +121,8 @@ def test_unusable_coupon_is_400_on_coupon_code_and_nothing_is_recorded(coupon_ca
         code = "NOSUCHCODE"
     before = OutboxEvent.objects.count()
     response = _client_for(user).post(
-        "/api/orders/", {"lines": [{"product_id": product.id, "quantity": 1}], "coupon_code": code},
-        format="json")
+        "/api/orders/", {"lines": [{"product_id": product.id, "quantity": 1}], "coupon_code": code}, format="json"
+    )
     assert response.status_code == 400
     assert "coupon_code" in response.json()
     assert OutboxEvent.objects.count() == before
@@ -120,7 +133,8 @@ def test_unusable_coupon_is_400_on_coupon_code_and_nothing_is_recorded(coupon_ca
 def test_insufficient_stock_is_409_with_the_available_quantity():
     product = product_make(stock=2)
     response = _client_for(user_make()).post(
-        "/api/orders/", {"lines": [{"product_id": product.id, "quantity": 3}]}, format="json")
+        "/api/orders/", {"lines": [{"product_id": product.id, "quantity": 3}]}, format="json"
+    )
     assert response.status_code == 409
     assert response.json()["available"] == 2
     assert response.json()["code"] == "insufficient_stock"

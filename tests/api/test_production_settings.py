@@ -16,16 +16,30 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 def _manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
-            "VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "commerce.settings",
-            "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50),
-            "ALLOWED_HOSTS": "api.example.com"}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=PROJECT_DIR, text=True,
-                          check=False, capture_output=True, env={**base, **env}, timeout=120)
+    base = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "VAR_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "commerce.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "api.example.com",
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_DIR,
+        text=True,
+        check=False,
+        capture_output=True,
+        env={**base, **env},
+        timeout=120,
+    )
 
 
-PRODUCTION = {"PAYMENT_GATEWAY": "tests.support.gateways.SilentGateway",
-              "PAYMENT_CALLBACK_SECRET": secrets.token_urlsafe(40)}
+PRODUCTION = {
+    "PAYMENT_GATEWAY": "tests.support.gateways.SilentGateway",
+    "PAYMENT_CALLBACK_SECRET": secrets.token_urlsafe(40),
+}
 
 
 def test_check_deploy_passes_with_a_proper_production_environment(tmp_path):
@@ -34,13 +48,16 @@ def test_check_deploy_passes_with_a_proper_production_environment(tmp_path):
     assert "no issues" in result.stdout
 
 
-@pytest.mark.parametrize("overrides,check_id", [
-    ({"PAYMENT_GATEWAY": ""}, "payments.E001"),
-    ({"PAYMENT_GATEWAY": "payments.nowhere.Gateway"}, "payments.E002"),
-    ({"PAYMENT_GATEWAY": "payments.simulator.SimulatedGateway"}, "payments.E003"),
-    ({"PAYMENT_CALLBACK_SECRET": ""}, "payments.E004"),
-    ({"PAYMENT_CALLBACK_SECRET": "too-short-a-secret"}, "payments.E004"),
-])
+@pytest.mark.parametrize(
+    "overrides,check_id",
+    [
+        ({"PAYMENT_GATEWAY": ""}, "payments.E001"),
+        ({"PAYMENT_GATEWAY": "payments.nowhere.Gateway"}, "payments.E002"),
+        ({"PAYMENT_GATEWAY": "payments.simulator.SimulatedGateway"}, "payments.E003"),
+        ({"PAYMENT_CALLBACK_SECRET": ""}, "payments.E004"),
+        ({"PAYMENT_CALLBACK_SECRET": "too-short-a-secret"}, "payments.E004"),
+    ],
+)
 def test_production_without_a_real_gateway_or_secret_refuses_to_run(tmp_path, overrides, check_id):
     env = {key: value for key, value in {**PRODUCTION, **overrides}.items() if value}
     for command in (["check", "--deploy"], ["migrate", "--plan"]):
@@ -50,13 +67,25 @@ def test_production_without_a_real_gateway_or_secret_refuses_to_run(tmp_path, ov
 
 
 def test_no_payment_default_outside_debug(tmp_path):
-    code = ("import django;django.setup();from django.conf import settings;"
-            "print(repr(settings.PAYMENT_GATEWAY), repr(settings.PAYMENT_CALLBACK_SECRET))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, text=True,
-                            check=False, capture_output=True, timeout=60,
-                            env={"PATH": os.environ["PATH"], "VAR_DIR": str(tmp_path),
-                                 "DJANGO_SETTINGS_MODULE": "commerce.settings", "DEBUG": "0",
-                                 "SECRET_KEY": secrets.token_urlsafe(50)})
+    code = (
+        "import django;django.setup();from django.conf import settings;"
+        "print(repr(settings.PAYMENT_GATEWAY), repr(settings.PAYMENT_CALLBACK_SECRET))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_DIR,
+        text=True,
+        check=False,
+        capture_output=True,
+        timeout=60,
+        env={
+            "PATH": os.environ["PATH"],
+            "VAR_DIR": str(tmp_path),
+            "DJANGO_SETTINGS_MODULE": "commerce.settings",
+            "DEBUG": "0",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+        },
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "'' ''"
 
@@ -70,13 +99,32 @@ def test_a_secret_key_is_required_outside_debug(tmp_path):
 @pytest.mark.parametrize("module", ["commerce.wsgi", "commerce.asgi"])
 def test_a_wsgi_or_asgi_server_refuses_to_load_without_a_gateway(tmp_path, module):
     # gunicorn or uvicorn import the application without running the system checks
-    env = {"PATH": os.environ["PATH"], "VAR_DIR": str(tmp_path), "DEBUG": "0",
-           "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "api.example.com"}
-    refused = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=PROJECT_DIR, text=True,
-                             check=False, capture_output=True, env=env, timeout=60)
+    env = {
+        "PATH": os.environ["PATH"],
+        "VAR_DIR": str(tmp_path),
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "api.example.com",
+    }
+    refused = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        cwd=PROJECT_DIR,
+        text=True,
+        check=False,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     assert refused.returncode != 0
     assert "payments.E001" in refused.stderr
     assert "payments.E004" in refused.stderr
-    loaded = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=PROJECT_DIR, text=True,
-                            check=False, capture_output=True, env={**env, **PRODUCTION}, timeout=60)
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        cwd=PROJECT_DIR,
+        text=True,
+        check=False,
+        capture_output=True,
+        env={**env, **PRODUCTION},
+        timeout=60,
+    )
     assert loaded.returncode == 0, loaded.stderr

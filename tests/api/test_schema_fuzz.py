@@ -42,7 +42,6 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_answers_within_its_schema_and_never_5xx(case):
     case.call_and_validate(headers={"Authorization": f"Token {_AUTH['token']}"})

@@ -60,8 +60,10 @@ def test_the_token_endpoint_is_limited_whatever_the_credentials(settings):
     first = client.post("/api/auth/token/", good, format="json")
     assert first.status_code == 200
     assert first.json()["token"]
-    wrong = [client.post("/api/auth/token/", {"username": "alice", "password": f"guess{n}"},
-                         format="json").status_code for n in range(2)]
+    wrong = [
+        client.post("/api/auth/token/", {"username": "alice", "password": f"guess{n}"}, format="json").status_code
+        for n in range(2)
+    ]
     assert wrong == [400, 400]
     # the next attempt is refused even with the right password: guessing stops here
     _assert_throttled(client.post("/api/auth/token/", good, format="json"))
@@ -73,18 +75,29 @@ def test_the_gateway_callback_is_not_rate_limited(settings):
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
     body = callback_body(transaction_key="txn_" + "0" * 24, status="COMPLETED")
     client = _client()
-    answers = [client.post("/api/payments/callback/", body, content_type="application/json",
-                           headers=callback_headers(body)).status_code for _ in range(3)]
+    answers = [
+        client.post(
+            "/api/payments/callback/", body, content_type="application/json", headers=callback_headers(body)
+        ).status_code
+        for _ in range(3)
+    ]
     assert answers == [404, 404, 404]
 
 
 def test_the_default_rates_put_the_token_endpoint_strictest(tmp_path):
-    code = ("import django;django.setup();from django.conf import settings as s;"
-            "print(s.THROTTLE_LOGIN, s.THROTTLE_ANON, s.THROTTLE_USER)")
-    env = {"PATH": os.environ["PATH"], "VAR_DIR": str(tmp_path), "DEBUG": "1",
-           "DJANGO_SETTINGS_MODULE": "commerce.settings"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, text=True,
-                            check=False, capture_output=True, timeout=60)
+    code = (
+        "import django;django.setup();from django.conf import settings as s;"
+        "print(s.THROTTLE_LOGIN, s.THROTTLE_ANON, s.THROTTLE_USER)"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "VAR_DIR": str(tmp_path),
+        "DEBUG": "1",
+        "DJANGO_SETTINGS_MODULE": "commerce.settings",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, text=True, check=False, capture_output=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     login, anon, user = (int(rate.split("/")[0]) for rate in result.stdout.split())
     assert result.stdout.split()[0].endswith("/min")

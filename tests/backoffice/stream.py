@@ -11,10 +11,11 @@ import random
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+
 from kafka import KafkaProducer
 
 
@@ -30,16 +31,28 @@ class Record:
         return dict(self.headers)["event_id"].decode()
 
 
-def record(event_type: str, aggregate_type: str, aggregate_id: str, payload: dict,
-           *, occurred_at: datetime | None = None, event_id: str | None = None, version: int = 1,
-           aggregate_version: int | None = None) -> Record:
-    occurred = (occurred_at or datetime.now(timezone.utc)).isoformat().replace("+00:00", "Z")
+def record(
+    event_type: str,
+    aggregate_type: str,
+    aggregate_id: str,
+    payload: dict,
+    *,
+    occurred_at: datetime | None = None,
+    event_id: str | None = None,
+    version: int = 1,
+    aggregate_version: int | None = None,
+) -> Record:
+    occurred = (occurred_at or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
     payload = {**payload, "occurred_at": occurred}
-    headers = [("event_id", (event_id or str(uuid.uuid4())).encode()),
-               ("event_type", event_type.encode()), ("event_version", str(version).encode()),
-               ("aggregate_type", aggregate_type.encode()), ("aggregate_id", aggregate_id.encode()),
-               ("occurred_at", occurred.encode()),
-               ("traceparent", f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01".encode())]
+    headers = [
+        ("event_id", (event_id or str(uuid.uuid4())).encode()),
+        ("event_type", event_type.encode()),
+        ("event_version", str(version).encode()),
+        ("aggregate_type", aggregate_type.encode()),
+        ("aggregate_id", aggregate_id.encode()),
+        ("occurred_at", occurred.encode()),
+        ("traceparent", f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01".encode()),
+    ]
     if aggregate_version is not None:
         headers.append(("aggregate_version", str(aggregate_version).encode()))
     stream = "catalog-events" if aggregate_type == "product" else "order-events"
@@ -47,8 +60,7 @@ def record(event_type: str, aggregate_type: str, aggregate_id: str, payload: dic
 
 
 def like(product_id: str, liked: bool, user_id: str = "1") -> Record:
-    return record("LikeChanged", "product", product_id,
-                  {"product_id": product_id, "user_id": user_id, "liked": liked})
+    return record("LikeChanged", "product", product_id, {"product_id": product_id, "user_id": user_id, "liked": liked})
 
 
 def view(product_id: str) -> Record:
@@ -56,32 +68,73 @@ def view(product_id: str) -> Record:
 
 
 def stock(product_id: str, quantity: int, version: int) -> Record:
-    return record("StockChanged", "product", product_id,
-                  {"product_id": product_id, "quantity": quantity, "version": version, "delta": -1,
-                   "reason": "reserve", "order_id": None})
+    return record(
+        "StockChanged",
+        "product",
+        product_id,
+        {
+            "product_id": product_id,
+            "quantity": quantity,
+            "version": version,
+            "delta": -1,
+            "reason": "reserve",
+            "order_id": None,
+        },
+    )
 
 
 # An order's events in its lifecycle, as the domain numbers them under the order's lock.
 ORDER_VERSIONS = {"OrderCreated": 1, "OrderConfirmed": 2, "OrderCancelled": 3}
 
 
-def order_event(event_type: str, order_id: str, lines: list[tuple[str, int, str]], *,
-                occurred_at: datetime | None = None, aggregate_version: int | None = None,
-                **extra: object) -> Record:
+def order_event(
+    event_type: str,
+    order_id: str,
+    lines: list[tuple[str, int, str]],
+    *,
+    occurred_at: datetime | None = None,
+    aggregate_version: int | None = None,
+    **extra: object,
+) -> Record:
     lines_payload = [{"product_id": p, "quantity": q, "unit_price": price} for p, q, price in lines]
     total = sum((Decimal(price) * q for _, q, price in lines), Decimal("0.00"))
-    payload = {"order_id": order_id, "order_number": f"ORD-{order_id}", "user_id": "7",
-               "original_total": str(total), "discount": "0.00", "final_total": str(total),
-               "lines": lines_payload, **extra}
-    return record(event_type, "order", order_id, payload, occurred_at=occurred_at,
-                  aggregate_version=aggregate_version or ORDER_VERSIONS[event_type])
+    payload = {
+        "order_id": order_id,
+        "order_number": f"ORD-{order_id}",
+        "user_id": "7",
+        "original_total": str(total),
+        "discount": "0.00",
+        "final_total": str(total),
+        "lines": lines_payload,
+        **extra,
+    }
+    return record(
+        event_type,
+        "order",
+        order_id,
+        payload,
+        occurred_at=occurred_at,
+        aggregate_version=aggregate_version or ORDER_VERSIONS[event_type],
+    )
 
 
-def refund_required(order_id: str, amount: str, *, payment_id: str = "501", aggregate_version: int = 4,
-                    reason: str = "order_cancelled") -> Record:
-    return record("PaymentRefundRequired", "order", order_id,
-                  {"payment_id": payment_id, "order_id": order_id, "user_id": "7", "amount": amount,
-                   "card_type": "VISA", "reason": reason}, aggregate_version=aggregate_version)
+def refund_required(
+    order_id: str, amount: str, *, payment_id: str = "501", aggregate_version: int = 4, reason: str = "order_cancelled"
+) -> Record:
+    return record(
+        "PaymentRefundRequired",
+        "order",
+        order_id,
+        {
+            "payment_id": payment_id,
+            "order_id": order_id,
+            "user_id": "7",
+            "amount": amount,
+            "card_type": "VISA",
+            "reason": reason,
+        },
+        aggregate_version=aggregate_version,
+    )
 
 
 @dataclass(frozen=True)
@@ -98,8 +151,9 @@ class Consumed:
 
 def consumed(records: list[Record], *, partition: int = 0, first_offset: int = 0) -> list[Consumed]:
     """The records as one partition delivers them, in order."""
-    return [Consumed(r.topic_stream, partition, first_offset + n, r.key, r.value, r.headers)
-            for n, r in enumerate(records)]
+    return [
+        Consumed(r.topic_stream, partition, first_offset + n, r.key, r.value, r.headers) for n, r in enumerate(records)
+    ]
 
 
 @dataclass
@@ -120,7 +174,7 @@ def stream_make(*, products: int = 12, events: int = 600, seed: int = 7) -> tupl
     liked: dict[tuple[str, str], bool] = {}
     stock_version: dict[str, int] = defaultdict(int)
     order_number = 0
-    base = datetime.now(timezone.utc)
+    base = datetime.now(UTC)
     while len(records) < events:
         product = str(rng.randint(1, products))
         kind = rng.random()
@@ -148,9 +202,16 @@ def stream_make(*, products: int = 12, events: int = 600, seed: int = 7) -> tupl
             expected.sales_amount[product] += Decimal("9.99") * lines[0][1]
             expected.ledger[order_id] = "CONFIRMED"
             if rng.random() < 0.3:
-                records.append(order_event("OrderCancelled", order_id, lines, reason="changed mind",
-                                           was_confirmed=True,
-                                           occurred_at=confirmed_at + timedelta(milliseconds=5)))
+                records.append(
+                    order_event(
+                        "OrderCancelled",
+                        order_id,
+                        lines,
+                        reason="changed mind",
+                        was_confirmed=True,
+                        occurred_at=confirmed_at + timedelta(milliseconds=5),
+                    )
+                )
                 expected.sales_quantity[product] -= lines[0][1]
                 expected.sales_amount[product] -= Decimal("9.99") * lines[0][1]
                 expected.ledger[order_id] = "CANCELLED"
@@ -159,11 +220,17 @@ def stream_make(*, products: int = 12, events: int = 600, seed: int = 7) -> tupl
 
 def produce(records: list[Record], topics: dict[str, str], *, partition: int | None = None) -> None:
     """Send the records in their order (to one partition when given, else by key)."""
-    producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, acks="all",
-                             enable_idempotence=True, linger_ms=5, **settings.KAFKA_SECURITY)
+    producer = KafkaProducer(
+        bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        **settings.KAFKA_SECURITY,
+    )
     for item in records:
-        producer.send(topics[item.topic_stream], key=item.key, value=item.value, headers=item.headers,
-                      partition=partition)
+        producer.send(
+            topics[item.topic_stream], key=item.key, value=item.value, headers=item.headers, partition=partition
+        )
     producer.flush()
     producer.close()
 
@@ -178,9 +245,13 @@ def projections_differences(expected: Expected) -> list[str]:
     for product in sorted(products):
         m = metrics.get(product)
         got = (m.like_count, m.view_count, m.sales_quantity, m.sales_amount, m.stock) if m else None
-        want = (expected.likes.get(product, 0), expected.views.get(product, 0),
-                expected.sales_quantity.get(product, 0), expected.sales_amount.get(product, Decimal("0.00")),
-                expected.stock.get(product))
+        want = (
+            expected.likes.get(product, 0),
+            expected.views.get(product, 0),
+            expected.sales_quantity.get(product, 0),
+            expected.sales_amount.get(product, Decimal("0.00")),
+            expected.stock.get(product),
+        )
         if got != want:
             differences.append(f"product {product}: got {got}, want {want}")
     ledger = dict(OrderLedger.objects.values_list("order_id", "status"))

@@ -31,18 +31,30 @@ def _project_the_outbox() -> None:
     for n, row in enumerate(OutboxEvent.objects.order_by("seq")):
         aggregate = (row.aggregatetype, row.aggregateid)
         versions[aggregate] = row.aggregate_version or versions.get(aggregate, 0) + 1
-        headers = [("event_id", str(row.event_id).encode()), ("event_type", row.type.encode()),
-                   ("event_version", str(row.event_version).encode()),
-                   ("aggregate_type", row.aggregatetype.encode()), ("aggregate_id", row.aggregateid.encode()),
-                   ("occurred_at", row.payload["occurred_at"].encode()),
-                   ("aggregate_version", str(versions[aggregate]).encode())]
-        events.append(event_parse(topic=row.topic, partition=0, offset=n, key=row.key.encode(),
-                                  value=json.dumps(row.payload).encode(), headers=headers))
+        headers = [
+            ("event_id", str(row.event_id).encode()),
+            ("event_type", row.type.encode()),
+            ("event_version", str(row.event_version).encode()),
+            ("aggregate_type", row.aggregatetype.encode()),
+            ("aggregate_id", row.aggregateid.encode()),
+            ("occurred_at", row.payload["occurred_at"].encode()),
+            ("aggregate_version", str(versions[aggregate]).encode()),
+        ]
+        events.append(
+            event_parse(
+                topic=row.topic,
+                partition=0,
+                offset=n,
+                key=row.key.encode(),
+                value=json.dumps(row.payload).encode(),
+                headers=headers,
+            )
+        )
     batch_apply(group="g", events=events, poison=[])
 
 
 @pytest.fixture
-def shop():  # noqa: ANN201
+def shop():
     """Orders in every state, paid, failed and pending, and their projections."""
     user = user_make()
     product = product_make(price="10.00", stock=50)
@@ -71,8 +83,7 @@ def test_projections_of_every_order_state_match_the_sources(shop):
 
 
 def test_a_ledger_row_in_another_state_or_total_is_a_difference(shop):
-    OrderLedger.objects.filter(order_id=str(shop["paid"].id)).update(status="CANCELLED",
-                                                                    final_total=Decimal("1.00"))
+    OrderLedger.objects.filter(order_id=str(shop["paid"].id)).update(status="CANCELLED", final_total=Decimal("1.00"))
     found = {(d.subject, d.field) for d in consistency_differences()}
     assert found == {(f"order {shop['paid'].id}", "status"), (f"order {shop['paid'].id}", "final_total")}
 
@@ -80,8 +91,7 @@ def test_a_ledger_row_in_another_state_or_total_is_a_difference(shop):
 def test_an_order_missing_from_the_ledger_and_a_row_without_its_order_are_differences(shop):
     OrderLedger.objects.filter(order_id=str(shop["pending"].id)).update(order_id="999999")
     found = {(d.subject, d.field) for d in consistency_differences()}
-    assert found == {(f"order {shop['pending'].id}", "ledger row"),
-                     ("order 999999", "ledger row without an order")}
+    assert found == {(f"order {shop['pending'].id}", "ledger row"), ("order 999999", "ledger row without an order")}
 
 
 def test_a_captured_payment_no_order_state_accounts_for_is_a_difference(shop):
@@ -94,7 +104,8 @@ def test_a_captured_payment_no_order_state_accounts_for_is_a_difference(shop):
     Payment.objects.filter(id=payment.id).update(status=Payment.Status.COMPLETED)
     _project_the_outbox()
     assert [(d.subject, d.field) for d in consistency_differences()] == [
-        (f"payment {payment.id}", "captured, order does not account for it")]
+        (f"payment {payment.id}", "captured, order does not account for it")
+    ]
 
 
 def test_a_refund_due_payment_must_be_in_the_ledger_refund_due(shop):
@@ -106,7 +117,8 @@ def test_a_refund_due_payment_must_be_in_the_ledger_refund_due(shop):
     _project_the_outbox()
     # then without its PaymentRefundRequired applied, the ledger misses the refund
     assert [(d.subject, d.field, d.source) for d in consistency_differences()] == [
-        (f"order {order.id}", "refund_due", Decimal("40.00"))]
+        (f"order {order.id}", "refund_due", Decimal("40.00"))
+    ]
     # and once the ledger has it, no difference
     OrderLedger.objects.filter(order_id=str(order.id)).update(refund_due=Decimal("40.00"))
     assert consistency_differences() == []
@@ -114,6 +126,7 @@ def test_a_refund_due_payment_must_be_in_the_ledger_refund_due(shop):
 
 def test_two_captured_payments_for_one_order_are_a_difference(shop):
     order = shop["paid"]
-    Payment.objects.create(order=order, user=order.user, amount=order.final_total, card_type="VISA",
-                           status=Payment.Status.COMPLETED)
+    Payment.objects.create(
+        order=order, user=order.user, amount=order.final_total, card_type="VISA", status=Payment.Status.COMPLETED
+    )
     assert [(d.subject, d.field) for d in consistency_differences()] == [(f"order {order.id}", "captured payments")]

@@ -30,8 +30,11 @@ def _refuse_connections(database: str, seconds: float) -> None:
         try:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
-                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = %s AND pid <> pg_backend_pid()", [database])
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [database],
+                )
                 time.sleep(0.2)
         finally:
             admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
@@ -39,15 +42,29 @@ def _refuse_connections(database: str, seconds: float) -> None:
 
 
 def test_database_unavailable_mid_stream_the_consumer_survives_and_counts_exactly(
-        kafka_topics, subprocess_env, tmp_path):
+    kafka_topics, subprocess_env, tmp_path
+):
     if connection.vendor != "postgresql":
         pytest.fail("this fault is injected on PostgreSQL: run with DATABASE_URL=postgres://...")
     records, expected = stream_make(events=3000, seed=21)
     produce(records, kafka_topics)
     consumer = ManagedProcess(
-        name="consumer", env=subprocess_env, log_path=tmp_path / "consumer.log", ready_text="consuming",
-        argv=[sys.executable, "manage.py", "consume_events", "--group", f"g-{uuid.uuid4().hex[:6]}",
-              "--batch-size", "50", "--progress-every", "1"])
+        name="consumer",
+        env=subprocess_env,
+        log_path=tmp_path / "consumer.log",
+        ready_text="consuming",
+        argv=[
+            sys.executable,
+            "manage.py",
+            "consume_events",
+            "--group",
+            f"g-{uuid.uuid4().hex[:6]}",
+            "--batch-size",
+            "50",
+            "--progress-every",
+            "1",
+        ],
+    )
     consumer.start()
     deadline = time.monotonic() + 60
     while InboxEntry.objects.count() < 300 and time.monotonic() < deadline:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -33,11 +33,20 @@ def _consume(group: str) -> EventConsumer:
 
 def _hostile_stream() -> tuple[list, list]:
     """Per topic, on partition 0: good records, the issue's hostile ones between them."""
-    catalog = [like("3", True), stock("3", 9, 1), HOSTILE["stock version 2**70"](), view("3"),
-               HOSTILE["twenty-digit product id"](), stock("3", 8, 2), like("3", True, user_id="2")]
-    orders = [order_event("OrderConfirmed", "41", [("3", 2, "5.00")]),
-              HOSTILE["order line quantity 10**30"](),
-              order_event("OrderConfirmed", "42", [("3", 1, "5.00")])]
+    catalog = [
+        like("3", True),
+        stock("3", 9, 1),
+        HOSTILE["stock version 2**70"](),
+        view("3"),
+        HOSTILE["twenty-digit product id"](),
+        stock("3", 8, 2),
+        like("3", True, user_id="2"),
+    ]
+    orders = [
+        order_event("OrderConfirmed", "41", [("3", 2, "5.00")]),
+        HOSTILE["order line quantity 10**30"](),
+        order_event("OrderConfirmed", "42", [("3", 1, "5.00")]),
+    ]
     return catalog, orders
 
 
@@ -62,9 +71,20 @@ def test_hostile_values_are_dead_lettered_and_their_partition_moves_on(kafka_top
     produce(orders, kafka_topics, partition=0)
     # when consume_events reads them (on main it retried forever on PostgreSQL and exited 1 on SQLite)
     process = ManagedProcess(
-        name="consumer", env=subprocess_env, log_path=tmp_path / "consumer.log", ready_text="consuming",
-        argv=[sys.executable, "manage.py", "consume_events", "--group", f"g-{uuid.uuid4().hex[:6]}",
-              "--until-idle", "4"])
+        name="consumer",
+        env=subprocess_env,
+        log_path=tmp_path / "consumer.log",
+        ready_text="consuming",
+        argv=[
+            sys.executable,
+            "manage.py",
+            "consume_events",
+            "--group",
+            f"g-{uuid.uuid4().hex[:6]}",
+            "--until-idle",
+            "4",
+        ],
+    )
     process.start()
     # then it exits 0 having applied every good record once and dead-lettered the three
     assert process.wait(timeout=120) == 0, process.log_tail()
@@ -88,15 +108,23 @@ def test_with_a_bound_loosened_the_consumer_isolates_the_record_the_database_ref
 
 def test_an_order_delivered_with_clocks_skewed_backwards_ends_in_its_last_state(kafka_topics):
     # given orders whose each later event was stamped by a host whose clock is seconds behind
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     records = []
     for n in range(1, 31):
         order_id, lines = str(n), [("5", n, "2.50")]
         records.append(order_event("OrderCreated", order_id, lines, occurred_at=t0, coupon_code=None))
         records.append(order_event("OrderConfirmed", order_id, lines, occurred_at=t0 - timedelta(seconds=1)))
         if n % 3 == 0:
-            records.append(order_event("OrderCancelled", order_id, lines, occurred_at=t0 - timedelta(seconds=2),
-                                       reason="changed mind", was_confirmed=True))
+            records.append(
+                order_event(
+                    "OrderCancelled",
+                    order_id,
+                    lines,
+                    occurred_at=t0 - timedelta(seconds=2),
+                    reason="changed mind",
+                    was_confirmed=True,
+                )
+            )
     produce(records, kafka_topics)
     produce(records, kafka_topics)  # and every record twice
     # when the back office consumes them

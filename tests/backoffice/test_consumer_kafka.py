@@ -9,10 +9,10 @@ import uuid
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from kafka import KafkaAdminClient
 
 from backoffice.consumer import EventConsumer
 from backoffice.models import DeadLetter, EventLog, InboxEntry, ProductMetrics
+from kafka import KafkaAdminClient
 from tests.backoffice.stream import (
     Record,
     like,
@@ -29,8 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def _consume(group: str, *, until_idle_s: float = 3.0, batch_size: int = 200) -> EventConsumer:
-    consumer = EventConsumer(topics=list(settings.KAFKA_TOPICS.values()), group_id=group,
-                             batch_size=batch_size)
+    consumer = EventConsumer(topics=list(settings.KAFKA_TOPICS.values()), group_id=group, batch_size=batch_size)
     try:
         consumer.run(until_idle_s=until_idle_s)
     finally:
@@ -38,11 +37,25 @@ def _consume(group: str, *, until_idle_s: float = 3.0, batch_size: int = 200) ->
     return consumer
 
 
-def _consumer_process(name: str, env: dict, tmp_path, group: str, *extra: str) -> ManagedProcess:  # noqa: ANN001
+def _consumer_process(name: str, env: dict, tmp_path, group: str, *extra: str) -> ManagedProcess:
     return ManagedProcess(
-        name=name, env=env, log_path=tmp_path / f"{name}.log", ready_text="consuming",
-        argv=[sys.executable, "manage.py", "consume_events", "--group", group, "--batch-size", "50",
-              "--progress-every", "1", *extra])
+        name=name,
+        env=env,
+        log_path=tmp_path / f"{name}.log",
+        ready_text="consuming",
+        argv=[
+            sys.executable,
+            "manage.py",
+            "consume_events",
+            "--group",
+            group,
+            "--batch-size",
+            "50",
+            "--progress-every",
+            "1",
+            *extra,
+        ],
+    )
 
 
 def _wait_for_inbox(count: int, timeout_s: float = 90.0) -> int:
@@ -67,8 +80,10 @@ def _group_assignment(group: str) -> tuple[str, Assignment]:
     for member in described["members"]:
         given = member["member_assignment"] or {}
         assignment[member["member_id"]] = frozenset(
-            (topic["topic"], partition) for topic in given.get("assigned_partitions", [])
-            for partition in topic["partitions"])
+            (topic["topic"], partition)
+            for topic in given.get("assigned_partitions", [])
+            for partition in topic["partitions"]
+        )
     return described["group_state"], assignment
 
 
@@ -89,7 +104,8 @@ def test_every_record_produced_twice_gives_the_metrics_of_once(kafka_topics):
     produce(records, kafka_topics)
     produce(records, kafka_topics)  # the same event ids again
     consumer = _consume(f"g-{uuid.uuid4().hex[:6]}")
-    assert consumer.stats.polled == 2 * len(records) and consumer.stats.duplicates == len(records)
+    assert consumer.stats.polled == 2 * len(records)
+    assert consumer.stats.duplicates == len(records)
     assert projections_differences(expected) == []
     assert EventLog.objects.count() == len(records)
 
@@ -133,13 +149,15 @@ def test_group_members_joining_and_leaving_mid_stream_count_exactly(kafka_topics
     third = _consumer_process("member-2", subprocess_env, tmp_path, group)
     third.start()
     three = _wait_for_stable_group(group, members=3, partitions=partitions)
-    assert set(three) > set(two) and all(three.values()), "the new member got no partition"
+    assert set(three) > set(two), "the new member got no partition"
+    assert all(three.values()), "the new member got no partition"
     produce(records[1000:2000], kafka_topics)
     _wait_for_inbox(1500)
     # the first leaves (SIGTERM: finishes its batch and commits): the group rebalances again
     assert members[0].stop() == 0, members[0].log_tail()
     after = _wait_for_stable_group(group, members=2, partitions=partitions)
-    assert set(after) < set(three) and after != two
+    assert set(after) < set(three)
+    assert after != two
     produce(records[2000:], kafka_topics)
     _wait_for_inbox(len(records))
     for member in (members[1], third):
@@ -154,8 +172,12 @@ def test_poison_records_are_dead_lettered_and_never_block_good_ones(kafka_topics
     poison = [
         Record("catalog-events", b"1", b"{broken json", sample.headers),
         Record("catalog-events", b"1", sample.value, [h for h in sample.headers if h[0] != "event_id"]),
-        Record("catalog-events", b"1", sample.value,
-               [(n, b"Unheard" if n == "event_type" else v) for n, v in sample.headers]),
+        Record(
+            "catalog-events",
+            b"1",
+            sample.value,
+            [(n, b"Unheard" if n == "event_type" else v) for n, v in sample.headers],
+        ),
         Record("catalog-events", b"1", b'{"product_id": "1", "liked": "maybe"}', sample.headers),
     ]
     mixed = []
@@ -167,12 +189,14 @@ def test_poison_records_are_dead_lettered_and_never_block_good_ones(kafka_topics
     _consume(f"g-{uuid.uuid4().hex[:6]}")
     assert projections_differences(expected) == []
     letters = list(DeadLetter.objects.order_by("offset"))
-    assert len(letters) == 4 and all(letter.error for letter in letters)
+    assert len(letters) == 4
+    assert all(letter.error for letter in letters)
     dlq = kafka_read_all(f"{kafka_topics['catalog-events']}.dlq", expected=4)
     assert len(dlq) == 4
-    assert all(r.headers["dlq_error"] and r.headers["dlq_source_topic"] == kafka_topics["catalog-events"].encode()
-               for r in dlq)
-    assert {bytes(letter.value) for letter in letters} == {r.value for r in dlq}
+    assert all(
+        r.headers["dlq_error"] and r.headers["dlq_source_topic"] == kafka_topics["catalog-events"].encode() for r in dlq
+    )
+    assert {bytes(letter.value or b"") for letter in letters} == {r.value for r in dlq}
 
 
 def test_stock_delivered_out_of_order_keeps_the_highest_version(kafka_topics):
@@ -198,11 +222,17 @@ def test_replay_rebuilds_projections_equal_to_live(kafka_topics, settings):
     group = f"g-{uuid.uuid4().hex[:6]}"
     settings.BACKOFFICE_GROUP_ID = group
     _consume(group)
-    live = sorted(ProductMetrics.objects.values_list(
-        "product_id", "like_count", "view_count", "sales_quantity", "sales_amount", "stock"))
+    live = sorted(
+        ProductMetrics.objects.values_list(
+            "product_id", "like_count", "view_count", "sales_quantity", "sales_amount", "stock"
+        )
+    )
     call_command("rebuild_projections", "--group", group, "--until-idle", "3")
-    replayed = sorted(ProductMetrics.objects.values_list(
-        "product_id", "like_count", "view_count", "sales_quantity", "sales_amount", "stock"))
+    replayed = sorted(
+        ProductMetrics.objects.values_list(
+            "product_id", "like_count", "view_count", "sales_quantity", "sales_amount", "stock"
+        )
+    )
     assert replayed == live
     assert projections_differences(expected) == []
     assert InboxEntry.objects.filter(consumer_group=group).count() == len(records)

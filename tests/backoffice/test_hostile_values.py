@@ -13,18 +13,17 @@ from __future__ import annotations
 import json
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from django.db import connection
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from backoffice import contract
 from backoffice.contract import ContractViolation, event_parse
 from backoffice.isolation import batch_apply_isolating, records_parse
-from django.db import connection
-
 from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
-from backoffice.projections import PoisonRecord
+from backoffice.projections import BatchOutcome, PoisonRecord
 from tests.backoffice.stream import Consumed, Record, consumed, like, order_event, record, stock, view
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +36,7 @@ HOSTILE = {
 }
 
 
-def _apply(records: list[Consumed]) -> tuple[object, list[PoisonRecord]]:
+def _apply(records: list[Consumed]) -> tuple[BatchOutcome, list[PoisonRecord]]:
     forwarded: list[PoisonRecord] = []
     outcome = batch_apply_isolating(group="g", batch=records_parse(records), forward=forwarded.extend)
     return outcome, forwarded
@@ -45,17 +44,19 @@ def _apply(records: list[Consumed]) -> tuple[object, list[PoisonRecord]]:
 
 def _surrounded(bad: Record) -> tuple[list[Record], Record]:
     """Good records of the same partition before and after the bad one."""
-    before = [like("3", True), view("3"), stock("3", 9, 1),
-              order_event("OrderConfirmed", "41", [("3", 2, "5.00")])]
-    after = [view("3"), stock("3", 8, 2), order_event("OrderConfirmed", "42", [("3", 1, "5.00")]),
-             like("3", True, user_id="2")]
-    return before + [bad] + after, bad
+    before = [like("3", True), view("3"), stock("3", 9, 1), order_event("OrderConfirmed", "41", [("3", 2, "5.00")])]
+    after = [
+        view("3"),
+        stock("3", 8, 2),
+        order_event("OrderConfirmed", "42", [("3", 1, "5.00")]),
+        like("3", True, user_id="2"),
+    ]
+    return [*before, bad, *after], bad
 
 
 def _assert_good_ones_applied_once(records: list[Record], bad: Record) -> None:
     good = [r for r in records if r is not bad]
-    assert set(InboxEntry.objects.values_list("event_id", flat=True)) == {
-        uuid.UUID(r.event_id) for r in good}
+    assert set(InboxEntry.objects.values_list("event_id", flat=True)) == {uuid.UUID(r.event_id) for r in good}
     metrics = ProductMetrics.objects.get(product_id="3")
     assert (metrics.like_count, metrics.view_count, metrics.stock, metrics.stock_version) == (2, 2, 8, 2)
     assert (metrics.sales_quantity, metrics.sales_amount) == (3, Decimal("15.00"))
@@ -66,7 +67,7 @@ def _assert_good_ones_applied_once(records: list[Record], bad: Record) -> None:
 @pytest.mark.parametrize("name", HOSTILE)
 def test_the_contract_refuses_a_value_its_column_cannot_hold(name):
     bad = HOSTILE[name]()
-    with pytest.raises(ContractViolation, match="range|largest key|column"):
+    with pytest.raises(ContractViolation, match=r"range|largest key|column"):
         event_parse(topic="t", partition=0, offset=0, key=bad.key, value=bad.value, headers=bad.headers)
 
 
@@ -81,7 +82,10 @@ def test_a_hostile_record_is_dead_lettered_and_its_neighbours_applied_once(name)
     assert (outcome.applied, outcome.dead_lettered) == (len(records) - 1, 1)
     assert again.applied == 0
     letter = DeadLetter.objects.get()
-    assert letter.offset == records.index(bad) and bytes(letter.value) == bad.value and letter.error
+    assert letter.offset == records.index(bad)
+    assert letter.value is not None
+    assert bytes(letter.value) == bad.value
+    assert letter.error
     assert [p.offset for p in forwarded] == [letter.offset]
     _assert_good_ones_applied_once(records, bad)
 
@@ -96,7 +100,8 @@ def test_with_the_contract_bounds_off_the_database_refusal_is_isolated(name, mon
     # then the record is isolated by bisection and dead-lettered with the database's message
     assert (outcome.applied, outcome.dead_lettered) == (len(records) - 1, 1)
     letter = DeadLetter.objects.get()
-    assert letter.offset == records.index(bad) and [p.offset for p in forwarded] == [letter.offset]
+    assert letter.offset == records.index(bad)
+    assert [p.offset for p in forwarded] == [letter.offset]
     assert letter.error.startswith("refused by the database:")
     assert any(word in letter.error for word in ("out of range", "too large", "Overflow")), letter.error
     _assert_good_ones_applied_once(records, bad)
@@ -124,8 +129,12 @@ def test_with_the_id_length_bound_off_an_id_longer_than_its_column_is_isolated(m
 def test_a_counter_that_overflows_only_once_summed_is_isolated():
     # given two orders whose quantities each fit an integer column, but not their sum
     big = contract.INTEGER_MAX
-    records = [order_event("OrderConfirmed", "1", [("3", big, "0.01")]), view("3"),
-               order_event("OrderConfirmed", "2", [("3", big, "0.01")]), view("3")]
+    records = [
+        order_event("OrderConfirmed", "1", [("3", big, "0.01")]),
+        view("3"),
+        order_event("OrderConfirmed", "2", [("3", big, "0.01")]),
+        view("3"),
+    ]
     # when they come in one batch
     outcome, _ = _apply(consumed(records))
     metrics = ProductMetrics.objects.get(product_id="3")
@@ -143,16 +152,38 @@ def test_a_counter_that_overflows_only_once_summed_is_isolated():
 # Values a producer can write into any field: the contract refuses them or the database holds
 # them; never an exception out of the consumer.
 _HOSTILE_VALUES = st.one_of(
-    st.integers(min_value=-(2**80), max_value=2**80), st.sampled_from([2**31, -(2**31) - 1, 2**63, 2**64]),
-    st.text(max_size=80), st.sampled_from(["\x00", "a\x00b", "\ud800", "9" * 20, "9" * 70, "1e400",
-                                           "NaN", "-0.001", "123456789012.5", "1" * 13 + ".00",
-                                           "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00"]),
-    st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.sampled_from([2**31, -(2**31) - 1, 2**63, 2**64]),
+    st.text(max_size=80),
+    st.sampled_from(
+        [
+            "\x00",
+            "a\x00b",
+            "\ud800",
+            "9" * 20,
+            "9" * 70,
+            "1e400",
+            "NaN",
+            "-0.001",
+            "123456789012.5",
+            "1" * 13 + ".00",
+            "9999-12-31T23:59:59-23:59",
+            "0001-01-01T00:00:00+14:00",
+        ]
+    ),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
-_TEMPLATES = [like("1", True), view("1"), stock("1", 5, 1),
-              order_event("OrderConfirmed", "1", [("1", 2, "3.00")]),
-              order_event("OrderCancelled", "1", [("1", 2, "3.00")], reason="x", was_confirmed=True)]
+_TEMPLATES = [
+    like("1", True),
+    view("1"),
+    stock("1", 5, 1),
+    order_event("OrderConfirmed", "1", [("1", 2, "3.00")]),
+    order_event("OrderCancelled", "1", [("1", 2, "3.00")], reason="x", was_confirmed=True),
+]
 
 
 def _mutated(template: Record, path: tuple, value: object) -> Record:
@@ -168,8 +199,8 @@ def _mutated(template: Record, path: tuple, value: object) -> Record:
     return Record(template.topic_stream, template.key, body, template.headers)
 
 
-def _paths(payload: dict) -> list[tuple]:
-    paths = [(name,) for name in payload]
+def _paths(payload: dict[str, Any]) -> list[tuple[str | int, ...]]:
+    paths: list[tuple[str | int, ...]] = [(name,) for name in payload]
     for index, line in enumerate(payload.get("lines", [])):
         paths += [("lines", index, name) for name in line]
     return paths
@@ -186,10 +217,17 @@ def test_no_value_a_producer_can_write_escapes_the_consumer(data):
         hostile = _mutated(template, path, data.draw(_HOSTILE_VALUES))
     else:
         name = data.draw(st.sampled_from([name for name, _ in template.headers] + ["aggregate_version"]))
-        raw = data.draw(st.one_of(st.binary(max_size=40), st.sampled_from(
-            [b"\x00", b"9" * 30, b"-1", str(2**63).encode(), b"\xff\xfe"])))
-        hostile = Record(template.topic_stream, template.key, template.value,
-                         [(n, v) for n, v in template.headers if n != name] + [(name, raw)])
+        raw = data.draw(
+            st.one_of(
+                st.binary(max_size=40), st.sampled_from([b"\x00", b"9" * 30, b"-1", str(2**63).encode(), b"\xff\xfe"])
+            )
+        )
+        hostile = Record(
+            template.topic_stream,
+            template.key,
+            template.value,
+            [(n, v) for n, v in template.headers if n != name] + [(name, raw)],
+        )
     first, last = view("7"), like("7", True, user_id=str(data.draw(st.integers(1, 10**6))))
     # when the consumer applies them
     outcome, _ = _apply(consumed([first, hostile, last]))
@@ -206,8 +244,12 @@ def test_no_value_a_producer_can_write_escapes_the_consumer(data):
 
 def test_a_record_without_an_aggregate_version_where_one_is_required_is_dead_lettered():
     confirmed = order_event("OrderConfirmed", "5", [("3", 1, "5.00")])
-    unversioned = Record(confirmed.topic_stream, confirmed.key, confirmed.value,
-                         [h for h in confirmed.headers if h[0] != "aggregate_version"])
+    unversioned = Record(
+        confirmed.topic_stream,
+        confirmed.key,
+        confirmed.value,
+        [h for h in confirmed.headers if h[0] != "aggregate_version"],
+    )
     viewed = record("ProductViewed", "product", "3", {"product_id": "3", "user_id": None})
     outcome, forwarded = _apply(consumed([unversioned, viewed]))
     assert (outcome.applied, outcome.dead_lettered) == (1, 1)
@@ -217,7 +259,6 @@ def test_a_record_without_an_aggregate_version_where_one_is_required_is_dead_let
 def test_a_header_without_a_value_is_read_as_absent():
     # Kafka Connect writes a null aggregate_version column (a view) as a header with no value
     viewed = view("3")
-    with_null = Record(viewed.topic_stream, viewed.key, viewed.value, viewed.headers + [("aggregate_version", None)])
-    event = event_parse(topic="t", partition=0, offset=0, key=with_null.key, value=with_null.value,
-                        headers=with_null.headers)
+    with_null: list[tuple[str, bytes | None]] = [*viewed.headers, ("aggregate_version", None)]
+    event = event_parse(topic="t", partition=0, offset=0, key=viewed.key, value=viewed.value, headers=with_null)
     assert event.aggregate_version is None

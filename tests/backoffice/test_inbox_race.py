@@ -21,8 +21,10 @@ def test_the_same_batch_applied_by_two_consumers_at_once_is_applied_once():
         pytest.skip("needs PostgreSQL (the full run): SQLite serializes writers, two transactions never overlap")
     # given: the first consumer has inserted the batch's inbox rows and not committed yet
     records = [like("1", True), view("1"), view("2"), order_event("OrderConfirmed", "5", [("2", 3, "2.50")])]
-    events = [event_parse(topic=r.topic_stream, partition=0, offset=n, key=r.key, value=r.value,
-                          headers=r.headers) for n, r in enumerate(records)]
+    events = [
+        event_parse(topic=r.topic_stream, partition=0, offset=n, key=r.key, value=r.value, headers=r.headers)
+        for n, r in enumerate(records)
+    ]
     applied_uncommitted, release = threading.Event(), threading.Event()
     outcomes: dict[str, BatchOutcome] = {}
     errors: list[BaseException] = []

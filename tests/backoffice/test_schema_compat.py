@@ -65,15 +65,18 @@ def _header_required(d: dict) -> None:
     d["components"]["messages"]["LikeChanged.v1"]["headers"]["required"].append("aggregate_version")
 
 
-@pytest.mark.parametrize("change,reported", [
-    (_removed_field, "OrderConfirmed.v2 payload.currency: field removed"),
-    (_new_required, "OrderConfirmed.v2 payload.channel: new required field"),
-    (_narrowed_bound, "OrderConfirmed.v2 payload.lines[].quantity: maximum lowered from 2147483647 to 1000"),
-    (_narrowed_type, "OrderConfirmed.v2 payload.order_number: type narrowed from string to integer"),
-    (_shorter_text, "OrderConfirmed.v2 payload.order_number: maxLength lowered from 64 to 32"),
-    (_removed_version, "OrderConfirmed.v1: version removed (its records stay readable on the topics)"),
-    (_header_required, "LikeChanged.v1 headers.aggregate_version: new required field"),
-])
+@pytest.mark.parametrize(
+    "change,reported",
+    [
+        (_removed_field, "OrderConfirmed.v2 payload.currency: field removed"),
+        (_new_required, "OrderConfirmed.v2 payload.channel: new required field"),
+        (_narrowed_bound, "OrderConfirmed.v2 payload.lines[].quantity: maximum lowered from 2147483647 to 1000"),
+        (_narrowed_type, "OrderConfirmed.v2 payload.order_number: type narrowed from string to integer"),
+        (_shorter_text, "OrderConfirmed.v2 payload.order_number: maxLength lowered from 64 to 32"),
+        (_removed_version, "OrderConfirmed.v1: version removed (its records stay readable on the topics)"),
+        (_header_required, "LikeChanged.v1 headers.aggregate_version: new required field"),
+    ],
+)
 def test_an_incompatible_change_within_a_version_is_reported(change, reported):
     new = copy.deepcopy(_committed())
     change(new)

@@ -17,8 +17,11 @@ from tests.factories import product_make, user_make
 
 
 def _versions(product_id: int) -> list[tuple[str, int | None]]:
-    return list(OutboxEvent.objects.filter(aggregatetype="product", aggregateid=str(product_id))
-                .order_by("seq").values_list("type", "aggregate_version"))
+    return list(
+        OutboxEvent.objects.filter(aggregatetype="product", aggregateid=str(product_id))
+        .order_by("seq")
+        .values_list("type", "aggregate_version")
+    )
 
 
 @pytest.mark.django_db
@@ -36,8 +39,14 @@ def test_a_products_events_carry_consecutive_versions_and_views_none():
     product_restock(product_id=product.id, quantity=3)
     # then
     assert _versions(product.id) == [
-        ("StockChanged", 1), ("LikeChanged", 2), ("ProductViewed", None), ("StockChanged", 3),
-        ("StockChanged", 4), ("LikeChanged", 5), ("StockChanged", 6)]
+        ("StockChanged", 1),
+        ("LikeChanged", 2),
+        ("ProductViewed", None),
+        ("StockChanged", 3),
+        ("StockChanged", 4),
+        ("LikeChanged", 5),
+        ("StockChanged", 6),
+    ]
     assert Product.objects.get(id=product.id).version == 6
 
 

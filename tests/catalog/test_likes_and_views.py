@@ -35,7 +35,10 @@ def test_like_api_put_and_delete(api_client):
     user, product = user_make(), product_make()
     api_client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     assert api_client.put(f"/api/products/{product.id}/like/").json() == {
-        "product_id": product.id, "liked": True, "changed": True}
+        "product_id": product.id,
+        "liked": True,
+        "changed": True,
+    }
     assert api_client.put(f"/api/products/{product.id}/like/").json()["changed"] is False
     assert api_client.delete(f"/api/products/{product.id}/like/").json()["changed"] is True
     assert api_client.put("/api/products/999999/like/").status_code == 404

@@ -52,7 +52,8 @@ def pipeline_data(kafka_topics, settings):
 
 
 def test_dashboard_shows_the_database_counts_traces_an_order_and_requeues_a_dead_row(
-        live_server, pipeline_data, monkeypatch):
+    live_server, pipeline_data, monkeypatch
+):
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the ORM calls here stay synchronous.
@@ -61,9 +62,18 @@ def test_dashboard_shows_the_database_counts_traces_an_order_and_requeues_a_dead
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         page = browser.new_page()
         # given a logged-in staff member on the dashboard
         page.goto(f"{live_server.url}/admin/login/?next=/admin/pipeline/")
@@ -75,8 +85,10 @@ def test_dashboard_shows_the_database_counts_traces_an_order_and_requeues_a_dead
         assert int(page.inner_text("#outbox-pending")) == OutboxEvent.objects.filter(status="pending").count()
         assert int(page.inner_text("#outbox-dead")) == 1
         assert int(page.inner_text("#outbox-published")) == OutboxEvent.objects.filter(status="published").count()
-        assert int(page.inner_text("#consumed-total")) == InboxEntry.objects.filter(
-            consumer_group=django_settings.BACKOFFICE_GROUP_ID).count()
+        assert (
+            int(page.inner_text("#consumed-total"))
+            == InboxEntry.objects.filter(consumer_group=django_settings.BACKOFFICE_GROUP_ID).count()
+        )
         assert page.inner_text("#lag-total") == "0"
         assert page.locator("#events-chart svg polyline").count() == 2
         page.screenshot(path=str(ARTIFACTS / "pipeline-dashboard.png"), full_page=True)
@@ -84,8 +96,10 @@ def test_dashboard_shows_the_database_counts_traces_an_order_and_requeues_a_dead
         page.click(f"#recent-orders a:has-text('{order.number}')")
         page.wait_for_selector("#trace-events")
         rows = page.locator("#trace-events tr.trace-event")
-        order_events = (OutboxEvent.objects.filter(aggregatetype="order", aggregateid=str(order.id)).count()
-                        + OutboxEvent.objects.filter(type="StockChanged", payload__order_id=str(order.id)).count())
+        order_events = (
+            OutboxEvent.objects.filter(aggregatetype="order", aggregateid=str(order.id)).count()
+            + OutboxEvent.objects.filter(type="StockChanged", payload__order_id=str(order.id)).count()
+        )
         assert rows.count() == order_events == 2  # OrderCreated and the stock it reserved
         texts = [rows.nth(i).inner_text() for i in range(rows.count())]
         assert any("OrderCreated" in text for text in texts)

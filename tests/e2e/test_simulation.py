@@ -27,14 +27,42 @@ def pipeline(live_server, settings, subprocess_env, tmp_path):
     settings.BACKOFFICE_GROUP_ID = f"e2e-{uuid.uuid4().hex[:6]}"
     for n in range(8):
         product_create(name=f"Simulated {n}", price=Decimal("9.99"), stock=1000)
-    env = dict(subprocess_env, PAYMENT_CALLBACK_BASE_URL=live_server.url, PAYMENT_SIM_FAILURE_RATE="0.3",
-               PAYMENT_SIM_DELAY="0.1", OUTBOX_KICK_ENABLED="1", OUTBOX_WAKEUP="celery", BACKOFFICE_GROUP_ID=settings.BACKOFFICE_GROUP_ID)
-    worker = ManagedProcess(name="worker", env=env, log_path=tmp_path / "worker.log", ready_text="ready.",
-                            argv=[sys.executable, "-m", "celery", "-A", "commerce", "worker", "--pool=solo",
-                                  "--loglevel=INFO", "--purge", "--without-heartbeat", "--without-gossip",
-                                  "--without-mingle"])
-    consumer = ManagedProcess(name="consumer", env=env, log_path=tmp_path / "consumer.log", ready_text="consuming",
-                              argv=[sys.executable, "manage.py", "consume_events", "--batch-size", "100"])
+    env = dict(
+        subprocess_env,
+        PAYMENT_CALLBACK_BASE_URL=live_server.url,
+        PAYMENT_SIM_FAILURE_RATE="0.3",
+        PAYMENT_SIM_DELAY="0.1",
+        OUTBOX_KICK_ENABLED="1",
+        OUTBOX_WAKEUP="celery",
+        BACKOFFICE_GROUP_ID=settings.BACKOFFICE_GROUP_ID,
+    )
+    worker = ManagedProcess(
+        name="worker",
+        env=env,
+        log_path=tmp_path / "worker.log",
+        ready_text="ready.",
+        argv=[
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "commerce",
+            "worker",
+            "--pool=solo",
+            "--loglevel=INFO",
+            "--purge",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+    )
+    consumer = ManagedProcess(
+        name="consumer",
+        env=env,
+        log_path=tmp_path / "consumer.log",
+        ready_text="consuming",
+        argv=[sys.executable, "manage.py", "consume_events", "--batch-size", "100"],
+    )
     worker.start()
     consumer.start()
     yield live_server
@@ -45,8 +73,18 @@ def pipeline(live_server, settings, subprocess_env, tmp_path):
 def test_simulated_traffic_ends_consistent_with_latency_figures(pipeline, capsys):
     # when shoppers drive the API and the pipeline drains
     try:
-        call_command("simulate_traffic", "--base-url", pipeline.url, "--actions", "120", "--users", "3",
-                     "--drain-timeout", "120", "--json")
+        call_command(
+            "simulate_traffic",
+            "--base-url",
+            pipeline.url,
+            "--actions",
+            "120",
+            "--users",
+            "3",
+            "--drain-timeout",
+            "120",
+            "--json",
+        )
         exit_code: int | str | None = 0
     except SystemExit as exc:
         exit_code = exc.code

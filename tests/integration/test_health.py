@@ -27,8 +27,9 @@ def test_readyz_checks_the_database_and_the_cache(client):
 
 def test_readyz_names_a_failing_dependency_without_its_exception_text(client, settings):
     # given: a cache nobody listens to
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": "redis://127.0.0.1:1/0"}}
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
     # when
     response = client.get("/readyz")
     # then: 503 naming the check, and nothing of the error for an anonymous caller
@@ -62,7 +63,8 @@ def test_the_relay_health_is_for_staff_or_monitoring_only(client, settings):
 @pytest.mark.integration
 @pytest.mark.fault
 def test_with_the_broker_stopped_readyz_is_200_orders_are_accepted_and_the_relay_says_unreachable(
-        client, api_client, settings, capsys):
+    client, api_client, settings, capsys
+):
     # given: a broker of this test's own, then stopped
     port = int(settings.KAFKA_BOOTSTRAP_SERVERS[0].rsplit(":", 1)[1]) + 2
     broker = PrivateBroker(port=port)
@@ -77,8 +79,7 @@ def test_with_the_broker_stopped_readyz_is_200_orders_are_accepted_and_the_relay
         assert client.get("/readyz").status_code == 200
         product = product_make(stock=3)
         api_client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user_make())}")
-        placed = api_client.post("/api/orders/", {"lines": [{"product_id": product.id, "quantity": 1}]},
-                                 format="json")
+        placed = api_client.post("/api/orders/", {"lines": [{"product_id": product.id, "quantity": 1}]}, format="json")
         assert placed.status_code == 201, placed.content
         # and the relay's health says what is wrong, on the endpoint and the command
         client.force_login(admin)

@@ -16,13 +16,15 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kafka-local"
 
 
 def _run(action: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SCRIPT), action, *args], env=env, check=False, capture_output=True, text=True,
-                          timeout=180)
+    return subprocess.run(
+        [str(SCRIPT), action, *args], env=env, check=False, capture_output=True, text=True, timeout=180
+    )
 
 
 def _brokers_on(home: Path, *, pattern: str | None = None) -> int:
-    listing = subprocess.run(["pgrep", "-f", pattern or f"kafka.Kafka {home}/server.properties"],
-                             check=False, capture_output=True, text=True).stdout
+    listing = subprocess.run(
+        ["pgrep", "-f", pattern or f"kafka.Kafka {home}/server.properties"], check=False, capture_output=True, text=True
+    ).stdout
     return len(listing.split())
 
 
@@ -52,16 +54,14 @@ def test_start_twice_runs_one_broker_stop_leaves_none_restart_downloads_nothing(
 def test_cluster_of_three_nodes_starts_lists_kills_and_restarts_one_by_id_and_stops_all(tmp_path):
     home = tmp_path / "cluster"
     base = int(os.environ.get("KAFKA_LOCAL_TEST_CLUSTER_PORT", "9750"))
-    env = dict(os.environ, KAFKA_BROKERS="3", KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{base}",
-               KAFKA_HOME_DIR=str(home))
+    env = dict(os.environ, KAFKA_BROKERS="3", KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{base}", KAFKA_HOME_DIR=str(home))
     nodes = f"kafka.Kafka {home}/node-"
     try:
         started = _run("start", env)
         assert started.returncode == 0, started.stderr
         assert f"ready at 127.0.0.1:{base} 127.0.0.1:{base + 2} 127.0.0.1:{base + 4}" in started.stderr
         assert _brokers_on(home, pattern=nodes) == 3
-        assert _run("bootstrap", env).stdout.strip() == \
-            f"127.0.0.1:{base},127.0.0.1:{base + 2},127.0.0.1:{base + 4}"
+        assert _run("bootstrap", env).stdout.strip() == f"127.0.0.1:{base},127.0.0.1:{base + 2},127.0.0.1:{base + 4}"
         status = _run("status", env)
         assert status.returncode == 0
         assert status.stdout.count(" running (pid ") == 3

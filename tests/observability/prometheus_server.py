@@ -34,17 +34,24 @@ class PrometheusServer:
         shutil.copy(RULES, workdir / "alerts.yml")
         jobs = "\n".join(
             f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']"
-            for job, target in targets.items())
+            for job, target in targets.items()
+        )
         (workdir / "prometheus.yml").write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "rule_files:\n  - alerts.yml\nscrape_configs:\n" + jobs + "\n")
+            "rule_files:\n  - alerts.yml\nscrape_configs:\n" + jobs + "\n"
+        )
         self.process = ManagedProcess(
             name="prometheus",
-            argv=[binary, f"--config.file={workdir / 'prometheus.yml'}",
-                  f"--storage.tsdb.path={workdir / 'data'}",
-                  f"--web.listen-address=127.0.0.1:{self.port}"],
-            env={"PATH": "/usr/bin:/bin"}, log_path=workdir / "prometheus.log",
-            ready_text="Server is ready to receive web requests.")
+            argv=[
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            env={"PATH": "/usr/bin:/bin"},
+            log_path=workdir / "prometheus.log",
+            ready_text="Server is ready to receive web requests.",
+        )
 
     def start(self) -> None:
         self.process.start(timeout=60)

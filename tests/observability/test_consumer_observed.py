@@ -29,16 +29,19 @@ def _sample(name: str, labels: dict[str, str] | None = None) -> float:
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
-    telemetry.telemetry_configure(exporter=exporter, batch=False, set_global=False,
-                                  instrument_django=False)
+    telemetry.telemetry_configure(exporter=exporter, batch=False, set_global=False, instrument_django=False)
     yield exporter
     telemetry.telemetry_reset()
 
 
 def _lags(topics: set[str]) -> dict[tuple[str, str], float]:
-    return {(s.labels["topic"], s.labels["partition"]): s.value
-            for metric in REGISTRY.collect() if metric.name == "backoffice_consumer_lag_records"
-            for s in metric.samples if s.labels["topic"] in topics}
+    return {
+        (s.labels["topic"], s.labels["partition"]): s.value
+        for metric in REGISTRY.collect()
+        if metric.name == "backoffice_consumer_lag_records"
+        for s in metric.samples
+        if s.labels["topic"] in topics
+    }
 
 
 def _consume(group: str) -> dict[tuple[str, str], float]:
@@ -56,17 +59,19 @@ def test_a_consumer_run_moves_its_series(kafka_topics):
     catalog, orders = kafka_topics["catalog-events"], kafka_topics["order-events"]
     first = like("1", True)
     poison = Record("catalog-events", b"1", b"{broken json", view("1").headers)
-    records = [first, first, view("2"), view("3"), poison,
-               order_event("OrderConfirmed", "10", [("1", 1, "9.99")])]
-    before = {name: _sample(name, labels) for name, labels in [
-        ("backoffice_records_applied_total", {"topic": catalog}),
-        ("backoffice_records_applied_total", {"topic": orders}),
-        ("backoffice_records_duplicate_total", {"topic": catalog}),
-        ("backoffice_records_dead_lettered_total", {"topic": catalog, "error": "ContractViolation"}),
-        ("backoffice_batch_apply_duration_seconds_count", None),
-        ("backoffice_commit_to_projection_seconds_count", {"topic": catalog}),
-        ("backoffice_commit_to_projection_seconds_count", {"topic": orders}),
-    ]}
+    records = [first, first, view("2"), view("3"), poison, order_event("OrderConfirmed", "10", [("1", 1, "9.99")])]
+    before = {
+        name: _sample(name, labels)
+        for name, labels in [
+            ("backoffice_records_applied_total", {"topic": catalog}),
+            ("backoffice_records_applied_total", {"topic": orders}),
+            ("backoffice_records_duplicate_total", {"topic": catalog}),
+            ("backoffice_records_dead_lettered_total", {"topic": catalog, "error": "ContractViolation"}),
+            ("backoffice_batch_apply_duration_seconds_count", None),
+            ("backoffice_commit_to_projection_seconds_count", {"topic": catalog}),
+            ("backoffice_commit_to_projection_seconds_count", {"topic": orders}),
+        ]
+    }
     polled_before = time.time()
     produce(records, kafka_topics)
 
@@ -80,8 +85,7 @@ def test_a_consumer_run_moves_its_series(kafka_topics):
     assert moved("backoffice_records_applied_total", {"topic": catalog}) == 3
     assert moved("backoffice_records_applied_total", {"topic": orders}) == 1
     assert moved("backoffice_records_duplicate_total", {"topic": catalog}) == 1
-    assert moved("backoffice_records_dead_lettered_total",
-                 {"topic": catalog, "error": "ContractViolation"}) == 1
+    assert moved("backoffice_records_dead_lettered_total", {"topic": catalog, "error": "ContractViolation"}) == 1
     assert moved("backoffice_batch_apply_duration_seconds_count") >= 1
     assert moved("backoffice_commit_to_projection_seconds_count", {"topic": catalog}) == 3
     assert moved("backoffice_commit_to_projection_seconds_count", {"topic": orders}) == 1

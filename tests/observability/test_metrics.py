@@ -26,8 +26,9 @@ def test_a_published_row_counts_and_observes_its_commit_to_ack_latency():
     before_le_1 = sample("outbox_commit_to_ack_seconds_bucket", topic=TOPIC, le="1.0")
     before_sum = sample("outbox_commit_to_ack_seconds_sum", topic=TOPIC)
     # when: the row committed 2 s before its ack (ISO text, as the relay's rows carry it)
-    metrics.relay_published_observed(topic=TOPIC, occurred_at=(acked_at - timedelta(seconds=2)).isoformat(),
-                                     acked_at=acked_at)
+    metrics.relay_published_observed(
+        topic=TOPIC, occurred_at=(acked_at - timedelta(seconds=2)).isoformat(), acked_at=acked_at
+    )
     # then
     assert sample("outbox_events_published_total", topic=TOPIC) == before_count + 1
     assert sample("outbox_commit_to_ack_seconds_bucket", topic=TOPIC, le="2.5") == before_le_2_5 + 1
@@ -87,19 +88,20 @@ def test_a_finished_drain_sets_the_relay_heartbeat():
 
 
 def test_consumer_counts_applied_duplicates_and_dead_letters_per_topic():
-    before = {name: sample(name, topic=TOPIC) for name in
-              ("backoffice_records_applied_total", "backoffice_records_duplicate_total")}
+    before = {
+        name: sample(name, topic=TOPIC)
+        for name in ("backoffice_records_applied_total", "backoffice_records_duplicate_total")
+    }
     before_dead = sample("backoffice_records_dead_lettered_total", topic=TOPIC, error="ContractViolation")
 
     metrics.consumer_records_observed(topic=TOPIC, applied=5, duplicates=2)
-    metrics.consumer_records_observed(topic=TOPIC, dead_lettered=1,
-                                      error="ContractViolation: payload.total is missing")
+    metrics.consumer_records_observed(topic=TOPIC, dead_lettered=1, error="ContractViolation: payload.total is missing")
 
     assert sample("backoffice_records_applied_total", topic=TOPIC) == before["backoffice_records_applied_total"] + 5
     assert sample("backoffice_records_duplicate_total", topic=TOPIC) == (
-        before["backoffice_records_duplicate_total"] + 2)
-    assert sample("backoffice_records_dead_lettered_total", topic=TOPIC, error="ContractViolation") == (
-        before_dead + 1)
+        before["backoffice_records_duplicate_total"] + 2
+    )
+    assert sample("backoffice_records_dead_lettered_total", topic=TOPIC, error="ContractViolation") == (before_dead + 1)
 
 
 def test_consumer_batch_and_commit_to_projection_latency_are_observed():
@@ -109,8 +111,9 @@ def test_consumer_batch_and_commit_to_projection_latency_are_observed():
     before_le_05 = sample("backoffice_commit_to_projection_seconds_bucket", topic=TOPIC, le="0.5")
 
     metrics.consumer_batch_observed(seconds=0.05)
-    metrics.consumer_applied_latency_observed(topic=TOPIC, occurred_at=applied_at - timedelta(seconds=0.3),
-                                              applied_at=applied_at)
+    metrics.consumer_applied_latency_observed(
+        topic=TOPIC, occurred_at=applied_at - timedelta(seconds=0.3), applied_at=applied_at
+    )
 
     assert sample("backoffice_batch_apply_duration_seconds_count") == before_batches + 1
     assert sample("backoffice_commit_to_projection_seconds_sum", topic=TOPIC) == pytest.approx(before_latency + 0.3)
@@ -120,8 +123,9 @@ def test_consumer_batch_and_commit_to_projection_latency_are_observed():
 def test_a_producer_clock_ahead_gives_zero_latency_not_a_negative_one():
     applied_at = timezone.now()
     before = sample("backoffice_commit_to_projection_seconds_sum", topic=TOPIC)
-    metrics.consumer_applied_latency_observed(topic=TOPIC, occurred_at=applied_at + timedelta(seconds=5),
-                                              applied_at=applied_at)
+    metrics.consumer_applied_latency_observed(
+        topic=TOPIC, occurred_at=applied_at + timedelta(seconds=5), applied_at=applied_at
+    )
     assert sample("backoffice_commit_to_projection_seconds_sum", topic=TOPIC) == before
 
 
@@ -148,9 +152,11 @@ def test_a_published_batch_counts_per_topic_and_observes_each_rows_latency():
     before = {t: sample("outbox_events_published_total", topic=t) for t in (TOPIC, other)}
     before_count = {t: sample("outbox_commit_to_ack_seconds_count", topic=t) for t in (TOPIC, other)}
     before_sum = sample("outbox_commit_to_ack_seconds_sum", topic=TOPIC)
-    rows: list[tuple[str, datetime | str]] = [(TOPIC, (acked_at - timedelta(seconds=1)).isoformat()),
-            (other, acked_at - timedelta(seconds=3)),
-            (TOPIC, (acked_at - timedelta(seconds=2)).isoformat().replace("+00:00", "Z"))]
+    rows: list[tuple[str, datetime | str]] = [
+        (TOPIC, (acked_at - timedelta(seconds=1)).isoformat()),
+        (other, acked_at - timedelta(seconds=3)),
+        (TOPIC, (acked_at - timedelta(seconds=2)).isoformat().replace("+00:00", "Z")),
+    ]
 
     metrics.relay_published_batch_observed(rows=rows, acked_at=acked_at)
 
@@ -168,7 +174,8 @@ def test_a_batchs_commit_to_projection_latencies_are_observed_per_topic():
 
     metrics.consumer_applied_batch_latency_observed(
         rows=[(TOPIC, applied_at - timedelta(seconds=0.5)), (TOPIC, applied_at - timedelta(seconds=1.5))],
-        applied_at=applied_at)
+        applied_at=applied_at,
+    )
 
     assert sample("backoffice_commit_to_projection_seconds_count", topic=TOPIC) == before_count + 2
     assert sample("backoffice_commit_to_projection_seconds_sum", topic=TOPIC) == pytest.approx(before_sum + 2.0)

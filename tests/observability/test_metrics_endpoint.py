@@ -28,9 +28,11 @@ def _metrics_token(settings):
 def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
     assert response.status_code == 200, response.content
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.content.decode())
-            for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for s in family.samples
+    }
 
 
 def test_metrics_refuse_an_anonymous_caller_a_wrong_token_and_a_non_staff_user():
@@ -74,7 +76,8 @@ def test_backlog_and_dead_rows_per_topic_come_from_the_database_and_return_to_ze
 
     # when the backlog is published
     OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING).update(
-        status=OutboxEvent.Status.PUBLISHED, published_at=timezone.now())
+        status=OutboxEvent.Status.PUBLISHED, published_at=timezone.now()
+    )
 
     # then
     figures = scrape(client)

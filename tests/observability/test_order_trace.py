@@ -31,31 +31,45 @@ def spans() -> Iterator[InMemorySpanExporter]:
     telemetry.telemetry_reset()
 
 
-def _place_order(api_client) -> tuple[dict, str]:  # noqa: ANN001
+def _place_order(api_client) -> tuple[dict, str]:
     user = user_make()
     product = product_make(price="12.50", stock=5)
     api_client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
-    response = api_client.post("/api/orders/", {"lines": [{"product_id": product.id, "quantity": 2}]},
-                               format="json", HTTP_TRACEPARENT="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
+    response = api_client.post(
+        "/api/orders/",
+        {"lines": [{"product_id": product.id, "quantity": 2}]},
+        format="json",
+        HTTP_TRACEPARENT="00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+    )
     assert response.status_code == 201, response.content
     return response.json(), response["traceparent"]
 
 
-def _record_of(row: OutboxEvent, *, partition: int, offset: int):  # noqa: ANN202
+def _record_of(row: OutboxEvent, *, partition: int, offset: int):
     """The record as the back office parses it: the relay's headers (row columns + row headers)."""
-    headers = [("event_id", str(row.event_id)), ("event_type", row.type),
-               ("event_version", str(row.event_version)), ("aggregate_type", row.aggregatetype),
-               ("aggregate_id", row.aggregateid), ("occurred_at", row.occurred_at.isoformat()),
-               *([("aggregate_version", row.aggregate_version)] if row.aggregate_version is not None else []),
-               *row.headers.items()]
+    headers = [
+        ("event_id", str(row.event_id)),
+        ("event_type", row.type),
+        ("event_version", str(row.event_version)),
+        ("aggregate_type", row.aggregatetype),
+        ("aggregate_id", row.aggregateid),
+        ("occurred_at", row.occurred_at.isoformat()),
+        *([("aggregate_version", row.aggregate_version)] if row.aggregate_version is not None else []),
+        *row.headers.items(),
+    ]
     import json
 
-    return event_parse(topic=row.topic, partition=partition, offset=offset, key=row.key.encode(),
-                       value=json.dumps(row.payload).encode(),
-                       headers=[(name, str(value).encode()) for name, value in headers])
+    return event_parse(
+        topic=row.topic,
+        partition=partition,
+        offset=offset,
+        key=row.key.encode(),
+        value=json.dumps(row.payload).encode(),
+        headers=[(name, str(value).encode()) for name, value in headers],
+    )
 
 
-def _ids(span) -> tuple[int, int]:  # noqa: ANN001
+def _ids(span) -> tuple[int, int]:
     return span.context.trace_id, span.context.span_id
 
 
@@ -71,31 +85,35 @@ def test_the_http_span_is_the_requests_context_and_each_row_stores_its_create_sp
     rows = list(OutboxEvent.objects.filter(aggregateid=str(order["id"]), aggregatetype="order"))
     assert rows
     # and each row carries the context of its own "create" span, a child of the HTTP span
-    creates = {s.attributes["messaging.message.id"]: s for s in spans.get_finished_spans()
-               if s.name.startswith("create ")}
+    creates = {
+        s.attributes["messaging.message.id"]: s for s in spans.get_finished_spans() if s.name.startswith("create ")
+    }
     for row in rows:
         create = creates[str(row.event_id)]
         assert create.parent.span_id == http.context.span_id
-        assert row.headers["traceparent"] == (
-            f"00-{create.context.trace_id:032x}-{create.context.span_id:016x}-01")
+        assert row.headers["traceparent"] == (f"00-{create.context.trace_id:032x}-{create.context.span_id:016x}-01")
 
 
 def test_one_order_reads_as_one_trace_from_the_request_to_the_projection(api_client, spans):
     # given: an order placed through the API, its events recorded inside "create" spans
     order, answered = _place_order(api_client)
     (http,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER]
-    creates = {s.attributes["messaging.message.id"]: s for s in spans.get_finished_spans()
-               if s.name.startswith("create ")}
+    creates = {
+        s.attributes["messaging.message.id"]: s for s in spans.get_finished_spans() if s.name.startswith("create ")
+    }
     row = OutboxEvent.objects.get(aggregateid=str(order["id"]), type="OrderCreated")
     create = creates[str(row.event_id)]
 
     # when: the relay sends the row (later, in its own context) and the back office applies it
-    send = telemetry.relay_send_span_start(topic=row.topic, event_id=str(row.event_id),
-                                           event_type=row.type, key=row.key,
-                                           traceparent=row.headers["traceparent"])
+    send = telemetry.relay_send_span_start(
+        topic=row.topic,
+        event_id=str(row.event_id),
+        event_type=row.type,
+        key=row.key,
+        traceparent=row.headers["traceparent"],
+    )
     telemetry.relay_send_span_end(send, partition=1, offset=41)
-    with telemetry.consumer_process_span(_record_of(row, partition=1, offset=41),
-                                         group="backoffice") as process_span:
+    with telemetry.consumer_process_span(_record_of(row, partition=1, offset=41), group="backoffice") as process_span:
         inside = traceparent_get()
     (send_done,) = [s for s in spans.get_finished_spans() if s.name.startswith("send ")]
     (process,) = [s for s in spans.get_finished_spans() if s.name.startswith("process ")]
@@ -103,8 +121,7 @@ def test_one_order_reads_as_one_trace_from_the_request_to_the_projection(api_cli
     # then: request -> create -> process are parent and child, in the caller's trace
     assert create.kind == SpanKind.PRODUCER
     assert create.parent.span_id == http.context.span_id
-    assert row.headers["traceparent"] == (
-        f"00-{create.context.trace_id:032x}-{create.context.span_id:016x}-01")
+    assert row.headers["traceparent"] == (f"00-{create.context.trace_id:032x}-{create.context.span_id:016x}-01")
     assert process.kind == SpanKind.CONSUMER
     assert process.context.trace_id == http.context.trace_id == trace_id_of_int(answered)
     assert process.parent.span_id == create.context.span_id
@@ -126,12 +143,13 @@ def test_one_order_reads_as_one_trace_from_the_request_to_the_projection(api_cli
 
 
 def trace_id_of_int(traceparent: str) -> int:
-    return int(trace_id_of(traceparent), 16)
+    trace_id = trace_id_of(traceparent)
+    assert trace_id is not None, f"not a traceparent: {traceparent!r}"
+    return int(trace_id, 16)
 
 
 def test_a_failed_send_and_a_failed_batch_are_error_spans(spans):
-    send = telemetry.relay_send_span_start(topic="t", event_id="e-1", event_type="T", key="k",
-                                           traceparent=None)
+    send = telemetry.relay_send_span_start(topic="t", event_id="e-1", event_type="T", key="k", traceparent=None)
     telemetry.relay_send_span_end(send, error=TimeoutError("no ack"), dead=False)
     (done,) = spans.get_finished_spans()
     assert done.status.status_code == StatusCode.ERROR
@@ -144,7 +162,6 @@ def test_with_tracing_off_the_helpers_do_nothing_and_traceparents_are_made_as_be
     with telemetry.outbox_record_span(topic="t", event_id="e", event_type="T", key="k"):
         made = traceparent_get()
     assert trace_id_of(made) is not None
-    span = telemetry.relay_send_span_start(topic="t", event_id="e", event_type="T", key="k",
-                                           traceparent=made)
+    span = telemetry.relay_send_span_start(topic="t", event_id="e", event_type="T", key="k", traceparent=made)
     assert not span.is_recording()
     telemetry.relay_send_span_end(span, partition=0, offset=0)

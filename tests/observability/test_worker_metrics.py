@@ -21,8 +21,11 @@ from tests.support.processes import ManagedProcess
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _free_port() -> int:
@@ -61,19 +64,29 @@ FORKED_CHILDREN = textwrap.dedent("""
 
 def test_the_counters_of_forked_children_are_summed_and_a_gone_childs_live_gauge_dropped(tmp_path):
     # given: a multiprocess directory, as the worker's environment sets it
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "tests.settings",
-           "DEBUG": "1"}
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DEBUG": "1",
+    }
     env.pop("DATABASE_URL", None)
     # when
-    done = subprocess.run([sys.executable, "-c", FORKED_CHILDREN], env=env, cwd=PROJECT_DIR,
-                          check=False, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_CHILDREN],
+        env=env,
+        cwd=PROJECT_DIR,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # then
     assert done.returncode == 0, done.stderr
     samples = _samples(done.stdout)
     assert samples[("outbox_events_published_total", (("topic", "t"),))] == 6
     assert samples[("outbox_relay_batch_size_count", ())] == 2
-    lags = {labels: value for (name, labels), value in samples.items()
-            if name == "backoffice_consumer_lag_records"}
+    lags = {labels: value for (name, labels), value in samples.items() if name == "backoffice_consumer_lag_records"}
     assert lags == {(("partition", "0"), ("topic", "t")): 10}
 
 
@@ -84,16 +97,29 @@ def test_a_prefork_worker_serves_its_metrics_and_the_backlog_on_its_port(subproc
     topic = settings.KAFKA_TOPICS["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=2, per_key=2)
     port = _free_port()
-    env = {**subprocess_env, "WORKER_METRICS_PORT": str(port),
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
+    env = {**subprocess_env, "WORKER_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")}
     (tmp_path / "prometheus").mkdir()
     (tmp_path / "prometheus" / "counter_999999.db").write_bytes(b"stale")  # from an earlier run
     worker = ManagedProcess(
         name="celery-worker",
-        argv=[sys.executable, "-m", "celery", "-A", "commerce", "worker", "--pool=prefork",
-              "--concurrency=2", "--loglevel=INFO", "--without-heartbeat", "--without-gossip",
-              "--without-mingle"],
-        env=env, log_path=tmp_path / "worker.log", ready_text="ready.")
+        argv=[
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "commerce",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=2",
+            "--loglevel=INFO",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env=env,
+        log_path=tmp_path / "worker.log",
+        ready_text="ready.",
+    )
     worker.start(timeout=60)
     try:
         # when

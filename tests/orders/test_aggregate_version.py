@@ -19,8 +19,11 @@ from tests.factories import product_make, user_make
 
 
 def _versions(aggregate_type: str, aggregate_id: int) -> list[tuple[str, int | None]]:
-    return list(OutboxEvent.objects.filter(aggregatetype=aggregate_type, aggregateid=str(aggregate_id))
-                .order_by("seq").values_list("type", "aggregate_version"))
+    return list(
+        OutboxEvent.objects.filter(aggregatetype=aggregate_type, aggregateid=str(aggregate_id))
+        .order_by("seq")
+        .values_list("type", "aggregate_version")
+    )
 
 
 @pytest.fixture
@@ -41,8 +44,12 @@ def test_an_orders_events_carry_consecutive_versions(silent_gateway):
     order_cancel(order_id=order.id, reason="changed my mind")
     # then
     assert _versions("order", order.id) == [
-        ("OrderCreated", 1), ("PaymentCompleted", 2), ("OrderConfirmed", 3), ("OrderCancelled", 4),
-        ("PaymentRefundRequired", 5)]
+        ("OrderCreated", 1),
+        ("PaymentCompleted", 2),
+        ("OrderConfirmed", 3),
+        ("OrderCancelled", 4),
+        ("PaymentRefundRequired", 5),
+    ]
     assert Order.objects.get(id=order.id).version == 5
 
 
@@ -96,8 +103,7 @@ def test_concurrent_updates_of_one_order_get_distinct_increasing_versions(silent
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_a_repeated_capture_racing_the_cancel_of_a_paid_order_neither_deadlocks_nor_skips_a_version(
-        silent_gateway):
+def test_a_repeated_capture_racing_the_cancel_of_a_paid_order_neither_deadlocks_nor_skips_a_version(silent_gateway):
     if connection.vendor != "postgresql":
         pytest.fail("this guarantee is proven on PostgreSQL: run with DATABASE_URL=postgres://...")
     # given: paid orders (the capture recorded)
@@ -111,9 +117,14 @@ def test_a_repeated_capture_racing_the_cancel_of_a_paid_order_neither_deadlocks_
         payments.append(payment)
     # when: the gateway repeats the capture while the user cancels (which locks the order, then
     # its captured payment, to make it refund-due)
-    calls = [call for payment in payments for call in (
-        lambda p=payment: payment_complete(transaction_key=p.transaction_key),
-        lambda p=payment: order_cancel(order_id=p.order_id, reason="race"))]
+    calls = [
+        call
+        for payment in payments
+        for call in (
+            lambda p=payment: payment_complete(transaction_key=p.transaction_key),
+            lambda p=payment: order_cancel(order_id=p.order_id, reason="race"),
+        )
+    ]
     barrier = Barrier(len(calls))
     errors = []
 
@@ -132,5 +143,8 @@ def test_a_repeated_capture_racing_the_cancel_of_a_paid_order_neither_deadlocks_
     assert errors == []
     for payment in payments:
         assert _versions("order", payment.order_id) == [
-            ("OrderCreated", 1), ("PaymentCompleted", 2), ("OrderCancelled", 3),
-            ("PaymentRefundRequired", 4)]
+            ("OrderCreated", 1),
+            ("PaymentCompleted", 2),
+            ("OrderCancelled", 3),
+            ("PaymentRefundRequired", 4),
+        ]

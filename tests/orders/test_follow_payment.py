@@ -26,14 +26,20 @@ def _pending_payment(*, stock: int = 5, with_coupon: bool = False) -> tuple[Prod
     user = user_make()
     product = product_make(stock=stock)
     coupon = coupon_make(owner=user) if with_coupon else None
-    order = order_place(user=user, lines=[OrderLineRequest(product_id=product.id, quantity=2)],
-                        coupon_code=coupon.code if coupon else None)
+    order = order_place(
+        user=user,
+        lines=[OrderLineRequest(product_id=product.id, quantity=2)],
+        coupon_code=coupon.code if coupon else None,
+    )
     return product, payment_request(user=user, order_id=order.id, card_type="VISA")
 
 
 def _types_of(order_id: int) -> list[str]:
-    return list(OutboxEvent.objects.filter(aggregatetype="order", aggregateid=str(order_id))
-                .order_by("seq").values_list("type", flat=True))
+    return list(
+        OutboxEvent.objects.filter(aggregatetype="order", aggregateid=str(order_id))
+        .order_by("seq")
+        .values_list("type", flat=True)
+    )
 
 
 def test_a_completed_payment_whose_reaction_was_lost_gets_its_order_confirmed():

@@ -53,8 +53,11 @@ def test_twenty_concurrent_orders_for_five_units_sell_exactly_five():
     product.refresh_from_db()
     assert product.stock == 0
     assert Order.objects.count() == 5
-    versions = list(OutboxEvent.objects.filter(type="StockChanged", key=str(product.id))
-                    .order_by("seq").values_list("payload__version", "payload__quantity"))
+    versions = list(
+        OutboxEvent.objects.filter(type="StockChanged", key=str(product.id))
+        .order_by("seq")
+        .values_list("payload__version", "payload__quantity")
+    )
     assert versions == [(1, 5), (2, 4), (3, 3), (4, 2), (5, 1), (6, 0)]
 
 

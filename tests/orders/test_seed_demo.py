@@ -24,11 +24,19 @@ def _seed() -> str:
 def test_seed_demo_is_idempotent_and_prints_tokens(settings):
     settings.DEBUG = True
     first = _seed()
-    counts = (Product.objects.count(), Coupon.objects.count(), get_user_model().objects.count(),
-              OutboxEvent.objects.count())
+    counts = (
+        Product.objects.count(),
+        Coupon.objects.count(),
+        get_user_model().objects.count(),
+        OutboxEvent.objects.count(),
+    )
     second = _seed()
-    assert counts == (Product.objects.count(), Coupon.objects.count(),
-                      get_user_model().objects.count(), OutboxEvent.objects.count())
+    assert counts == (
+        Product.objects.count(),
+        Coupon.objects.count(),
+        get_user_model().objects.count(),
+        OutboxEvent.objects.count(),
+    )
     assert counts[0] == 20
     assert counts[1] == 6
     assert counts[3] == 20  # one StockChanged per product

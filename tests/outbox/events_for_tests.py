@@ -27,9 +27,19 @@ def outbox_rows_bulk(*, topic: str, keys: int, per_key: int, **extra: object) ->
     for sequence in range(per_key):
         for key in range(1, keys + 1):
             event = SequenceRecorded(product_id=str(key), sequence=sequence)
-            rows.append(OutboxEvent(
-                event_id=event.event_id, topic=topic, key=str(key), type=event.event_type,
-                aggregatetype="product", aggregateid=str(key), payload=event.payload(),
-                headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
-                occurred_at=now, available_at=now, **extra))
+            rows.append(
+                OutboxEvent(
+                    event_id=event.event_id,
+                    topic=topic,
+                    key=str(key),
+                    type=event.event_type,
+                    aggregatetype="product",
+                    aggregateid=str(key),
+                    payload=event.payload(),
+                    headers={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
+                    occurred_at=now,
+                    available_at=now,
+                    **extra,
+                )
+            )
     return OutboxEvent.objects.bulk_create(rows, batch_size=2000)

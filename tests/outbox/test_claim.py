@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.producer.future import RecordMetadata
+from kafka.structs import TopicPartition
 
 from outbox.models import OutboxEvent
 from outbox.relay import DrainResult, _write_back, claim_batch
@@ -18,13 +19,13 @@ pytestmark = pytest.mark.django_db
 
 
 def _meta(offset: int) -> RecordMetadata:
-    return RecordMetadata("t", 0, None, offset, 0, None, 0, 0, 0)
+    return RecordMetadata("t", 0, TopicPartition("t", 0), offset, 0, None, 0, 0, 0)
 
 
 def test_a_key_with_an_older_row_in_backoff_is_not_claimed():
     # given key 1's oldest row is waiting for its retry
     outbox_rows_bulk(topic="t", keys=2, per_key=3)
-    oldest_of_key_1 = OutboxEvent.objects.filter(key="1").order_by("seq").first()
+    oldest_of_key_1 = OutboxEvent.objects.filter(key="1").earliest("seq")
     oldest_of_key_1.available_at = timezone.now() + timedelta(minutes=5)
     oldest_of_key_1.save()
     # when
@@ -55,8 +56,9 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_mark():
     assert list(OutboxEvent.objects.values_list("attempts", flat=True)) == [1, 1]
     # when the old owner writes back
     result = DrainResult()
-    _write_back(token=old_token, rows=old_rows, outcomes={r.seq: _meta(i) for i, r in enumerate(old_rows)},
-                result=result)
+    _write_back(
+        token=old_token, rows=old_rows, outcomes={r.seq: _meta(i) for i, r in enumerate(old_rows)}, result=result
+    )
     # then nothing changed: the rows belong to the new owner
     assert result.fenced_out == 2
     assert not OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED).exists()
@@ -68,18 +70,18 @@ def test_a_failed_row_holds_back_the_rest_of_its_key_and_gets_backoff():
     token = uuid.uuid4()
     rows = claim_batch(token=token, limit=100)
     failing = next(r for r in rows if r.key == "1" and r.payload["sequence"] == 1)
-    outcomes = {r.seq: _meta(r.seq) for r in rows}
+    outcomes: dict[int, object] = {r.seq: _meta(r.seq) for r in rows}
     outcomes[failing.seq] = KafkaTimeoutError("broker away")
     result = DrainResult()
     _write_back(token=token, rows=rows, outcomes=outcomes, result=result)
-    statuses = {(r.key, r.payload["sequence"]): (r.status, r.attempts)
-                for r in OutboxEvent.objects.all()}
+    statuses = {(r.key, r.payload["sequence"]): (r.status, r.attempts) for r in OutboxEvent.objects.all()}
     assert statuses[("1", 0)] == ("published", 0)
     assert statuses[("1", 1)] == ("pending", 1)
     assert statuses[("1", 2)] == ("pending", 0)
     assert all(statuses[("2", n)] == ("published", 0) for n in range(3))
     failed = OutboxEvent.objects.get(seq=failing.seq)
-    assert failed.available_at > timezone.now() and "broker away" in failed.last_error
+    assert failed.available_at > timezone.now()
+    assert "broker away" in failed.last_error
 
     # and the key stays blocked until the failed row is due again
     assert claim_batch(token=uuid.uuid4(), limit=100) == []
@@ -91,13 +93,15 @@ def test_every_published_row_gets_its_own_partition_and_offset():
     outbox_rows_bulk(topic="t", keys=3, per_key=3)
     token = uuid.uuid4()
     rows = claim_batch(token=token, limit=100)
-    outcomes = {r.seq: RecordMetadata("t", r.seq % 3, None, 1000 + r.seq, 0, None, 0, 0, 0) for r in rows}
+    outcomes: dict[int, object] = {
+        r.seq: RecordMetadata("t", r.seq % 3, TopicPartition("t", r.seq % 3), 1000 + r.seq, 0, None, 0, 0, 0)
+        for r in rows
+    }
     outcomes[rows[-1].seq] = KafkaTimeoutError("broker away")
     _write_back(token=token, rows=rows, outcomes=outcomes, result=DrainResult())
     published = list(OutboxEvent.objects.filter(status="published"))
     assert len(published) == 8
-    assert [(r.kafka_partition, r.kafka_offset) for r in published] == [
-        (r.seq % 3, 1000 + r.seq) for r in published]
+    assert [(r.kafka_partition, r.kafka_offset) for r in published] == [(r.seq % 3, 1000 + r.seq) for r in published]
 
 
 def test_a_permanent_error_marks_the_row_dead_and_by_default_does_not_block_its_key(settings):
@@ -113,7 +117,7 @@ def test_a_permanent_error_marks_the_row_dead_and_by_default_does_not_block_its_
 def test_dead_rows_block_their_key_when_the_setting_says_so(settings):
     settings.OUTBOX_DEAD_BLOCKS_KEY = True
     outbox_rows_bulk(topic="t", keys=1, per_key=2)
-    OutboxEvent.objects.filter(seq=OutboxEvent.objects.order_by("seq").first().seq).update(status="dead")
+    OutboxEvent.objects.filter(seq=OutboxEvent.objects.earliest("seq").seq).update(status="dead")
     assert claim_batch(token=uuid.uuid4(), limit=100) == []
     settings.OUTBOX_DEAD_BLOCKS_KEY = False
     assert len(claim_batch(token=uuid.uuid4(), limit=100)) == 1
@@ -126,10 +130,10 @@ def test_too_many_attempts_mark_the_row_dead(settings):
         OutboxEvent.objects.update(available_at=timezone.now())
         token = uuid.uuid4()
         rows = claim_batch(token=token, limit=10)
-        _write_back(token=token, rows=rows, outcomes={rows[0].seq: KafkaTimeoutError("x")},
-                    result=DrainResult())
+        _write_back(token=token, rows=rows, outcomes={rows[0].seq: KafkaTimeoutError("x")}, result=DrainResult())
     row = OutboxEvent.objects.get()
-    assert row.status == "dead" and row.attempts == 2
+    assert row.status == "dead"
+    assert row.attempts == 2
 
 
 def test_rows_of_this_drains_in_flight_batch_do_not_hold_their_key_back():
@@ -149,20 +153,22 @@ def test_a_key_that_failed_in_one_batch_is_not_marked_in_the_next_one_already_se
     first_token, second_token = uuid.uuid4(), uuid.uuid4()
     first = claim_batch(token=first_token, limit=2)
     second = claim_batch(token=second_token, limit=2, in_flight=first_token)
-    assert [(r.key, r.payload["sequence"]) for r in first + second] == [
-        ("1", 0), ("2", 0), ("1", 1), ("2", 1)]
+    assert [(r.key, r.payload["sequence"]) for r in first + second] == [("1", 0), ("2", 0), ("1", 1), ("2", 1)]
     # when key 1's row fails in the first batch and everything of the second is acknowledged
     blocked_keys: set[str] = set()
     result = DrainResult()
-    outcomes = {r.seq: _meta(r.seq) for r in first}
+    outcomes: dict[int, object] = {r.seq: _meta(r.seq) for r in first}
     outcomes[first[0].seq] = KafkaTimeoutError("broker away")
-    _write_back(token=first_token, rows=first, outcomes=outcomes, result=result,
-                blocked_keys=blocked_keys)
-    _write_back(token=second_token, rows=second, outcomes={r.seq: _meta(r.seq) for r in second},
-                result=result, blocked_keys=blocked_keys)
+    _write_back(token=first_token, rows=first, outcomes=outcomes, result=result, blocked_keys=blocked_keys)
+    _write_back(
+        token=second_token,
+        rows=second,
+        outcomes={r.seq: _meta(r.seq) for r in second},
+        result=result,
+        blocked_keys=blocked_keys,
+    )
     # then key 1's later row is released, unmarked, to be sent again after the failed one
-    state = {(r.key, r.payload["sequence"]): (r.status, r.attempts, r.claim_token)
-             for r in OutboxEvent.objects.all()}
+    state = {(r.key, r.payload["sequence"]): (r.status, r.attempts, r.claim_token) for r in OutboxEvent.objects.all()}
     assert state[("1", 0)] == ("pending", 1, None)
     assert state[("1", 1)] == ("pending", 0, None)
     assert state[("2", 0)][0] == state[("2", 1)][0] == "published"

@@ -21,15 +21,24 @@ pytestmark = pytest.mark.django_db
 def test_one_key_in_backoff_with_a_deep_backlog_does_not_stall_the_other_keys():
     # given one hot key whose oldest row waits for its retry, with 599 due rows behind it
     outbox_rows_bulk(topic="t", keys=1, per_key=600)
-    oldest = OutboxEvent.objects.order_by("seq").first()
-    OutboxEvent.objects.filter(seq=oldest.seq).update(
-        attempts=1, available_at=timezone.now() + timedelta(minutes=5))
+    oldest = OutboxEvent.objects.earliest("seq")
+    OutboxEvent.objects.filter(seq=oldest.seq).update(attempts=1, available_at=timezone.now() + timedelta(minutes=5))
     # and ten other keys with one due row each, all recorded after the hot key's rows
     for key in range(2, 12):
-        OutboxEvent.objects.bulk_create([OutboxEvent(
-            topic="t", key=str(key), type="SequenceRecorded", aggregatetype="product",
-            aggregateid=str(key), payload={"product_id": str(key), "sequence": 0},
-            occurred_at=timezone.now(), available_at=timezone.now())])
+        OutboxEvent.objects.bulk_create(
+            [
+                OutboxEvent(
+                    topic="t",
+                    key=str(key),
+                    type="SequenceRecorded",
+                    aggregatetype="product",
+                    aggregateid=str(key),
+                    payload={"product_id": str(key), "sequence": 0},
+                    occurred_at=timezone.now(),
+                    available_at=timezone.now(),
+                )
+            ]
+        )
     # when a relay claims a batch of 500
     claimed = claim_batch(token=uuid.uuid4(), limit=500)
     # then it takes the ten other keys' rows, and none of the hot key's
@@ -41,8 +50,7 @@ STATES = ("published", "dead", "due", "backoff", "leased", "expired", "in_flight
 LANES = ["lane-a", "lane-b"]  # the configured topics; "other" is a topic outside them
 
 
-def _expected_claim(rows: list[tuple[int, str, str, str]], *, limit: int, dead_blocks: bool,
-                    fair: bool) -> list[int]:
+def _expected_claim(rows: list[tuple[int, str, str, str]], *, limit: int, dead_blocks: bool, fair: bool) -> list[int]:
     """Brute force, from the rules in docs/OUTBOX.md. Rows are (seq, key, topic, state).
 
     A key's rows, oldest first, are claimable until its first row that must wait (in backoff,
@@ -64,14 +72,16 @@ def _expected_claim(rows: list[tuple[int, str, str, str]], *, limit: int, dead_b
     if fair:
         share = max(1, limit // len(LANES))
         for lane in LANES:
-            picked += [row for row in claimable if row[2] == lane][:min(share, limit - len(picked))]
+            picked += [row for row in claimable if row[2] == lane][: min(share, limit - len(picked))]
             if len(picked) >= limit:
                 break
-    picked += [row for row in claimable if row not in picked][:limit - len(picked)]
+    picked += [row for row in claimable if row not in picked][: limit - len(picked)]
     picked.sort()
-    picked = [row for row in picked
-              if not any(other[1] == row[1] and other[0] < row[0] and other not in picked
-                         for other in claimable)]
+    picked = [
+        row
+        for row in picked
+        if not any(other[1] == row[1] and other[0] < row[0] and other not in picked for other in claimable)
+    ]
     claimed = []
     for seq, _, _, state in picked:
         claimed.append(seq)
@@ -93,15 +103,22 @@ def test_the_claim_equals_a_brute_force_model_on_random_tables(seed, settings):
         settings.OUTBOX_FAIR_SHARE = fair
         in_flight, other_relay = uuid.uuid4(), uuid.uuid4()
         keys = [str(k) for k in range(rng.randint(1, 6))]
-        topics = rng.choice([LANES, LANES + ["other"], LANES[:1]])
+        topics = rng.choice([LANES, [*LANES, "other"], LANES[:1]])
         weights = [rng.random() for _ in STATES]
         events = []
         for _ in range(rng.randint(1, 30)):
             key = rng.choice(keys)
             state = rng.choices(STATES, weights)[0]
-            event = OutboxEvent(topic=rng.choice(topics), key=key, type="SequenceRecorded",
-                                aggregatetype="product", aggregateid=key, payload={},
-                                occurred_at=now, available_at=now)
+            event = OutboxEvent(
+                topic=rng.choice(topics),
+                key=key,
+                type="SequenceRecorded",
+                aggregatetype="product",
+                aggregateid=key,
+                payload={},
+                occurred_at=now,
+                available_at=now,
+            )
             if state == "published":
                 event.status, event.published_at = "published", now
             elif state == "dead":
@@ -116,8 +133,7 @@ def test_the_claim_equals_a_brute_force_model_on_random_tables(seed, settings):
                 event.claim_token, event.claim_expires_at = in_flight, now + timedelta(seconds=30)
             events.append((event, state))
         created = OutboxEvent.objects.bulk_create([event for event, _ in events])
-        table = [(row.seq, row.key, row.topic, state)
-                 for row, (_, state) in zip(created, events, strict=True)]
+        table = [(row.seq, row.key, row.topic, state) for row, (_, state) in zip(created, events, strict=True)]
         limit = rng.randint(1, 12)
         # when
         claimed = claim_batch(token=uuid.uuid4(), limit=limit, now=now, in_flight=in_flight)
@@ -130,9 +146,20 @@ def test_a_flood_on_one_topic_does_not_push_another_topics_events_behind_it(sett
     # given 1,000 pending catalog events, then one order event
     settings.KAFKA_TOPICS = {"catalog-events": LANES[0], "order-events": LANES[1]}
     outbox_rows_bulk(topic=LANES[0], keys=50, per_key=20)
-    OutboxEvent.objects.bulk_create([OutboxEvent(
-        topic=LANES[1], key="order-1", type="OrderPlaced", aggregatetype="order", aggregateid="order-1",
-        payload={}, occurred_at=timezone.now(), available_at=timezone.now())])
+    OutboxEvent.objects.bulk_create(
+        [
+            OutboxEvent(
+                topic=LANES[1],
+                key="order-1",
+                type="OrderPlaced",
+                aggregatetype="order",
+                aggregateid="order-1",
+                payload={},
+                occurred_at=timezone.now(),
+                available_at=timezone.now(),
+            )
+        ]
+    )
     # when a relay claims a batch of 100
     claimed = claim_batch(token=uuid.uuid4(), limit=100)
     # then the order event is in it, and the catalog events fill the rest, oldest first
@@ -155,7 +182,7 @@ def test_a_row_another_relay_is_claiming_right_now_holds_its_key_back():
 
     # given another relay in the middle of its claim: it holds the lock on key 1's oldest row
     outbox_rows_bulk(topic="t", keys=2, per_key=3)
-    oldest = OutboxEvent.objects.filter(key="1").order_by("seq").first().seq
+    oldest = OutboxEvent.objects.filter(key="1").earliest("seq").seq
     locked, release = threading.Event(), threading.Event()
 
     def other_relay() -> None:

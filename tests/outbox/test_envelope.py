@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -28,9 +28,13 @@ class SampleHappened(DomainEvent):
 
 def test_payload_is_json_compatible_with_decimal_strings_and_utc_time():
     # given
-    occurred = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    event = SampleHappened(order_id="42", total=Decimal("10.50"), occurred_at=occurred,
-                           lines=(SampleLine(product_id="7", unit_price=Decimal("5.25")),))
+    occurred = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    event = SampleHappened(
+        order_id="42",
+        total=Decimal("10.50"),
+        occurred_at=occurred,
+        lines=(SampleLine(product_id="7", unit_price=Decimal("5.25")),),
+    )
     # when
     payload = event.payload()
     # then
@@ -45,7 +49,6 @@ def test_payload_is_json_compatible_with_decimal_strings_and_utc_time():
 
 
 def test_naive_datetime_is_refused():
-    event = SampleHappened(order_id="1", total=Decimal("1"), lines=(),
-                           occurred_at=datetime(2026, 1, 1))
+    event = SampleHappened(order_id="1", total=Decimal("1"), lines=(), occurred_at=datetime(2026, 1, 1))  # noqa: DTZ001 - the naive value under test
     with pytest.raises(ValueError, match="naive"):
         event.payload()

@@ -20,10 +20,17 @@ pytestmark = pytest.mark.django_db
 
 
 def _created(*, quantity: int, aggregate_version: int | None = 1) -> OrderCreated:
-    return OrderCreated(order_id="41", order_number="ORD-41", user_id="7", original_total=Decimal("10.00"),
-                        discount=Decimal("0.00"), final_total=Decimal("10.00"), coupon_code=None,
-                        lines=(OrderLinePayload(product_id="3", quantity=quantity, unit_price=Decimal("5.00")),),
-                        aggregate_version=aggregate_version)
+    return OrderCreated(
+        order_id="41",
+        order_number="ORD-41",
+        user_id="7",
+        original_total=Decimal("10.00"),
+        discount=Decimal("0.00"),
+        final_total=Decimal("10.00"),
+        coupon_code=None,
+        lines=(OrderLinePayload(product_id="3", quantity=quantity, unit_price=Decimal("5.00")),),
+        aggregate_version=aggregate_version,
+    )
 
 
 def test_the_check_is_on_under_tests(settings):
@@ -35,15 +42,16 @@ def test_an_event_that_breaks_its_schema_raises_where_it_is_recorded():
     with pytest.raises(EventSchemaMismatch) as raised, transaction.atomic():
         outbox_record(event=_created(quantity=-1))
     # then the error names the event, the path and the rule, and no row is written
-    assert str(raised.value).startswith(
-        "OrderCreated v1: payload.lines[0].quantity: -1 is less than the minimum of 1")
+    assert str(raised.value).startswith("OrderCreated v1: payload.lines[0].quantity: -1 is less than the minimum of 1")
     assert not OutboxEvent.objects.exists()
 
 
 def test_a_value_past_its_column_raises_where_it_is_recorded():
     event = StockChanged(product_id="3", quantity=2**40, version=1, delta=-1, reason="reserve")
-    with pytest.raises(EventSchemaMismatch, match=r"payload.quantity: 1099511627776 is greater than"), \
-            transaction.atomic():
+    with (
+        pytest.raises(EventSchemaMismatch, match=r"payload.quantity: 1099511627776 is greater than"),
+        transaction.atomic(),
+    ):
         outbox_record(event=event)
 
 

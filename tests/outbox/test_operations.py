@@ -17,8 +17,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from outbox import kafka as outbox_kafka
-from outbox import kick
+from outbox import kafka as outbox_kafka, kick
 from outbox.housekeeping import outbox_purge_published
 from outbox.models import OutboxEvent
 from outbox.relay import backoff_seconds, relay_drain
@@ -65,8 +64,13 @@ def test_status_counts_each_topic_and_exits_1_past_the_age_threshold(settings):
     assert by_topic["orders"]["dead"] == 1
     assert by_topic["orders"]["published_last_minute"] == 1
     assert 119 <= by_topic["orders"]["oldest_pending_age_s"] < 180
-    assert by_topic["catalog"] == {"topic": "catalog", "pending": 0, "dead": 0,
-                                   "oldest_pending_age_s": None, "published_last_minute": 1}
+    assert by_topic["catalog"] == {
+        "topic": "catalog",
+        "pending": 0,
+        "dead": 0,
+        "oldest_pending_age_s": None,
+        "published_last_minute": 1,
+    }
 
     # when the threshold is below it, given on the command line or by OUTBOX_STALE_SECONDS
     assert _status("--max-age", "60")[0] == 1
@@ -82,8 +86,9 @@ def test_status_of_an_empty_outbox_is_healthy():
 
 
 def test_requeue_puts_named_dead_rows_back_to_pending_then_all_of_them():
-    first, second = _rows("orders", 2, status=OutboxEvent.Status.DEAD, attempts=12,
-                          last_error="MessageSizeTooLargeError")
+    first, second = _rows(
+        "orders", 2, status=OutboxEvent.Status.DEAD, attempts=12, last_error="MessageSizeTooLargeError"
+    )
     published = _rows("orders", 1, status=OutboxEvent.Status.PUBLISHED)[0]
 
     with pytest.raises(CommandError, match="--all"):
@@ -109,8 +114,7 @@ def test_purge_deletes_only_published_rows_past_retention_in_bounded_chunks(sett
     settings.OUTBOX_RETENTION = timedelta(days=7)
     long_ago = timezone.now() - timedelta(days=8)
     expired = _rows("orders", 5, status=OutboxEvent.Status.PUBLISHED, published_at=long_ago)
-    recent = _rows("orders", 2, status=OutboxEvent.Status.PUBLISHED,
-                   published_at=timezone.now() - timedelta(days=6))
+    recent = _rows("orders", 2, status=OutboxEvent.Status.PUBLISHED, published_at=timezone.now() - timedelta(days=6))
     old_pending = _rows("orders", 1, created_at=long_ago)
     old_dead = _rows("orders", 1, status=OutboxEvent.Status.DEAD, created_at=long_ago)
 
@@ -199,8 +203,7 @@ def producer_stub(monkeypatch):
     outbox_kafka.producer_close()
 
 
-def test_one_idempotent_acks_all_producer_per_process_and_a_new_one_after_fork(
-        producer_stub, monkeypatch):
+def test_one_idempotent_acks_all_producer_per_process_and_a_new_one_after_fork(producer_stub, monkeypatch):
     first = outbox_kafka.producer_get()
     assert outbox_kafka.producer_get() is first
     assert first.config["acks"] == "all"
@@ -230,10 +233,9 @@ def test_the_kick_is_debounced_leading_and_trailing(settings, monkeypatch):
 
     settings.OUTBOX_KICK_DEBOUNCE = 30.0  # the whole test runs inside one window
     countdowns: list[float | None] = []
-    monkeypatch.setattr(relay_drain_task, "apply_async",
-                        lambda countdown=None, **kwargs: countdowns.append(countdown))
-    monkeypatch.setattr(kick, "_window_ends_at", 0.0)
-    monkeypatch.setattr(kick, "_trailing_scheduled", False)
+    monkeypatch.setattr(relay_drain_task, "apply_async", lambda countdown=None, **kwargs: countdowns.append(countdown))
+    monkeypatch.setattr(kick._window, "ends_at", 0.0)
+    monkeypatch.setattr(kick._window, "trailing_scheduled", False)
 
     kick._kick()
     kick.relay_kick_taken()  # the drain started: later commits need a kick of their own
@@ -248,23 +250,21 @@ def test_the_kick_is_debounced_leading_and_trailing(settings, monkeypatch):
 
     # a commit after the window kicks at once again
     kick.relay_kick_taken()
-    monkeypatch.setattr(kick, "_window_ends_at", 0.0)
+    monkeypatch.setattr(kick._window, "ends_at", 0.0)
     kick._kick()
     assert countdowns[2] is None
 
 
-def test_a_burst_of_kicks_from_many_processes_is_one_message_until_the_drain_starts(
-        settings, monkeypatch):
+def test_a_burst_of_kicks_from_many_processes_is_one_message_until_the_drain_starts(settings, monkeypatch):
     from outbox.tasks import relay_drain_task
 
     sent: list[float | None] = []
-    monkeypatch.setattr(relay_drain_task, "apply_async",
-                        lambda countdown=None, **kwargs: sent.append(countdown))
+    monkeypatch.setattr(relay_drain_task, "apply_async", lambda countdown=None, **kwargs: sent.append(countdown))
 
     def kick_from_a_fresh_process() -> None:
         # each process has its own debounce window; only the shared cache connects them
-        monkeypatch.setattr(kick, "_window_ends_at", 0.0)
-        monkeypatch.setattr(kick, "_trailing_scheduled", False)
+        monkeypatch.setattr(kick._window, "ends_at", 0.0)
+        monkeypatch.setattr(kick._window, "trailing_scheduled", False)
         kick._kick()
 
     # given a kick waiting in the queue
@@ -307,16 +307,13 @@ def test_relay_drains_have_a_queue_of_their_own_that_a_plain_worker_also_consume
 
     router = app.amqp.router
     assert router.route({}, "outbox.relay_drain")["queue"].name == settings.OUTBOX_CELERY_QUEUE
-    assert router.route({}, "orders.follow_payment")["queue"].name == \
-        settings.CELERY_TASK_DEFAULT_QUEUE
+    assert router.route({}, "orders.follow_payment")["queue"].name == settings.CELERY_TASK_DEFAULT_QUEUE
     assert settings.OUTBOX_CELERY_QUEUE != settings.CELERY_TASK_DEFAULT_QUEUE
     # a worker without -Q consumes task_queues: both
-    assert {q.name for q in app.conf.task_queues} == {settings.CELERY_TASK_DEFAULT_QUEUE,
-                                                     settings.OUTBOX_CELERY_QUEUE}
+    assert {q.name for q in app.conf.task_queues} == {settings.CELERY_TASK_DEFAULT_QUEUE, settings.OUTBOX_CELERY_QUEUE}
 
 
-def test_the_kick_is_registered_on_commit_only_when_enabled(
-        settings, django_capture_on_commit_callbacks):
+def test_the_kick_is_registered_on_commit_only_when_enabled(settings, django_capture_on_commit_callbacks):
     settings.OUTBOX_KICK_ENABLED = True
     settings.OUTBOX_WAKEUP = "celery"  # on PostgreSQL `auto` is the NOTIFY wake-up, without a kick
     with django_capture_on_commit_callbacks() as callbacks:
@@ -330,17 +327,19 @@ def test_the_kick_is_registered_on_commit_only_when_enabled(
 
 
 @pytest.mark.integration
-def test_ensure_topics_creates_the_topics_and_their_dlq_with_the_partitions_once(
-        kafka_bootstrap, settings):
+def test_ensure_topics_creates_the_topics_and_their_dlq_with_the_partitions_once(kafka_bootstrap, settings):
     from kafka import KafkaAdminClient
     from tests.support.kafka import kafka_topics_delete
 
     suffix = uuid.uuid4().hex[:10]
-    settings.KAFKA_TOPICS = {"catalog-events": f"ensure-{suffix}-catalog",
-                             "order-events": f"ensure-{suffix}-orders"}
+    settings.KAFKA_TOPICS = {"catalog-events": f"ensure-{suffix}-catalog", "order-events": f"ensure-{suffix}-orders"}
     settings.KAFKA_TOPIC_PARTITIONS = 3
-    expected = [f"ensure-{suffix}-catalog", f"ensure-{suffix}-orders",
-                f"ensure-{suffix}-catalog.dlq", f"ensure-{suffix}-orders.dlq"]
+    expected = [
+        f"ensure-{suffix}-catalog",
+        f"ensure-{suffix}-orders",
+        f"ensure-{suffix}-catalog.dlq",
+        f"ensure-{suffix}-orders.dlq",
+    ]
     try:
         first, second = StringIO(), StringIO()
         call_command("ensure_topics", stdout=first)
@@ -353,16 +352,16 @@ def test_ensure_topics_creates_the_topics_and_their_dlq_with_the_partitions_once
             described = admin.describe_topics(expected)
         finally:
             admin.close()
-        assert {topic["name"]: len(topic["partitions"]) for topic in described} == \
-            dict.fromkeys(expected, 3)
+        assert {topic["name"]: len(topic["partitions"]) for topic in described} == dict.fromkeys(expected, 3)
     finally:
         kafka_topics_delete(kafka_bootstrap, expected)
 
 
 def test_the_table_has_the_column_names_debeziums_outbox_router_expects_by_default():
     with connection.cursor() as cursor:
-        columns = {column.name for column in connection.introspection.get_table_description(
-            cursor, OutboxEvent._meta.db_table)}
+        columns = {
+            column.name for column in connection.introspection.get_table_description(cursor, OutboxEvent._meta.db_table)
+        }
     assert {"id", "aggregatetype", "aggregateid", "type", "payload"} <= columns
 
 
@@ -371,7 +370,8 @@ def test_drain_until_empty_waits_for_keys_another_relay_holds_then_gives_up(sett
     settings.OUTBOX_CLAIM_TTL = 0.5
     held, _behind = _rows("orders", 2)
     OutboxEvent.objects.filter(seq=held.seq).update(
-        claim_token=uuid.uuid4(), claim_expires_at=timezone.now() + timedelta(minutes=5))
+        claim_token=uuid.uuid4(), claim_expires_at=timezone.now() + timedelta(minutes=5)
+    )
     out, err = StringIO(), StringIO()
 
     # when a drain runs until empty
@@ -384,8 +384,7 @@ def test_drain_until_empty_waits_for_keys_another_relay_holds_then_gives_up(sett
     assert OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING).count() == 2
 
 
-def test_with_the_notify_wake_up_the_celery_kick_is_not_registered(  # noqa: ANN001
-        settings, django_capture_on_commit_callbacks):
+def test_with_the_notify_wake_up_the_celery_kick_is_not_registered(settings, django_capture_on_commit_callbacks):
     # given the kick on and the NOTIFY wake-up (PostgreSQL) or its fallback (SQLite)
     settings.OUTBOX_KICK_ENABLED = True
     settings.OUTBOX_WAKEUP = "notify"

@@ -26,8 +26,7 @@ def _recorded() -> list[tuple[str, int]]:
 
 def _outbox_inserts(queries: CaptureQueriesContext) -> int:
     # On PostgreSQL the INSERT is the CTE of a statement that also NOTIFYs the relay loop.
-    return sum(1 for q in queries.captured_queries
-               if f"INSERT INTO {OutboxEvent._meta.db_table} " in q["sql"])
+    return sum(1 for q in queries.captured_queries if f"INSERT INTO {OutboxEvent._meta.db_table} " in q["sql"])
 
 
 def test_a_block_writes_its_rows_with_one_insert_in_recording_order():
@@ -40,7 +39,7 @@ def test_a_block_writes_its_rows_with_one_insert_in_recording_order():
 
 
 def test_a_block_that_raises_leaves_no_row():
-    with pytest.raises(RuntimeError), outbox_atomic():
+    with pytest.raises(RuntimeError), outbox_atomic():  # noqa: PT012 - the block that raises is what is tested
         _record("1", 0)
         raise RuntimeError("the service failed after recording")
     assert _recorded() == []
@@ -74,7 +73,7 @@ def test_rows_of_nested_blocks_keep_the_recording_order():
 def test_an_inner_block_that_raises_keeps_the_outer_rows():
     with outbox_atomic():
         _record("1", 0)
-        with pytest.raises(RuntimeError), outbox_atomic():
+        with pytest.raises(RuntimeError), outbox_atomic():  # noqa: PT012 - the block that raises is what is tested
             _record("1", 1)
             raise RuntimeError("inner block fails")
         _record("1", 2)

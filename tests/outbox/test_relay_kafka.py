@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -22,12 +21,20 @@ from tests.support.kafka import kafka_read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-ENVELOPE_HEADERS = {"event_id", "event_type", "event_version", "aggregate_type", "aggregate_id",
-                    "aggregate_version", "occurred_at", "traceparent"}
+ENVELOPE_HEADERS = {
+    "event_id",
+    "event_type",
+    "event_version",
+    "aggregate_type",
+    "aggregate_id",
+    "aggregate_version",
+    "occurred_at",
+    "traceparent",
+}
 
 
 @pytest.fixture(autouse=True)
-def _fresh_producer():  # noqa: ANN202
+def _fresh_producer():
     producer_reset()
     yield
     producer_reset()
@@ -72,7 +79,7 @@ def test_committed_events_survive_failing_on_commit_callbacks(kafka_topics, sett
     with pytest.raises(RuntimeError):
         product_create(name="Chair", price=Decimal("5.00"), stock=1)
     with pytest.raises(RuntimeError):
-        product_restock(product_id=OutboxEvent.objects.get().aggregateid, quantity=2)
+        product_restock(product_id=int(OutboxEvent.objects.get().aggregateid), quantity=2)
     # then the next drain publishes them anyway
     assert relay_drain().published == 2
     records = kafka_read_all(kafka_topics["catalog-events"], expected=2)
@@ -80,7 +87,7 @@ def test_committed_events_survive_failing_on_commit_callbacks(kafka_topics, sett
 
 
 def test_a_rolled_back_service_call_reaches_no_topic(kafka_topics):
-    with pytest.raises(RuntimeError), transaction.atomic():
+    with pytest.raises(RuntimeError), transaction.atomic():  # noqa: PT012 - the rolled-back block is what is tested
         product_create(name="Ghost", price=Decimal("1.00"), stock=1)
         raise RuntimeError("rolled back after the signal")
     assert relay_drain().published == 0
@@ -108,12 +115,30 @@ def test_an_independent_reader_sees_the_key_and_every_envelope_header(kafka_topi
     product = product_create(name="Read by kcat", price=Decimal("1.00"), stock=1)
     relay_drain()
     output = subprocess.run(
-        ["kcat", "-b", settings.KAFKA_BOOTSTRAP_SERVERS[0], "-C", "-t", kafka_topics["catalog-events"],
-         "-o", "beginning", "-c", "1", "-e", "-q", "-f", "key=%k\nheaders=%h\nvalue=%s\n"],
-        capture_output=True, text=True, timeout=30, check=True).stdout
+        [
+            "kcat",
+            "-b",
+            settings.KAFKA_BOOTSTRAP_SERVERS[0],
+            "-C",
+            "-t",
+            kafka_topics["catalog-events"],
+            "-o",
+            "beginning",
+            "-c",
+            "1",
+            "-e",
+            "-q",
+            "-f",
+            "key=%k\nheaders=%h\nvalue=%s\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert f"key={product.id}\n" in output
     headers_line = next(line for line in output.splitlines() if line.startswith("headers="))
-    assert {item.split("=", 1)[0] for item in headers_line[len("headers="):].split(",")} == ENVELOPE_HEADERS
+    assert {item.split("=", 1)[0] for item in headers_line[len("headers=") :].split(",")} == ENVELOPE_HEADERS
     row = OutboxEvent.objects.get()
     assert f"event_id={row.event_id}" in headers_line
     assert f"aggregate_version={row.aggregate_version}" in headers_line

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from kafka.producer.future import RecordMetadata
+from kafka.structs import TopicPartition
 
 from outbox.models import OutboxEvent
 from outbox.relay import DrainResult, claim_batch, write_back
@@ -21,12 +22,11 @@ from tests.support.processes import celery_worker_managed
 
 
 def _leases_expire() -> None:
-    OutboxEvent.objects.filter(claim_token__isnull=False).update(
-        claim_expires_at=timezone.now() - timedelta(seconds=1))
+    OutboxEvent.objects.filter(claim_token__isnull=False).update(claim_expires_at=timezone.now() - timedelta(seconds=1))
 
 
 @pytest.mark.django_db
-def test_a_row_whose_relay_keeps_dying_counts_attempts_at_claim_and_ends_dead(settings):  # noqa: ANN001
+def test_a_row_whose_relay_keeps_dying_counts_attempts_at_claim_and_ends_dead(settings):
     settings.OUTBOX_MAX_ATTEMPTS = 3
     settings.OUTBOX_DEAD_BLOCKS_KEY = False
     # given two rows of one key, claimed by a relay that dies (its lease just expires)
@@ -48,24 +48,29 @@ def test_a_row_whose_relay_keeps_dying_counts_attempts_at_claim_and_ends_dead(se
     assert [r.seq for r in claimed] == [second]
     dead = OutboxEvent.objects.get(seq=first)
     assert (dead.status, dead.attempts, dead.claim_token) == ("dead", 3, None)
-    assert "relay died" in dead.last_error and "3 times" in dead.last_error
+    assert "relay died" in dead.last_error
+    assert "3 times" in dead.last_error
     # and a relay that held it earlier cannot mark it: the write-back is still fenced
     token, rows = late_tokens[-1]
     result = DrainResult()
-    write_back(token=token, rows=rows, outcomes={rows[0].seq: RecordMetadata("t", 0, None, 1, 0, None, 0, 0, 0)},
-               result=result)
+    write_back(
+        token=token,
+        rows=rows,
+        outcomes={rows[0].seq: RecordMetadata("t", 0, TopicPartition("t", 0), 1, 0, None, 0, 0, 0)},
+        result=result,
+    )
     assert result.fenced_out == 1
     assert OutboxEvent.objects.get(seq=first).status == "dead"
 
 
-def _first_seen_by_key(records) -> dict[str, list[int]]:  # noqa: ANN001
+def _first_seen_by_key(records) -> dict[str, list[int]]:
     by_key: dict[str, list[int]] = defaultdict(list)
     for record in records:
         by_key[record.key.decode()].append(json.loads(record.value)["sequence"])
     return {key: list(dict.fromkeys(sequences)) for key, sequences in by_key.items()}
 
 
-def _wait_for(condition, timeout_s: float) -> bool:  # noqa: ANN001
+def _wait_for(condition, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
@@ -78,16 +83,22 @@ def _wait_for(condition, timeout_s: float) -> bool:  # noqa: ANN001
 @pytest.mark.fault
 @pytest.mark.django_db(transaction=True)
 def test_a_row_whose_send_kills_the_worker_ends_dead_and_everything_else_is_published(
-        kafka_topics, subprocess_env, tmp_path):  # noqa: ANN001
+    kafka_topics, subprocess_env, tmp_path
+):
     from outbox.tasks import relay_drain_task
 
     # given 100 rows over 5 keys; sending key 1's fifth row kills the worker process
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=5, per_key=20)
     poison = OutboxEvent.objects.filter(key="1").order_by("seq")[4]
-    env = dict(subprocess_env, OUTBOX_FAULT_CRASH_ON_EVENT_ID=str(poison.event_id),
-               OUTBOX_MAX_ATTEMPTS="3", OUTBOX_CLAIM_TTL="10", OUTBOX_DEAD_BLOCKS_KEY="off",
-               OUTBOX_BATCH_SIZE="30")
+    env = dict(
+        subprocess_env,
+        OUTBOX_FAULT_CRASH_ON_EVENT_ID=str(poison.event_id),
+        OUTBOX_MAX_ATTEMPTS="3",
+        OUTBOX_CLAIM_TTL="10",
+        OUTBOX_DEAD_BLOCKS_KEY="off",
+        OUTBOX_BATCH_SIZE="30",
+    )
     # when real workers drain, one after the other as each dies (a supervisor restarting them)
     crashes = 0
     for run in range(6):
@@ -111,14 +122,19 @@ def test_a_row_whose_send_kills_the_worker_ends_dead_and_everything_else_is_publ
     # and a worker that keeps running publishes the rest, the poison row's own key included
     worker = celery_worker_managed(env=env, log_path=tmp_path / "worker-last.log")
     worker.start(timeout=60)
-    drained = _wait_for(lambda: (relay_drain_task.delay() and False)
-                        or not OutboxEvent.objects.filter(status="pending").exists(), 90)
+
+    def kicked_and_drained() -> bool:
+        relay_drain_task.delay()
+        return not OutboxEvent.objects.filter(status="pending").exists()
+
+    drained = _wait_for(kicked_and_drained, 90)
     assert drained, worker.log_tail(40)
     worker.stop()
     assert OutboxEvent.objects.filter(status="published").count() == 99
     records = kafka_read_all(topic, timeout_s=30)
     assert {r.headers["event_id"] for r in records} == {
-        str(e).encode() for e in OutboxEvent.objects.filter(status="published").values_list("event_id", flat=True)}
+        str(e).encode() for e in OutboxEvent.objects.filter(status="published").values_list("event_id", flat=True)
+    }
     first_seen = _first_seen_by_key(records)
     assert first_seen["1"] == [n for n in range(20) if n != 4]
     assert all(first_seen[str(k)] == list(range(20)) for k in range(2, 6))
@@ -127,7 +143,7 @@ def test_a_row_whose_send_kills_the_worker_ends_dead_and_everything_else_is_publ
 @pytest.mark.integration
 @pytest.mark.fault
 @pytest.mark.django_db(transaction=True)
-def test_sigterm_mid_drain_hands_every_unsent_claim_back_at_once(kafka_topics, subprocess_env, tmp_path):  # noqa: ANN001
+def test_sigterm_mid_drain_hands_every_unsent_claim_back_at_once(kafka_topics, subprocess_env, tmp_path):
     from outbox.relay import relay_drain
     from outbox.tasks import relay_drain_task
 
@@ -135,13 +151,11 @@ def test_sigterm_mid_drain_hands_every_unsent_claim_back_at_once(kafka_topics, s
     # and the default 60 s lease)
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=40, per_key=100)
-    env = dict(subprocess_env, OUTBOX_BATCH_SIZE="100", OUTBOX_FAULT_PAUSE_AFTER_SEND="0.5",
-               OUTBOX_CLAIM_TTL="60")
+    env = dict(subprocess_env, OUTBOX_BATCH_SIZE="100", OUTBOX_FAULT_PAUSE_AFTER_SEND="0.5", OUTBOX_CLAIM_TTL="60")
     worker = celery_worker_managed(env=env, log_path=tmp_path / "worker.log")
     worker.start(timeout=60)
     relay_drain_task.delay()
-    assert _wait_for(lambda: OutboxEvent.objects.filter(status="published").count() >= 300, 60), \
-        worker.log_tail(40)
+    assert _wait_for(lambda: OutboxEvent.objects.filter(status="published").count() >= 300, 60), worker.log_tail(40)
     # when it is stopped with SIGTERM (Celery's warm shutdown), by a supervisor that SIGKILLs
     # it after a grace period of 5 s (its drain alone has a 10 s budget)
     sigterm_at = time.monotonic()
@@ -153,8 +167,9 @@ def test_sigterm_mid_drain_hands_every_unsent_claim_back_at_once(kafka_topics, s
     published_by_worker = OutboxEvent.objects.filter(status="published").count()
     assert 300 <= published_by_worker < 4000
     # and a second relay takes the oldest pending rows (those the worker held) on its first claim
-    oldest_pending = list(OutboxEvent.objects.filter(status="pending").order_by("seq")
-                          .values_list("seq", flat=True)[:100])
+    oldest_pending = list(
+        OutboxEvent.objects.filter(status="pending").order_by("seq").values_list("seq", flat=True)[:100]
+    )
     result = relay_drain(max_batches=1, batch_size=100)
     assert result.published == 100
     print(f"released keys published {time.monotonic() - stopped_at:.2f} s after the worker stopped")

@@ -27,22 +27,27 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
-def _postgresql_only():  # noqa: ANN202
+def _postgresql_only():
     if connection.vendor != "postgresql":
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite keeps the Celery kick")
 
 
-def _loop(subprocess_env: dict[str, str], tmp_path: Path, *, name: str = "loop",
-          poll_s: float = 600.0) -> ManagedProcess:
+def _loop(
+    subprocess_env: dict[str, str], tmp_path: Path, *, name: str = "loop", poll_s: float = 600.0
+) -> ManagedProcess:
     # A poll far longer than the test: only a notification can explain a prompt publication.
-    process = ManagedProcess(name=name, env=subprocess_env, log_path=tmp_path / f"{name}.log",
-                             ready_text="relay loop listening",
-                             argv=[sys.executable, "manage.py", "relay_loop", "--poll-interval", str(poll_s)])
+    process = ManagedProcess(
+        name=name,
+        env=subprocess_env,
+        log_path=tmp_path / f"{name}.log",
+        ready_text="relay loop listening",
+        argv=[sys.executable, "manage.py", "relay_loop", "--poll-interval", str(poll_s)],
+    )
     process.start(timeout=60)
     return process
 
 
-def _wait_until(predicate, timeout_s: float) -> bool:  # noqa: ANN001
+def _wait_until(predicate, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -67,20 +72,22 @@ def test_a_committed_order_reaches_kafka_through_the_loop_without_beat(subproces
 
 
 def test_rows_no_notification_announced_are_published_by_the_start_drain_and_the_poll(
-        subprocess_env, kafka_topics, tmp_path):
+    subprocess_env, kafka_topics, tmp_path
+):
     # given rows committed while no loop listened (their NOTIFY reached nobody), and one row
     # that becomes due only later (no notification will ever announce it)
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=3, per_key=2)
     later = outbox_rows_bulk(topic=topic, keys=1, per_key=1)[0]
-    OutboxEvent.objects.filter(pk=later.pk).update(key="late", aggregateid="late",
-                                                   available_at=timezone.now() + timedelta(seconds=2))
+    OutboxEvent.objects.filter(pk=later.pk).update(
+        key="late", aggregateid="late", available_at=timezone.now() + timedelta(seconds=2)
+    )
     # when a loop starts, polling every half second
     loop = _loop(subprocess_env, tmp_path, poll_s=0.5)
     # then the six are published by its first drain, and the late one by a poll
     records = kafka_read_all(topic, expected=7, timeout_s=30)
     assert len(records) == 7
-    assert sorted(r.key for r in records).count(b"late") == 1
+    assert [r.key for r in records].count(b"late") == 1
     assert _wait_until(lambda: OutboxEvent.objects.filter(status="published").count() == 7, 10)
     loop.stop()
 
@@ -95,7 +102,7 @@ def test_the_notification_leaves_at_commit_and_never_for_a_rollback():
             outbox_record(event=first)
             assert _take_notifications(listener) == []  # not before the commit
             outbox_record(event=second)
-        with pytest.raises(RuntimeError), transaction.atomic():
+        with pytest.raises(RuntimeError), transaction.atomic():  # noqa: PT012 - the rolled-back block is what is tested
             outbox_record(event=SequenceRecorded(product_id="k", sequence=3))
             raise RuntimeError("rolled back")
         # then the commit was heard (one notification per recorded statement, named by its
@@ -131,6 +138,7 @@ def test_two_loops_publish_each_event_exactly_once_in_key_order(subprocess_env, 
     assert sorted(read_ids) == sorted(event_ids)
     by_key: dict[bytes, list[int]] = {}
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        assert record.key is not None  # every outbox record is keyed by its aggregate
         by_key.setdefault(record.key, []).append(json.loads(record.value)["sequence"])
     assert by_key == {f"k{key}".encode(): list(range(50)) for key in range(8)}
     assert _wait_until(lambda: OutboxEvent.objects.exclude(status="published").count() == 0, 15)
@@ -144,6 +152,7 @@ def test_sigterm_stops_the_loop_mid_backlog_and_hands_its_claims_back(subprocess
     loop = _loop(subprocess_env, tmp_path)
     assert _wait_until(lambda: OutboxEvent.objects.filter(status="published").exists(), 30)
     # when it is sent SIGTERM
+    assert loop.popen is not None  # started by _loop()
     loop.popen.send_signal(signal.SIGTERM)
     # then it exits at once, cleanly, and holds no claim any more
     assert loop.wait(timeout=20) == 0

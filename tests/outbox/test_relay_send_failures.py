@@ -15,7 +15,7 @@ from kafka.errors import ClusterAuthorizationFailedError
 
 from outbox.kafka import producer_get, producer_reset
 from outbox.models import OutboxEvent
-from outbox.relay import relay_drain
+from outbox.relay import DrainResult, relay_drain
 from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.kafka import kafka_read_all, kafka_topics_create, kafka_topics_delete
 
@@ -23,19 +23,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_producer():  # noqa: ANN202
+def _fresh_producer():
     producer_reset()
     yield
     producer_reset()
 
 
-def _drain_in_thread(timeout_s: float, **kwargs: object) -> tuple[object, float]:
+def _drain_in_thread(timeout_s: float, *, time_budget_s: float) -> tuple[DrainResult | None, float]:
     """One drain in a thread; returns (its result or None if it was still running, seconds)."""
-    out: list[object] = []
+    out: list[DrainResult] = []
 
     def drain() -> None:
         try:
-            out.append(relay_drain(**kwargs))
+            out.append(relay_drain(time_budget_s=time_budget_s))
         finally:
             connection.close()
 
@@ -48,7 +48,8 @@ def _drain_in_thread(timeout_s: float, **kwargs: object) -> tuple[object, float]
 
 @pytest.mark.fault
 def test_a_topic_deleted_mid_drain_stops_the_drain_within_its_lease_and_order_holds(
-        kafka_topics, kafka_bootstrap, settings):  # noqa: ANN001
+    kafka_topics, kafka_bootstrap, settings
+):
     # given 2,000 rows over 20 keys and a relay with a 20 s lease that pauses after each batch
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=20, per_key=100)
@@ -79,15 +80,15 @@ def test_a_topic_deleted_mid_drain_stops_the_drain_within_its_lease_and_order_ho
     # then the drain returned within its lease of the deletion, and later drains as well, while
     # the topic is missing (each refused send may block max_block_ms, never a whole batch of them)
     assert first is not None
-    published_before = {seq for seq in OutboxEvent.objects.filter(status="published")
-                        .values_list("seq", flat=True)}
+    published_before = set(OutboxEvent.objects.filter(status="published").values_list("seq", flat=True))
     assert 0 < len(published_before) < 2000
     for _ in range(2):
         OutboxEvent.objects.filter(status="pending").update(available_at=timezone.now())
         result, seconds = _drain_in_thread(settings.OUTBOX_CLAIM_TTL + 5, time_budget_s=60)
         assert result is not None, "a drain outlived its lease against a missing topic"
         assert seconds < settings.OUTBOX_CLAIM_TTL
-        assert result.published == 0 and result.failed >= 1
+        assert result.published == 0
+        assert result.failed >= 1
     assert not OutboxEvent.objects.filter(status="dead").exists()
     # nothing was marked published while the topic was gone, and nothing held is left leased
     assert set(OutboxEvent.objects.filter(status="published").values_list("seq", flat=True)) == published_before
@@ -111,19 +112,21 @@ def test_a_topic_deleted_mid_drain_stops_the_drain_within_its_lease_and_order_ho
     records = kafka_read_all(topic, timeout_s=30)
     by_key: dict[str, list[int]] = defaultdict(list)
     for record in records:
+        assert record.key is not None  # every outbox record is keyed by its aggregate
         by_key[record.key.decode()].append(json.loads(record.value)["sequence"])
     for key in map(str, range(1, 21)):
         first_seen = list(dict.fromkeys(by_key[key]))
         assert first_seen == list(range(last_before[key] + 1, 100)), (key, first_seen[:5], last_before[key])
 
 
-def test_a_producer_left_in_a_fatal_state_is_replaced_without_a_restart(kafka_topics):  # noqa: ANN001
+def test_a_producer_left_in_a_fatal_state_is_replaced_without_a_restart(kafka_topics):
     # given a relay whose idempotent producer went fatal (as kafka-python 3 does on an error it
     # cannot recover from: every later batch fails with it; `send()` itself does not raise)
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=5, per_key=4)
     broken = producer_get()
-    broken._transaction_manager.transition_to_fatal_error(ClusterAuthorizationFailedError("forced"))
+    manager = broken._transaction_manager  # type: ignore[attr-defined]  # the fatal state has no public API
+    manager.transition_to_fatal_error(ClusterAuthorizationFailedError("forced"))
     # when the relay drains
     result = relay_drain()
     # then a new producer sent everything, in the same process

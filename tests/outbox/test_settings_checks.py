@@ -14,13 +14,12 @@ from tests.support.processes import celery_worker_managed
 
 IMPOSSIBLE = [
     pytest.param({"OUTBOX_CLAIM_TTL": 3.0}, "outbox.E003", id="claim-ttl-shorter-than-a-batch-send"),
-    pytest.param({"OUTBOX_BACKOFF_BASE": 90.0, "OUTBOX_BACKOFF_MAX": 60.0}, "outbox.E002",
-                 id="backoff-base-above-max"),
+    pytest.param({"OUTBOX_BACKOFF_BASE": 90.0, "OUTBOX_BACKOFF_MAX": 60.0}, "outbox.E002", id="backoff-base-above-max"),
     pytest.param({"OUTBOX_BATCH_SIZE": 0}, "outbox.E001", id="batch-size-0"),
-    pytest.param({"KAFKA_BOOTSTRAP_SERVERS": ["kafka-without-port"]}, "outbox.E004",
-                 id="bootstrap-servers-not-parsing"),
-    pytest.param({"KAFKA_BOOTSTRAP_SERVERS": ["kafka:notaport"]}, "outbox.E004",
-                 id="bootstrap-servers-bad-port"),
+    pytest.param(
+        {"KAFKA_BOOTSTRAP_SERVERS": ["kafka-without-port"]}, "outbox.E004", id="bootstrap-servers-not-parsing"
+    ),
+    pytest.param({"KAFKA_BOOTSTRAP_SERVERS": ["kafka:notaport"]}, "outbox.E004", id="bootstrap-servers-bad-port"),
     pytest.param({"KAFKA_PRODUCER_ACKS": "1"}, "outbox.E005", id="acks-1-with-idempotence"),
     pytest.param({"OUTBOX_WAKEUP": "listen"}, "outbox.E007", id="unknown-wake-up"),
 ]
@@ -47,14 +46,17 @@ def _env_with(subprocess_env: dict[str, str], **overrides: str) -> dict[str, str
 @pytest.mark.django_db(transaction=True)
 def test_the_worker_refuses_to_start_with_one_clear_line(subprocess_env, tmp_path):
     # given a worker configured with a batch size of 0
-    worker = celery_worker_managed(env=_env_with(subprocess_env, OUTBOX_BATCH_SIZE="0"),
-                                   log_path=tmp_path / "worker.log")
+    worker = celery_worker_managed(
+        env=_env_with(subprocess_env, OUTBOX_BATCH_SIZE="0"), log_path=tmp_path / "worker.log"
+    )
     # when it starts, then it exits at once, before taking any task, with the reason on one line
     with pytest.raises(RuntimeError, match="exited with 2"):
         worker.start(timeout=60)
     lines = [line for line in worker.log_tail(200).splitlines() if "outbox.E001" in line]
-    assert lines == ["outbox settings: (outbox.E001) OUTBOX_BATCH_SIZE is 0: the relay would claim "
-                     "nothing; set OUTBOX_BATCH_SIZE to 1 or more (default 500)"]
+    assert lines == [
+        "outbox settings: (outbox.E001) OUTBOX_BATCH_SIZE is 0: the relay would claim "
+        "nothing; set OUTBOX_BATCH_SIZE to 1 or more (default 500)"
+    ]
     assert "ready." not in worker.log_tail(200)
 
 
@@ -64,9 +66,16 @@ def test_consume_events_refuses_to_start_with_one_clear_line(subprocess_env):
     # given the consumer started with a KAFKA_BOOTSTRAP_SERVERS that does not parse
     env = _env_with(subprocess_env, KAFKA_BOOTSTRAP_SERVERS="kafka-without-port")
     # when it starts
-    finished = subprocess.run([sys.executable, "manage.py", "consume_events"], env=env,
-                              check=False, capture_output=True, text=True, timeout=60)
+    finished = subprocess.run(
+        [sys.executable, "manage.py", "consume_events"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # then it exits non-zero, naming the setting and what is wrong with it
     assert finished.returncode != 0
-    assert ("(outbox.E004) KAFKA_BOOTSTRAP_SERVERS entry 'kafka-without-port' is not host:port"
-            in finished.stderr), finished.stderr[-2000:]
+    assert "(outbox.E004) KAFKA_BOOTSTRAP_SERVERS entry 'kafka-without-port' is not host:port" in finished.stderr, (
+        finished.stderr[-2000:]
+    )

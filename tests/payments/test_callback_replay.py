@@ -35,8 +35,7 @@ def _post(client, body: bytes, headers: dict[str, str]):
 
 
 def _unchanged(payment: Payment, rows: int) -> bool:
-    return (Payment.objects.get(id=payment.id).status == Payment.Status.PENDING
-            and OutboxEvent.objects.count() == rows)
+    return Payment.objects.get(id=payment.id).status == Payment.Status.PENDING and OutboxEvent.objects.count() == rows
 
 
 @pytest.mark.parametrize("age_s", [301, -301, 86400])

@@ -45,12 +45,16 @@ def _callback(client, key: str, status: str = "COMPLETED", **sign):
 
 
 def _types_of(order_id: int) -> list[str]:
-    return list(OutboxEvent.objects.filter(aggregatetype="order", aggregateid=str(order_id))
-                .order_by("seq").values_list("type", flat=True))
+    return list(
+        OutboxEvent.objects.filter(aggregatetype="order", aggregateid=str(order_id))
+        .order_by("seq")
+        .values_list("type", flat=True)
+    )
 
 
 def test_a_late_success_after_the_timeout_is_recorded_and_confirms_the_order(
-        client, celery_eager, django_capture_on_commit_callbacks):
+    client, celery_eager, django_capture_on_commit_callbacks
+):
     # given: the gateway is slow; the reconciliation ran past the timeout
     _, payment = _pending_payment()
     SilentGateway.answers[payment.transaction_key] = ChargeStatus(ChargeState.PROCESSING)
@@ -67,7 +71,8 @@ def test_a_late_success_after_the_timeout_is_recorded_and_confirms_the_order(
 
 
 def test_cancel_while_pending_then_success_makes_the_payment_refund_due(
-        client, celery_eager, django_capture_on_commit_callbacks):
+    client, celery_eager, django_capture_on_commit_callbacks
+):
     # given: the user cancels while the gateway is still charging
     product, payment = _pending_payment(stock=5, price="12.50")
     order_cancel(order_id=payment.order_id, reason="changed my mind")
@@ -87,15 +92,18 @@ def test_cancel_while_pending_then_success_makes_the_payment_refund_due(
     assert row.topic == "order-events"
     assert row.key == str(payment.order_id)
     assert row.payload == {
-        "payment_id": str(payment.id), "order_id": str(payment.order_id),
-        "user_id": str(payment.user_id), "amount": "25.00", "card_type": "AMEX",
-        "reason": "order_cancelled", "occurred_at": row.payload["occurred_at"],
+        "payment_id": str(payment.id),
+        "order_id": str(payment.order_id),
+        "user_id": str(payment.user_id),
+        "amount": "25.00",
+        "card_type": "AMEX",
+        "reason": "order_cancelled",
+        "occurred_at": row.payload["occurred_at"],
     }
     assert Decimal(row.payload["amount"]) == payment.amount
 
 
-def test_a_success_callback_delivered_twice_is_applied_once(
-        client, celery_eager, django_capture_on_commit_callbacks):
+def test_a_success_callback_delivered_twice_is_applied_once(client, celery_eager, django_capture_on_commit_callbacks):
     _, payment = _pending_payment()
     stamp = int(timezone.now().timestamp())
     with django_capture_on_commit_callbacks(execute=True):
@@ -116,7 +124,8 @@ def test_a_success_callback_delivered_twice_is_applied_once(
 
 
 def test_a_capture_after_the_payment_was_failed_is_recorded_not_refused(
-        client, celery_eager, django_capture_on_commit_callbacks):
+    client, celery_eager, django_capture_on_commit_callbacks
+):
     # given: the gateway said it never saw the charge, the payment failed, the order was cancelled
     _, payment = _pending_payment()
     with django_capture_on_commit_callbacks(execute=True):
@@ -130,8 +139,7 @@ def test_a_capture_after_the_payment_was_failed_is_recorded_not_refused(
     assert _types_of(payment.order_id)[-1] == "PaymentRefundRequired"
 
 
-def test_cancelling_a_paid_order_makes_its_payment_refund_due(
-        client, celery_eager, django_capture_on_commit_callbacks):
+def test_cancelling_a_paid_order_makes_its_payment_refund_due(client, celery_eager, django_capture_on_commit_callbacks):
     _, payment = _pending_payment()
     with django_capture_on_commit_callbacks(execute=True):
         _callback(client, payment.transaction_key)
@@ -140,8 +148,13 @@ def test_cancelling_a_paid_order_makes_its_payment_refund_due(
     response = api.post(f"/api/orders/{payment.order_id}/cancel/", {}, format="json")
     assert response.status_code == 200
     assert Payment.objects.get(id=payment.id).status == Payment.Status.REFUND_DUE
-    assert _types_of(payment.order_id) == ["OrderCreated", "PaymentCompleted", "OrderConfirmed",
-                                           "OrderCancelled", "PaymentRefundRequired"]
+    assert _types_of(payment.order_id) == [
+        "OrderCreated",
+        "PaymentCompleted",
+        "OrderConfirmed",
+        "OrderCancelled",
+        "PaymentRefundRequired",
+    ]
 
 
 def test_the_admin_lists_the_payments_to_refund(admin_client):

@@ -36,8 +36,11 @@ def _pending_payment(*, stock: int = 5) -> tuple[Product, Payment]:
 
 
 def _types_of(order_id: int) -> list[str]:
-    return list(OutboxEvent.objects.filter(aggregatetype="order", aggregateid=str(order_id))
-                .order_by("seq").values_list("type", flat=True))
+    return list(
+        OutboxEvent.objects.filter(aggregatetype="order", aggregateid=str(order_id))
+        .order_by("seq")
+        .values_list("type", flat=True)
+    )
 
 
 def _later(seconds: float):

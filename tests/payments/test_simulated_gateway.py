@@ -34,7 +34,8 @@ def _pay(django_capture_on_commit_callbacks) -> tuple[Product, Payment]:
 
 
 def test_the_simulated_gateway_completes_and_the_order_is_confirmed(
-        settings, simulated, django_capture_on_commit_callbacks):
+    settings, simulated, django_capture_on_commit_callbacks
+):
     settings.PAYMENT_SIM_FAILURE_RATE = 0.0
     _, payment = _pay(django_capture_on_commit_callbacks)
     assert payment.status == Payment.Status.COMPLETED
@@ -42,7 +43,8 @@ def test_the_simulated_gateway_completes_and_the_order_is_confirmed(
 
 
 def test_the_simulated_gateway_fails_and_the_order_is_cancelled(
-        settings, simulated, django_capture_on_commit_callbacks):
+    settings, simulated, django_capture_on_commit_callbacks
+):
     settings.PAYMENT_SIM_FAILURE_RATE = 1.0
     product, payment = _pay(django_capture_on_commit_callbacks)
     assert payment.status == Payment.Status.FAILED
@@ -55,12 +57,9 @@ def test_the_signature_covers_the_exact_body_the_timestamp_and_the_event_id():
     body = callback_body(transaction_key="txn_" + "0" * 24, status="COMPLETED")
     signature = callback_signature(body, timestamp="1764086400", event_id="evt_1")
     assert callback_signature_valid(body, timestamp="1764086400", event_id="evt_1", signature=signature)
-    assert not callback_signature_valid(body + b" ", timestamp="1764086400", event_id="evt_1",
-                                        signature=signature)
-    assert not callback_signature_valid(body, timestamp="1764086401", event_id="evt_1",
-                                        signature=signature)
-    assert not callback_signature_valid(body, timestamp="1764086400", event_id="evt_2",
-                                        signature=signature)
+    assert not callback_signature_valid(body + b" ", timestamp="1764086400", event_id="evt_1", signature=signature)
+    assert not callback_signature_valid(body, timestamp="1764086401", event_id="evt_1", signature=signature)
+    assert not callback_signature_valid(body, timestamp="1764086400", event_id="evt_2", signature=signature)
     assert not callback_signature_valid(body, timestamp="1764086400", event_id="evt_1", signature=None)
 
 

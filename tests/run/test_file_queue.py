@@ -21,10 +21,17 @@ PER_PRODUCER = 1500
 def _connection(folder: Path) -> Connection:
     for name in ("queue", "processed", "control"):
         (folder / name).mkdir(parents=True, exist_ok=True)
-    return Connection("filesystem://", transport_options={
-        "data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
-        "processed_folder": str(folder / "processed"), "control_folder": str(folder / "control"),
-        "store_processed": False, "polling_interval": 0.001})
+    return Connection(
+        "filesystem://",
+        transport_options={
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+            "polling_interval": 0.001,
+        },
+    )
 
 
 def _produce(folder: Path, offset: int) -> None:
@@ -62,8 +69,7 @@ def test_consumers_polling_while_producers_write_get_every_message_whole(tmp_pat
     # process read the exchange table while another truncated it: JSONDecodeError, message lost)
     context = multiprocessing.get_context("fork")
     producers_done, results = context.Event(), context.Queue()
-    consumers = [context.Process(target=_consume, args=(tmp_path, producers_done, results))
-                 for _ in range(2)]
+    consumers = [context.Process(target=_consume, args=(tmp_path, producers_done, results)) for _ in range(2)]
     producers = [context.Process(target=_produce, args=(tmp_path, k * PER_PRODUCER)) for k in range(2)]
     # when
     for process in consumers + producers:

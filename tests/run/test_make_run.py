@@ -24,11 +24,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 COMPONENTS = ["server", "worker", "relay", "beat", "consumer"]
 
 
-
 def _own_names(output: str) -> tuple[str, ...]:
     found = re.search(r"topics (\S+), (\S+); consumer group (\S+)", output)
     assert found, output
     return found.groups()
+
 
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory):
@@ -52,8 +52,11 @@ def _remember(stack: LocalStack) -> dict:
 
 def _settled(stack: LocalStack, payment_id: int) -> tuple | None:
     with stack.database() as db:
-        row = db.execute("SELECT p.status, p.failure_reason, o.status FROM payments_payment p "
-                         "JOIN orders_order o ON o.id = p.order_id WHERE p.id = ?", (payment_id,)).fetchone()
+        row = db.execute(
+            "SELECT p.status, p.failure_reason, o.status FROM payments_payment p "
+            "JOIN orders_order o ON o.id = p.order_id WHERE p.id = ?",
+            (payment_id,),
+        ).fetchone()
     return row if row and row[2] != "PENDING_PAYMENT" else None
 
 
@@ -69,8 +72,7 @@ def test_env_example_copied_to_env_runs_and_a_payment_confirms_its_order(stacks)
     # when an order is placed and paid through the API
     status, order = stack.api("POST", "/api/orders/", {"lines": [{"product_id": 1, "quantity": 1}]}, token=token)
     assert status == 201, order
-    status, payment = stack.api("POST", "/api/payments/", {"order_id": order["id"], "card_type": "VISA"},
-                                token=token)
+    status, payment = stack.api("POST", "/api/payments/", {"order_id": order["id"], "card_type": "VISA"}, token=token)
     assert status in (200, 201, 202), payment
 
     # then the gateway's signed callback is accepted (the development secret applies) and the
@@ -97,13 +99,20 @@ def test_a_killed_component_is_restarted_and_leaves_nothing_behind(stacks, name)
     def restarted() -> bool:
         now = _remember(stack)["components"][name]
         return now["restarts"] == before["restarts"] + 1 and now["state"] == "up" and now["pid"] != old_pid
+
     stack.wait_for(restarted, timeout=30, what=f"{name} restarted")
     assert not group_alive(old_pid)
-    assert re.search(rf"{name} exited with signal SIGKILL; restarting now \(restart {before['restarts'] + 1}",
-                     stack.output())
-    stack.wait_for(lambda: f"{name}=up(restarts {before['restarts'] + 1})" in stack.output().splitlines()[-1]
-                   and READY in stack.output().splitlines()[-1], timeout=60,
-                   what=f"a ready status line counting {name}'s restart")
+    assert re.search(
+        rf"{name} exited with signal SIGKILL; restarting now \(restart {before['restarts'] + 1}", stack.output()
+    )
+    stack.wait_for(
+        lambda: (
+            f"{name}=up(restarts {before['restarts'] + 1})" in stack.output().splitlines()[-1]
+            and READY in stack.output().splitlines()[-1]
+        ),
+        timeout=60,
+        what=f"a ready status line counting {name}'s restart",
+    )
 
 
 def test_a_second_stack_on_the_same_broker_gets_none_of_the_first_stacks_events(stacks, tmp_path_factory):
@@ -128,8 +137,9 @@ def test_a_second_stack_on_the_same_broker_gets_none_of_the_first_stacks_events(
         return bool(published) and published <= handled
 
     for stack in (first, second):
-        stack.wait_for(lambda s=stack: all_own_handled(s), timeout=60,
-                       what="every published event handled by its own back office")
+        stack.wait_for(
+            lambda s=stack: all_own_handled(s), timeout=60, what="every published event handled by its own back office"
+        )
     (published_1, handled_1), (published_2, handled_2) = own_events(first), own_events(second)
     assert handled_1.isdisjoint(published_2)
     assert handled_2.isdisjoint(published_1)

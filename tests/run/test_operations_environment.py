@@ -23,8 +23,9 @@ def checkout(tmp_path_factory) -> Path:
 
 
 def _run(checkout: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *argv], cwd=checkout, env=env, check=False, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, *argv], cwd=checkout, env=env, check=False, capture_output=True, text=True, timeout=300
+    )
 
 
 def _bare_environment() -> dict[str, str]:

@@ -34,7 +34,8 @@ def fast_backoff(monkeypatch):
 
 
 def test_a_component_that_keeps_dying_is_restarted_with_backoff_and_reported_with_its_log(
-        tmp_path, fast_backoff, capsys):
+    tmp_path, fast_backoff, capsys
+):
     # given a component that fails at once, every time
     sup, said = _supervise(tmp_path, "consumer", "print('cannot reach the broker', flush=True); raise SystemExit(3)")
     sup.start_all()
@@ -44,6 +45,7 @@ def test_a_component_that_keeps_dying_is_restarted_with_backoff_and_reported_wit
     def watch() -> bool:
         sup.check()
         return component.restarts >= 4
+
     _until(watch)
     sup.stop_all()
 
@@ -58,9 +60,11 @@ def test_a_component_that_keeps_dying_is_restarted_with_backoff_and_reported_wit
 
 def test_a_killed_component_is_restarted_and_what_it_left_in_its_group_is_reaped(tmp_path):
     # given a component with a child of its own (as a Celery worker has its pool)
-    code = ("import subprocess, sys, time; "
-            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
-            "print('up', flush=True); time.sleep(300)")
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
+        "print('up', flush=True); time.sleep(300)"
+    )
     sup, said = _supervise(tmp_path, "worker", code)
     sup.start_all()
     component = sup.components["worker"]
@@ -70,9 +74,11 @@ def test_a_killed_component_is_restarted_and_what_it_left_in_its_group_is_reaped
 
     # when its main process is killed, not its child
     os.kill(first_pid, signal.SIGKILL)
+
     def restarted() -> bool:
         sup.check()
         return component.restarts == 1 and component.running
+
     _until(restarted)
 
     # then the orphaned child is gone with its group, and a new process runs
@@ -84,10 +90,12 @@ def test_a_killed_component_is_restarted_and_what_it_left_in_its_group_is_reaped
 
 def test_stopping_leaves_no_process_even_one_that_outlives_its_parent(tmp_path):
     # given a component whose child ignores SIGTERM and would outlive it
-    code = ("import signal, subprocess, sys, time; "
-            "subprocess.Popen([sys.executable, '-c', "
-            "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)']); "
-            "print('up', flush=True); time.sleep(300)")
+    code = (
+        "import signal, subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', "
+        "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)']); "
+        "print('up', flush=True); time.sleep(300)"
+    )
     sup, _ = _supervise(tmp_path, "beat", code)
     sup.start_all()
     component = sup.components["beat"]

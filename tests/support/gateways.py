@@ -30,5 +30,7 @@ def gateway_script_reset() -> None:
 
 def signed(body: bytes, *, timestamp: int | None = None, event_id: str | None = None) -> dict[str, str]:
     """The gateway's headers for `body` as Django test client keywords (HTTP_X_...)."""
-    return {"HTTP_" + name.upper().replace("-", "_"): value
-            for name, value in callback_headers(body, timestamp=timestamp, event_id=event_id).items()}
+    return {
+        "HTTP_" + name.upper().replace("-", "_"): value
+        for name, value in callback_headers(body, timestamp=timestamp, event_id=event_id).items()
+    }

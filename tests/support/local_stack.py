@@ -23,8 +23,9 @@ READY = "database=ok cache=ok"
 
 def project_copy(destination: Path) -> Path:
     """The checkout's files (tracked and untracked, not ignored) under `destination`."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=PROJECT_DIR,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     for name in files:
         source = PROJECT_DIR / name
         if name == ".venv" or name.startswith(".venv") or not source.is_file():
@@ -68,9 +69,14 @@ class LocalStack:
 
     def start(self, *, timeout: float = 240.0) -> None:
         with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen([sys.executable, "scripts/run_local.py"], cwd=self.project_dir,
-                                          env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
+            self.popen = subprocess.Popen(
+                [sys.executable, "scripts/run_local.py"],
+                cwd=self.project_dir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.wait_for(lambda: READY in self.output(), timeout=timeout, what="a ready status line")
 
     def output(self) -> str:
@@ -80,14 +86,19 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         while not condition():
             if self.popen is not None and self.popen.poll() is not None:
-                raise AssertionError(f"make run exited ({self.popen.returncode}) waiting for {what}:\n"
-                                     f"{self.output()[-4000:]}")
+                raise AssertionError(
+                    f"make run exited ({self.popen.returncode}) waiting for {what}:\n{self.output()[-4000:]}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {what} after {timeout:.0f} s:\n{self.output()[-4000:]}")
             time.sleep(0.3)
 
     def state(self) -> dict:
         return json.loads((self.project_dir / "var" / "run" / "run_local.json").read_text())
+
+    def exited(self) -> bool:
+        """Whether `make run`, once started, has exited."""
+        return self.popen is not None and self.popen.poll() is not None
 
     def stop(self, signum: int = signal.SIGINT, timeout: float = 90.0) -> int:
         assert self.popen is not None
@@ -104,13 +115,18 @@ class LocalStack:
 
     def token(self, username: str = "alice") -> str:
         with self.database() as db:
-            return db.execute("SELECT t.key FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id "
-                              "WHERE u.username = ?", (username,)).fetchone()[0]
+            return db.execute(
+                "SELECT t.key FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id WHERE u.username = ?",
+                (username,),
+            ).fetchone()[0]
 
     def api(self, method: str, path: str, body: dict | None = None, *, token: str) -> tuple[int, dict]:
         request = urllib.request.Request(
-            f"{self.base_url}{path}", method=method, data=json.dumps(body).encode() if body else None,
-            headers={"Authorization": f"Token {token}", "Content-Type": "application/json"})
+            f"{self.base_url}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body else None,
+            headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read() or b"{}")

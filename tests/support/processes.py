@@ -35,8 +35,16 @@ class ManagedProcess:
 
     started: list[ManagedProcess] = []
 
-    def __init__(self, *, name: str, argv: list[str], env: dict[str, str], log_path: Path,
-                 ready_text: str | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        ready_text: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = argv
         self.env = env
@@ -48,8 +56,9 @@ class ManagedProcess:
     def start(self, *, timeout: float = 60.0) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         start_offset = self.log_path.stat().st_size
-        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         ManagedProcess.started.append(self)
         if self.ready_text is None:
             return
@@ -110,7 +119,21 @@ def celery_worker_managed(*, env: dict[str, str], log_path: Path) -> ManagedProc
     """A real Celery worker (solo pool, no beat); `--purge` drops messages left by earlier tests."""
     return ManagedProcess(
         name="celery-worker",
-        argv=[sys.executable, "-m", "celery", "-A", "commerce", "worker", "--pool=solo",
-              "--loglevel=INFO", "--purge", "--without-heartbeat", "--without-gossip",
-              "--without-mingle"],
-        env=env, log_path=log_path, ready_text="ready.")
+        argv=[
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "commerce",
+            "worker",
+            "--pool=solo",
+            "--loglevel=INFO",
+            "--purge",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env=env,
+        log_path=log_path,
+        ready_text="ready.",
+    )

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backoffice.models import DeadLetter
 from backoffice.services import dead_letters_redrive
@@ -9,14 +11,14 @@ from backoffice.services import dead_letters_redrive
 class Command(BaseCommand):
     help = "Dead letters: `list` the open ones, `redrive` them (by id, or --all) after a fix."
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         sub.add_parser("list")
         redrive = sub.add_parser("redrive")
         redrive.add_argument("ids", nargs="*", type=int)
         redrive.add_argument("--all", action="store_true")
 
-    def handle(self, *args, action: str, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
         if action == "list":
             for letter in DeadLetter.objects.filter(status=DeadLetter.Status.OPEN).order_by("id"):
                 self.stdout.write(f"{letter.id}\t{letter.topic}[{letter.partition}]@{letter.offset}\t{letter.error}")

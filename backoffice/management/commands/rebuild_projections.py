@@ -1,30 +1,36 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from backoffice.consumer import EventConsumer
 from backoffice.projections import projections_reset
 
 
 class Command(BaseCommand):
-    help = ("Empty the projections and the group's inbox, then re-read the topics from the "
-            "beginning. Stop the group's live consumers first.")
+    help = (
+        "Empty the projections and the group's inbox, then re-read the topics from the "
+        "beginning. Stop the group's live consumers first."
+    )
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--group", default=None)
         parser.add_argument("--until-idle", type=float, default=5.0, metavar="SECONDS")
 
-    def handle(self, *args, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, **options: Any) -> None:
         group = options["group"] or settings.BACKOFFICE_GROUP_ID
         projections_reset(group=group)
         self.stdout.write(f"projections and inbox of {group} emptied; replaying")
-        consumer = EventConsumer(topics=list(settings.KAFKA_TOPICS.values()), group_id=group,
-                                 seek_to_beginning_on_assign=True)
+        consumer = EventConsumer(
+            topics=list(settings.KAFKA_TOPICS.values()), group_id=group, seek_to_beginning_on_assign=True
+        )
         consumer.install_signal_handlers()
         try:
             stats = consumer.run(until_idle_s=options["until_idle"], on_progress=self.stdout.write)
         finally:
             consumer.close()
-        self.stdout.write(f"replayed {stats.polled} records: applied {stats.applied}, "
-                          f"dead letters {stats.dead_lettered}")
+        self.stdout.write(
+            f"replayed {stats.polled} records: applied {stats.applied}, dead letters {stats.dead_lettered}"
+        )

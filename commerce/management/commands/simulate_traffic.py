@@ -98,8 +98,9 @@ class ApiClient:
 
 
 class Shopper:
-    def __init__(self, client: ApiClient, coupons: list[str], products: list[int], rng: random.Random,
-                 tally: Tally) -> None:
+    def __init__(
+        self, client: ApiClient, coupons: list[str], products: list[int], rng: random.Random, tally: Tally
+    ) -> None:
         self.client, self.coupons, self.products, self.rng, self.tally = client, coupons, products, rng, tally
         self.unpaid_orders: list[int] = []
 
@@ -119,8 +120,12 @@ class Shopper:
             status, _ = self.client.call("DELETE", f"/api/products/{product}/like/")
             self.tally.record("unlike", status)
         elif roll < 0.82 or not self.unpaid_orders:
-            body: dict = {"lines": [{"product_id": p, "quantity": self.rng.randint(1, 2)}
-                                    for p in self.rng.sample(self.products, self.rng.randint(1, 3))]}
+            body: dict = {
+                "lines": [
+                    {"product_id": p, "quantity": self.rng.randint(1, 2)}
+                    for p in self.rng.sample(self.products, self.rng.randint(1, 3))
+                ]
+            }
             if self.coupons and self.rng.random() < 0.2:
                 body["coupon_code"] = self.coupons.pop()
             status, data = self.client.call("POST", "/api/orders/", body)
@@ -157,8 +162,11 @@ class Command(BaseCommand):
         parser.add_argument("--drain-timeout", type=float, default=120.0)
         parser.add_argument("--group", default=None, help="the back office's consumer group")
         parser.add_argument("--json", action="store_true", help="last line: the report as JSON")
-        parser.add_argument("--tolerate-server-errors", action="store_true",
-                            help="fault campaigns: 5xx while a dependency is down do not fail the run")
+        parser.add_argument(
+            "--tolerate-server-errors",
+            action="store_true",
+            help="fault campaigns: 5xx while a dependency is down do not fail the run",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         started_at = timezone.now()
@@ -168,11 +176,14 @@ class Command(BaseCommand):
             raise CommandError("no products: run `manage.py seed_demo` first")
         tally = Tally()
         rng = random.Random(options["seed"])
-        shoppers = [Shopper(ApiClient(options["base_url"], token), coupons[n], products,
-                            random.Random(rng.random()), tally) for n, token in enumerate(tokens)]
+        shoppers = [
+            Shopper(ApiClient(options["base_url"], token), coupons[n], products, random.Random(rng.random()), tally)
+            for n, token in enumerate(tokens)
+        ]
         self._drive(shoppers, options["actions"], options["rate"], tally)
-        drained = self._wait_for_drain(started_at, options["drain_timeout"],
-                                       options["group"] or settings.BACKOFFICE_GROUP_ID)
+        drained = self._wait_for_drain(
+            started_at, options["drain_timeout"], options["group"] or settings.BACKOFFICE_GROUP_ID
+        )
         report = self._report(started_at, tally, drained, options["group"] or settings.BACKOFFICE_GROUP_ID)
         if options["json"]:
             self.stdout.write(json.dumps(report, default=str))
@@ -190,8 +201,13 @@ class Command(BaseCommand):
             for k in range(5):
                 coupon, _ = Coupon.objects.get_or_create(
                     code=f"SIM-{n}-{k}-{int(time.time())}",
-                    defaults={"kind": Coupon.Kind.PERCENT, "value": 10, "owner": user,
-                              "expires_at": timezone.now() + timedelta(days=1)})
+                    defaults={
+                        "kind": Coupon.Kind.PERCENT,
+                        "value": 10,
+                        "owner": user,
+                        "expires_at": timezone.now() + timedelta(days=1),
+                    },
+                )
                 codes.append(coupon.code)
             coupons.append(codes)
         return tokens, coupons
@@ -221,17 +237,20 @@ class Command(BaseCommand):
             width = 30
             filled = int(width * done / max(actions, 1))
             elapsed = time.monotonic() - started
-            self.stdout.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{actions} actions, "
-                              f"{done / elapsed if elapsed else 0:.0f}/s", ending="")
+            self.stdout.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{actions} actions, "
+                f"{done / elapsed if elapsed else 0:.0f}/s",
+                ending="",
+            )
             self.stdout.flush()
             time.sleep(0.5)
         elapsed = time.monotonic() - started
-        self.stdout.write(f"\r[{'#' * 30}] {actions}/{actions} actions in {elapsed:.1f} s "
-                          f"({actions / elapsed:.0f}/s)")
+        self.stdout.write(f"\r[{'#' * 30}] {actions}/{actions} actions in {elapsed:.1f} s ({actions / elapsed:.0f}/s)")
 
     def _wait_for_drain(self, since: datetime, timeout_s: float, group: str) -> bool:
-        self.stdout.write("waiting for the pipeline to drain (payments answered, outbox published, "
-                          "back office caught up)...")
+        self.stdout.write(
+            "waiting for the pipeline to drain (payments answered, outbox published, back office caught up)..."
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -249,28 +268,36 @@ class Command(BaseCommand):
 
     def _drained(self, since: datetime, group: str) -> bool:
         pending_payments = Payment.objects.filter(status=Payment.Status.PENDING).count()
-        orders_behind = Order.objects.filter(status=Order.Status.PENDING_PAYMENT,
-                                             payments__status__in=[Payment.Status.COMPLETED,
-                                                                   Payment.Status.FAILED]).count()
+        orders_behind = Order.objects.filter(
+            status=Order.Status.PENDING_PAYMENT, payments__status__in=[Payment.Status.COMPLETED, Payment.Status.FAILED]
+        ).count()
         pending_events = OutboxEvent.objects.exclude(status=OutboxEvent.Status.PUBLISHED).count()
         published = OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED, created_at__gte=since)
         consumed = InboxEntry.objects.filter(consumer_group=group, event_id__in=published.values("event_id"))
         behind = published.count() - consumed.count()
         if not (pending_payments or orders_behind or pending_events or behind) and not consistency_differences():
             return True
-        self.stdout.write(f"\r  payments pending {pending_payments}, orders behind {orders_behind}, "
-                          f"outbox unpublished {pending_events}, not yet consumed {behind}   ", ending="")
+        self.stdout.write(
+            f"\r  payments pending {pending_payments}, orders behind {orders_behind}, "
+            f"outbox unpublished {pending_events}, not yet consumed {behind}   ",
+            ending="",
+        )
         self.stdout.flush()
         return False
 
     def _report(self, since: datetime, tally: Tally, drained: bool, group: str) -> dict:
         events = OutboxEvent.objects.filter(created_at__gte=since)
         handled = InboxEntry.objects.filter(consumer_group=group, event_id__in=events.values("event_id"))
-        latencies = [(entry.handled_at - entry.occurred_at).total_seconds() * 1000
-                     for entry in handled.only("handled_at", "occurred_at")]
+        latencies = [
+            (entry.handled_at - entry.occurred_at).total_seconds() * 1000
+            for entry in handled.only("handled_at", "occurred_at")
+        ]
         differences = [str(d) for d in consistency_differences()]
-        latency_ms = {"p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
-                      "p99": percentile(latencies, 0.99)}
+        latency_ms = {
+            "p50": percentile(latencies, 0.50),
+            "p95": percentile(latencies, 0.95),
+            "p99": percentile(latencies, 0.99),
+        }
         report = {
             "actions": sum(tally.actions.values()),
             "actions_by_kind": dict(tally.actions),
@@ -291,13 +318,21 @@ class Command(BaseCommand):
         for kind, count in sorted(tally.actions.items()):
             self.stdout.write(f"  {kind:<18} {count}")
         self.stdout.write(f"  HTTP statuses      {report['http_statuses']}")
-        for key in ("throttled_429_retried", "events_recorded", "events_published", "events_consumed",
-                    "dead_letters", "outbox_dead"):
+        for key in (
+            "throttled_429_retried",
+            "events_recorded",
+            "events_published",
+            "events_consumed",
+            "dead_letters",
+            "outbox_dead",
+        ):
             self.stdout.write(f"  {key:<18} {report[key]}")
         lat = latency_ms
         if latencies:
-            self.stdout.write(f"  commit-to-projection latency: p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, "
-                              f"p99 {lat['p99']:.0f} ms ({len(latencies)} events)")
+            self.stdout.write(
+                f"  commit-to-projection latency: p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, "
+                f"p99 {lat['p99']:.0f} ms ({len(latencies)} events)"
+            )
         for error in tally.server_errors[:10]:
             self.stdout.write(f"  SERVER ERROR {error}")
         if differences:

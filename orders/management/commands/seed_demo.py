@@ -17,13 +17,28 @@ from catalog.services import product_create
 from orders.models import Coupon
 from orders.services import coupon_create
 
-PRODUCTS = [("Espresso cup", "8.50"), ("Pour-over kettle", "39.00"), ("Burr grinder", "129.00"),
-            ("Coffee beans 1kg", "24.90"), ("Milk jug", "14.00"), ("Tamper", "19.50"),
-            ("Scale", "45.00"), ("Filter papers", "5.90"), ("Travel mug", "22.00"),
-            ("Cold brew bottle", "27.50"), ("Moka pot", "34.00"), ("French press", "29.00"),
-            ("Knock box", "18.00"), ("Cleaning tablets", "9.90"), ("Latte glass", "7.50"),
-            ("Dripper", "16.00"), ("Server jug", "21.00"), ("Canister", "17.00"),
-            ("Barista apron", "32.00"), ("Descaler", "11.00")]
+PRODUCTS = [
+    ("Espresso cup", "8.50"),
+    ("Pour-over kettle", "39.00"),
+    ("Burr grinder", "129.00"),
+    ("Coffee beans 1kg", "24.90"),
+    ("Milk jug", "14.00"),
+    ("Tamper", "19.50"),
+    ("Scale", "45.00"),
+    ("Filter papers", "5.90"),
+    ("Travel mug", "22.00"),
+    ("Cold brew bottle", "27.50"),
+    ("Moka pot", "34.00"),
+    ("French press", "29.00"),
+    ("Knock box", "18.00"),
+    ("Cleaning tablets", "9.90"),
+    ("Latte glass", "7.50"),
+    ("Dripper", "16.00"),
+    ("Server jug", "21.00"),
+    ("Canister", "17.00"),
+    ("Barista apron", "32.00"),
+    ("Descaler", "11.00"),
+]
 DEMO_USERS = ["alice", "bob", "carol"]
 DEV_ADMIN = ("admin", "admin-dev-only")
 
@@ -49,8 +64,13 @@ class Command(BaseCommand):
             for n, (kind, value) in enumerate([(Coupon.Kind.FIXED, "5.00"), (Coupon.Kind.PERCENT, "10")]):
                 code = f"{username.upper()}-{n + 1}"
                 if not Coupon.objects.filter(code=code).exists():
-                    coupon_create(code=code, owner=user, kind=kind, value=Decimal(value),
-                                  expires_at=timezone.now() + timedelta(days=365))
+                    coupon_create(
+                        code=code,
+                        owner=user,
+                        kind=kind,
+                        value=Decimal(value),
+                        expires_at=timezone.now() + timedelta(days=365),
+                    )
             self.stdout.write(f"user {username}: token {token.key}")
         if settings.DEBUG:
             username, password = DEV_ADMIN

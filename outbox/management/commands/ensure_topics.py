@@ -8,9 +8,11 @@ from outbox.topics import topic_names, topics_ensure
 
 
 class Command(BaseCommand):
-    help = ("Create the event topics and their .dlq topics if missing (idempotent), replicated "
-            "per KAFKA_REPLICATION_FACTOR / KAFKA_MIN_INSYNC_REPLICAS; existing topics that "
-            "differ are reported on stderr, not changed.")
+    help = (
+        "Create the event topics and their .dlq topics if missing (idempotent), replicated "
+        "per KAFKA_REPLICATION_FACTOR / KAFKA_MIN_INSYNC_REPLICAS; existing topics that "
+        "differ are reported on stderr, not changed."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--partitions", type=int, default=None)

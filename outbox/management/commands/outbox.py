@@ -18,20 +18,28 @@ from outbox.topics import topics_check_report
 
 
 class Command(BaseCommand):
-    help = ("Outbox operations: `status` (exit 1 when the oldest pending row is older than "
-            "--max-age; with --topics, also on a topic that differs from the replication policy), "
-            "`requeue` (dead rows back to pending), `drain` (publish now), `purge`.")
+    help = (
+        "Outbox operations: `status` (exit 1 when the oldest pending row is older than "
+        "--max-age; with --topics, also on a topic that differs from the replication policy), "
+        "`requeue` (dead rows back to pending), `drain` (publish now), `purge`."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         status = sub.add_parser("status")
-        status.add_argument("--max-age", type=float, default=None,
-                            help="seconds; exit 1 when the oldest pending row is older "
-                                 "(default OUTBOX_STALE_SECONDS)")
+        status.add_argument(
+            "--max-age",
+            type=float,
+            default=None,
+            help="seconds; exit 1 when the oldest pending row is older (default OUTBOX_STALE_SECONDS)",
+        )
         status.add_argument("--json", action="store_true")
-        status.add_argument("--topics", action="store_true",
-                            help="also compare the topics on Kafka with the replication policy "
-                                 "(outbox/topics.py); exit 1 on a mismatch or when Kafka cannot tell")
+        status.add_argument(
+            "--topics",
+            action="store_true",
+            help="also compare the topics on Kafka with the replication policy "
+            "(outbox/topics.py); exit 1 on a mismatch or when Kafka cannot tell",
+        )
         requeue = sub.add_parser("requeue")
         requeue.add_argument("event_ids", nargs="*", help="event ids; none means every dead row")
         requeue.add_argument("--all", action="store_true")
@@ -42,8 +50,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         if action == "status":
             max_age = options["max_age"]
-            self._status(settings.OUTBOX_STALE_SECONDS if max_age is None else max_age,
-                         options["json"], check_topics=options["topics"])
+            self._status(
+                settings.OUTBOX_STALE_SECONDS if max_age is None else max_age,
+                options["json"],
+                check_topics=options["topics"],
+            )
         elif action == "requeue":
             if not options["event_ids"] and not options["all"]:
                 raise CommandError("name event ids, or pass --all")
@@ -77,15 +88,17 @@ class Command(BaseCommand):
             if result.batches:
                 backlog, stalled_since = None, None
                 continue
-            due = OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING,
-                                             available_at__lte=timezone.now()).count()
+            due = OutboxEvent.objects.filter(
+                status=OutboxEvent.Status.PENDING, available_at__lte=timezone.now()
+            ).count()
             if due == 0:
                 break
             if backlog is None or due < backlog:
                 backlog, stalled_since = due, time.monotonic()
             elif stalled_since is not None and time.monotonic() - stalled_since > settings.OUTBOX_CLAIM_TTL:
-                self.stderr.write(f"{due} due row(s) pending, none claimable for "
-                                  f"{settings.OUTBOX_CLAIM_TTL:.0f} s: stopping")
+                self.stderr.write(
+                    f"{due} due row(s) pending, none claimable for {settings.OUTBOX_CLAIM_TTL:.0f} s: stopping"
+                )
                 break
             time.sleep(0.1)
         self.stdout.write(f"published {total}")
@@ -98,20 +111,37 @@ class Command(BaseCommand):
         mismatches, check_error = topics_check_report() if check_topics else ([], None)
         oldest = max((row.oldest_pending_age_s(now) or 0.0 for row in rows), default=0.0)
         if as_json:
-            self.stdout.write(json.dumps({
-                "topics": [{"topic": r.topic, "pending": r.pending, "dead": r.dead,
-                            "oldest_pending_age_s": r.oldest_pending_age_s(now),
-                            "published_last_minute": r.published_last_minute} for r in rows],
-                "oldest_pending_age_s": oldest,
-                **({"topic_mismatches": [str(m) for m in mismatches], "topic_check_error": check_error}
-                   if check_topics else {})}))
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "topics": [
+                            {
+                                "topic": r.topic,
+                                "pending": r.pending,
+                                "dead": r.dead,
+                                "oldest_pending_age_s": r.oldest_pending_age_s(now),
+                                "published_last_minute": r.published_last_minute,
+                            }
+                            for r in rows
+                        ],
+                        "oldest_pending_age_s": oldest,
+                        **(
+                            {"topic_mismatches": [str(m) for m in mismatches], "topic_check_error": check_error}
+                            if check_topics
+                            else {}
+                        ),
+                    }
+                )
+            )
         else:
             self.stdout.write(f"{'topic':<40} {'pending':>8} {'dead':>6} {'oldest(s)':>10} {'pub/1m':>8}")
             for r in rows:
                 age = r.oldest_pending_age_s(now)
-                self.stdout.write(f"{r.topic:<40} {r.pending:>8} {r.dead:>6} "
-                                  f"{(f'{age:.1f}' if age is not None else '-'):>10} "
-                                  f"{r.published_last_minute:>8}")
+                self.stdout.write(
+                    f"{r.topic:<40} {r.pending:>8} {r.dead:>6} "
+                    f"{(f'{age:.1f}' if age is not None else '-'):>10} "
+                    f"{r.published_last_minute:>8}"
+                )
             if check_error:
                 self.stdout.write(f"topic check: {check_error}")
             for mismatch in mismatches:

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import signal
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from outbox.checks import outbox_settings_ensure_valid
 from outbox.kafka import producer_close
@@ -12,19 +13,26 @@ from outbox.wakeup import wakeup_mode
 
 
 class Command(BaseCommand):
-    help = ("The relay loop (PostgreSQL): LISTENs for the NOTIFY of each recording transaction and "
-            "drains at once, polls every OUTBOX_LOOP_POLL_INTERVAL, stops gracefully on SIGTERM "
-            "or Ctrl-C. Several may run. docs/OUTBOX.md, \"Wake-up\".")
+    help = (
+        "The relay loop (PostgreSQL): LISTENs for the NOTIFY of each recording transaction and "
+        "drains at once, polls every OUTBOX_LOOP_POLL_INTERVAL, stops gracefully on SIGTERM "
+        'or Ctrl-C. Several may run. docs/OUTBOX.md, "Wake-up".'
+    )
 
-    def add_arguments(self, parser) -> None:  # noqa: ANN001
-        parser.add_argument("--poll-interval", type=float, default=None,
-                            help="seconds between drains when nothing is heard "
-                                 "(default OUTBOX_LOOP_POLL_INTERVAL)")
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--poll-interval",
+            type=float,
+            default=None,
+            help="seconds between drains when nothing is heard (default OUTBOX_LOOP_POLL_INTERVAL)",
+        )
 
-    def handle(self, *args, poll_interval: float | None = None, **options) -> None:  # noqa: ANN002, ANN003
+    def handle(self, *args: Any, poll_interval: float | None = None, **options: Any) -> None:
         if wakeup_mode() != "notify":
-            raise CommandError("the relay loop needs PostgreSQL with OUTBOX_WAKEUP=auto or notify "
-                               "(on SQLite, or with OUTBOX_WAKEUP=celery, the Celery worker relays)")
+            raise CommandError(
+                "the relay loop needs PostgreSQL with OUTBOX_WAKEUP=auto or notify "
+                "(on SQLite, or with OUTBOX_WAKEUP=celery, the Celery worker relays)"
+            )
         outbox_settings_ensure_valid()
         waker = Waker()
 
@@ -43,5 +51,7 @@ class Command(BaseCommand):
         finally:
             producer_close()
             waker.close()
-        self.stdout.write(f"relay loop stopped: {stats.drains} drains, {stats.published} published, "
-                          f"{stats.notifications} notifications")
+        self.stdout.write(
+            f"relay loop stopped: {stats.drains} drains, {stats.published} published, "
+            f"{stats.notifications} notifications"
+        )
