@@ -65,7 +65,15 @@ chaos: venv
 	  --actions $(or $(ACTIONS),50000) --faults $(or $(FAULTS),20) $(if $(SEED),--seed $(SEED),)
 
 # Every benchmark; regenerates docs/BENCHMARKS.md and its plot.
-bench: venv
+# The peer of bench/peers.py (django-reliable-outbox) needs Python >= 3.12: a venv of its own,
+# from pyenv's 3.12 when there is one (PEER_PYTHON= to choose another).
+PEER_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) python3.12)
+var/peer-venv/.installed: requirements-peer.txt
+	$(PEER_PYTHON) -m venv var/peer-venv
+	var/peer-venv/bin/pip install -q -r requirements-peer.txt
+	touch $@
+
+bench: venv var/peer-venv/.installed
 	$(PY) -m pip install -q -r requirements-bench.txt
 	scripts/services-up && scripts/kafka-local start && \
 	  $(PY) bench/report.py $(if $(QUICK),--quick,)
