@@ -178,7 +178,7 @@ class EventConsumer:
                                                     forward=self._forward_to_dlq)
                 metrics.consumer_batch_observed(seconds=time.perf_counter() - started)
                 break
-            except Exception as exc:  # noqa: BLE001 - the consumer outlives any error
+            except Exception as exc:  # the consumer outlives any error (BLE sees it logged below)
                 # Only transient errors are expected here (the rest is isolated record by
                 # record); anything else is a bug, logged with its traceback, and the batch is
                 # retried rather than the process killed (`make run` would stop the whole stack).

@@ -13,8 +13,8 @@ from django.conf import settings
 from outbox.relay.claim import claim_batch
 from outbox.relay.rows import ClaimedRow, DrainResult, NotSent
 from outbox.relay.send import acknowledged as _acknowledged, send as _send
-from outbox.relay.stopping import relay_stop_requested
 from outbox.relay.sqlite_lock import single_relay_on_sqlite as _single_relay_on_sqlite
+from outbox.relay.stopping import relay_stop_requested
 from outbox.relay.write_back import write_back as _write_back
 
 logger = logging.getLogger("outbox.relay")

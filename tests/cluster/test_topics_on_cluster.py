@@ -9,9 +9,9 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
-from kafka import KafkaAdminClient
 from tests.factories import user_make
 from tests.support.kafka import kafka_topics_delete
 

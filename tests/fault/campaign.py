@@ -218,7 +218,7 @@ def _inject(kind: str, *, stack: Stack, broker: PrivateBroker, env: dict[str, st
 
 def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], log_dir: Path,
                  topics: dict[str, str], kinds: tuple[str, ...] = FAULT_KINDS,
-                 rate: float = 60.0, say=print) -> CampaignReport:  # noqa: ANN001
+                 rate: float = 60.0, say=print) -> CampaignReport:
     """Run traffic and faults against a fresh stack; returns the report (differences must be 0)."""
     from django.core.management import call_command
     from django.db import connection

@@ -21,7 +21,7 @@ from tests.outbox.events_for_tests import outbox_rows_bulk
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def _when_recreated(topic: str, then) -> threading.Thread:  # noqa: ANN001
+def _when_recreated(topic: str, then) -> threading.Thread:
     """Run `then` as soon as the topic has been deleted and exists again."""
     def watch() -> None:
         admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)

@@ -47,7 +47,7 @@ def _for_event(spans: list[ReadableSpan], prefix: str, event_id: str) -> Readabl
 
 
 def test_an_order_placed_through_the_api_is_one_trace_from_request_to_projection(
-        api_client, kafka_topics, spans):  # noqa: ANN001
+        api_client, kafka_topics, spans):
     # given: an order placed through the API by a caller that sends its own trace context
     user = user_make()
     product = product_make(price="12.50", stock=5)

@@ -16,7 +16,6 @@ from django.db.models import Sum
 from catalog.services import product_create, product_restock
 from outbox.kafka import producer_reset
 from outbox.models import OutboxEvent
-from outbox.relay import relay_drain
 from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.kafka import PrivateBroker, kafka_read_all, kafka_topics_create
 from tests.support.processes import ManagedProcess, celery_worker_managed
@@ -26,14 +25,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.django_db(
 
 
 @pytest.fixture(autouse=True)
-def _fresh_producer():  # noqa: ANN202
+def _fresh_producer():
     producer_reset()
     yield
     producer_reset()
 
 
 @pytest.fixture
-def private_broker(settings, kafka_topics):  # noqa: ANN001, ANN201
+def private_broker(settings, kafka_topics):
     # A free port pair (broker, controller) of this run's own: with a fixed port, parallel runs on
     # one machine would share (and stop) each other's private broker.
     broker = PrivateBroker(port=_free_port_pair())
@@ -66,7 +65,7 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free port pair for a private broker")
 
 
-def _sequences_by_key(records) -> dict[str, list[int]]:  # noqa: ANN001
+def _sequences_by_key(records) -> dict[str, list[int]]:
     by_key: dict[str, list[int]] = defaultdict(list)
     for record in records:
         payload = json.loads(record.value)
@@ -75,7 +74,7 @@ def _sequences_by_key(records) -> dict[str, list[int]]:  # noqa: ANN001
 
 
 def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
-        private_broker, kafka_topics, subprocess_env, tmp_path):  # noqa: ANN001
+        private_broker, kafka_topics, subprocess_env, tmp_path):
     from outbox.tasks import relay_drain_task
 
     # given a real worker relaying to the private broker, with a short backoff

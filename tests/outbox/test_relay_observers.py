@@ -40,7 +40,7 @@ def _counter(name: str, **labels: str) -> float:
 
 
 def test_each_sent_row_has_a_send_span_linked_to_its_creation_and_the_counters_move(
-        kafka_topics, spans):  # noqa: ANN001
+        kafka_topics, spans):
     # given: two rows that go out, and one too large for the broker (a permanent error: dead)
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=2, per_key=1)

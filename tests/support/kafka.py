@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
-
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
