@@ -62,7 +62,9 @@ class _CommitBeforeRevoke(ConsumerRebalanceListener):
             self.loop._positions.pop(tp, None)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        logger.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)})
+        logger.info(
+            "partitions assigned", extra={"partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)}
+        )
         if self.loop.seek_to_beginning_on_assign and assigned:
             self.loop.consumer.seek_to_beginning(*assigned)
 
@@ -78,9 +80,17 @@ AppliedHook = Callable[[list[IncomingEvent], float, dict], None]
 
 
 class EventConsumer:
-    def __init__(self, *, topics: list[str], group_id: str, batch_size: int | None = None,
-                 from_beginning: bool = True, seek_to_beginning_on_assign: bool = False,
-                 progress_every_s: float = 10.0, on_applied: AppliedHook | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        topics: list[str],
+        group_id: str,
+        batch_size: int | None = None,
+        from_beginning: bool = True,
+        seek_to_beginning_on_assign: bool = False,
+        progress_every_s: float = 10.0,
+        on_applied: AppliedHook | None = None,
+    ) -> None:
         self.topics = topics
         self.on_applied = on_applied
         self._lag_read_at = 0.0
@@ -131,15 +141,19 @@ class EventConsumer:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def run(self, *, until_idle_s: float | None = None, max_events: int | None = None,
-            on_progress: Callable[[str], None] | None = None) -> ConsumerStats:
+    def run(
+        self,
+        *,
+        until_idle_s: float | None = None,
+        max_events: int | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> ConsumerStats:
         last_record_at = time.monotonic()
         last_progress_at = time.monotonic()
         progress_polled = 0
         while not self.stopping:
             try:
-                polled = self.consumer.poll(timeout_ms=settings.BACKOFFICE_POLL_TIMEOUT_MS,
-                                            max_records=self.batch_size)
+                polled = self.consumer.poll(timeout_ms=settings.BACKOFFICE_POLL_TIMEOUT_MS, max_records=self.batch_size)
             except KafkaError as exc:
                 self._back_off("kafka poll failed", exc)
                 continue
@@ -174,8 +188,7 @@ class EventConsumer:
                 # One consumer span per record, continuing the producer's context; they end
                 # with the batch's transaction (as errors when it fails and is retried).
                 with consumer_batch_spans(batch.events, group=self.group_id):
-                    outcome = batch_apply_isolating(group=self.group_id, batch=batch,
-                                                    forward=self._forward_to_dlq)
+                    outcome = batch_apply_isolating(group=self.group_id, batch=batch, forward=self._forward_to_dlq)
                 metrics.consumer_batch_observed(seconds=time.perf_counter() - started)
                 break
             except Exception as exc:  # the consumer outlives any error (BLE sees it logged below)
@@ -191,18 +204,22 @@ class EventConsumer:
                     return
         self._after_commit(polled, outcome, batch.events, batch.records)
 
-    def _after_commit(self, polled: dict[TopicPartition, list], outcome: BatchOutcome,
-                      events: list[IncomingEvent], records: dict | None = None) -> None:
+    def _after_commit(
+        self,
+        polled: dict[TopicPartition, list],
+        outcome: BatchOutcome,
+        events: list[IncomingEvent],
+        records: dict | None = None,
+    ) -> None:
         committed_at = time.time()
         if outcome.applied_events:
             metrics.consumer_applied_batch_latency_observed(
-                rows=[(event.topic, event.occurred_at) for event in outcome.applied_events],
-                applied_at=timezone.now())
+                rows=[(event.topic, event.occurred_at) for event in outcome.applied_events], applied_at=timezone.now()
+            )
             if self.on_applied is not None:
                 self.on_applied(outcome.applied_events, committed_at, records or {})
         for topic, counts in outcome.by_topic.items():
-            metrics.consumer_records_observed(topic=topic, applied=counts.applied,
-                                              duplicates=counts.duplicates)
+            metrics.consumer_records_observed(topic=topic, applied=counts.applied, duplicates=counts.duplicates)
             for kind, count in counts.dead_lettered.items():
                 metrics.consumer_records_observed(topic=topic, dead_lettered=count, error=kind)
         for key in outcome.cache_keys_to_delete:
@@ -221,13 +238,23 @@ class EventConsumer:
         if logger.isEnabledFor(logging.DEBUG):
             for event in events:
                 with trace_context(event.traceparent or None):
-                    logger.debug("event handled", extra={
-                        "event_id": str(event.event_id), "event_type": event.event_type,
-                        "topic": event.topic, "partition": event.partition, "offset": event.offset})
+                    logger.debug(
+                        "event handled",
+                        extra={
+                            "event_id": str(event.event_id),
+                            "event_type": event.event_type,
+                            "topic": event.topic,
+                            "partition": event.partition,
+                            "offset": event.offset,
+                        },
+                    )
 
     def offsets_commit(self, *, only: set[TopicPartition] | None = None) -> None:
-        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._applied_offsets.items()
-                   if only is None or tp in only}
+        offsets = {
+            tp: OffsetAndMetadata(offset, "", -1)
+            for tp, offset in self._applied_offsets.items()
+            if only is None or tp in only
+        }
         if not offsets:
             return
         try:
@@ -247,23 +274,36 @@ class EventConsumer:
 
     def _forward_to_dlq(self, poison: list[PoisonRecord]) -> None:
         if self._dlq_producer is None:
-            self._dlq_producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                                               acks="all", enable_idempotence=True, linger_ms=5,
-                                               max_block_ms=5000, **settings.KAFKA_SECURITY)
+            self._dlq_producer = KafkaProducer(
+                bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                max_block_ms=5000,
+                **settings.KAFKA_SECURITY,
+            )
         futures = []
         for record in poison:
-            headers = [(name, raw if isinstance(raw, bytes) else str(raw).encode())
-                       for name, raw in record.headers]
-            headers += [("dlq_error", record.error.encode()[:4000]),
-                        ("dlq_source_topic", record.topic.encode()),
-                        ("dlq_source_partition", str(record.partition).encode()),
-                        ("dlq_source_offset", str(record.offset).encode()),
-                        ("dlq_consumer_group", self.group_id.encode())]
-            futures.append(self._dlq_producer.send(f"{record.topic}.dlq", key=record.key,
-                                                   value=record.value, headers=headers))
-            logger.warning("record dead-lettered", extra={
-                "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "error": record.error})
+            headers = [(name, raw if isinstance(raw, bytes) else str(raw).encode()) for name, raw in record.headers]
+            headers += [
+                ("dlq_error", record.error.encode()[:4000]),
+                ("dlq_source_topic", record.topic.encode()),
+                ("dlq_source_partition", str(record.partition).encode()),
+                ("dlq_source_offset", str(record.offset).encode()),
+                ("dlq_consumer_group", self.group_id.encode()),
+            ]
+            futures.append(
+                self._dlq_producer.send(f"{record.topic}.dlq", key=record.key, value=record.value, headers=headers)
+            )
+            logger.warning(
+                "record dead-lettered",
+                extra={
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "error": record.error,
+                },
+            )
         self._dlq_producer.flush(timeout=30)
         for future in futures:
             future.get(timeout=0)  # raises the send's error: the batch is retried, never skipped
@@ -275,8 +315,7 @@ class EventConsumer:
     def _back_off(self, message: str, exc: BaseException, *, attempt: int = 1) -> None:
         self.stats.retries += 1
         delay = min(30.0, 0.2 * (2 ** min(attempt, 8)))
-        logger.warning(message, extra={"error": f"{type(exc).__name__}: {exc}"[:500],
-                                       "retry_in_s": round(delay, 2)})
+        logger.warning(message, extra={"error": f"{type(exc).__name__}: {exc}"[:500], "retry_in_s": round(delay, 2)})
         # A dropped database connection is useless now: the next attempt opens a new one.
         try:
             connection.close()
@@ -289,9 +328,11 @@ class EventConsumer:
 
     def _progress_line(self, polled: int, seconds: float) -> str:
         lag = self.lag()
-        return (f"consumed {self.stats.polled} (applied {self.stats.applied}, duplicates "
-                f"{self.stats.duplicates}, dead letters {self.stats.dead_lettered}); "
-                f"{polled / seconds if seconds else 0:.0f} events/s; lag {lag}")
+        return (
+            f"consumed {self.stats.polled} (applied {self.stats.applied}, duplicates "
+            f"{self.stats.duplicates}, dead letters {self.stats.dead_lettered}); "
+            f"{polled / seconds if seconds else 0:.0f} events/s; lag {lag}"
+        )
 
     def _lag_observe(self) -> None:
         """The lag gauge of every assigned partition: the high watermark of the last fetch
@@ -308,8 +349,7 @@ class EventConsumer:
             except KafkaError:
                 continue
             if position is not None:
-                metrics.consumer_lag_observed(topic=tp.topic, partition=tp.partition,
-                                              lag=max(0, highwater - position))
+                metrics.consumer_lag_observed(topic=tp.topic, partition=tp.partition, lag=max(0, highwater - position))
 
     def lag(self) -> int | None:
         assignment = list(self.consumer.assignment())

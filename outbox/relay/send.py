@@ -59,8 +59,14 @@ class SentBatch:
     spans: dict[int, Any] = field(default_factory=dict)
 
 
-def send(token: uuid.UUID, rows: list[ClaimedRow], *, deadline: float,
-         abort: threading.Event | None = None, claimed_at: float = 0.0) -> SentBatch:
+def send(
+    token: uuid.UUID,
+    rows: list[ClaimedRow],
+    *,
+    deadline: float,
+    abort: threading.Event | None = None,
+    claimed_at: float = 0.0,
+) -> SentBatch:
     """Hand the rows to the producer in seq order until one is refused, the deadline passes,
     the process is stopping or `abort` is set (an earlier batch failed while this one was being
     sent); does not wait for the acknowledgements. While tracing is on, each row handed over gets
@@ -92,12 +98,16 @@ def send(token: uuid.UUID, rows: list[ClaimedRow], *, deadline: float,
             os.kill(os.getpid(), signal.SIGKILL)
         if spans is not None:
             spans[row.seq] = relay_send_span_start(
-                topic=row.topic, event_id=row.event_id, event_type=row.type, key=row.key,
-                traceparent=(row.headers or {}).get("traceparent"))
+                topic=row.topic,
+                event_id=row.event_id,
+                event_type=row.type,
+                key=row.key,
+                traceparent=(row.headers or {}).get("traceparent"),
+            )
         try:
-            futures[row.seq] = send_one(row.topic, key=row.key.encode(),
-                                        value=row.payload_text.encode(),
-                                        headers=record_headers(row))
+            futures[row.seq] = send_one(
+                row.topic, key=row.key.encode(), value=row.payload_text.encode(), headers=record_headers(row)
+            )
         except Exception as exc:  # noqa: BLE001 - the row's failure is recorded on the row
             if abort.is_set():  # the producer was closed under this send: not this row's fault
                 return _stop_at(batch, index, None, why="an earlier batch failed")
@@ -115,13 +125,15 @@ def _stop_at(batch: SentBatch, index: int, error: BaseException | None, *, why: 
         batch.outcomes[row.seq] = NotSent(why)
     batch.stopped = why
     if batch.rows[index:]:
-        logger.warning("send stopped before the end of the batch",
-                       extra={"reason": why, "not_sent": len(batch.rows) - index})
+        logger.warning(
+            "send stopped before the end of the batch", extra={"reason": why, "not_sent": len(batch.rows) - index}
+        )
     return batch
 
 
-def acknowledged(batch: SentBatch, *, flush: bool, after_abort: bool = False,
-                 abort: threading.Event | None = None) -> tuple[dict[int, object], bool]:
+def acknowledged(
+    batch: SentBatch, *, flush: bool, after_abort: bool = False, abort: threading.Event | None = None
+) -> tuple[dict[int, object], bool]:
     """Wait until the broker answered for every row of the batch (or its deadline passed).
 
     Returns (seq -> RecordMetadata or the exception that row ended with, whether the producer
@@ -149,8 +161,7 @@ def acknowledged(batch: SentBatch, *, flush: bool, after_abort: bool = False,
         elif aborted or after_abort:
             outcomes[seq] = NotSent("the producer was dropped after an earlier failure")
         else:
-            outcomes[seq] = (future.exception if future.is_done
-                             else KafkaError("not acknowledged before the deadline"))
+            outcomes[seq] = future.exception if future.is_done else KafkaError("not acknowledged before the deadline")
             aborted = True
             if abort is not None:
                 abort.set()  # before the producer goes: the next batch's send stops first

@@ -41,27 +41,30 @@ def _ids(span: ReadableSpan) -> tuple[int, int]:
 
 
 def _for_event(spans: list[ReadableSpan], prefix: str, event_id: str) -> ReadableSpan:
-    (span,) = [s for s in spans if s.name.startswith(prefix)
-               and s.attributes.get("messaging.message.id") == event_id]
+    (span,) = [s for s in spans if s.name.startswith(prefix) and s.attributes.get("messaging.message.id") == event_id]
     return span
 
 
-def test_an_order_placed_through_the_api_is_one_trace_from_request_to_projection(
-        api_client, kafka_topics, spans):
+def test_an_order_placed_through_the_api_is_one_trace_from_request_to_projection(api_client, kafka_topics, spans):
     # given: an order placed through the API by a caller that sends its own trace context
     user = user_make()
     product = product_make(price="12.50", stock=5)
     api_client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
-    response = api_client.post("/api/orders/", {"lines": [{"product_id": product.id, "quantity": 2}]},
-                               format="json", HTTP_TRACEPARENT=f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01")
+    response = api_client.post(
+        "/api/orders/",
+        {"lines": [{"product_id": product.id, "quantity": 2}]},
+        format="json",
+        HTTP_TRACEPARENT=f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01",
+    )
     assert response.status_code == 201, response.content
     row = OutboxEvent.objects.get(aggregateid=str(response.json()["id"]), type="OrderCreated")
     event_id = str(row.event_id)
 
     # when: the relay sends it to the broker and the back office consumes it
     drained = relay_drain()
-    consumer = EventConsumer(topics=list(settings.KAFKA_TOPICS.values()),
-                             group_id=f"trace-{uuid.uuid4().hex[:6]}", batch_size=50)
+    consumer = EventConsumer(
+        topics=list(settings.KAFKA_TOPICS.values()), group_id=f"trace-{uuid.uuid4().hex[:6]}", batch_size=50
+    )
     try:
         consumer.run(until_idle_s=3.0)
     finally:
@@ -90,6 +93,8 @@ def test_an_order_placed_through_the_api_is_one_trace_from_request_to_projection
     for span in (create, send, process):
         assert span.attributes["messaging.message.id"] == event_id
         assert span.attributes["messaging.destination.name"] == row.topic
-    assert send.attributes["messaging.destination.partition.id"] == (
-        process.attributes["messaging.destination.partition.id"])
+    assert (
+        send.attributes["messaging.destination.partition.id"]
+        == (process.attributes["messaging.destination.partition.id"])
+    )
     assert process.attributes["messaging.kafka.offset"] == OutboxEvent.objects.get(pk=row.pk).kafka_offset
