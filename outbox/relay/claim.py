@@ -20,17 +20,23 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.db.models import F, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from outbox.models import OutboxEvent
-from outbox.relay.rows import SEND_FIELDS, ClaimedRow, unfinished_statuses
+from outbox.relay.rows import SEND_FIELDS, ClaimedRow, outbox_column, unfinished_statuses
 
 _TABLE = OutboxEvent._meta.db_table
+
+# A candidate row as the claim's SELECT returns it: seq, key, whether it holds a lease token
+# (lapsed), attempts.
+Candidate = tuple[int, str, bool, int]
 
 
 def _blocking_statuses_sql() -> str:
@@ -70,11 +76,11 @@ def _lanes() -> list[str]:
     return topics if settings.OUTBOX_FAIR_SHARE and len(topics) > 1 else []
 
 
-def _fair_candidates(cursor, *, limit: int, params: dict, lock: str) -> list[tuple]:  # noqa: ANN001
+def _fair_candidates(cursor: CursorWrapper, *, limit: int, params: dict[str, Any], lock: str) -> list[Candidate]:
     """Up to `limit` claimable rows, oldest first: first up to an equal share for each topic
     (so that a flood on one topic cannot push another's events behind it), then the oldest
     of any topic to fill the batch."""
-    picked: list[tuple] = []
+    picked: list[Candidate] = []
     lanes = _lanes()
     share = max(1, limit // len(lanes)) if lanes else 0
     last_of_lane: dict[str, int] = {}
@@ -92,7 +98,8 @@ def _fair_candidates(cursor, *, limit: int, params: dict, lock: str) -> list[tup
         # The fill skips what each topic's share already went through: up to its last row
         # taken, a topic's claimable rows are all in the claim. Plain comparisons, evaluated
         # before the per-key check, so the rows already scanned cost no second probe.
-        exclude, extra = "", {}
+        exclude = ""
+        extra: dict[str, str | int] = {}
         for n, (topic, last) in enumerate(last_of_lane.items()):
             exclude += f" AND (o.topic <> %(lane{n})s OR o.seq > %(last{n})s)"
             extra.update({f"lane{n}": topic, f"last{n}": last})
@@ -202,9 +209,9 @@ def _pg_claim(
 
 
 def _pg_without_rows_another_relay_is_claiming(
-    cursor,
+    cursor: CursorWrapper,
     candidates: list[tuple[int, str]],
-    *,  # noqa: ANN001
+    *,
     in_flight: uuid.UUID,
 ) -> list[int]:
     """The candidates, less the rows of a key whose older row is outside this claim.
@@ -217,9 +224,7 @@ def _pg_without_rows_another_relay_is_claiming(
     if not candidates:
         return []
     picked = [seq for seq, _ in candidates]
-    last_of_key: dict[str, int] = {}
-    for seq, key in candidates:
-        last_of_key[key] = seq
+    last_of_key = {key: seq for seq, key in candidates}
     cursor.execute(
         f"SELECT o.key, min(o.seq) FROM {_TABLE} o "
         "JOIN unnest(%(keys)s::text[], %(lasts)s::bigint[]) AS k(key, last) "
@@ -234,11 +239,11 @@ def _pg_without_rows_another_relay_is_claiming(
 
 
 def _pg_lease(
-    cursor,
+    cursor: CursorWrapper,
     kept: list[int],
     *,
     abandoned: list[int],
-    token: uuid.UUID,  # noqa: ANN001
+    token: uuid.UUID,
     expires: datetime,
 ) -> list[ClaimedRow]:
     if abandoned:
@@ -300,7 +305,7 @@ def _pg_lease(
 def _sqlite_claim(
     *, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UUID, expires: datetime
 ) -> list[ClaimedRow]:
-    field = OutboxEvent._meta.get_field
+    field = outbox_column
     params = {
         "now": field("available_at").get_db_prep_value(now, connection),
         "in_flight": field("claim_token").get_db_prep_value(in_flight, connection),
@@ -343,13 +348,11 @@ def _sqlite_claim(
     return _flag_abandoned(rows, settled.abandoned)
 
 
-def _sqlite_without_rows_outside_the_claim(candidates: list[tuple], *, in_flight: uuid.UUID) -> list[int]:
+def _sqlite_without_rows_outside_the_claim(candidates: list[Candidate], *, in_flight: uuid.UUID) -> list[int]:
     """SQLite's twin of `_pg_without_rows_another_relay_is_claiming` (one drain at a time there:
     only a key's row on another topic beyond that topic's share can be outside the claim)."""
     picked = {seq for seq, *_ in candidates}
-    last_of_key: dict[str, int] = {}
-    for seq, key, *_ in candidates:
-        last_of_key[key] = seq
+    last_of_key = {key: seq for seq, key, *_ in candidates}
     first_outside: dict[str, int] = {}
     keys = list(last_of_key)
     for chunk_start in range(0, len(keys), 500):

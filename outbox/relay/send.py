@@ -8,6 +8,7 @@ key never goes out after an earlier one failed, and a batch never outlives its l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -19,10 +20,11 @@ from typing import Any
 
 from django.conf import settings
 from kafka.errors import KafkaError
+from kafka.producer.future import FutureRecordMetadata
 
 from commerce.observability.telemetry import relay_send_span_start, telemetry_enabled
 from outbox.kafka import producer_get, producer_reset
-from outbox.relay.rows import ClaimedRow, NotSent, ProducerUnavailable
+from outbox.relay.rows import ClaimedRow, NotSent, Outcome, ProducerUnavailable
 from outbox.relay.stopping import relay_stop_requested
 
 logger = logging.getLogger("outbox.relay")
@@ -50,8 +52,8 @@ class SentBatch:
 
     token: uuid.UUID
     rows: list[ClaimedRow]
-    futures: dict[int, object]
-    outcomes: dict[int, object]
+    futures: dict[int, FutureRecordMetadata]
+    outcomes: dict[int, Outcome]
     deadline: float  # time.monotonic() by which the acks must be in: half the lease
     stopped: str = ""  # why the send stopped before the end of the batch, if it did
     claimed_at: float = 0.0  # time.monotonic() of its claim: the batch duration's start
@@ -72,8 +74,8 @@ def send(
     sent); does not wait for the acknowledgements. While tracing is on, each row handed over gets
     its "send" span (linked to the row's traceparent), ended by the write-back."""
     abort = abort or threading.Event()
-    outcomes: dict[int, object] = {}
-    futures: dict[int, object] = {}
+    outcomes: dict[int, Outcome] = {}
+    futures: dict[int, FutureRecordMetadata] = {}
     batch = SentBatch(token, rows, futures, outcomes, deadline, claimed_at=claimed_at)
     spans = batch.spans if telemetry_enabled() else None
     try:
@@ -133,7 +135,7 @@ def _stop_at(batch: SentBatch, index: int, error: BaseException | None, *, why: 
 
 def acknowledged(
     batch: SentBatch, *, flush: bool, after_abort: bool = False, abort: threading.Event | None = None
-) -> tuple[dict[int, object], bool]:
+) -> tuple[dict[int, Outcome], bool]:
     """Wait until the broker answered for every row of the batch (or its deadline passed).
 
     Returns (seq -> RecordMetadata or the exception that row ended with, whether the producer
@@ -152,10 +154,10 @@ def acknowledged(
             logger.warning("producer flush did not complete", extra={"error": repr(exc)})
     for seq, future in batch.futures.items():
         if not future.is_done and not aborted:
-            try:
-                future.get(timeout=max(0.0, batch.deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 - the outcome is read from the future below
-                pass
+            # Whatever the wait ends with, the outcome is read from the future below.
+            with contextlib.suppress(Exception):
+                timeout = max(0.0, batch.deadline - time.monotonic())
+                future.get(timeout=timeout)  # type: ignore[no-untyped-call]  # get() unannotated in types-kafka-python
         if future.is_done and future.exception is None:
             outcomes[seq] = future.value
         elif aborted or after_abort:

@@ -17,7 +17,15 @@ from kafka.errors import KafkaError
 from commerce.observability.telemetry import relay_send_span_end
 from commerce.tracing import trace_context
 from outbox.models import OutboxEvent
-from outbox.relay.rows import PERMANENT_ERRORS, ClaimedRow, DrainResult, NotSent, backoff_seconds
+from outbox.relay.rows import (
+    PERMANENT_ERRORS,
+    ClaimedRow,
+    DrainResult,
+    NotSent,
+    Outcome,
+    backoff_seconds,
+    outbox_column,
+)
 
 logger = logging.getLogger("outbox.relay")
 
@@ -26,7 +34,7 @@ def write_back(
     *,
     token: uuid.UUID,
     rows: list[ClaimedRow],
-    outcomes: dict[int, object],
+    outcomes: dict[int, Outcome],
     result: DrainResult,
     blocked_keys: set[str] | None = None,
     spans: dict[int, Any] | None = None,
@@ -152,7 +160,7 @@ def _observe(
     all_marked: bool,
     failed: list[ClaimedRow],
     released: list[int],
-    outcomes: dict[int, object],
+    outcomes: dict[int, Outcome],
     spans: dict[int, Any] | None,
     acked_at: datetime,
 ) -> None:
@@ -175,9 +183,11 @@ def _observe(
     for row in failed:
         span = spans.pop(row.seq, None)
         if span is not None:
+            # A failed row's outcome is its exception, or none at all (then its last_error says why).
+            outcome = outcomes.get(row.seq)
             relay_send_span_end(
                 span,
-                error=outcomes.get(row.seq) or row.last_error,  # type: ignore[arg-type]
+                error=outcome if isinstance(outcome, BaseException) else row.last_error,
                 dead=row.status == OutboxEvent.Status.DEAD,
             )
     for seq in released:
@@ -200,7 +210,7 @@ def _mark_published(*, token: uuid.UUID, rows: list[ClaimedRow], now: datetime) 
     which costs more than the sends themselves).
     """
     table = connection.ops.quote_name(OutboxEvent._meta.db_table)
-    field = OutboxEvent._meta.get_field
+    field = outbox_column
     token_db = field("claim_token").get_db_prep_value(token, connection)
     now_db = field("published_at").get_db_prep_value(now, connection)
     with connection.cursor() as cursor:
