@@ -15,6 +15,7 @@ the Kafka offsets.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -26,11 +27,13 @@ from django.core.cache import cache
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
+from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from backoffice.contract import IncomingEvent
-from backoffice.isolation import batch_apply_isolating, error_is_transient, records_parse
+from backoffice.isolation import ConsumedRecord, batch_apply_isolating, error_is_transient, records_parse
 from backoffice.projections import BatchOutcome, PoisonRecord
 from commerce.observability import metrics
 from commerce.observability.telemetry import consumer_batch_spans
@@ -76,7 +79,7 @@ LAG_EVERY_S = 1.0
 # Called after each batch's transaction committed with its applied events, the time.time() of
 # the commit and the batch's records by (topic, partition, offset) (bench/e2e.py measures
 # commit -> projection with it, and the consumer's own leg from the records' Kafka timestamps).
-AppliedHook = Callable[[list[IncomingEvent], float, dict], None]
+AppliedHook = Callable[[list[IncomingEvent], float, dict[tuple[str, int, int], ConsumedRecord]], None]
 
 
 class EventConsumer:
@@ -179,7 +182,7 @@ class EventConsumer:
                 break
         return self.stats
 
-    def _process(self, polled: dict[TopicPartition, list]) -> None:
+    def _process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         batch = records_parse(record for records in polled.values() for record in records)
         attempt = 0
         while True:
@@ -190,7 +193,6 @@ class EventConsumer:
                 with consumer_batch_spans(batch.events, group=self.group_id):
                     outcome = batch_apply_isolating(group=self.group_id, batch=batch, forward=self._forward_to_dlq)
                 metrics.consumer_batch_observed(seconds=time.perf_counter() - started)
-                break
             except Exception as exc:  # the consumer outlives any error (BLE sees it logged below)
                 # Only transient errors are expected here (the rest is isolated record by
                 # record); anything else is a bug, logged with its traceback, and the batch is
@@ -202,14 +204,17 @@ class EventConsumer:
                 if self.stopping:
                     self._seek_back(polled)
                     return
-        self._after_commit(polled, outcome, batch.events, batch.records)
+            else:
+                # Outside the try: an error after the commit is not a reason to apply the batch again.
+                self._after_commit(polled, outcome, batch.events, batch.records)
+                return
 
     def _after_commit(
         self,
-        polled: dict[TopicPartition, list],
+        polled: dict[TopicPartition, list[ConsumerRecord]],
         outcome: BatchOutcome,
         events: list[IncomingEvent],
-        records: dict | None = None,
+        records: dict[tuple[str, int, int], ConsumedRecord] | None = None,
     ) -> None:
         committed_at = time.time()
         if outcome.applied_events:
@@ -227,8 +232,8 @@ class EventConsumer:
                 cache.delete(key)
             except Exception:  # noqa: BLE001 - a stale cache entry expires by itself
                 logger.warning("cache invalidation failed", extra={"cache_key": key})
-        for tp, records in polled.items():
-            self._applied_offsets[tp] = self._positions[tp] = records[-1].offset + 1
+        for tp, tp_records in polled.items():
+            self._applied_offsets[tp] = self._positions[tp] = tp_records[-1].offset + 1
         self.offsets_commit()
         self.stats.batches += 1
         self.stats.polled += sum(len(records) for records in polled.values())
@@ -282,7 +287,7 @@ class EventConsumer:
                 max_block_ms=5000,
                 **settings.KAFKA_SECURITY,
             )
-        futures = []
+        futures: list[FutureRecordMetadata] = []
         for record in poison:
             headers = [(name, raw if isinstance(raw, bytes) else str(raw).encode()) for name, raw in record.headers]
             headers += [
@@ -306,9 +311,10 @@ class EventConsumer:
             )
         self._dlq_producer.flush(timeout=30)
         for future in futures:
-            future.get(timeout=0)  # raises the send's error: the batch is retried, never skipped
+            # Raises the send's error: the batch is retried, never skipped.
+            future.get(timeout=0)  # type: ignore[no-untyped-call]  # get() unannotated in types-kafka-python
 
-    def _seek_back(self, polled: dict[TopicPartition, list]) -> None:
+    def _seek_back(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, records in polled.items():
             self.consumer.seek(tp, records[0].offset)
 
@@ -317,10 +323,8 @@ class EventConsumer:
         delay = min(30.0, 0.2 * (2 ** min(attempt, 8)))
         logger.warning(message, extra={"error": f"{type(exc).__name__}: {exc}"[:500], "retry_in_s": round(delay, 2)})
         # A dropped database connection is useless now: the next attempt opens a new one.
-        try:
+        with contextlib.suppress(DatabaseError):
             connection.close()
-        except DatabaseError:
-            pass
         close_old_connections()
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not self.stopping:
@@ -357,7 +361,14 @@ class EventConsumer:
             return None
         try:
             ends = self.consumer.end_offsets(assignment)
-            return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in assignment)
+            lag = 0
+            for tp in assignment:
+                end = ends[tp]
+                position = self.consumer.position(tp)
+                if position is None:  # no position known yet: neither is the lag
+                    return None
+                lag += max(0, end - position)
+            return lag
         # KeyError: kafka-python leaves out of end_offsets the partitions of a topic deleted
         # since the assignment (until the group rebalances), then indexes them.
         except (KafkaError, KeyError):
