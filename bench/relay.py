@@ -34,6 +34,7 @@ import os
 import statistics
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from common import (
     RssSampler,
@@ -46,6 +47,11 @@ from common import (
     topics_delete,
     topics_fresh,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tests.support.kafka import KafkaCluster
 
 KEYS = 1000
 
@@ -86,14 +92,14 @@ def main() -> None:
     rounds = options.rounds or (3 if options.quick else 5)
     naive_sample = options.naive_sample or (300 if options.quick else 2000)
     django_setup()
-    cluster = cluster_use() if options.brokers == 3 else None
+    cluster, cluster_started_here = cluster_use() if options.brokers == 3 else (None, False)
     latency_rate = options.latency_rate if options.latency_rate is not None else (1000 if cluster else 0)
 
-    import kafka
     from django.conf import settings
     from django.db.models import TextField
     from django.db.models.functions import Cast
     from kafka import KafkaProducer
+    from kafka.version import __version__ as kafka_python_version
 
     from outbox.kafka import producer_config, producer_get, producer_reset
     from outbox.models import OutboxEvent
@@ -140,10 +146,7 @@ def main() -> None:
                 say(f"  published {published}/{total} ({published / elapsed:,.0f} events/s so far)")
         return published, time.perf_counter() - started
 
-    if cluster is None:
-        topics = topics_fresh(["catalog-events"])
-    else:
-        topics = cluster_topics_fresh(cluster)
+    topics = topics_fresh(["catalog-events"]) if cluster is None else cluster_topics_fresh(cluster)
     topic = topics["catalog-events"]
     naive_config = {"bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY}
     settings_print(
@@ -154,7 +157,7 @@ def main() -> None:
         producer=producer_config(),
         naive=naive_config,
         tracing=options.tracing,
-        kafka_python=kafka.__version__,
+        kafka_python=kafka_python_version,
     )
     tables_empty(OutboxEvent)
     latency: dict[str, float] = {}
@@ -288,7 +291,7 @@ def main() -> None:
     finally:
         tables_empty(OutboxEvent)
         topics_delete(topics)
-        if cluster is not None and cluster.started_here:
+        if cluster is not None and cluster_started_here:
             cluster.stop()
 
     ratios = sorted(m["ratio"] for m in measured)
@@ -323,7 +326,7 @@ def main() -> None:
             "brokers": options.brokers,
             "tracing": options.tracing,
             "kafka_broker": broker_version(),
-            "kafka_python": kafka.__version__,
+            "kafka_python": kafka_python_version,
             **({"replication_factor": 3, "min_insync_replicas": 2} if cluster else {}),
             **(
                 {
@@ -350,7 +353,8 @@ def broker_version() -> str:
 
     admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
     try:
-        return ".".join(str(part) for part in admin._client.check_version())
+        # kafka-python's only version probe is on the admin's private client.
+        return ".".join(str(part) for part in admin._client.check_version())  # type: ignore[attr-defined]  # private: not in the stubs
     finally:
         admin.close()
 
@@ -391,32 +395,34 @@ def settings_print(
 
 def tracing_on() -> None:
     """OpenTelemetry on, as in production (batched export), into an exporter that drops spans."""
+    from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     from commerce.observability.telemetry import telemetry_configure
 
     class Drop(SpanExporter):
-        def export(self, spans):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
     telemetry_configure(exporter=Drop(), batch=True, instrument_django=False, set_global=False)
 
 
-def cluster_use():
-    """The local 3-node cluster, started if it does not answer; this process's clients on it."""
+def cluster_use() -> tuple[KafkaCluster, bool]:
+    """The local 3-node cluster, started if it does not answer (then True: this run stops it);
+    this process's clients on it."""
     from django.conf import settings
 
     from tests.support.kafka import KafkaCluster
 
     cluster = KafkaCluster()
-    cluster.started_here = not cluster.is_up()
-    say(f"cluster: {cluster.bootstrap} ({'starting it' if cluster.started_here else 'running'})")
+    started_here = not cluster.is_up()
+    say(f"cluster: {cluster.bootstrap} ({'starting it' if started_here else 'running'})")
     cluster.start()
     settings.KAFKA_BOOTSTRAP_SERVERS = list(cluster.bootstrap_list)
-    return cluster
+    return cluster, started_here
 
 
-def cluster_topics_fresh(cluster) -> dict[str, str]:
+def cluster_topics_fresh(cluster: KafkaCluster) -> dict[str, str]:
     """Fresh topics on the cluster, made by the project's own topics_ensure (RF 3, min ISR 2)."""
     import uuid
 
@@ -468,7 +474,10 @@ def commit_to_ack_latency(*, topic: str, rate: int, seconds: float) -> dict[str,
     stop.set()
     relay.join(timeout=120)
     rows = list(OutboxEvent.objects.filter(status="published").values_list("created_at", "published_at"))
-    millis = sorted((published - created).total_seconds() * 1000 for created, published in rows)
+    # Published rows all have their published_at (the None is the type's, for the other statuses).
+    millis = sorted(
+        (published - created).total_seconds() * 1000 for created, published in rows if published is not None
+    )
     quantiles = statistics.quantiles(millis, n=100)
     return {
         "events": len(millis),

@@ -23,7 +23,8 @@ BENCHMARKS = ["relay", "record", "consumer", "e2e", "payment_confirm", "latency"
 def run(name: str, quick: bool) -> dict:
     argv = [sys.executable, str(PROJECT_DIR / "bench" / f"{name}.py")] + (["--quick"] if quick else [])
     print(f"== bench/{name}.py {'--quick' if quick else ''}", flush=True)
-    process = subprocess.run(argv, cwd=PROJECT_DIR, capture_output=True, text=True)
+    # Not check=True: a failed benchmark's output is printed first, below.
+    process = subprocess.run(argv, cwd=PROJECT_DIR, capture_output=True, text=True, check=False)
     print(process.stdout[-3000:], flush=True)
     if process.returncode != 0:
         print(process.stderr[-3000:], file=sys.stderr)
@@ -43,7 +44,7 @@ def machine() -> str:
     memory_kb = int(
         next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
     )
-    postgres = subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip()
+    postgres = subprocess.run(["psql", "--version"], capture_output=True, text=True, check=False).stdout.strip()
     return (
         f"{os.cpu_count()} cores ({cpu}), {memory_kb / 1024 / 1024:.0f} GiB RAM, "
         f"Python {platform.python_version()}, {postgres}, Kafka 4.1.1 (single KRaft node, "
@@ -99,7 +100,8 @@ def write_report(results: dict[str, dict], quick: bool) -> None:
             f"{relay['relay_eps']:,} events/s",
             f"raw producer {relay['raw_eps']:,}/s",
             f"{relay['ratio_vs_raw']:.2f}x (median of {relay.get('rounds', 1)} rounds, min "
-            f"{relay.get('ratio_min', relay['ratio_vs_raw']):.2f}, max {relay.get('ratio_max', relay['ratio_vs_raw']):.2f})",
+            f"{relay.get('ratio_min', relay['ratio_vs_raw']):.2f}, "
+            f"max {relay.get('ratio_max', relay['ratio_vs_raw']):.2f})",
             ">= 0.80x raw",
             verdict(relay["ratio_vs_raw"] >= 0.8),
         ),
@@ -253,12 +255,12 @@ so figures are compared with a baseline measured in the same run.
   ({e2e.get("relay", "celery_kick")}) and a real consumer; latency = the time right after the back office's
   commit - the event's occurred_at.
 - `bench/payment_confirm.py`: `make run` for real on its defaults (SQLite, the file-based Celery
-  queue) in a copy of the checkout, {payment["rate"]:g} orders/s for {payment["seconds"]:g} s through the HTTP API, each order
-  paid; latency = the order's `confirmed_at` - the payment's `created_at` (includes the simulated
+  queue) in a copy of the checkout, {payment["rate"]:g} orders/s for {payment["seconds"]:g} s through the HTTP API,
+  each order paid; latency = the order's `confirmed_at` - the payment's `created_at` (includes the simulated
   gateway's 0.2 s). Deepest file queue: {now["max_queue_depth"]}. Baseline: `make run` as of
   before issue 17 (`git archive` of the commit in BASELINE_REF), same traffic: it confirmed
-  {before.get("confirmed")} of {before.get("orders_paid")} paid orders within 180 s after the traffic{unsettled}, deepest queue
-  {before.get("max_queue_depth")}.
+  {before.get("confirmed")} of {before.get("orders_paid")} paid orders within 180 s after the traffic{unsettled},
+  deepest queue {before.get("max_queue_depth")}.
 
 ## Latency (commit → ack)
 
@@ -291,9 +293,9 @@ broker and PostgreSQL, same run. Drain: ours {peers["ours_eps"]:,} events/s, the
 
 
 def plot(results: dict[str, dict]) -> None:
-    import matplotlib
+    import matplotlib as mpl
 
-    matplotlib.use("Agg")
+    mpl.use("Agg")
     import matplotlib.pyplot as plt
 
     relay, consumer, e2e = results["relay"], results["consumer"], results["e2e"]
