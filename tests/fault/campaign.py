@@ -91,18 +91,19 @@ class CampaignReport:
     def table(self) -> str:
         data = self.as_json()
         lines = ["== fault campaign ==", f"{'seed':<30}{self.seed}"]
-        for kind in FAULT_KINDS:
-            lines.append(f"{'faults: ' + kind:<30}{self.faults.get(kind, 0)}")
-        for key in (
-            "actions",
-            "events",
-            "duplicates_absorbed",
-            "poison_injected",
-            "dead_letters",
-            "server_errors_during_faults",
-            "differences",
-        ):
-            lines.append(f"{key:<30}{data[key]}")
+        lines.extend(f"{'faults: ' + kind:<30}{self.faults.get(kind, 0)}" for kind in FAULT_KINDS)
+        lines.extend(
+            f"{key:<30}{data[key]}"
+            for key in (
+                "actions",
+                "events",
+                "duplicates_absorbed",
+                "poison_injected",
+                "dead_letters",
+                "server_errors_during_faults",
+                "differences",
+            )
+        )
         return "\n".join(lines)
 
 
@@ -207,7 +208,7 @@ def _inject(
     kind: str,
     *,
     stack: Stack,
-    broker: PrivateBroker,
+    broker: PrivateBroker | KafkaCluster,
     env: dict[str, str],
     topics: dict[str, str],
     report: CampaignReport,
@@ -252,6 +253,8 @@ def _inject(
         report.poison_injected += injected
         return f"{injected} records"
     if kind == "broker_kill":
+        if not isinstance(broker, KafkaCluster):  # a kind of the campaign only on the cluster
+            raise ValueError("broker_kill needs the 3-node cluster (KAFKA_BROKERS=3)")
         node = broker_kill_draw(seed=seed, moment=moment, brokers=broker.brokers)
         roles = _node_roles(broker, node, topics=topics, group=env.get("BACKOFFICE_GROUP_ID", "backoffice"))
         broker_kill(broker, seed=seed, moment=moment)

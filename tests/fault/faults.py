@@ -69,6 +69,8 @@ def hot_key_backlog(*, product_id: int, events: int, hold_s: float) -> str:
             .values_list("seq", flat=True)
             .first()
         )
+        if first is None:  # the events were recorded just above, in this transaction
+            raise RuntimeError("hot key backlog: no event recorded")
         OutboxEvent.objects.filter(seq=first).update(
             available_at=timezone.now() + timedelta(seconds=hold_s),
             attempts=1,

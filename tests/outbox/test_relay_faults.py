@@ -90,7 +90,7 @@ def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
     # and the broker goes down; 500 events are recorded through the services
     private_broker.stop()
     products = [product_create(name=f"P{n}", price=Decimal("1.00"), stock=0) for n in range(10)]
-    for round_number in range(49):
+    for _ in range(49):
         for product in products:
             product_restock(product_id=product.id, quantity=1)
     assert OutboxEvent.objects.count() == 500
@@ -122,7 +122,8 @@ def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
     records = kafka_read_all(kafka_topics["catalog-events"], expected=500, timeout_s=60)
     assert len({r.headers["event_id"] for r in records}) == 500
     for key, versions in _sequences_by_key(records).items():
-        assert versions == sorted(versions) and versions == list(range(1, 51)), key
+        assert versions == sorted(versions), key
+        assert versions == list(range(1, 51)), key
     worker.stop()
 
 
