@@ -15,6 +15,7 @@ the Kafka offsets.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -26,11 +27,13 @@ from django.core.cache import cache
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
+from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from backoffice.contract import IncomingEvent
-from backoffice.isolation import batch_apply_isolating, error_is_transient, records_parse
+from backoffice.isolation import ConsumedRecord, batch_apply_isolating, error_is_transient, records_parse
 from backoffice.projections import BatchOutcome, PoisonRecord
 from commerce.observability import metrics
 from commerce.observability.telemetry import consumer_batch_spans
@@ -62,7 +65,9 @@ class _CommitBeforeRevoke(ConsumerRebalanceListener):
             self.loop._positions.pop(tp, None)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        logger.info("partitions assigned", extra={"partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)})
+        logger.info(
+            "partitions assigned", extra={"partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)}
+        )
         if self.loop.seek_to_beginning_on_assign and assigned:
             self.loop.consumer.seek_to_beginning(*assigned)
 
@@ -74,13 +79,21 @@ LAG_EVERY_S = 1.0
 # Called after each batch's transaction committed with its applied events, the time.time() of
 # the commit and the batch's records by (topic, partition, offset) (bench/e2e.py measures
 # commit -> projection with it, and the consumer's own leg from the records' Kafka timestamps).
-AppliedHook = Callable[[list[IncomingEvent], float, dict], None]
+AppliedHook = Callable[[list[IncomingEvent], float, dict[tuple[str, int, int], ConsumedRecord]], None]
 
 
 class EventConsumer:
-    def __init__(self, *, topics: list[str], group_id: str, batch_size: int | None = None,
-                 from_beginning: bool = True, seek_to_beginning_on_assign: bool = False,
-                 progress_every_s: float = 10.0, on_applied: AppliedHook | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        topics: list[str],
+        group_id: str,
+        batch_size: int | None = None,
+        from_beginning: bool = True,
+        seek_to_beginning_on_assign: bool = False,
+        progress_every_s: float = 10.0,
+        on_applied: AppliedHook | None = None,
+    ) -> None:
         self.topics = topics
         self.on_applied = on_applied
         self._lag_read_at = 0.0
@@ -131,15 +144,19 @@ class EventConsumer:
 
     # --- the loop ----------------------------------------------------------------------------
 
-    def run(self, *, until_idle_s: float | None = None, max_events: int | None = None,
-            on_progress: Callable[[str], None] | None = None) -> ConsumerStats:
+    def run(
+        self,
+        *,
+        until_idle_s: float | None = None,
+        max_events: int | None = None,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> ConsumerStats:
         last_record_at = time.monotonic()
         last_progress_at = time.monotonic()
         progress_polled = 0
         while not self.stopping:
             try:
-                polled = self.consumer.poll(timeout_ms=settings.BACKOFFICE_POLL_TIMEOUT_MS,
-                                            max_records=self.batch_size)
+                polled = self.consumer.poll(timeout_ms=settings.BACKOFFICE_POLL_TIMEOUT_MS, max_records=self.batch_size)
             except KafkaError as exc:
                 self._back_off("kafka poll failed", exc)
                 continue
@@ -165,7 +182,7 @@ class EventConsumer:
                 break
         return self.stats
 
-    def _process(self, polled: dict[TopicPartition, list]) -> None:
+    def _process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         batch = records_parse(record for records in polled.values() for record in records)
         attempt = 0
         while True:
@@ -174,11 +191,9 @@ class EventConsumer:
                 # One consumer span per record, continuing the producer's context; they end
                 # with the batch's transaction (as errors when it fails and is retried).
                 with consumer_batch_spans(batch.events, group=self.group_id):
-                    outcome = batch_apply_isolating(group=self.group_id, batch=batch,
-                                                    forward=self._forward_to_dlq)
+                    outcome = batch_apply_isolating(group=self.group_id, batch=batch, forward=self._forward_to_dlq)
                 metrics.consumer_batch_observed(seconds=time.perf_counter() - started)
-                break
-            except Exception as exc:  # noqa: BLE001 - the consumer outlives any error
+            except Exception as exc:  # the consumer outlives any error (BLE sees it logged below)
                 # Only transient errors are expected here (the rest is isolated record by
                 # record); anything else is a bug, logged with its traceback, and the batch is
                 # retried rather than the process killed (`make run` would stop the whole stack).
@@ -189,20 +204,27 @@ class EventConsumer:
                 if self.stopping:
                     self._seek_back(polled)
                     return
-        self._after_commit(polled, outcome, batch.events, batch.records)
+            else:
+                # Outside the try: an error after the commit is not a reason to apply the batch again.
+                self._after_commit(polled, outcome, batch.events, batch.records)
+                return
 
-    def _after_commit(self, polled: dict[TopicPartition, list], outcome: BatchOutcome,
-                      events: list[IncomingEvent], records: dict | None = None) -> None:
+    def _after_commit(
+        self,
+        polled: dict[TopicPartition, list[ConsumerRecord]],
+        outcome: BatchOutcome,
+        events: list[IncomingEvent],
+        records: dict[tuple[str, int, int], ConsumedRecord] | None = None,
+    ) -> None:
         committed_at = time.time()
         if outcome.applied_events:
             metrics.consumer_applied_batch_latency_observed(
-                rows=[(event.topic, event.occurred_at) for event in outcome.applied_events],
-                applied_at=timezone.now())
+                rows=[(event.topic, event.occurred_at) for event in outcome.applied_events], applied_at=timezone.now()
+            )
             if self.on_applied is not None:
                 self.on_applied(outcome.applied_events, committed_at, records or {})
         for topic, counts in outcome.by_topic.items():
-            metrics.consumer_records_observed(topic=topic, applied=counts.applied,
-                                              duplicates=counts.duplicates)
+            metrics.consumer_records_observed(topic=topic, applied=counts.applied, duplicates=counts.duplicates)
             for kind, count in counts.dead_lettered.items():
                 metrics.consumer_records_observed(topic=topic, dead_lettered=count, error=kind)
         for key in outcome.cache_keys_to_delete:
@@ -210,8 +232,8 @@ class EventConsumer:
                 cache.delete(key)
             except Exception:  # noqa: BLE001 - a stale cache entry expires by itself
                 logger.warning("cache invalidation failed", extra={"cache_key": key})
-        for tp, records in polled.items():
-            self._applied_offsets[tp] = self._positions[tp] = records[-1].offset + 1
+        for tp, tp_records in polled.items():
+            self._applied_offsets[tp] = self._positions[tp] = tp_records[-1].offset + 1
         self.offsets_commit()
         self.stats.batches += 1
         self.stats.polled += sum(len(records) for records in polled.values())
@@ -221,13 +243,23 @@ class EventConsumer:
         if logger.isEnabledFor(logging.DEBUG):
             for event in events:
                 with trace_context(event.traceparent or None):
-                    logger.debug("event handled", extra={
-                        "event_id": str(event.event_id), "event_type": event.event_type,
-                        "topic": event.topic, "partition": event.partition, "offset": event.offset})
+                    logger.debug(
+                        "event handled",
+                        extra={
+                            "event_id": str(event.event_id),
+                            "event_type": event.event_type,
+                            "topic": event.topic,
+                            "partition": event.partition,
+                            "offset": event.offset,
+                        },
+                    )
 
     def offsets_commit(self, *, only: set[TopicPartition] | None = None) -> None:
-        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._applied_offsets.items()
-                   if only is None or tp in only}
+        offsets = {
+            tp: OffsetAndMetadata(offset, "", -1)
+            for tp, offset in self._applied_offsets.items()
+            if only is None or tp in only
+        }
         if not offsets:
             return
         try:
@@ -247,41 +279,52 @@ class EventConsumer:
 
     def _forward_to_dlq(self, poison: list[PoisonRecord]) -> None:
         if self._dlq_producer is None:
-            self._dlq_producer = KafkaProducer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                                               acks="all", enable_idempotence=True, linger_ms=5,
-                                               max_block_ms=5000, **settings.KAFKA_SECURITY)
-        futures = []
+            self._dlq_producer = KafkaProducer(
+                bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                max_block_ms=5000,
+                **settings.KAFKA_SECURITY,
+            )
+        futures: list[FutureRecordMetadata] = []
         for record in poison:
-            headers = [(name, raw if isinstance(raw, bytes) else str(raw).encode())
-                       for name, raw in record.headers]
-            headers += [("dlq_error", record.error.encode()[:4000]),
-                        ("dlq_source_topic", record.topic.encode()),
-                        ("dlq_source_partition", str(record.partition).encode()),
-                        ("dlq_source_offset", str(record.offset).encode()),
-                        ("dlq_consumer_group", self.group_id.encode())]
-            futures.append(self._dlq_producer.send(f"{record.topic}.dlq", key=record.key,
-                                                   value=record.value, headers=headers))
-            logger.warning("record dead-lettered", extra={
-                "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "error": record.error})
+            headers = [(name, raw if isinstance(raw, bytes) else str(raw).encode()) for name, raw in record.headers]
+            headers += [
+                ("dlq_error", record.error.encode()[:4000]),
+                ("dlq_source_topic", record.topic.encode()),
+                ("dlq_source_partition", str(record.partition).encode()),
+                ("dlq_source_offset", str(record.offset).encode()),
+                ("dlq_consumer_group", self.group_id.encode()),
+            ]
+            futures.append(
+                self._dlq_producer.send(f"{record.topic}.dlq", key=record.key, value=record.value, headers=headers)
+            )
+            logger.warning(
+                "record dead-lettered",
+                extra={
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "error": record.error,
+                },
+            )
         self._dlq_producer.flush(timeout=30)
         for future in futures:
-            future.get(timeout=0)  # raises the send's error: the batch is retried, never skipped
+            # Raises the send's error: the batch is retried, never skipped.
+            future.get(timeout=0)  # type: ignore[no-untyped-call]  # get() unannotated in types-kafka-python
 
-    def _seek_back(self, polled: dict[TopicPartition, list]) -> None:
+    def _seek_back(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, records in polled.items():
             self.consumer.seek(tp, records[0].offset)
 
     def _back_off(self, message: str, exc: BaseException, *, attempt: int = 1) -> None:
         self.stats.retries += 1
         delay = min(30.0, 0.2 * (2 ** min(attempt, 8)))
-        logger.warning(message, extra={"error": f"{type(exc).__name__}: {exc}"[:500],
-                                       "retry_in_s": round(delay, 2)})
+        logger.warning(message, extra={"error": f"{type(exc).__name__}: {exc}"[:500], "retry_in_s": round(delay, 2)})
         # A dropped database connection is useless now: the next attempt opens a new one.
-        try:
+        with contextlib.suppress(DatabaseError):
             connection.close()
-        except DatabaseError:
-            pass
         close_old_connections()
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not self.stopping:
@@ -289,9 +332,11 @@ class EventConsumer:
 
     def _progress_line(self, polled: int, seconds: float) -> str:
         lag = self.lag()
-        return (f"consumed {self.stats.polled} (applied {self.stats.applied}, duplicates "
-                f"{self.stats.duplicates}, dead letters {self.stats.dead_lettered}); "
-                f"{polled / seconds if seconds else 0:.0f} events/s; lag {lag}")
+        return (
+            f"consumed {self.stats.polled} (applied {self.stats.applied}, duplicates "
+            f"{self.stats.duplicates}, dead letters {self.stats.dead_lettered}); "
+            f"{polled / seconds if seconds else 0:.0f} events/s; lag {lag}"
+        )
 
     def _lag_observe(self) -> None:
         """The lag gauge of every assigned partition: the high watermark of the last fetch
@@ -308,8 +353,7 @@ class EventConsumer:
             except KafkaError:
                 continue
             if position is not None:
-                metrics.consumer_lag_observed(topic=tp.topic, partition=tp.partition,
-                                              lag=max(0, highwater - position))
+                metrics.consumer_lag_observed(topic=tp.topic, partition=tp.partition, lag=max(0, highwater - position))
 
     def lag(self) -> int | None:
         assignment = list(self.consumer.assignment())
@@ -317,7 +361,14 @@ class EventConsumer:
             return None
         try:
             ends = self.consumer.end_offsets(assignment)
-            return sum(max(0, ends[tp] - self.consumer.position(tp)) for tp in assignment)
+            lag = 0
+            for tp in assignment:
+                end = ends[tp]
+                position = self.consumer.position(tp)
+                if position is None:  # no position known yet: neither is the lag
+                    return None
+                lag += max(0, end - position)
+            return lag
         # KeyError: kafka-python leaves out of end_offsets the partitions of a topic deleted
         # since the assignment (until the group rebalances), then indexes them.
         except (KafkaError, KeyError):

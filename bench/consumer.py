@@ -62,13 +62,13 @@ def main() -> None:
     django_setup()
 
     from django.conf import settings
+    from kafka import KafkaConsumer
     from kafka.structs import OffsetAndMetadata
 
     from backoffice.consumer import EventConsumer
     from backoffice.contract import ContractViolation, event_parse
     from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
     from backoffice.projections import batch_apply
-    from kafka import KafkaConsumer
     from tests.backoffice.stream import produce, projections_differences, stream_make
 
     def reset() -> None:

@@ -25,11 +25,11 @@ def main() -> None:
     django_setup()
     # After django_setup(): the models and the consumer need the app registry.
     from django.conf import settings
+    from kafka import KafkaProducer
 
     from backoffice.consumer import EventConsumer
     from backoffice.contract import IncomingEvent
     from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
-    from kafka import KafkaProducer
     from tests.backoffice.stream import view
 
     wait = int(sys.argv[1]) if len(sys.argv) > 1 else settings.BACKOFFICE_FETCH_MAX_WAIT_MS

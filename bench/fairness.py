@@ -34,8 +34,8 @@ def main() -> None:
     from django.conf import settings
     from django.db import connection
     from django.utils import timezone
-
     from kafka import KafkaConsumer, TopicPartition
+
     from outbox.kafka import producer_reset
     from outbox.models import OutboxEvent
     from outbox.relay import relay_drain

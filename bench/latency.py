@@ -58,9 +58,8 @@ def versions() -> dict[str, str]:
     KAFKA_JARS_DIR when set), the clients', PostgreSQL's."""
     from django.conf import settings
     from django.db import connection
-    from kafka.version import __version__ as kafka_version
-
     from kafka import KafkaAdminClient
+    from kafka.version import __version__ as kafka_version
 
     found = {"kafka-python": kafka_version}
     admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
@@ -92,9 +91,9 @@ def versions() -> dict[str, str]:
 def relay_child(out_path: str) -> None:
     """One relay loop whose producer notes each acknowledgement; dumps them at SIGTERM."""
     django_setup()
+    from kafka import KafkaProducer
     from kafka.producer.future import FutureRecordMetadata
 
-    from kafka import KafkaProducer
     from outbox.relay.listen import Waker, relay_loop
     from outbox.relay.stopping import relay_stop_request
 

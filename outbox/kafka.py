@@ -13,9 +13,8 @@ import threading
 from typing import Any
 
 from django.conf import settings
-from kafka.errors import IllegalStateError
-
 from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import IllegalStateError
 
 logger = logging.getLogger(__name__)
 

@@ -20,17 +20,23 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.db.models import F, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from outbox.models import OutboxEvent
-from outbox.relay.rows import SEND_FIELDS, ClaimedRow, unfinished_statuses
+from outbox.relay.rows import SEND_FIELDS, ClaimedRow, outbox_column, unfinished_statuses
 
 _TABLE = OutboxEvent._meta.db_table
+
+# A candidate row as the claim's SELECT returns it: seq, key, whether it holds a lease token
+# (lapsed), attempts.
+Candidate = tuple[int, str, bool, int]
 
 
 def _blocking_statuses_sql() -> str:
@@ -44,19 +50,23 @@ def _candidates_sql(*, lock: str, topic: bool = False, exclude: str = "") -> str
     key that makes `o` wait: unfinished, and neither due-and-unleased (then it is claimed before
     `o`, in this claim) nor in this drain's batch in flight. Named `%(...)s` parameters: now,
     in_flight, limit, and topic."""
-    claimable = ("{t}.status = 'pending' AND {t}.available_at <= %(now)s "
-                 "AND ({t}.claim_expires_at IS NULL OR {t}.claim_expires_at < %(now)s)")
+    claimable = (
+        "{t}.status = 'pending' AND {t}.available_at <= %(now)s "
+        "AND ({t}.claim_expires_at IS NULL OR {t}.claim_expires_at < %(now)s)"
+    )
     return (
         f"SELECT o.seq, o.key, o.claim_token IS NOT NULL, o.attempts FROM {_TABLE} o WHERE "
         + claimable.format(t="o")
-        + (" AND o.topic = %(topic)s" if topic else "") + exclude
+        + (" AND o.topic = %(topic)s" if topic else "")
+        + exclude
         + f" AND NOT EXISTS (SELECT 1 FROM {_TABLE} b WHERE b.key = o.key AND b.seq < o.seq"
         # lower(): the statuses that block, written so that they do not imply status =
         # 'pending' (see _pg_claim: a probe must use the (key, seq) index, never the pending one).
         f" AND b.status <> 'published' AND lower(b.status) IN ({_blocking_statuses_sql()})"
         " AND NOT (" + claimable.format(t="b") + ")"
         " AND (b.claim_token IS NULL OR b.claim_token <> %(in_flight)s))"
-        f" ORDER BY o.seq LIMIT %(limit)s {lock}")
+        f" ORDER BY o.seq LIMIT %(limit)s {lock}"
+    )
 
 
 def _lanes() -> list[str]:
@@ -66,17 +76,18 @@ def _lanes() -> list[str]:
     return topics if settings.OUTBOX_FAIR_SHARE and len(topics) > 1 else []
 
 
-def _fair_candidates(cursor, *, limit: int, params: dict, lock: str) -> list[tuple]:  # noqa: ANN001
+def _fair_candidates(cursor: CursorWrapper, *, limit: int, params: dict[str, Any], lock: str) -> list[Candidate]:
     """Up to `limit` claimable rows, oldest first: first up to an equal share for each topic
     (so that a flood on one topic cannot push another's events behind it), then the oldest
     of any topic to fill the batch."""
-    picked: list[tuple] = []
+    picked: list[Candidate] = []
     lanes = _lanes()
     share = max(1, limit // len(lanes)) if lanes else 0
     last_of_lane: dict[str, int] = {}
     for topic in lanes:
-        cursor.execute(_candidates_sql(lock=lock, topic=True),
-                       {**params, "topic": topic, "limit": min(share, limit - len(picked))})
+        cursor.execute(
+            _candidates_sql(lock=lock, topic=True), {**params, "topic": topic, "limit": min(share, limit - len(picked))}
+        )
         rows = cursor.fetchall()
         if rows:
             last_of_lane[topic] = rows[-1][0]
@@ -87,19 +98,20 @@ def _fair_candidates(cursor, *, limit: int, params: dict, lock: str) -> list[tup
         # The fill skips what each topic's share already went through: up to its last row
         # taken, a topic's claimable rows are all in the claim. Plain comparisons, evaluated
         # before the per-key check, so the rows already scanned cost no second probe.
-        exclude, extra = "", {}
+        exclude = ""
+        extra: dict[str, str | int] = {}
         for n, (topic, last) in enumerate(last_of_lane.items()):
             exclude += f" AND (o.topic <> %(lane{n})s OR o.seq > %(last{n})s)"
             extra.update({f"lane{n}": topic, f"last{n}": last})
-        cursor.execute(_candidates_sql(lock=lock, exclude=exclude),
-                       {**params, **extra, "limit": limit - len(picked)})
+        cursor.execute(_candidates_sql(lock=lock, exclude=exclude), {**params, **extra, "limit": limit - len(picked)})
         picked.extend(cursor.fetchall())
     picked.sort()
     return picked
 
 
-def claim_batch(*, token: uuid.UUID, limit: int, now: datetime | None = None,
-                in_flight: uuid.UUID | None = None) -> list[ClaimedRow]:
+def claim_batch(
+    *, token: uuid.UUID, limit: int, now: datetime | None = None, in_flight: uuid.UUID | None = None
+) -> list[ClaimedRow]:
     """Claim up to `limit` rows for this relay (token `token`), oldest first. Commits on return.
 
     `in_flight` is the token of this drain's batch that is sent but not yet written back.
@@ -155,45 +167,53 @@ def _flag_abandoned(rows: list[ClaimedRow], abandoned: list[int]) -> list[Claime
 
 
 def _dead_reason(attempts: int | str) -> str:
-    return (f"{ABANDONED} {attempts} times (OUTBOX_MAX_ATTEMPTS={settings.OUTBOX_MAX_ATTEMPTS}): "
-            "marked dead at claim")
+    return f"{ABANDONED} {attempts} times (OUTBOX_MAX_ATTEMPTS={settings.OUTBOX_MAX_ATTEMPTS}): marked dead at claim"
 
 
 # --- PostgreSQL: plain SQL with array parameters, one statement per step whatever the batch size
 # (an `IN` list of 2,000 placeholders costs more to build and parse than the rows cost to read).
 
-def _pg_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UUID,
-              expires: datetime) -> list[ClaimedRow]:
+
+def _pg_claim(
+    *, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UUID, expires: datetime
+) -> list[ClaimedRow]:
     with connection.cursor() as cursor:
         # The claim's one right plan: ordered index scans that stop at the limit, each per-key
         # probe an index range of its key. On a table never analyzed (a fresh deployment, a
         # bulk load) the planner estimates a handful of rows and may instead sort every pending
         # row and probe with a bitmap of the whole pending index: quadratic, minutes at 20,000
         # rows (seen in the concurrent-relays test). For this transaction only.
-        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; "
-                       "SET LOCAL enable_sort = off")
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off")
         # SKIP LOCKED: concurrent relays take disjoint rows. The partial indexes on pending rows
         # by seq (and by topic, seq) yield them oldest first: each scan stops after its limit.
-        candidates = _fair_candidates(cursor, limit=limit, params={"now": now, "in_flight": in_flight},
-                                      lock="FOR UPDATE OF o SKIP LOCKED")
-        free = set(_pg_without_rows_another_relay_is_claiming(
-            cursor, [(seq, key) for seq, key, _, _ in candidates], in_flight=in_flight))
+        candidates = _fair_candidates(
+            cursor, limit=limit, params={"now": now, "in_flight": in_flight}, lock="FOR UPDATE OF o SKIP LOCKED"
+        )
+        free = set(
+            _pg_without_rows_another_relay_is_claiming(
+                cursor, [(seq, key) for seq, key, _, _ in candidates], in_flight=in_flight
+            )
+        )
         settled = _settle([candidate for candidate in candidates if candidate[0] in free])
         if settled.doomed:
             cursor.execute(
                 f"UPDATE {_TABLE} SET status = 'dead', attempts = attempts + 1, "
                 "last_error = format(%(reason)s, attempts + 1), "
                 "claim_token = NULL, claim_expires_at = NULL WHERE seq = ANY(%(doomed)s)",
-                {"doomed": settled.doomed, "reason": _dead_reason("%s")})
+                {"doomed": settled.doomed, "reason": _dead_reason("%s")},
+            )
         if not settled.kept:
             return []
-        rows = _pg_lease(cursor, settled.kept, abandoned=settled.abandoned, token=token,
-                         expires=expires)
+        rows = _pg_lease(cursor, settled.kept, abandoned=settled.abandoned, token=token, expires=expires)
         return _flag_abandoned(rows, settled.abandoned)
 
 
-def _pg_without_rows_another_relay_is_claiming(cursor, candidates: list[tuple[int, str]], *,  # noqa: ANN001
-                                               in_flight: uuid.UUID) -> list[int]:
+def _pg_without_rows_another_relay_is_claiming(
+    cursor: CursorWrapper,
+    candidates: list[tuple[int, str]],
+    *,
+    in_flight: uuid.UUID,
+) -> list[int]:
     """The candidates, less the rows of a key whose older row is outside this claim.
 
     Such a row is either being claimed by another relay right now (skipped by SKIP LOCKED, it
@@ -204,9 +224,7 @@ def _pg_without_rows_another_relay_is_claiming(cursor, candidates: list[tuple[in
     if not candidates:
         return []
     picked = [seq for seq, _ in candidates]
-    last_of_key: dict[str, int] = {}
-    for seq, key in candidates:
-        last_of_key[key] = seq
+    last_of_key = {key: seq for seq, key in candidates}
     cursor.execute(
         f"SELECT o.key, min(o.seq) FROM {_TABLE} o "
         "JOIN unnest(%(keys)s::text[], %(lasts)s::bigint[]) AS k(key, last) "
@@ -214,18 +232,25 @@ def _pg_without_rows_another_relay_is_claiming(cursor, candidates: list[tuple[in
         f"WHERE o.status <> 'published' AND o.status IN ({_blocking_statuses_sql()}) "
         "AND NOT (o.seq = ANY(%(picked)s)) "
         "AND (o.claim_token IS NULL OR o.claim_token <> %(in_flight)s) GROUP BY o.key",
-        {"keys": list(last_of_key), "lasts": list(last_of_key.values()), "picked": picked,
-         "in_flight": in_flight})
+        {"keys": list(last_of_key), "lasts": list(last_of_key.values()), "picked": picked, "in_flight": in_flight},
+    )
     first_outside = dict(cursor.fetchall())
     return [seq for seq, key in candidates if seq < first_outside.get(key, seq + 1)]
 
 
-def _pg_lease(cursor, kept: list[int], *, abandoned: list[int], token: uuid.UUID,  # noqa: ANN001
-              expires: datetime) -> list[ClaimedRow]:
+def _pg_lease(
+    cursor: CursorWrapper,
+    kept: list[int],
+    *,
+    abandoned: list[int],
+    token: uuid.UUID,
+    expires: datetime,
+) -> list[ClaimedRow]:
     if abandoned:
         cursor.execute(
-            f"UPDATE {_TABLE} SET attempts = attempts + 1, last_error = %(reason)s "
-            "WHERE seq = ANY(%(abandoned)s)", {"abandoned": abandoned, "reason": ABANDONED})
+            f"UPDATE {_TABLE} SET attempts = attempts + 1, last_error = %(reason)s WHERE seq = ANY(%(abandoned)s)",
+            {"abandoned": abandoned, "reason": ABANDONED},
+        )
     # Text columns where the header wants text: converting 2,000 uuids and timestamps to
     # Python objects and back costs as much as the update itself.
     cursor.execute(
@@ -234,68 +259,112 @@ def _pg_lease(cursor, kept: list[int], *, abandoned: list[int], token: uuid.UUID
         "aggregatetype, aggregateid, aggregate_version, headers::text, "
         "replace(to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
         "'.000000Z', 'Z'), attempts, payload::text",
-        {"token": token, "expires": expires, "kept": kept})
+        {"token": token, "expires": expires, "kept": kept},
+    )
     fetched = cursor.fetchall()
     loads = json.loads
-    rows = [ClaimedRow(seq, event_id, topic, key, type_, version, aggregatetype, aggregateid,
-                       aggregate_version, loads(headers), occurred_at, attempts, payload)
-            for (seq, event_id, topic, key, type_, version, aggregatetype, aggregateid,
-                 aggregate_version, headers, occurred_at, attempts, payload) in fetched]
+    rows = [
+        ClaimedRow(
+            seq,
+            event_id,
+            topic,
+            key,
+            type_,
+            version,
+            aggregatetype,
+            aggregateid,
+            aggregate_version,
+            loads(headers),
+            occurred_at,
+            attempts,
+            payload,
+        )
+        for (
+            seq,
+            event_id,
+            topic,
+            key,
+            type_,
+            version,
+            aggregatetype,
+            aggregateid,
+            aggregate_version,
+            headers,
+            occurred_at,
+            attempts,
+            payload,
+        ) in fetched
+    ]
     rows.sort(key=lambda row: row.seq)
     return rows
 
 
 # --- SQLite: one drain at a time holds the file lock (sqlite_lock.py), so no row locks are needed.
 
-def _sqlite_claim(*, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UUID,
-                  expires: datetime) -> list[ClaimedRow]:
-    field = OutboxEvent._meta.get_field
-    params = {"now": field("available_at").get_db_prep_value(now, connection),
-              "in_flight": field("claim_token").get_db_prep_value(in_flight, connection)}
+
+def _sqlite_claim(
+    *, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UUID, expires: datetime
+) -> list[ClaimedRow]:
+    field = outbox_column
+    params = {
+        "now": field("available_at").get_db_prep_value(now, connection),
+        "in_flight": field("claim_token").get_db_prep_value(in_flight, connection),
+    }
     with connection.cursor() as cursor:
         candidates = _fair_candidates(cursor, limit=limit, params=params, lock="")
     free = set(_sqlite_without_rows_outside_the_claim(candidates, in_flight=in_flight))
-    settled = _settle([(seq, key, bool(was_abandoned), attempts)
-                       for seq, key, was_abandoned, attempts in candidates if seq in free])
+    settled = _settle(
+        [(seq, key, bool(was_abandoned), attempts) for seq, key, was_abandoned, attempts in candidates if seq in free]
+    )
     for seq in settled.doomed:
         attempts = OutboxEvent.objects.get(seq=seq).attempts + 1
         OutboxEvent.objects.filter(seq=seq).update(
-            status=OutboxEvent.Status.DEAD, attempts=attempts, last_error=_dead_reason(attempts),
-            claim_token=None, claim_expires_at=None)
+            status=OutboxEvent.Status.DEAD,
+            attempts=attempts,
+            last_error=_dead_reason(attempts),
+            claim_token=None,
+            claim_expires_at=None,
+        )
     if settled.abandoned:
-        OutboxEvent.objects.filter(seq__in=settled.abandoned).update(
-            attempts=F("attempts") + 1, last_error=ABANDONED)
+        OutboxEvent.objects.filter(seq__in=settled.abandoned).update(attempts=F("attempts") + 1, last_error=ABANDONED)
     kept = settled.kept
     if not kept:
         return []
     for chunk_start in range(0, len(kept), 500):
-        OutboxEvent.objects.filter(seq__in=kept[chunk_start:chunk_start + 500]).update(
-            claim_token=token, claim_expires_at=expires)
+        OutboxEvent.objects.filter(seq__in=kept[chunk_start : chunk_start + 500]).update(
+            claim_token=token, claim_expires_at=expires
+        )
     rows: list[ClaimedRow] = []
     for chunk_start in range(0, len(kept), 500):
-        claimed = (OutboxEvent.objects.filter(seq__in=kept[chunk_start:chunk_start + 500])
-                   # The payload goes out as the JSON text the database holds: no decode and
-                   # re-encode per row.
-                   .annotate(payload_text=Cast("payload", output_field=TextField()))
-                   .order_by("seq").values_list(*SEND_FIELDS, "payload_text"))
+        claimed = (
+            OutboxEvent.objects.filter(seq__in=kept[chunk_start : chunk_start + 500])
+            # The payload goes out as the JSON text the database holds: no decode and
+            # re-encode per row.
+            .annotate(payload_text=Cast("payload", output_field=TextField()))
+            .order_by("seq")
+            .values_list(*SEND_FIELDS, "payload_text")
+        )
         rows.extend(ClaimedRow.from_orm_values(values) for values in claimed)
     return _flag_abandoned(rows, settled.abandoned)
 
 
-def _sqlite_without_rows_outside_the_claim(candidates: list[tuple], *, in_flight: uuid.UUID) -> list[int]:
+def _sqlite_without_rows_outside_the_claim(candidates: list[Candidate], *, in_flight: uuid.UUID) -> list[int]:
     """SQLite's twin of `_pg_without_rows_another_relay_is_claiming` (one drain at a time there:
     only a key's row on another topic beyond that topic's share can be outside the claim)."""
     picked = {seq for seq, *_ in candidates}
-    last_of_key: dict[str, int] = {}
-    for seq, key, *_ in candidates:
-        last_of_key[key] = seq
+    last_of_key = {key: seq for seq, key, *_ in candidates}
     first_outside: dict[str, int] = {}
     keys = list(last_of_key)
     for chunk_start in range(0, len(keys), 500):
-        older = (OutboxEvent.objects
-                 .filter(key__in=keys[chunk_start:chunk_start + 500], status__in=unfinished_statuses(),
-                         seq__lt=max(last_of_key.values()))
-                 .exclude(claim_token=in_flight).values_list("seq", "key"))
+        older = (
+            OutboxEvent.objects.filter(
+                key__in=keys[chunk_start : chunk_start + 500],
+                status__in=unfinished_statuses(),
+                seq__lt=max(last_of_key.values()),
+            )
+            .exclude(claim_token=in_flight)
+            .values_list("seq", "key")
+        )
         for seq, key in older:
             if seq not in picked and seq < last_of_key[key] and seq < first_outside.get(key, seq + 1):
                 first_outside[key] = seq

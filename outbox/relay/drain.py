@@ -13,15 +13,16 @@ from django.conf import settings
 from outbox.relay.claim import claim_batch
 from outbox.relay.rows import ClaimedRow, DrainResult, NotSent
 from outbox.relay.send import acknowledged as _acknowledged, send as _send
-from outbox.relay.stopping import relay_stop_requested
 from outbox.relay.sqlite_lock import single_relay_on_sqlite as _single_relay_on_sqlite
+from outbox.relay.stopping import relay_stop_requested
 from outbox.relay.write_back import write_back as _write_back
 
 logger = logging.getLogger("outbox.relay")
 
 
-def relay_drain(*, batch_size: int | None = None, time_budget_s: float = 10.0,
-                max_batches: int | None = None) -> DrainResult:
+def relay_drain(
+    *, batch_size: int | None = None, time_budget_s: float = 10.0, max_batches: int | None = None
+) -> DrainResult:
     """Publish due outbox rows until none is claimable or the time budget is spent (`_drain`).
 
     Every drain, even one that found nothing or failed, sets the relay's heartbeat metric: the
@@ -62,8 +63,11 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
 
         def claim_next(in_flight: uuid.UUID | None) -> tuple[uuid.UUID, list[ClaimedRow], float]:
             nonlocal claiming
-            if claiming and (time.monotonic() - started >= time_budget_s or relay_stop_requested()
-                             or (max_batches is not None and result.batches >= max_batches)):
+            if claiming and (
+                time.monotonic() - started >= time_budget_s
+                or relay_stop_requested()
+                or (max_batches is not None and result.batches >= max_batches)
+            ):
                 claiming = False
             token = uuid.uuid4()
             claimed_at[token] = time.monotonic()
@@ -78,8 +82,13 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
             return token, rows, deadline
 
         def release(token: uuid.UUID, rows: list[ClaimedRow], why: str) -> None:
-            _write_back(token=token, rows=rows, outcomes={row.seq: NotSent(why) for row in rows},
-                        result=result, blocked_keys=blocked_keys)
+            _write_back(
+                token=token,
+                rows=rows,
+                outcomes={row.seq: NotSent(why) for row in rows},
+                result=result,
+                blocked_keys=blocked_keys,
+            )
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-send") as sender:
             token, rows, deadline = claim_next(None)
@@ -91,8 +100,7 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
                 # producer: the two overlap. Not while the batch holds a row its last relay
                 # died holding: if sending it kills this relay too, no other row is held.
                 suspect = any(row.abandoned for row in rows)
-                next_token, next_rows, next_deadline = (
-                    (uuid.uuid4(), [], 0.0) if suspect else claim_next(token))
+                next_token, next_rows, next_deadline = (uuid.uuid4(), [], 0.0) if suspect else claim_next(token)
                 sent = sending.result()
                 not_to_send: list[ClaimedRow] = []
                 if sent.stopped or abort.is_set():
@@ -100,19 +108,28 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
                     # the next batch is released once this one is written back.
                     claiming = False
                     not_to_send, next_rows = next_rows, []
-                sending = (sender.submit(_send, next_token, next_rows, deadline=next_deadline, abort=abort)
-                           if next_rows else None)
-                outcomes, aborted_now = _acknowledged(sent, flush=sending is None,
-                                                      after_abort=aborted, abort=abort)
+                sending = (
+                    sender.submit(_send, next_token, next_rows, deadline=next_deadline, abort=abort)
+                    if next_rows
+                    else None
+                )
+                outcomes, aborted_now = _acknowledged(sent, flush=sending is None, after_abort=aborted, abort=abort)
                 aborted = aborted or aborted_now
                 if settings.OUTBOX_FAULT_PAUSE_AFTER_SEND:
                     # Fault tests kill the relay here: sent and acknowledged, not yet marked.
                     logger.warning("paused after send", extra={"rows": len(sent.rows)})
                     time.sleep(settings.OUTBOX_FAULT_PAUSE_AFTER_SEND)
-                _write_back(token=sent.token, rows=sent.rows, outcomes=outcomes,
-                            result=result, blocked_keys=blocked_keys, spans=sent.spans)
-                relay_batch_observed(size=len(sent.rows),
-                                     seconds=time.monotonic() - claimed_at.pop(sent.token, started))
+                _write_back(
+                    token=sent.token,
+                    rows=sent.rows,
+                    outcomes=outcomes,
+                    result=result,
+                    blocked_keys=blocked_keys,
+                    spans=sent.spans,
+                )
+                relay_batch_observed(
+                    size=len(sent.rows), seconds=time.monotonic() - claimed_at.pop(sent.token, started)
+                )
                 if not_to_send:
                     release(next_token, not_to_send, sent.stopped or "an earlier batch failed")
                 if result.failed or result.dead or aborted:
@@ -120,12 +137,18 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
                 if suspect and claiming and sending is None:
                     # The suspect batch is written back: claim the next one now, unpipelined.
                     next_token, next_rows, next_deadline = claim_next(None)
-                    sending = (sender.submit(_send, next_token, next_rows, deadline=next_deadline,
-                                             abort=abort) if next_rows else None)
+                    sending = (
+                        sender.submit(_send, next_token, next_rows, deadline=next_deadline, abort=abort)
+                        if next_rows
+                        else None
+                    )
                 token, rows = next_token, next_rows
     result.seconds = time.monotonic() - started
     if result.batches:
         level = logging.WARNING if result.failed or result.dead else logging.INFO
-        logger.log(level, "outbox drain", extra={**result.as_dict(),
-                                                 "last_error": result.errors[-1] if result.errors else None})
+        logger.log(
+            level,
+            "outbox drain",
+            extra={**result.as_dict(), "last_error": result.errors[-1] if result.errors else None},
+        )
     return result

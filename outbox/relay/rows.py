@@ -6,18 +6,31 @@ import json
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
+from django.db.models import Field
 from kafka.errors import (
     InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
 )
+from kafka.producer.future import RecordMetadata
 
 from outbox.envelope import iso_utc
 from outbox.models import OutboxEvent
+
+# What the send of one row ended with: the broker's acknowledgement, or the exception it failed
+# with (`NotSent` for a row never handed to the producer, or dropped with it).
+Outcome = RecordMetadata | BaseException
+
+
+def outbox_column(name: str) -> Field[Any, Any]:
+    """OutboxEvent's column `name` (its own columns only: never the relation `get_field` may also
+    return, hence the cast)."""
+    return cast("Field[Any, Any]", OutboxEvent._meta.get_field(name))
+
 
 # Errors that no retry can cure: the row is marked dead at once.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (

@@ -8,6 +8,7 @@ key never goes out after an earlier one failed, and a batch never outlives its l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -19,10 +20,11 @@ from typing import Any
 
 from django.conf import settings
 from kafka.errors import KafkaError
+from kafka.producer.future import FutureRecordMetadata
 
 from commerce.observability.telemetry import relay_send_span_start, telemetry_enabled
 from outbox.kafka import producer_get, producer_reset
-from outbox.relay.rows import ClaimedRow, NotSent, ProducerUnavailable
+from outbox.relay.rows import ClaimedRow, NotSent, Outcome, ProducerUnavailable
 from outbox.relay.stopping import relay_stop_requested
 
 logger = logging.getLogger("outbox.relay")
@@ -50,8 +52,8 @@ class SentBatch:
 
     token: uuid.UUID
     rows: list[ClaimedRow]
-    futures: dict[int, object]
-    outcomes: dict[int, object]
+    futures: dict[int, FutureRecordMetadata]
+    outcomes: dict[int, Outcome]
     deadline: float  # time.monotonic() by which the acks must be in: half the lease
     stopped: str = ""  # why the send stopped before the end of the batch, if it did
     claimed_at: float = 0.0  # time.monotonic() of its claim: the batch duration's start
@@ -59,15 +61,21 @@ class SentBatch:
     spans: dict[int, Any] = field(default_factory=dict)
 
 
-def send(token: uuid.UUID, rows: list[ClaimedRow], *, deadline: float,
-         abort: threading.Event | None = None, claimed_at: float = 0.0) -> SentBatch:
+def send(
+    token: uuid.UUID,
+    rows: list[ClaimedRow],
+    *,
+    deadline: float,
+    abort: threading.Event | None = None,
+    claimed_at: float = 0.0,
+) -> SentBatch:
     """Hand the rows to the producer in seq order until one is refused, the deadline passes,
     the process is stopping or `abort` is set (an earlier batch failed while this one was being
     sent); does not wait for the acknowledgements. While tracing is on, each row handed over gets
     its "send" span (linked to the row's traceparent), ended by the write-back."""
     abort = abort or threading.Event()
-    outcomes: dict[int, object] = {}
-    futures: dict[int, object] = {}
+    outcomes: dict[int, Outcome] = {}
+    futures: dict[int, FutureRecordMetadata] = {}
     batch = SentBatch(token, rows, futures, outcomes, deadline, claimed_at=claimed_at)
     spans = batch.spans if telemetry_enabled() else None
     try:
@@ -92,12 +100,16 @@ def send(token: uuid.UUID, rows: list[ClaimedRow], *, deadline: float,
             os.kill(os.getpid(), signal.SIGKILL)
         if spans is not None:
             spans[row.seq] = relay_send_span_start(
-                topic=row.topic, event_id=row.event_id, event_type=row.type, key=row.key,
-                traceparent=(row.headers or {}).get("traceparent"))
+                topic=row.topic,
+                event_id=row.event_id,
+                event_type=row.type,
+                key=row.key,
+                traceparent=(row.headers or {}).get("traceparent"),
+            )
         try:
-            futures[row.seq] = send_one(row.topic, key=row.key.encode(),
-                                        value=row.payload_text.encode(),
-                                        headers=record_headers(row))
+            futures[row.seq] = send_one(
+                row.topic, key=row.key.encode(), value=row.payload_text.encode(), headers=record_headers(row)
+            )
         except Exception as exc:  # noqa: BLE001 - the row's failure is recorded on the row
             if abort.is_set():  # the producer was closed under this send: not this row's fault
                 return _stop_at(batch, index, None, why="an earlier batch failed")
@@ -115,13 +127,15 @@ def _stop_at(batch: SentBatch, index: int, error: BaseException | None, *, why: 
         batch.outcomes[row.seq] = NotSent(why)
     batch.stopped = why
     if batch.rows[index:]:
-        logger.warning("send stopped before the end of the batch",
-                       extra={"reason": why, "not_sent": len(batch.rows) - index})
+        logger.warning(
+            "send stopped before the end of the batch", extra={"reason": why, "not_sent": len(batch.rows) - index}
+        )
     return batch
 
 
-def acknowledged(batch: SentBatch, *, flush: bool, after_abort: bool = False,
-                 abort: threading.Event | None = None) -> tuple[dict[int, object], bool]:
+def acknowledged(
+    batch: SentBatch, *, flush: bool, after_abort: bool = False, abort: threading.Event | None = None
+) -> tuple[dict[int, Outcome], bool]:
     """Wait until the broker answered for every row of the batch (or its deadline passed).
 
     Returns (seq -> RecordMetadata or the exception that row ended with, whether the producer
@@ -140,17 +154,16 @@ def acknowledged(batch: SentBatch, *, flush: bool, after_abort: bool = False,
             logger.warning("producer flush did not complete", extra={"error": repr(exc)})
     for seq, future in batch.futures.items():
         if not future.is_done and not aborted:
-            try:
-                future.get(timeout=max(0.0, batch.deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 - the outcome is read from the future below
-                pass
+            # Whatever the wait ends with, the outcome is read from the future below.
+            with contextlib.suppress(Exception):
+                timeout = max(0.0, batch.deadline - time.monotonic())
+                future.get(timeout=timeout)  # type: ignore[no-untyped-call]  # get() unannotated in types-kafka-python
         if future.is_done and future.exception is None:
             outcomes[seq] = future.value
         elif aborted or after_abort:
             outcomes[seq] = NotSent("the producer was dropped after an earlier failure")
         else:
-            outcomes[seq] = (future.exception if future.is_done
-                             else KafkaError("not acknowledged before the deadline"))
+            outcomes[seq] = future.exception if future.is_done else KafkaError("not acknowledged before the deadline")
             aborted = True
             if abort is not None:
                 abort.set()  # before the producer goes: the next batch's send stops first

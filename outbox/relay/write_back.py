@@ -17,14 +17,28 @@ from kafka.errors import KafkaError
 from commerce.observability.telemetry import relay_send_span_end
 from commerce.tracing import trace_context
 from outbox.models import OutboxEvent
-from outbox.relay.rows import PERMANENT_ERRORS, ClaimedRow, DrainResult, NotSent, backoff_seconds
+from outbox.relay.rows import (
+    PERMANENT_ERRORS,
+    ClaimedRow,
+    DrainResult,
+    NotSent,
+    Outcome,
+    backoff_seconds,
+    outbox_column,
+)
 
 logger = logging.getLogger("outbox.relay")
 
 
-def write_back(*, token: uuid.UUID, rows: list[ClaimedRow], outcomes: dict[int, object],
-               result: DrainResult, blocked_keys: set[str] | None = None,
-               spans: dict[int, Any] | None = None) -> None:
+def write_back(
+    *,
+    token: uuid.UUID,
+    rows: list[ClaimedRow],
+    outcomes: dict[int, Outcome],
+    result: DrainResult,
+    blocked_keys: set[str] | None = None,
+    spans: dict[int, Any] | None = None,
+) -> None:
     """Mark, fail or release the rows of one batch.
 
     Per key in seq order: acknowledged rows are marked published with their partition and offset
@@ -80,9 +94,17 @@ def write_back(*, token: uuid.UUID, rows: list[ClaimedRow], outcomes: dict[int, 
                 failed.append(row)
                 result.errors.append(row.last_error)
                 with trace_context((row.headers or {}).get("traceparent")):
-                    logger.warning("outbox send failed", extra={
-                        "event_id": row.event_id, "event_type": row.type, "topic": row.topic,
-                        "attempts": row.attempts, "status": row.status, "error": row.last_error})
+                    logger.warning(
+                        "outbox send failed",
+                        extra={
+                            "event_id": row.event_id,
+                            "event_type": row.type,
+                            "topic": row.topic,
+                            "attempts": row.attempts,
+                            "status": row.status,
+                            "error": row.last_error,
+                        },
+                    )
             else:
                 row.status = OutboxEvent.Status.PUBLISHED
                 row.kafka_partition = outcome.partition
@@ -97,26 +119,51 @@ def write_back(*, token: uuid.UUID, rows: list[ClaimedRow], outcomes: dict[int, 
             updated += marked
         if failed:
             updated += fenced.bulk_update(
-                [OutboxEvent(seq=r.seq, status=r.status, attempts=r.attempts, last_error=r.last_error,
-                             available_at=r.available_at or now, claim_token=None, claim_expires_at=None)
-                 for r in failed],
+                [
+                    OutboxEvent(
+                        seq=r.seq,
+                        status=r.status,
+                        attempts=r.attempts,
+                        last_error=r.last_error,
+                        available_at=r.available_at or now,
+                        claim_token=None,
+                        claim_expires_at=None,
+                    )
+                    for r in failed
+                ],
                 ["status", "attempts", "last_error", "available_at", "claim_token", "claim_expires_at"],
-                batch_size=1000)
+                batch_size=1000,
+            )
         if released:
             updated += fenced.filter(seq__in=released).update(claim_token=None, claim_expires_at=None)
     result.published += len(published)
     result.released += len(released)
     result.fenced_out += len(published) + len(failed) + len(released) - updated
     if result.fenced_out:
-        logger.warning("claim expired before the write back: rows left to their new owner",
-                       extra={"rows": result.fenced_out})
-    _observe(published=published, all_marked=marked == len(published), failed=failed,
-             released=released, outcomes=outcomes, spans=spans, acked_at=now)
+        logger.warning(
+            "claim expired before the write back: rows left to their new owner", extra={"rows": result.fenced_out}
+        )
+    _observe(
+        published=published,
+        all_marked=marked == len(published),
+        failed=failed,
+        released=released,
+        outcomes=outcomes,
+        spans=spans,
+        acked_at=now,
+    )
 
 
-def _observe(*, published: list[ClaimedRow], all_marked: bool, failed: list[ClaimedRow],
-             released: list[int],
-             outcomes: dict[int, object], spans: dict[int, Any] | None, acked_at: datetime) -> None:
+def _observe(
+    *,
+    published: list[ClaimedRow],
+    all_marked: bool,
+    failed: list[ClaimedRow],
+    released: list[int],
+    outcomes: dict[int, Outcome],
+    spans: dict[int, Any] | None,
+    acked_at: datetime,
+) -> None:
     """The batch's outcome to the metrics and spans. Published rows are counted only when this
     write-back marked them all: rows fenced out are their new owner's to send and count."""
     # Imported on first use, not with the relay: a Celery worker imports the relay (its tasks)
@@ -124,11 +171,9 @@ def _observe(*, published: list[ClaimedRow], all_marked: bool, failed: list[Clai
     from commerce.observability.metrics import relay_failed_observed, relay_published_batch_observed
 
     if published and all_marked:
-        relay_published_batch_observed(rows=[(row.topic, row.occurred_at) for row in published],
-                                       acked_at=acked_at)
+        relay_published_batch_observed(rows=[(row.topic, row.occurred_at) for row in published], acked_at=acked_at)
     for row in failed:
-        relay_failed_observed(topic=row.topic, error=row.last_error,
-                              dead=row.status == OutboxEvent.Status.DEAD)
+        relay_failed_observed(topic=row.topic, error=row.last_error, dead=row.status == OutboxEvent.Status.DEAD)
     if not spans:
         return
     for row in published:
@@ -138,14 +183,21 @@ def _observe(*, published: list[ClaimedRow], all_marked: bool, failed: list[Clai
     for row in failed:
         span = spans.pop(row.seq, None)
         if span is not None:
-            relay_send_span_end(span, error=outcomes.get(row.seq) or row.last_error,  # type: ignore[arg-type]
-                                dead=row.status == OutboxEvent.Status.DEAD)
+            # A failed row's outcome is its exception, or none at all (then its last_error says why).
+            outcome = outcomes.get(row.seq)
+            relay_send_span_end(
+                span,
+                error=outcome if isinstance(outcome, BaseException) else row.last_error,
+                dead=row.status == OutboxEvent.Status.DEAD,
+            )
     for seq in released:
         span = spans.pop(seq, None)
         if span is not None:  # handed to the producer, then dropped with it, or held behind a failure
             outcome = outcomes.get(seq)
-            relay_send_span_end(span, error=outcome if isinstance(outcome, BaseException)
-                                else "released: an earlier row of its key failed")
+            relay_send_span_end(
+                span,
+                error=outcome if isinstance(outcome, BaseException) else "released: an earlier row of its key failed",
+            )
     for span in spans.values():  # rows of a batch whose write-back was cut short
         relay_send_span_end(span, error="not written back")
     spans.clear()
@@ -158,7 +210,7 @@ def _mark_published(*, token: uuid.UUID, rows: list[ClaimedRow], now: datetime) 
     which costs more than the sends themselves).
     """
     table = connection.ops.quote_name(OutboxEvent._meta.db_table)
-    field = OutboxEvent._meta.get_field
+    field = outbox_column
     token_db = field("claim_token").get_db_prep_value(token, connection)
     now_db = field("published_at").get_db_prep_value(now, connection)
     with connection.cursor() as cursor:
@@ -182,8 +234,15 @@ def _mark_published(*, token: uuid.UUID, rows: list[ClaimedRow], now: datetime) 
                     "kafka_offset = (%(offs)s::bigint[])[seq - %(base)s + 1], "
                     "claim_token = NULL, claim_expires_at = NULL "
                     "WHERE seq = ANY(%(seqs)s::bigint[]) AND claim_token = %(token)s",
-                    {"now": now_db, "base": base, "parts": partitions, "offs": offsets,
-                     "seqs": [row.seq for row in run], "token": token_db})
+                    {
+                        "now": now_db,
+                        "base": base,
+                        "parts": partitions,
+                        "offs": offsets,
+                        "seqs": [row.seq for row in run],
+                        "token": token_db,
+                    },
+                )
                 updated += cursor.rowcount
             return updated
         updated = 0
@@ -192,7 +251,8 @@ def _mark_published(*, token: uuid.UUID, rows: list[ClaimedRow], now: datetime) 
                 f"UPDATE {table} SET status = 'published', published_at = %s, kafka_partition = %s, "
                 "kafka_offset = %s, claim_token = NULL, claim_expires_at = NULL "
                 "WHERE seq = %s AND claim_token = %s",
-                [now_db, row.kafka_partition, row.kafka_offset, row.seq, token_db])
+                [now_db, row.kafka_partition, row.kafka_offset, row.seq, token_db],
+            )
             updated += cursor.rowcount
         return updated
 
@@ -207,4 +267,3 @@ def _dense_runs(rows: list[ClaimedRow], max_span: int = 16_384) -> Iterator[list
         run.append(row)
     if run:
         yield run
-

@@ -9,10 +9,10 @@ import uuid
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from kafka import KafkaAdminClient
 
 from backoffice.consumer import EventConsumer
 from backoffice.models import DeadLetter, EventLog, InboxEntry, ProductMetrics
-from kafka import KafkaAdminClient
 from tests.backoffice.stream import (
     Record,
     like,

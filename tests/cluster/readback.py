@@ -28,16 +28,19 @@ def published_everything_in_order(topic: str, *, keys: int, per_key: int) -> lis
     assert set(ids) == expected_ids, f"missing on the topic: {len(expected_ids - set(ids))}"
     # Keyed as the rows' nullable columns are (all published here, so none is None).
     at: dict[tuple[int | None, int | None], str] = {
-        (r.partition, r.offset): r.headers["event_id"].decode() for r in records}
-    lost = [(str(event_id), partition, offset) for event_id, partition, offset in rows
-            if at.get((partition, offset)) != str(event_id)]
+        (r.partition, r.offset): r.headers["event_id"].decode() for r in records
+    }
+    lost = [
+        (str(event_id), partition, offset)
+        for event_id, partition, offset in rows
+        if at.get((partition, offset)) != str(event_id)
+    ]
     assert lost == [], f"{len(lost)} acknowledged rows not at their recorded offset, e.g. {lost[:3]}"
     by_key: dict[str, list[int]] = defaultdict(list)
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
         assert record.key is not None, f"unkeyed record at {record.partition}:{record.offset}"
         by_key[record.key.decode()].append(json.loads(record.value)["sequence"])
     assert len(by_key) == keys
-    out_of_order = {key: seq for key, seq in by_key.items()
-                    if list(dict.fromkeys(seq)) != list(range(per_key))}
+    out_of_order = {key: seq for key, seq in by_key.items() if list(dict.fromkeys(seq)) != list(range(per_key))}
     assert out_of_order == {}, f"{len(out_of_order)} keys out of order, e.g. {list(out_of_order.items())[:1]}"
     return records

@@ -13,8 +13,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.cluster]
 
 
 def _pids(cluster) -> dict[int, int]:
-    status = subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), "status"], env=cluster.env,
-                            check=False, capture_output=True, text=True, timeout=60).stdout
+    status = subprocess.run(
+        [str(PROJECT_DIR / "scripts" / "kafka-local"), "status"],
+        env=cluster.env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     return {int(node): int(pid) for node, pid in re.findall(r"node (\d) running \(pid (\d+)\)", status)}
 
 

@@ -16,8 +16,7 @@ from commerce.dashboard import consumer_lag
 from tests.backoffice.stream import produce, projections_differences, stream_make
 from tests.support.processes import ManagedProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.cluster,
-              pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 
 def _handled(group: str) -> int:
@@ -31,16 +30,31 @@ def _wait_for_handled(group: str, count: int, timeout_s: float) -> int:
     return _handled(group)
 
 
-def test_group_of_three_rides_the_coordinator_killed_and_restarted(
-        cluster, cluster_topics, cluster_env, tmp_path):
+def test_group_of_three_rides_the_coordinator_killed_and_restarted(cluster, cluster_topics, cluster_env, tmp_path):
     # given a stream on the cluster, and three consumers of one group reading it
     records, expected = stream_make(events=9000, seed=21)
     group = f"g-{uuid.uuid4().hex[:6]}"
     produce(records[:6000], cluster_topics)
-    members = [ManagedProcess(
-        name=f"member-{n}", env=cluster_env, log_path=tmp_path / f"member-{n}.log", ready_text="consuming",
-        argv=[sys.executable, "manage.py", "consume_events", "--group", group, "--batch-size", "50",
-              "--progress-every", "1"]) for n in range(3)]
+    members = [
+        ManagedProcess(
+            name=f"member-{n}",
+            env=cluster_env,
+            log_path=tmp_path / f"member-{n}.log",
+            ready_text="consuming",
+            argv=[
+                sys.executable,
+                "manage.py",
+                "consume_events",
+                "--group",
+                group,
+                "--batch-size",
+                "50",
+                "--progress-every",
+                "1",
+            ],
+        )
+        for n in range(3)
+    ]
     for member in members:
         member.start()
     assert _wait_for_handled(group, 600, 120) >= 600, members[0].log_tail()
@@ -48,8 +62,12 @@ def test_group_of_three_rides_the_coordinator_killed_and_restarted(
     # when the broker that coordinates the group is SIGKILLed mid-stream, more events arrive
     # while it is down, and it comes back
     coordinator = cluster.group_coordinator(group)
-    led_before = {(topic, partition) for topic in cluster_topics.values()
-                  for partition, leader in cluster.leaders(topic).items() if leader == coordinator}
+    led_before = {
+        (topic, partition)
+        for topic in cluster_topics.values()
+        for partition, leader in cluster.leaders(topic).items()
+        if leader == coordinator
+    }
     assert led_before, "the coordinator leads none of the group's partitions: no leader move tested"
     cluster.kill(coordinator)
     assert _handled(group) < len(records)

@@ -17,15 +17,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.django_d
 
 
 def test_a_topic_deleted_under_the_consumer_leaves_its_lag_unknown_and_the_loop_running(
-        cluster: KafkaCluster, cluster_topics: dict[str, str]):
+    cluster: KafkaCluster, cluster_topics: dict[str, str]
+):
     # given a consumer assigned both topics, caught up, reporting its lag every 0.2 s
     produce(stream_make(events=60, seed=3)[0], cluster_topics)
-    consumer = EventConsumer(topics=list(cluster_topics.values()), group_id=f"g-{uuid.uuid4().hex[:6]}",
-                             progress_every_s=0.2)
+    consumer = EventConsumer(
+        topics=list(cluster_topics.values()), group_id=f"g-{uuid.uuid4().hex[:6]}", progress_every_s=0.2
+    )
     lines: list[str] = []
     try:
         consumer.run(until_idle_s=3, on_progress=lines.append)
-        assert len(consumer.consumer.assignment()) == 6 and consumer.lag() == 0
+        assert len(consumer.consumer.assignment()) == 6
+        assert consumer.lag() == 0
         # when one topic is deleted (the cluster does not create it again on the consumer's
         # metadata requests: its partitions vanish from the consumer's metadata before the group
         # rebalances them away)
@@ -48,6 +51,7 @@ def test_a_topic_deleted_under_the_consumer_leaves_its_lag_unknown_and_the_loop_
         assert consumer.lag() is None
         consumer.run(until_idle_s=12, on_progress=lines.append)
         assert {tp.topic for tp in consumer.consumer.assignment()} <= {cluster_topics["order-events"]}
-        assert lines and all("lag" in line for line in lines)
+        assert lines
+        assert all("lag" in line for line in lines)
     finally:
         consumer.close()

@@ -18,8 +18,7 @@ from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.processes import celery_worker_managed
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.cluster,
-              pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 
 def _published() -> int:
@@ -37,8 +36,13 @@ def _kick() -> None:
 
 
 def _relay_worker(cluster_env: dict[str, str], tmp_path, *, batch: int, pause_s: float):
-    env = dict(cluster_env, OUTBOX_BATCH_SIZE=str(batch), OUTBOX_FAULT_PAUSE_AFTER_SEND=str(pause_s),
-               OUTBOX_BACKOFF_BASE="0.2", OUTBOX_BACKOFF_MAX="2")
+    env = dict(
+        cluster_env,
+        OUTBOX_BATCH_SIZE=str(batch),
+        OUTBOX_FAULT_PAUSE_AFTER_SEND=str(pause_s),
+        OUTBOX_BACKOFF_BASE="0.2",
+        OUTBOX_BACKOFF_MAX="2",
+    )
     worker = celery_worker_managed(env=env, log_path=tmp_path / "celery-worker.log")
     worker.start(timeout=60)
     return worker
@@ -52,8 +56,9 @@ def test_leader_of_the_busiest_partition_killed_under_load(cluster, cluster_topi
     assert wait_for(lambda: _published() >= 3000, 120, kick=_kick), worker.log_tail(40)
 
     # when the leader of the busiest partition so far is SIGKILLed
-    by_partition = Counter(OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED)
-                           .values_list("kafka_partition", flat=True))
+    by_partition = Counter(
+        OutboxEvent.objects.filter(status=OutboxEvent.Status.PUBLISHED).values_list("kafka_partition", flat=True)
+    )
     busiest = by_partition.most_common(1)[0][0]
     leader = cluster.leaders(topic)[busiest]
     cluster.kill(leader)
@@ -61,10 +66,10 @@ def test_leader_of_the_busiest_partition_killed_under_load(cluster, cluster_topi
     assert published_at_kill < 17000  # the kill landed mid-drain
 
     # then an in-sync follower takes over and the drain goes on without the dead broker
-    cluster.wait_until(lambda: cluster.leaders(topic)[busiest] not in (leader, -1), 60,
-                       f"a new leader of partition {busiest}")
-    assert wait_for(lambda: _published() >= min(20000, published_at_kill + 3000), 120, kick=_kick), \
-        worker.log_tail(40)
+    cluster.wait_until(
+        lambda: cluster.leaders(topic)[busiest] not in (leader, -1), 60, f"a new leader of partition {busiest}"
+    )
+    assert wait_for(lambda: _published() >= min(20000, published_at_kill + 3000), 120, kick=_kick), worker.log_tail(40)
     # and once the broker is back, everything is delivered
     cluster.start(leader)
     assert wait_for(lambda: _pending() == 0, 240, kick=_kick), worker.log_tail(40)
@@ -74,7 +79,8 @@ def test_leader_of_the_busiest_partition_killed_under_load(cluster, cluster_topi
 
 
 def test_two_of_three_brokers_stopped_nothing_acknowledged_then_everything_in_order(
-        cluster, cluster_topics, cluster_env, tmp_path):
+    cluster, cluster_topics, cluster_env, tmp_path
+):
     topic = cluster_topics["catalog-events"]
     # given 3,000 events over 100 keys being drained
     outbox_rows_bulk(topic=topic, keys=100, per_key=30)
@@ -111,7 +117,8 @@ def test_two_of_three_brokers_stopped_nothing_acknowledged_then_everything_in_or
 
 
 def test_active_controller_killed_a_new_one_is_elected_and_the_drain_completes(
-        cluster, cluster_topics, cluster_env, tmp_path):
+    cluster, cluster_topics, cluster_env, tmp_path
+):
     topic = cluster_topics["catalog-events"]
     # given 10,000 events over 250 keys being drained
     outbox_rows_bulk(topic=topic, keys=250, per_key=40)

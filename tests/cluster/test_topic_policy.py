@@ -8,8 +8,7 @@ from outbox.topics import TopicMismatch, topic_policy
 
 
 @pytest.mark.parametrize("brokers,factor,min_isr", [(1, 1, 1), (2, 2, 1), (3, 3, 2), (5, 3, 2)])
-def test_unset_settings_give_min_3_brokers_and_2_in_sync_when_the_factor_is_3(
-        settings, brokers, factor, min_isr):
+def test_unset_settings_give_min_3_brokers_and_2_in_sync_when_the_factor_is_3(settings, brokers, factor, min_isr):
     settings.KAFKA_REPLICATION_FACTOR = None
     settings.KAFKA_MIN_INSYNC_REPLICAS = None
     policy = topic_policy(brokers=brokers)

@@ -9,9 +9,9 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
-from kafka import KafkaAdminClient
 from tests.factories import user_make
 from tests.support.kafka import kafka_topics_delete
 
@@ -22,14 +22,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.django_d
 def fresh_names(cluster, settings):
     suffix = uuid.uuid4().hex[:10]
     settings.KAFKA_TOPICS = {"catalog-events": f"policy-{suffix}-catalog", "order-events": f"policy-{suffix}-orders"}
-    names = [f"policy-{suffix}-catalog", f"policy-{suffix}-orders",
-             f"policy-{suffix}-catalog.dlq", f"policy-{suffix}-orders.dlq"]
+    names = [
+        f"policy-{suffix}-catalog",
+        f"policy-{suffix}-orders",
+        f"policy-{suffix}-catalog.dlq",
+        f"policy-{suffix}-orders.dlq",
+    ]
     yield names
     kafka_topics_delete(cluster.bootstrap, names)
 
 
-def test_ensure_topics_creates_every_topic_with_3_replicas_2_in_sync_and_no_unclean_election(
-        cluster, fresh_names):
+def test_ensure_topics_creates_every_topic_with_3_replicas_2_in_sync_and_no_unclean_election(cluster, fresh_names):
     out, err = StringIO(), StringIO()
     call_command("ensure_topics", stdout=out, stderr=err)
 
@@ -38,33 +41,40 @@ def test_ensure_topics_creates_every_topic_with_3_replicas_2_in_sync_and_no_uncl
     admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap_list)
     try:
         described = admin.describe_topics(fresh_names)
-        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in fresh_names],
-                                         config_filter="all")["topic"]
+        configs = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in fresh_names], config_filter="all"
+        )["topic"]
     finally:
         admin.close()
-    assert {t["name"]: sorted({len(p["replica_nodes"]) for p in t["partitions"]}) for t in described} == \
-        {name: [3] for name in fresh_names}
+    assert {t["name"]: sorted({len(p["replica_nodes"]) for p in t["partitions"]}) for t in described} == {
+        name: [3] for name in fresh_names
+    }
     status = StringIO()
     call_command("outbox", "status", "--topics", "--json", stdout=status)  # exit 0: no SystemExit
     assert json.loads(status.getvalue())["topic_mismatches"] == []
-    assert {name: (configs[name]["min.insync.replicas"]["value"],
-                   configs[name]["unclean.leader.election.enable"]["value"]) for name in fresh_names} == \
-        dict.fromkeys(fresh_names, ("2", "false"))
+    assert {
+        name: (configs[name]["min.insync.replicas"]["value"], configs[name]["unclean.leader.election.enable"]["value"])
+        for name in fresh_names
+    } == dict.fromkeys(fresh_names, ("2", "false"))
 
 
 def test_a_topic_made_with_less_is_reported_by_ensure_topics_outbox_status_and_the_dashboard(
-        cluster, fresh_names, client):
+    cluster, fresh_names, client
+):
     # given the catalog topic already exists with one replica, one in sync, unclean election on
     weak = fresh_names[0]
     admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap_list)
     try:
-        admin.create_topics([NewTopic(weak, 3, 1, topic_configs={
-            "min.insync.replicas": "1", "unclean.leader.election.enable": "true"})])
+        admin.create_topics(
+            [NewTopic(weak, 3, 1, topic_configs={"min.insync.replicas": "1", "unclean.leader.election.enable": "true"})]
+        )
     finally:
         admin.close()
-    expected = [f"{weak}: replication factor is 1, expected 3",
-                f"{weak}: min.insync.replicas is 1, expected 2",
-                f"{weak}: unclean.leader.election.enable is true, expected false"]
+    expected = [
+        f"{weak}: replication factor is 1, expected 3",
+        f"{weak}: min.insync.replicas is 1, expected 2",
+        f"{weak}: unclean.leader.election.enable is true, expected false",
+    ]
 
     # when ensure_topics runs, then it leaves that topic alone and says how it differs
     out, err = StringIO(), StringIO()
@@ -77,8 +87,9 @@ def test_a_topic_made_with_less_is_reported_by_ensure_topics_outbox_status_and_t
     with pytest.raises(SystemExit) as exited:
         call_command("outbox", "status", "--topics", stdout=status, stderr=StringIO())
     assert exited.value.code == 1
-    assert [line for line in status.getvalue().split("\n") if line.startswith("topic mismatch")] == \
-        [f"topic mismatch: {line}" for line in expected]
+    assert [line for line in status.getvalue().split("\n") if line.startswith("topic mismatch")] == [
+        f"topic mismatch: {line}" for line in expected
+    ]
     as_json = StringIO()
     with pytest.raises(SystemExit):
         call_command("outbox", "status", "--topics", "--json", stdout=as_json, stderr=StringIO())

@@ -45,8 +45,16 @@ from tests.support.processes import ManagedProcess
 def fault_kinds(*, brokers: int) -> tuple[str, ...]:
     """The kinds a campaign draws from: on a 3-node cluster, SIGKILL of a node too."""
     # clock_skew first: at CI scale the skew then covers most of the run.
-    return ("clock_skew", "worker_kill", "consumer_kill", "kafka_restart", "postgres_restart",
-            "hot_key_backlog", "topic_recreate", "poison_records") + (("broker_kill",) if brokers == 3 else ())
+    return (
+        "clock_skew",
+        "worker_kill",
+        "consumer_kill",
+        "kafka_restart",
+        "postgres_restart",
+        "hot_key_backlog",
+        "topic_recreate",
+        "poison_records",
+    ) + (("broker_kill",) if brokers == 3 else ())
 
 
 FAULT_KINDS = fault_kinds(brokers=int(os.environ.get("KAFKA_BROKERS", "1")))  # campaign_kafka's choice
@@ -64,27 +72,38 @@ class CampaignReport:
     notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
-        return {"seed": self.seed, "faults": sum(self.faults.values()),
-                "faults_by_kind": dict(self.faults),
-                "actions": self.simulation.get("actions", 0),
-                "events": self.simulation.get("events_recorded", 0),
-                "duplicates_absorbed": self.duplicates_absorbed,
-                "dead_letters": self.simulation.get("dead_letters", 0),
-                "poison_injected": self.poison_injected,
-                "server_errors_during_faults": self.simulation.get("server_errors", 0),
-                "differences": len(self.simulation.get("differences", ["not run"])),
-                "drained": self.simulation.get("drained", False),
-                "latency_ms": self.simulation.get("latency_ms"),
-                "faults_log": self.notes}
+        return {
+            "seed": self.seed,
+            "faults": sum(self.faults.values()),
+            "faults_by_kind": dict(self.faults),
+            "actions": self.simulation.get("actions", 0),
+            "events": self.simulation.get("events_recorded", 0),
+            "duplicates_absorbed": self.duplicates_absorbed,
+            "dead_letters": self.simulation.get("dead_letters", 0),
+            "poison_injected": self.poison_injected,
+            "server_errors_during_faults": self.simulation.get("server_errors", 0),
+            "differences": len(self.simulation.get("differences", ["not run"])),
+            "drained": self.simulation.get("drained", False),
+            "latency_ms": self.simulation.get("latency_ms"),
+            "faults_log": self.notes,
+        }
 
     def table(self) -> str:
         data = self.as_json()
         lines = ["== fault campaign ==", f"{'seed':<30}{self.seed}"]
-        for kind in FAULT_KINDS:
-            lines.append(f"{'faults: ' + kind:<30}{self.faults.get(kind, 0)}")
-        for key in ("actions", "events", "duplicates_absorbed", "poison_injected", "dead_letters",
-                    "server_errors_during_faults", "differences"):
-            lines.append(f"{key:<30}{data[key]}")
+        lines.extend(f"{'faults: ' + kind:<30}{self.faults.get(kind, 0)}" for kind in FAULT_KINDS)
+        lines.extend(
+            f"{key:<30}{data[key]}"
+            for key in (
+                "actions",
+                "events",
+                "duplicates_absorbed",
+                "poison_injected",
+                "dead_letters",
+                "server_errors_during_faults",
+                "differences",
+            )
+        )
         return "\n".join(lines)
 
 
@@ -92,8 +111,10 @@ def fault_schedule(*, seed: int, faults: int, duration_s: float, kinds: tuple[st
     """Moments (seconds from the start) and kinds of the faults: a function of the seed alone."""
     rng = random.Random(seed)
     moments = sorted(rng.uniform(0.05 * duration_s, 0.9 * duration_s) for _ in range(faults))
-    return [(round(moment, 2), kinds[index % len(kinds)] if index < len(kinds) else rng.choice(kinds))
-            for index, moment in enumerate(moments)]
+    return [
+        (round(moment, 2), kinds[index % len(kinds)] if index < len(kinds) else rng.choice(kinds))
+        for index, moment in enumerate(moments)
+    ]
 
 
 def _free_port() -> int:
@@ -114,9 +135,20 @@ class Stack:
         python = sys.executable
         argv = {
             "server": [python, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"],
-            "worker": [python, "-m", "celery", "-A", "commerce", "worker", "--beat", "--pool=prefork",
-                       "--concurrency=2", "--loglevel=INFO", "--purge",
-                       f"--schedule={self.log_dir / 'celerybeat-schedule'}"],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "commerce",
+                "worker",
+                "--beat",
+                "--pool=prefork",
+                "--concurrency=2",
+                "--loglevel=INFO",
+                "--purge",
+                f"--schedule={self.log_dir / 'celerybeat-schedule'}",
+            ],
             "consumer": [python, "manage.py", "consume_events", "--batch-size", "200"],
         }[name]
         ready = {"server": "Quit the server", "worker": "ready.", "consumer": "consuming"}[name]
@@ -124,8 +156,7 @@ class Stack:
         if name == "worker" and self.worker_clock_offset_s:
             argv = [python, "-m", "tests.fault.skewed_clock", *argv[2:]]
             env = dict(env, CLOCK_OFFSET_S=str(self.worker_clock_offset_s))
-        return ManagedProcess(name=name, argv=argv, env=env, log_path=self.log_dir / f"{name}.log",
-                              ready_text=ready)
+        return ManagedProcess(name=name, argv=argv, env=env, log_path=self.log_dir / f"{name}.log", ready_text=ready)
 
     def restart(self, name: str) -> None:
         self.processes[name].stop()
@@ -173,8 +204,18 @@ def _node_roles(cluster: KafkaCluster, node: int, *, topics: dict[str, str], gro
     return "; ".join(roles) or "follower only"
 
 
-def _inject(kind: str, *, stack: Stack, broker: PrivateBroker, env: dict[str, str], topics: dict[str, str],
-            report: CampaignReport, rng: random.Random, seed: int, moment: float) -> str:
+def _inject(
+    kind: str,
+    *,
+    stack: Stack,
+    broker: PrivateBroker | KafkaCluster,
+    env: dict[str, str],
+    topics: dict[str, str],
+    report: CampaignReport,
+    rng: random.Random,
+    seed: int,
+    moment: float,
+) -> str:
     """Inject one fault; returns what it did, for the log."""
     if kind == "clock_skew":
         stack.worker_clock_offset_s = CLOCK_SKEWS_S[report.faults[kind] % len(CLOCK_SKEWS_S)]
@@ -200,15 +241,20 @@ def _inject(kind: str, *, stack: Stack, broker: PrivateBroker, env: dict[str, st
         return hot_key_backlog(product_id=rng.choice(product_ids), events=600, hold_s=20)
     if kind == "topic_recreate":
         topic = topics[rng.choice(sorted(topics))]
-        return topic_recreate(bootstrap=broker.bootstrap, topic=topic,
-                              group=env.get("BACKOFFICE_GROUP_ID", "backoffice"),
-                              replication_factor=min(3, getattr(broker, "brokers", 1)),
-                              claim_ttl_s=float(stack.env["OUTBOX_CLAIM_TTL"]))
+        return topic_recreate(
+            bootstrap=broker.bootstrap,
+            topic=topic,
+            group=env.get("BACKOFFICE_GROUP_ID", "backoffice"),
+            replication_factor=min(3, getattr(broker, "brokers", 1)),
+            claim_ttl_s=float(stack.env["OUTBOX_CLAIM_TTL"]),
+        )
     if kind == "poison_records":
         injected = poison_records_inject(bootstrap=broker.bootstrap, topics=topics)
         report.poison_injected += injected
         return f"{injected} records"
     if kind == "broker_kill":
+        if not isinstance(broker, KafkaCluster):  # a kind of the campaign only on the cluster
+            raise ValueError("broker_kill needs the 3-node cluster (KAFKA_BROKERS=3)")
         node = broker_kill_draw(seed=seed, moment=moment, brokers=broker.brokers)
         roles = _node_roles(broker, node, topics=topics, group=env.get("BACKOFFICE_GROUP_ID", "backoffice"))
         broker_kill(broker, seed=seed, moment=moment)
@@ -216,9 +262,18 @@ def _inject(kind: str, *, stack: Stack, broker: PrivateBroker, env: dict[str, st
     raise ValueError(f"unknown fault kind {kind}")
 
 
-def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], log_dir: Path,
-                 topics: dict[str, str], kinds: tuple[str, ...] = FAULT_KINDS,
-                 rate: float = 60.0, say=print) -> CampaignReport:  # noqa: ANN001
+def run_campaign(
+    *,
+    seed: int,
+    actions: int,
+    faults: int,
+    env: dict[str, str],
+    log_dir: Path,
+    topics: dict[str, str],
+    kinds: tuple[str, ...] = FAULT_KINDS,
+    rate: float = 60.0,
+    say=print,
+) -> CampaignReport:
     """Run traffic and faults against a fresh stack; returns the report (differences must be 0)."""
     from django.core.management import call_command
     from django.db import connection
@@ -226,21 +281,31 @@ def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], l
     from backoffice.models import InboxEntry
 
     duration_s = actions / rate
-    report = CampaignReport(seed=seed, schedule=fault_schedule(seed=seed, faults=faults,
-                                                               duration_s=duration_s, kinds=kinds))
+    report = CampaignReport(
+        seed=seed, schedule=fault_schedule(seed=seed, faults=faults, duration_s=duration_s, kinds=kinds)
+    )
     say(f"fault campaign: seed {seed}, {actions} actions at {rate}/s, schedule {report.schedule}")
     broker = campaign_kafka()
     broker.start()
     broker.topics_create(list(topics.values()) + [f"{t}.dlq" for t in topics.values()])
     port = _free_port()
-    stack_env = dict(env, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
-                     PAYMENT_CALLBACK_BASE_URL=f"http://127.0.0.1:{port}", PAYMENT_SIM_FAILURE_RATE="0.2",
-                     PAYMENT_SIM_DELAY="0.2", PAYMENT_RECONCILE_AFTER="8", PAYMENT_RECONCILE_INTERVAL="3",
-                     # A charge the killed worker never finished stays "processing" at the
-                     # simulated gateway: reconciliation hands it to review instead of waiting an hour.
-                     PAYMENT_REVIEW_AFTER="20",
-                     OUTBOX_POLL_INTERVAL="1", OUTBOX_CLAIM_TTL="10", OUTBOX_BACKOFF_MAX="3",
-                     OUTBOX_KICK_ENABLED="1", DB_CONN_MAX_AGE="0")
+    stack_env = dict(
+        env,
+        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
+        PAYMENT_CALLBACK_BASE_URL=f"http://127.0.0.1:{port}",
+        PAYMENT_SIM_FAILURE_RATE="0.2",
+        PAYMENT_SIM_DELAY="0.2",
+        PAYMENT_RECONCILE_AFTER="8",
+        PAYMENT_RECONCILE_INTERVAL="3",
+        # A charge the killed worker never finished stays "processing" at the
+        # simulated gateway: reconciliation hands it to review instead of waiting an hour.
+        PAYMENT_REVIEW_AFTER="20",
+        OUTBOX_POLL_INTERVAL="1",
+        OUTBOX_CLAIM_TTL="10",
+        OUTBOX_BACKOFF_MAX="3",
+        OUTBOX_KICK_ENABLED="1",
+        DB_CONN_MAX_AGE="0",
+    )
     stack = Stack(env=stack_env, log_dir=log_dir, port=port)
     simulation_output: dict = {}
     try:
@@ -252,10 +317,24 @@ def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], l
 
             out = io.StringIO()
             try:
-                call_command("simulate_traffic", "--base-url", f"http://127.0.0.1:{port}",
-                             "--actions", str(actions), "--rate", str(rate), "--users", "4",
-                             "--seed", str(seed), "--drain-timeout", "240", "--json",
-                             "--tolerate-server-errors", stdout=out)
+                call_command(
+                    "simulate_traffic",
+                    "--base-url",
+                    f"http://127.0.0.1:{port}",
+                    "--actions",
+                    str(actions),
+                    "--rate",
+                    str(rate),
+                    "--users",
+                    "4",
+                    "--seed",
+                    str(seed),
+                    "--drain-timeout",
+                    "240",
+                    "--json",
+                    "--tolerate-server-errors",
+                    stdout=out,
+                )
             except SystemExit:
                 pass
             finally:
@@ -272,8 +351,17 @@ def run_campaign(*, seed: int, actions: int, faults: int, env: dict[str, str], l
             delay = started + moment - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            note = _inject(kind, stack=stack, broker=broker, env=env, topics=topics, report=report, rng=rng,
-                           seed=seed, moment=moment)
+            note = _inject(
+                kind,
+                stack=stack,
+                broker=broker,
+                env=env,
+                topics=topics,
+                report=report,
+                rng=rng,
+                seed=seed,
+                moment=moment,
+            )
             say(f"  t={time.monotonic() - started:6.1f}s fault: {kind}{': ' + note if note else ''}")
             report.notes.append(f"{kind}: {note}" if note else kind)
             report.faults[kind] += 1
@@ -323,8 +411,15 @@ def main() -> None:
     suffix = f"chaos-{options.seed}-{int(time.time())}"
     topics = {stream: f"{suffix}-{stream}" for stream in settings.KAFKA_TOPICS}
     group = f"{suffix}-backoffice"
-    env = dict(os.environ, KAFKA_TOPIC_CATALOG=topics["catalog-events"], KAFKA_TOPIC_ORDERS=topics["order-events"],
-               BACKOFFICE_GROUP_ID=group, DEBUG="1", PYTHONUNBUFFERED="1", OUTBOX_KICK_ENABLED="1")
+    env = dict(
+        os.environ,
+        KAFKA_TOPIC_CATALOG=topics["catalog-events"],
+        KAFKA_TOPIC_ORDERS=topics["order-events"],
+        BACKOFFICE_GROUP_ID=group,
+        DEBUG="1",
+        PYTHONUNBUFFERED="1",
+        OUTBOX_KICK_ENABLED="1",
+    )
     settings.KAFKA_TOPICS, settings.BACKOFFICE_GROUP_ID = topics, group
     # The campaign's own database (never DATABASE_URL's) starts empty: a previous run stopped
     # half-way leaves source rows and projections that no event of this run will reconcile.
@@ -332,12 +427,22 @@ def main() -> None:
     call_command("seed_demo", "--stock", "1000000")
     log_dir = Path(__file__).resolve().parents[2] / "var" / "chaos" / suffix
     log_dir.mkdir(parents=True, exist_ok=True)
-    report = run_campaign(seed=options.seed, actions=options.actions, faults=options.faults, env=env,
-                          log_dir=log_dir, topics=topics, rate=options.rate)
+    report = run_campaign(
+        seed=options.seed,
+        actions=options.actions,
+        faults=options.faults,
+        env=env,
+        log_dir=log_dir,
+        topics=topics,
+        rate=options.rate,
+    )
     print(json.dumps(report.as_json()))
     result = report.as_json()
-    sys.exit(0 if result["differences"] == 0 and result["drained"]
-             and result["dead_letters"] == result["poison_injected"] else 1)
+    sys.exit(
+        0
+        if result["differences"] == 0 and result["drained"] and result["dead_letters"] == result["poison_injected"]
+        else 1
+    )
 
 
 if __name__ == "__main__":

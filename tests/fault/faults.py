@@ -27,8 +27,7 @@ def postgres_cluster_for(database_url: str) -> tuple[str, str]:
     if parts.hostname not in (None, "", "localhost", "127.0.0.1", "::1"):
         raise ValueError(f"PostgreSQL at {parts.hostname} is not on this machine: cannot restart it")
     port = str(parts.port or 5432)
-    listing = subprocess.run(["pg_lsclusters", "-h"], check=True, capture_output=True, text=True,
-                             timeout=30).stdout
+    listing = subprocess.run(["pg_lsclusters", "-h"], check=True, capture_output=True, text=True, timeout=30).stdout
     for line in listing.splitlines():
         version, name, cluster_port, *_ = line.split()
         if cluster_port == port:
@@ -64,11 +63,19 @@ def hot_key_backlog(*, product_id: int, events: int, hold_s: float) -> str:
         with outbox_atomic():
             for _ in range(events):
                 product_view_record(user=None, product_id=product_id)
-        first = (OutboxEvent.objects.filter(seq__gt=newest, key=str(product_id))
-                 .order_by("seq").values_list("seq", flat=True).first())
+        first = (
+            OutboxEvent.objects.filter(seq__gt=newest, key=str(product_id))
+            .order_by("seq")
+            .values_list("seq", flat=True)
+            .first()
+        )
+        if first is None:  # the events were recorded just above, in this transaction
+            raise RuntimeError("hot key backlog: no event recorded")
         OutboxEvent.objects.filter(seq=first).update(
-            available_at=timezone.now() + timedelta(seconds=hold_s), attempts=1,
-            last_error="fault campaign: held in backoff (hot key)")
+            available_at=timezone.now() + timedelta(seconds=hold_s),
+            attempts=1,
+            last_error="fault campaign: held in backoff (hot key)",
+        )
     connection.close()
     return f"product {product_id}: {events} views behind a row held {hold_s:.0f} s"
 
@@ -76,8 +83,15 @@ def hot_key_backlog(*, product_id: int, events: int, hold_s: float) -> str:
 # --- Kafka: a topic deleted and recreated ------------------------------------------------------
 
 
-def topic_recreate(*, bootstrap: str, topic: str, group: str, partitions: int = 3,
-                   replication_factor: int = 1, claim_ttl_s: float | None = None) -> str:
+def topic_recreate(
+    *,
+    bootstrap: str,
+    topic: str,
+    group: str,
+    partitions: int = 3,
+    replication_factor: int = 1,
+    claim_ttl_s: float | None = None,
+) -> str:
     """Delete a topic under traffic and create it again, then republish what was lost with it.
 
     Deleting a topic deletes its records: those the back office had not applied yet exist only in
@@ -89,8 +103,7 @@ def topic_recreate(*, bootstrap: str, topic: str, group: str, partitions: int = 
     from outbox.models import OutboxEvent
 
     # On a cluster the topic comes back as it was made: replicated, min ISR 2, no unclean election.
-    configs = {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"} \
-        if replication_factor >= 3 else {}
+    configs = {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"} if replication_factor >= 3 else {}
     from django.conf import settings
 
     claim_ttl_s = settings.OUTBOX_CLAIM_TTL if claim_ttl_s is None else claim_ttl_s
@@ -103,9 +116,17 @@ def topic_recreate(*, bootstrap: str, topic: str, group: str, partitions: int = 
             time.sleep(0.2)
         while True:
             try:
-                admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor,
-                                              topic_configs=configs)],
-                                    timeout_ms=30000)
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            topic,
+                            num_partitions=partitions,
+                            replication_factor=replication_factor,
+                            topic_configs=configs,
+                        )
+                    ],
+                    timeout_ms=30000,
+                )
                 break
             except TopicAlreadyExistsError:
                 break  # a producer's metadata request auto-created it meanwhile
@@ -120,16 +141,18 @@ def topic_recreate(*, bootstrap: str, topic: str, group: str, partitions: int = 
     # went with the old topic (make chaos KAFKA_BROKERS=3 lost 52 events so). Wait until every
     # claim taken before the deletion is written back, released or expired (an expired one is
     # sent again anyway).
-    in_flight = OutboxEvent.objects.filter(topic=topic, claim_token__isnull=False,
-                                           claim_expires_at__lte=deleting_at + timedelta(seconds=claim_ttl_s))
+    in_flight = OutboxEvent.objects.filter(
+        topic=topic, claim_token__isnull=False, claim_expires_at__lte=deleting_at + timedelta(seconds=claim_ttl_s)
+    )
     deadline = time.monotonic() + claim_ttl_s + 1
     while in_flight.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     applied = InboxEntry.objects.filter(consumer_group=group, topic=topic).values("event_id")
-    requeued = (OutboxEvent.objects.filter(topic=topic, status=OutboxEvent.Status.PUBLISHED)
-                .exclude(event_id__in=applied)
-                .update(status=OutboxEvent.Status.PENDING, available_at=timezone.now(),
-                        claim_token=None, claim_expires_at=None))
+    requeued = (
+        OutboxEvent.objects.filter(topic=topic, status=OutboxEvent.Status.PUBLISHED)
+        .exclude(event_id__in=applied)
+        .update(status=OutboxEvent.Status.PENDING, available_at=timezone.now(), claim_token=None, claim_expires_at=None)
+    )
     connection.close()
     return f"{topic}: recreated, {requeued} unapplied events requeued"
 
@@ -152,10 +175,13 @@ def poison_records_inject(*, bootstrap: str, topics: dict[str, str]) -> int:
         order_event("OrderConfirmed", "990002", [("1", 1, "12345678901234.00")]),  # past numeric(14,2)
         Record("catalog-events", b"1", b"{broken json", sample.headers),
         Record("catalog-events", b"1", sample.value, [h for h in sample.headers if h[0] != "event_id"]),
-        Record("catalog-events", b"1", sample.value,
-               [(n, b"Unheard" if n == "event_type" else v) for n, v in sample.headers]),
-        Record("order-events", b"1", confirmed.value,
-               [h for h in confirmed.headers if h[0] != "aggregate_version"]),
+        Record(
+            "catalog-events",
+            b"1",
+            sample.value,
+            [(n, b"Unheard" if n == "event_type" else v) for n, v in sample.headers],
+        ),
+        Record("order-events", b"1", confirmed.value, [h for h in confirmed.headers if h[0] != "aggregate_version"]),
         Record("catalog-events", b"1", sample.value.replace(b'"1"', b'"1\\u0000"', 1), sample.headers),
     ]
     producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all")

@@ -17,10 +17,12 @@ def test_a_cluster_campaign_draws_broker_kill_and_a_single_broker_one_does_not()
     # when the 20 faults of `make chaos SEED=7` are scheduled on the cluster
     schedule = fault_schedule(seed=7, faults=20, duration_s=625, kinds=cluster)
     # then every kind is drawn, broker_kill included, and the kills reach more than one node
-    assert "broker_kill" not in single and set(cluster) == set(single) | {"broker_kill"}
+    assert "broker_kill" not in single
+    assert set(cluster) == set(single) | {"broker_kill"}
     assert {kind for _, kind in schedule} == set(cluster)
     kills = [broker_kill_draw(seed=7, moment=moment, brokers=3) for moment, kind in schedule if kind == "broker_kill"]
-    assert len(kills) >= 2 and len(set(kills)) >= 2
+    assert len(kills) >= 2
+    assert len(set(kills)) >= 2
 
 
 def test_the_campaign_runs_on_the_cluster_its_environment_names(monkeypatch):
@@ -31,7 +33,8 @@ def test_the_campaign_runs_on_the_cluster_its_environment_names(monkeypatch):
     # when the campaign picks its Kafka
     kafka = campaign_kafka()
     # then it is those three nodes, with files apart from the cluster tests' var/kafka-cluster
-    assert isinstance(kafka, KafkaCluster) and kafka.brokers == 3
+    assert isinstance(kafka, KafkaCluster)
+    assert kafka.brokers == 3
     assert kafka.bootstrap == "127.0.0.1:9492,127.0.0.1:9494,127.0.0.1:9496"
     assert kafka.env["KAFKA_HOME_DIR"].endswith("var/kafka-chaos-cluster")
     # and without KAFKA_BROKERS it is a single private broker

@@ -21,8 +21,9 @@ from tests.outbox.events_for_tests import outbox_rows_bulk
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def _when_recreated(topic: str, then) -> threading.Thread:  # noqa: ANN001
+def _when_recreated(topic: str, then) -> threading.Thread:
     """Run `then` as soon as the topic has been deleted and exists again."""
+
     def watch() -> None:
         admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)
         try:
@@ -34,6 +35,7 @@ def _when_recreated(topic: str, then) -> threading.Thread:  # noqa: ANN001
             admin.close()
         then()
         connection.close()
+
     thread = threading.Thread(target=watch)
     thread.start()
     return thread
@@ -45,16 +47,23 @@ def test_a_send_written_back_after_the_topic_is_recreated_is_requeued(kafka_topi
     topic = kafka_topics["catalog-events"]
     settings.OUTBOX_CLAIM_TTL = 8
     published, in_flight = outbox_rows_bulk(topic=topic, keys=2, per_key=1)
-    OutboxEvent.objects.filter(seq=published.seq).update(status=OutboxEvent.Status.PUBLISHED,
-                                                         kafka_partition=0, kafka_offset=0)
+    OutboxEvent.objects.filter(seq=published.seq).update(
+        status=OutboxEvent.Status.PUBLISHED, kafka_partition=0, kafka_offset=0
+    )
     token = uuid.uuid4()
-    OutboxEvent.objects.filter(seq=in_flight.seq).update(claim_token=token,
-                                                         claim_expires_at=timezone.now() + timedelta(seconds=8))
+    OutboxEvent.objects.filter(seq=in_flight.seq).update(
+        claim_token=token, claim_expires_at=timezone.now() + timedelta(seconds=8)
+    )
 
     def relay_writes_back() -> None:
         OutboxEvent.objects.filter(seq=in_flight.seq, claim_token=token).update(
-            status=OutboxEvent.Status.PUBLISHED, published_at=timezone.now(), kafka_partition=0,
-            kafka_offset=1, claim_token=None, claim_expires_at=None)
+            status=OutboxEvent.Status.PUBLISHED,
+            published_at=timezone.now(),
+            kafka_partition=0,
+            kafka_offset=1,
+            claim_token=None,
+            claim_expires_at=None,
+        )
 
     relay = _when_recreated(topic, relay_writes_back)
     # when the topic is deleted and created again, and its recovery requeues what it lost

@@ -8,9 +8,8 @@ from collections import defaultdict
 
 import pytest
 from django.conf import settings
-from kafka.structs import OffsetAndMetadata
-
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,7 @@ from tests.support.processes import ManagedProcess
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def test_prometheus_sees_the_backlog_drained_by_the_worker_and_loads_the_alerts(
-        subprocess_env, tmp_path: Path):
+def test_prometheus_sees_the_backlog_drained_by_the_worker_and_loads_the_alerts(subprocess_env, tmp_path: Path):
     # given: 20 pending rows on the catalog topic, a prefork worker exporting its metrics, and a
     # Prometheus scraping it every second
     topic = settings.KAFKA_TOPICS["catalog-events"]
@@ -26,14 +25,32 @@ def test_prometheus_sees_the_backlog_drained_by_the_worker_and_loads_the_alerts(
     worker_port = free_port()
     worker = ManagedProcess(
         name="celery-worker",
-        argv=[sys.executable, "-m", "celery", "-A", "commerce", "worker", "--pool=prefork",
-              "--concurrency=2", "--loglevel=INFO", "--purge", "--without-heartbeat",
-              "--without-gossip", "--without-mingle"],
-        env={**subprocess_env, "WORKER_METRICS_PORT": str(worker_port),
-             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc")},
-        log_path=tmp_path / "worker.log", ready_text="ready.")
-    prometheus = PrometheusServer(targets={"commerce-worker": f"127.0.0.1:{worker_port}"},
-                                  workdir=tmp_path / "prometheus")
+        argv=[
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "commerce",
+            "worker",
+            "--pool=prefork",
+            "--concurrency=2",
+            "--loglevel=INFO",
+            "--purge",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env={
+            **subprocess_env,
+            "WORKER_METRICS_PORT": str(worker_port),
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc"),
+        },
+        log_path=tmp_path / "worker.log",
+        ready_text="ready.",
+    )
+    prometheus = PrometheusServer(
+        targets={"commerce-worker": f"127.0.0.1:{worker_port}"}, workdir=tmp_path / "prometheus"
+    )
     worker.start(timeout=60)
     prometheus.start()
     try:
@@ -52,18 +69,16 @@ def test_prometheus_sees_the_backlog_drained_by_the_worker_and_loads_the_alerts(
         # and the relay's published counter grew by the 20 rows it drained (summed over the
         # worker's children by the multiprocess collector), as did its heartbeat and batch figures
         assert prometheus.wait_for(published, lambda values: values == [20.0])
-        assert prometheus.wait_for('outbox_relay_batch_size_sum{job="commerce-worker"}',
-                                   lambda values: values == [20.0])
-        assert prometheus.values(
-            'outbox_relay_last_drain_timestamp_seconds{job="commerce-worker"} > 0') != []
+        assert prometheus.wait_for(
+            'outbox_relay_batch_size_sum{job="commerce-worker"}', lambda values: values == [20.0]
+        )
+        assert prometheus.values('outbox_relay_last_drain_timestamp_seconds{job="commerce-worker"} > 0') != []
         assert prometheus.values(f"max_over_time({pending}[5m])") == [20.0]
-        assert prometheus.values(
-            f'outbox_oldest_pending_age_seconds{{job="commerce-worker",topic="{topic}"}}') == [0.0]
+        assert prometheus.values(f'outbox_oldest_pending_age_seconds{{job="commerce-worker",topic="{topic}"}}') == [0.0]
         # and the alert rules are loaded and evaluated by a real Prometheus
         rules = [rule["name"] for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
         assert {"OutboxBacklogTooOld", "RelayDown", "ConsumerLagGrowing", "ConsumerDown"} <= set(rules)
-        assert all(rule["health"] == "ok" for group in prometheus.api("rules")["groups"]
-                   for rule in group["rules"])
+        assert all(rule["health"] == "ok" for group in prometheus.api("rules")["groups"] for rule in group["rules"])
     finally:
         prometheus.stop()
         worker.stop()

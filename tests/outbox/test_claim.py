@@ -13,6 +13,7 @@ from kafka.structs import TopicPartition
 
 from outbox.models import OutboxEvent
 from outbox.relay import DrainResult, _write_back, claim_batch
+from outbox.relay.rows import Outcome
 from tests.outbox.events_for_tests import outbox_rows_bulk
 
 pytestmark = pytest.mark.django_db
@@ -70,7 +71,7 @@ def test_a_failed_row_holds_back_the_rest_of_its_key_and_gets_backoff():
     token = uuid.uuid4()
     rows = claim_batch(token=token, limit=100)
     failing = next(r for r in rows if r.key == "1" and r.payload["sequence"] == 1)
-    outcomes: dict[int, object] = {r.seq: _meta(r.seq) for r in rows}
+    outcomes: dict[int, Outcome] = {r.seq: _meta(r.seq) for r in rows}
     outcomes[failing.seq] = KafkaTimeoutError("broker away")
     result = DrainResult()
     _write_back(token=token, rows=rows, outcomes=outcomes, result=result)
@@ -93,7 +94,7 @@ def test_every_published_row_gets_its_own_partition_and_offset():
     outbox_rows_bulk(topic="t", keys=3, per_key=3)
     token = uuid.uuid4()
     rows = claim_batch(token=token, limit=100)
-    outcomes: dict[int, object] = {
+    outcomes: dict[int, Outcome] = {
         r.seq: RecordMetadata("t", r.seq % 3, TopicPartition("t", r.seq % 3), 1000 + r.seq, 0, None, 0, 0, 0)
         for r in rows
     }
@@ -109,7 +110,7 @@ def test_a_permanent_error_marks_the_row_dead_and_by_default_does_not_block_its_
     outbox_rows_bulk(topic="t", keys=1, per_key=2)
     token = uuid.uuid4()
     rows = claim_batch(token=token, limit=100)
-    outcomes = {rows[0].seq: MessageSizeTooLargeError("too big"), rows[1].seq: _meta(1)}
+    outcomes: dict[int, Outcome] = {rows[0].seq: MessageSizeTooLargeError("too big"), rows[1].seq: _meta(1)}
     _write_back(token=token, rows=rows, outcomes=outcomes, result=DrainResult())
     assert list(OutboxEvent.objects.order_by("seq").values_list("status", flat=True)) == ["dead", "published"]
 
@@ -157,7 +158,7 @@ def test_a_key_that_failed_in_one_batch_is_not_marked_in_the_next_one_already_se
     # when key 1's row fails in the first batch and everything of the second is acknowledged
     blocked_keys: set[str] = set()
     result = DrainResult()
-    outcomes: dict[int, object] = {r.seq: _meta(r.seq) for r in first}
+    outcomes: dict[int, Outcome] = {r.seq: _meta(r.seq) for r in first}
     outcomes[first[0].seq] = KafkaTimeoutError("broker away")
     _write_back(token=first_token, rows=first, outcomes=outcomes, result=result, blocked_keys=blocked_keys)
     _write_back(

@@ -329,6 +329,7 @@ def test_the_kick_is_registered_on_commit_only_when_enabled(settings, django_cap
 @pytest.mark.integration
 def test_ensure_topics_creates_the_topics_and_their_dlq_with_the_partitions_once(kafka_bootstrap, settings):
     from kafka import KafkaAdminClient
+
     from tests.support.kafka import kafka_topics_delete
 
     suffix = uuid.uuid4().hex[:10]

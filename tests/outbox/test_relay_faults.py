@@ -16,7 +16,6 @@ from django.db.models import Sum
 from catalog.services import product_create, product_restock
 from outbox.kafka import producer_reset
 from outbox.models import OutboxEvent
-from outbox.relay import relay_drain
 from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.kafka import PrivateBroker, kafka_read_all, kafka_topics_create
 from tests.support.processes import ManagedProcess, celery_worker_managed
@@ -26,14 +25,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.django_db(
 
 
 @pytest.fixture(autouse=True)
-def _fresh_producer():  # noqa: ANN202
+def _fresh_producer():
     producer_reset()
     yield
     producer_reset()
 
 
 @pytest.fixture
-def private_broker(settings, kafka_topics):  # noqa: ANN001, ANN201
+def private_broker(settings, kafka_topics):
     # A free port pair (broker, controller) of this run's own: with a fixed port, parallel runs on
     # one machine would share (and stop) each other's private broker.
     broker = PrivateBroker(port=_free_port_pair())
@@ -66,7 +65,7 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free port pair for a private broker")
 
 
-def _sequences_by_key(records) -> dict[str, list[int]]:  # noqa: ANN001
+def _sequences_by_key(records) -> dict[str, list[int]]:
     by_key: dict[str, list[int]] = defaultdict(list)
     for record in records:
         payload = json.loads(record.value)
@@ -75,26 +74,35 @@ def _sequences_by_key(records) -> dict[str, list[int]]:  # noqa: ANN001
 
 
 def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
-        private_broker, kafka_topics, subprocess_env, tmp_path):  # noqa: ANN001
+    private_broker, kafka_topics, subprocess_env, tmp_path
+):
     from outbox.tasks import relay_drain_task
 
     # given a real worker relaying to the private broker, with a short backoff
-    env = dict(subprocess_env, KAFKA_BOOTSTRAP_SERVERS=private_broker.bootstrap,
-               OUTBOX_BACKOFF_BASE="0.2", OUTBOX_BACKOFF_MAX="2")
+    env = dict(
+        subprocess_env,
+        KAFKA_BOOTSTRAP_SERVERS=private_broker.bootstrap,
+        OUTBOX_BACKOFF_BASE="0.2",
+        OUTBOX_BACKOFF_MAX="2",
+    )
     worker = celery_worker_managed(env=env, log_path=tmp_path / "celery-worker.log")
     worker.start(timeout=60)
     # and the broker goes down; 500 events are recorded through the services
     private_broker.stop()
     products = [product_create(name=f"P{n}", price=Decimal("1.00"), stock=0) for n in range(10)]
-    for round_number in range(49):
+    for _ in range(49):
         for product in products:
             product_restock(product_id=product.id, quantity=1)
     assert OutboxEvent.objects.count() == 500
 
     # when the worker drains during the outage
     # (a drain stops at its first failed send: each drain during the outage records one failure)
-    tried = wait_for(lambda: (OutboxEvent.objects.aggregate(total=Sum("attempts"))["total"] or 0) >= 3, 90,
-                      kick=relay_drain_task.delay, every_s=2.0)
+    tried = wait_for(
+        lambda: (OutboxEvent.objects.aggregate(total=Sum("attempts"))["total"] or 0) >= 3,
+        90,
+        kick=relay_drain_task.delay,
+        every_s=2.0,
+    )
 
     # then every row stays pending, the failures are recorded with a backoff, the worker lives
     assert tried, worker.log_tail(40)
@@ -105,15 +113,17 @@ def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
 
     # when the broker is back, the same worker delivers everything
     private_broker.start()
-    delivered = wait_for(lambda: not OutboxEvent.objects.filter(status="pending").exists(), 120,
-                          kick=relay_drain_task.delay, every_s=1.0)
+    delivered = wait_for(
+        lambda: not OutboxEvent.objects.filter(status="pending").exists(), 120, kick=relay_drain_task.delay, every_s=1.0
+    )
     assert delivered, worker.log_tail(40)
     assert worker.running
     assert OutboxEvent.objects.filter(status="published").count() == 500
     records = kafka_read_all(kafka_topics["catalog-events"], expected=500, timeout_s=60)
     assert len({r.headers["event_id"] for r in records}) == 500
     for key, versions in _sequences_by_key(records).items():
-        assert versions == sorted(versions) and versions == list(range(1, 51)), key
+        assert versions == sorted(versions), key
+        assert versions == list(range(1, 51)), key
     worker.stop()
 
 
@@ -122,8 +132,7 @@ def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subproc
 
     # given 600 rows and a worker whose relay pauses between the broker's ack and the write-back
     outbox_rows_bulk(topic=kafka_topics["catalog-events"], keys=20, per_key=30)
-    env = dict(subprocess_env, OUTBOX_FAULT_PAUSE_AFTER_SEND="60", OUTBOX_CLAIM_TTL="10",
-               OUTBOX_BATCH_SIZE="250")
+    env = dict(subprocess_env, OUTBOX_FAULT_PAUSE_AFTER_SEND="60", OUTBOX_CLAIM_TTL="10", OUTBOX_BATCH_SIZE="250")
     worker = celery_worker_managed(env=env, log_path=tmp_path / "worker-killed.log")
     worker.start(timeout=60)
     relay_drain_task.delay()
@@ -134,18 +143,19 @@ def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subproc
     assert OutboxEvent.objects.filter(status="published").count() == 0
     # then, once its lease has expired, a restarted worker publishes everything
     time.sleep(10.5)
-    restarted = celery_worker_managed(env=dict(subprocess_env, OUTBOX_BATCH_SIZE="250"),
-                                      log_path=tmp_path / "worker-restarted.log")
+    restarted = celery_worker_managed(
+        env=dict(subprocess_env, OUTBOX_BATCH_SIZE="250"), log_path=tmp_path / "worker-restarted.log"
+    )
     restarted.start(timeout=60)
-    drained = wait_for(lambda: not OutboxEvent.objects.filter(status="pending").exists(), 90,
-                        kick=relay_drain_task.delay, every_s=1.0)
+    drained = wait_for(
+        lambda: not OutboxEvent.objects.filter(status="pending").exists(), 90, kick=relay_drain_task.delay, every_s=1.0
+    )
     assert drained, restarted.log_tail(40)
     restarted.stop()
     assert OutboxEvent.objects.filter(status="published").count() == 600
     records = kafka_read_all(kafka_topics["catalog-events"], timeout_s=20)  # to the end offsets
     ids = [r.headers["event_id"] for r in records]
-    in_seq_order = [str(e).encode() for e in
-                    OutboxEvent.objects.order_by("seq").values_list("event_id", flat=True)]
+    in_seq_order = [str(e).encode() for e in OutboxEvent.objects.order_by("seq").values_list("event_id", flat=True)]
     assert set(ids) == set(in_seq_order)
     # the only differences are duplicates of what the killed relay had sent: the batch it was
     # about to mark, and the next one the pipeline had already handed to the producer
@@ -159,7 +169,8 @@ def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subproc
 
 @pytest.mark.parametrize("relays", [2, 4])
 def test_concurrent_relays_on_postgresql_publish_everything_in_per_key_order(
-        relays, kafka_topics, subprocess_env, tmp_path):
+    relays, kafka_topics, subprocess_env, tmp_path
+):
     if connection.vendor != "postgresql":
         pytest.fail("concurrent relays are proven on PostgreSQL: run with DATABASE_URL=postgres://...")
     # given 20,000 events across 200 keys
@@ -169,9 +180,15 @@ def test_concurrent_relays_on_postgresql_publish_everything_in_per_key_order(
     # little after every ack, so that none drains it all before the others have started.
     env = dict(subprocess_env, OUTBOX_BATCH_SIZE="25", OUTBOX_FAULT_PAUSE_AFTER_SEND="0.02")
     # when several relay processes drain at once
-    processes = [ManagedProcess(name=f"relay-{n}", env=env, log_path=tmp_path / f"relay-{n}.log",
-                                argv=[sys.executable, "manage.py", "outbox", "drain", "--until-empty"])
-                 for n in range(relays)]
+    processes = [
+        ManagedProcess(
+            name=f"relay-{n}",
+            env=env,
+            log_path=tmp_path / f"relay-{n}.log",
+            argv=[sys.executable, "manage.py", "outbox", "drain", "--until-empty"],
+        )
+        for n in range(relays)
+    ]
     for process in processes:
         process.start()
     for process in processes:

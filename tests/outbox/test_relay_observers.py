@@ -28,8 +28,7 @@ PARENT_SPAN_ID = "b" * 16
 def spans() -> Iterator[InMemorySpanExporter]:
     producer_reset()
     exporter = InMemorySpanExporter()
-    telemetry.telemetry_configure(exporter=exporter, batch=False, instrument_django=False,
-                                  set_global=False)
+    telemetry.telemetry_configure(exporter=exporter, batch=False, instrument_django=False, set_global=False)
     yield exporter
     telemetry.telemetry_reset()
     producer_reset()
@@ -39,17 +38,23 @@ def _counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_each_sent_row_has_a_send_span_linked_to_its_creation_and_the_counters_move(
-        kafka_topics, spans):  # noqa: ANN001
+def test_each_sent_row_has_a_send_span_linked_to_its_creation_and_the_counters_move(kafka_topics, spans):
     # given: two rows that go out, and one too large for the broker (a permanent error: dead)
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=2, per_key=1)
     now = timezone.now()
     too_large = OutboxEvent.objects.create(
-        event_id=uuid.uuid4(), topic=topic, key="big", type="SequenceRecorded",
-        aggregatetype="product", aggregateid="big", payload={"blob": "x" * 1_200_000},
-        headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"}, occurred_at=now,
-        available_at=now)
+        event_id=uuid.uuid4(),
+        topic=topic,
+        key="big",
+        type="SequenceRecorded",
+        aggregatetype="product",
+        aggregateid="big",
+        payload={"blob": "x" * 1_200_000},
+        headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"},
+        occurred_at=now,
+        available_at=now,
+    )
     published_before = _counter("outbox_events_published_total", topic=topic)
     dead_before = _counter("outbox_events_dead_total", topic=topic, error="MessageSizeTooLargeError")
 
@@ -64,8 +69,9 @@ def test_each_sent_row_has_a_send_span_linked_to_its_creation_and_the_counters_m
     for span in sent:
         assert span.kind == SpanKind.PRODUCER
         assert span.parent is None
-        assert [(f"{link.context.trace_id:032x}", f"{link.context.span_id:016x}")
-                for link in span.links] == [(TRACE_ID, PARENT_SPAN_ID)]
+        assert [(f"{link.context.trace_id:032x}", f"{link.context.span_id:016x}") for link in span.links] == [
+            (TRACE_ID, PARENT_SPAN_ID)
+        ]
     by_id = {span.attributes["messaging.message.id"]: span for span in sent}
     for row in OutboxEvent.objects.filter(status="published"):
         span = by_id[str(row.event_id)]
@@ -78,5 +84,4 @@ def test_each_sent_row_has_a_send_span_linked_to_its_creation_and_the_counters_m
     assert failed.attributes["commerce.outbox.dead"] is True
     # and the Prometheus counters moved by what was written back
     assert _counter("outbox_events_published_total", topic=topic) - published_before == 2
-    assert _counter("outbox_events_dead_total", topic=topic,
-                    error="MessageSizeTooLargeError") - dead_before == 1
+    assert _counter("outbox_events_dead_total", topic=topic, error="MessageSizeTooLargeError") - dead_before == 1

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
-
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -24,8 +23,9 @@ def _bootstrap() -> list[str]:
 
 def kafka_is_up(bootstrap: list[str], timeout_s: float = 3.0) -> bool:
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                                 **settings.KAFKA_SECURITY)
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **settings.KAFKA_SECURITY
+        )
     except KafkaError:
         return False
     try:
@@ -41,8 +41,7 @@ def kafka_ensure_broker() -> str:
     """Use the broker at KAFKA_BOOTSTRAP_SERVERS; start the project's local one if none answers."""
     bootstrap = _bootstrap()
     if not kafka_is_up(bootstrap):
-        subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), "start"], check=True,
-                       env=dict(os.environ))
+        subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), "start"], check=True, env=dict(os.environ))
     deadline = time.monotonic() + 60
     while not kafka_is_up(bootstrap):
         if time.monotonic() > deadline:
@@ -51,14 +50,11 @@ def kafka_ensure_broker() -> str:
     return ",".join(bootstrap)
 
 
-def kafka_topics_create(bootstrap: str, names: list[str], *, partitions: int = 3,
-                        replication_factor: int = 1) -> None:
+def kafka_topics_create(bootstrap: str, names: list[str], *, partitions: int = 3, replication_factor: int = 1) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), **settings.KAFKA_SECURITY)
-    configs = {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"} \
-        if replication_factor >= 3 else {}
+    configs = {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"} if replication_factor >= 3 else {}
     try:
-        admin.create_topics([NewTopic(name, partitions, replication_factor, topic_configs=configs)
-                             for name in names])
+        admin.create_topics([NewTopic(name, partitions, replication_factor, topic_configs=configs) for name in names])
     except TopicAlreadyExistsError:
         pass
     finally:
@@ -109,8 +105,9 @@ def kafka_read_all(topic: str, *, expected: int | None = None, timeout_s: float 
     Stops when `expected` records were read, or when the end offsets are reached (and, when
     `expected` is given but not reached, keeps polling until `timeout_s`).
     """
-    consumer = KafkaConsumer(bootstrap_servers=_bootstrap(), enable_auto_commit=False,
-                             group_id=None, **settings.KAFKA_SECURITY)
+    consumer = KafkaConsumer(
+        bootstrap_servers=_bootstrap(), enable_auto_commit=False, group_id=None, **settings.KAFKA_SECURITY
+    )
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         assignment = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -121,8 +118,9 @@ def kafka_read_all(topic: str, *, expected: int | None = None, timeout_s: float 
         while time.monotonic() < deadline:
             batch = consumer.poll(timeout_ms=500, max_records=5000)
             for tp_records in batch.values():
-                records.extend(ReadRecord(r.topic, r.partition, r.offset, r.key, r.value, dict(r.headers))
-                               for r in tp_records)
+                records.extend(
+                    ReadRecord(r.topic, r.partition, r.offset, r.key, r.value, dict(r.headers)) for r in tp_records
+                )
             if expected is not None and len(records) >= expected:
                 break
             if expected is None and not batch:
@@ -140,12 +138,14 @@ class PrivateBroker:
 
     def __init__(self, *, port: int = 19092) -> None:
         self.bootstrap = f"127.0.0.1:{port}"
-        self.env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
-                        KAFKA_HOME_DIR=str(PROJECT_DIR / "var" / f"kafka-private-{port}"))
+        self.env = dict(
+            os.environ,
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+            KAFKA_HOME_DIR=str(PROJECT_DIR / "var" / f"kafka-private-{port}"),
+        )
 
     def _run(self, action: str) -> None:
-        subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), action], check=True,
-                       env=self.env, timeout=120)
+        subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), action], check=True, env=self.env, timeout=120)
 
     def start(self) -> None:
         self._run("start")
@@ -178,26 +178,36 @@ class KafkaCluster:
     """
 
     def __init__(self, *, bootstrap: str | None = None, home: str | None = None, brokers: int = 3) -> None:
-        self.bootstrap_list = (bootstrap or os.environ.get("KAFKA_CLUSTER_BOOTSTRAP_SERVERS")
-                               or CLUSTER_BOOTSTRAP_DEFAULT).split(",")[:brokers]
+        self.bootstrap_list = (
+            bootstrap or os.environ.get("KAFKA_CLUSTER_BOOTSTRAP_SERVERS") or CLUSTER_BOOTSTRAP_DEFAULT
+        ).split(",")[:brokers]
         self.brokers = brokers
         host, port = self.bootstrap_list[0].rsplit(":", 1)
         self.sasl_bootstrap_list = [f"{host}:{int(port) + 2 * brokers + n}" for n in range(brokers)]
-        self.env = dict(os.environ, KAFKA_BROKERS=str(brokers),
-                        KAFKA_BOOTSTRAP_SERVERS=",".join(self.bootstrap_list),
-                        KAFKA_HOME_DIR=home or os.environ.get("KAFKA_CLUSTER_HOME_DIR")
-                        or str(PROJECT_DIR / "var" / "kafka-cluster"))
+        self.env = dict(
+            os.environ,
+            KAFKA_BROKERS=str(brokers),
+            KAFKA_BOOTSTRAP_SERVERS=",".join(self.bootstrap_list),
+            KAFKA_HOME_DIR=home
+            or os.environ.get("KAFKA_CLUSTER_HOME_DIR")
+            or str(PROJECT_DIR / "var" / "kafka-cluster"),
+        )
 
     @property
     def bootstrap(self) -> str:
         return ",".join(self.bootstrap_list)
 
     def _run(self, *args: str) -> str:
-        done = subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), *args], env=self.env,
-                              check=False, capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            [str(PROJECT_DIR / "scripts" / "kafka-local"), *args],
+            env=self.env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"kafka-local {' '.join(args)} failed ({done.returncode}):\n"
-                               f"{done.stdout}{done.stderr}")
+            raise RuntimeError(f"kafka-local {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         return done.stdout.strip()
 
     def is_up(self) -> bool:
@@ -215,8 +225,16 @@ class KafkaCluster:
         self._run("kill", str(node))
 
     def running(self) -> bool:
-        return subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), "status"], env=self.env,
-                              check=False, capture_output=True, timeout=60).returncode == 0
+        return (
+            subprocess.run(
+                [str(PROJECT_DIR / "scripts" / "kafka-local"), "status"],
+                env=self.env,
+                check=False,
+                capture_output=True,
+                timeout=60,
+            ).returncode
+            == 0
+        )
 
     def _admin(self) -> KafkaAdminClient:
         return KafkaAdminClient(bootstrap_servers=self.bootstrap_list, request_timeout_ms=5000)
@@ -275,8 +293,9 @@ def campaign_kafka() -> PrivateBroker | KafkaCluster:
     3-node cluster (KAFKA_CLUSTER_BOOTSTRAP_SERVERS), which also allows the `broker_kill` fault."""
     if os.environ.get("KAFKA_BROKERS", "1") == "3":
         # Files of its own: the cluster tests' var/kafka-cluster may hold another port layout.
-        return KafkaCluster(home=os.environ.get("KAFKA_CLUSTER_HOME_DIR")
-                            or str(PROJECT_DIR / "var" / "kafka-chaos-cluster"))
+        return KafkaCluster(
+            home=os.environ.get("KAFKA_CLUSTER_HOME_DIR") or str(PROJECT_DIR / "var" / "kafka-chaos-cluster")
+        )
     return PrivateBroker(port=19192)
 
 

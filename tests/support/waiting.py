@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, *, kick: Callable[[], object] | None = None,
-             every_s: float = 1.0) -> bool:
+def wait_for(
+    condition: Callable[[], bool], timeout_s: float, *, kick: Callable[[], object] | None = None, every_s: float = 1.0
+) -> bool:
     """Poll `condition` until it holds; `kick` (if any) runs before each poll, at most every `every_s`."""
     deadline = time.monotonic() + timeout_s
     last_kick = 0.0
