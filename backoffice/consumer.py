@@ -38,6 +38,7 @@ from backoffice.projections import BatchOutcome, PoisonRecord
 from commerce.observability import metrics
 from commerce.observability.telemetry import consumer_batch_spans
 from commerce.tracing import trace_context
+from outbox.kafka import topic_auto_create_off
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,9 @@ class EventConsumer:
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
             group_id=group_id,
+            # A subscribed topic that is missing (deleted to be recreated, or not made yet) stays
+            # missing: `ensure_topics` makes topics, with their partitions and replication.
+            allow_auto_create_topics=False,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
             max_poll_records=self.batch_size,
@@ -124,6 +128,7 @@ class EventConsumer:
             metadata_max_age_ms=5000,
             **settings.KAFKA_SECURITY,
         )
+        topic_auto_create_off(self.consumer)
         self.consumer.subscribe(topics, listener=_CommitBeforeRevoke(self))
         self._dlq_producer: KafkaProducer | None = None
 

@@ -50,14 +50,18 @@ def consumer_lag(group: str) -> list[PartitionLag] | str:
     """
     from kafka import KafkaConsumer, TopicPartition
 
+    from outbox.kafka import topic_auto_create_off
+
     try:
         reader = KafkaConsumer(
             bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
             group_id=group,
             enable_auto_commit=False,
             request_timeout_ms=3000,
+            allow_auto_create_topics=False,  # looking at a missing topic must not create it
             **settings.KAFKA_SECURITY,
         )
+        topic_auto_create_off(reader)
     except Exception as exc:  # noqa: BLE001 - shown on the page instead of the table
         return f"Kafka unavailable: {type(exc).__name__}: {exc}"
     try:

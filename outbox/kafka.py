@@ -10,10 +10,10 @@ import atexit
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import IllegalStateError
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,30 @@ def producer_broken(producer: KafkaProducer) -> BaseException | None:
     return None
 
 
+ClientT = TypeVar("ClientT", KafkaProducer, KafkaConsumer)
+
+
+def topic_auto_create_off(client: ClientT) -> ClientT:
+    """The client, made unable to create a topic by asking for its metadata.
+
+    kafka-python 3.0.12 does not pass `allow_auto_create_topics` on to the metadata requests it
+    builds (ClusterMetadata is made without it, so every topic looked up is created with the
+    broker's defaults, and a topic an operator deletes to recreate comes back at once): set it
+    where the requests are built. Topics are made by `ensure_topics`, with their partitions,
+    replication and min ISR.
+    """
+    metadata = getattr(client, "_metadata", None)  # KafkaProducer
+    if metadata is None:
+        metadata = getattr(client, "_cluster", None)  # KafkaConsumer
+    if metadata is None or not hasattr(metadata, "config"):
+        # A later kafka-python may build its metadata from the client's own setting (which
+        # every client here passes); the test of this guard says whether it still holds.
+        logger.warning("kafka client without the expected cluster metadata", extra={"client": type(client).__name__})
+        return client
+    metadata.config["allow_auto_create_topics"] = False
+    return client
+
+
 def producer_get() -> KafkaProducer:
     """The process's producer; a new one when there is none, after a fork, or when the old one
     is broken (see `producer_broken`): the worker recovers without a restart."""
@@ -93,13 +117,7 @@ def producer_get() -> KafkaProducer:
                     logger.exception("closing the broken kafka producer failed")
                 _slot.producer = None
         if _slot.producer is None or _slot.pid != os.getpid():
-            _slot.producer = KafkaProducer(**producer_config())
-            # kafka-python 3.0.12 does not pass `allow_auto_create_topics` on to the metadata it
-            # requests (ClusterMetadata is built without it, so it asks the broker to create
-            # every topic it looks up): set it where the requests are built.
-            metadata = getattr(_slot.producer, "_metadata", None)
-            if metadata is not None and hasattr(metadata, "config"):
-                metadata.config["allow_auto_create_topics"] = False
+            _slot.producer = topic_auto_create_off(KafkaProducer(**producer_config()))
             _slot.pid = os.getpid()
             logger.info("kafka producer created", extra={"pid": _slot.pid})
         return _slot.producer

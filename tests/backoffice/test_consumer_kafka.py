@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import uuid
 
@@ -265,3 +266,26 @@ def test_a_topic_deleted_and_recreated_under_the_consumer_is_followed(kafka_topi
     _wait_for_inbox(len(catalog) + len(later), timeout_s=120)
     assert consumer.running, consumer.log_tail()
     assert consumer.stop() == 0, consumer.log_tail()
+
+
+def test_the_consumer_does_not_create_a_topic_it_subscribes_to(kafka_topics):
+    # given a topic the back office subscribes to that does not exist (deleted, or not made yet)
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    consumer = EventConsumer(topics=[missing], group_id=f"g-{uuid.uuid4().hex[:6]}", batch_size=50)
+    # when it polls long enough to have asked the broker for the topic's metadata (a consumer
+    # with nothing assigned is not idle: it is stopped from a timer, as a SIGTERM would)
+    stopper = threading.Timer(4.0, consumer.stop)
+    stopper.start()
+    try:
+        consumer.run()
+    finally:
+        stopper.cancel()
+        consumer.close()
+    # then the topic is still missing: the broker's defaults (partitions, replication) would
+    # place keys elsewhere once `ensure_topics` makes it properly, and a deletion made to
+    # recreate a topic would be undone under the operator's feet
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
+    try:
+        assert missing not in admin.list_topics()
+    finally:
+        admin.close()
