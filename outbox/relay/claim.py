@@ -251,17 +251,28 @@ def _pg_lease(
             f"UPDATE {_TABLE} SET attempts = attempts + 1, last_error = %(reason)s WHERE seq = ANY(%(abandoned)s)",
             {"abandoned": abandoned, "reason": ABANDONED},
         )
-    # Text columns where the header wants text: converting 2,000 uuids and timestamps to
-    # Python objects and back costs as much as the update itself.
     cursor.execute(
         f"UPDATE {_TABLE} SET claim_token = %(token)s, claim_expires_at = %(expires)s "
-        "WHERE seq = ANY(%(kept)s) RETURNING seq, id::text, topic, key, type, event_version, "
-        "aggregatetype, aggregateid, aggregate_version, headers::text, "
-        "replace(to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-        "'.000000Z', 'Z'), attempts, payload::text",
+        f"WHERE seq = ANY(%(kept)s) RETURNING {_RETURNING}",
         {"token": token, "expires": expires, "kept": kept},
     )
-    fetched = cursor.fetchall()
+    return _claimed_rows(cursor.fetchall())
+
+
+# Text columns where the header wants text: converting 2,000 uuids and timestamps to Python
+# objects and back costs as much as the update itself.
+_RETURNING = (
+    "seq, id::text, topic, key, type, event_version, aggregatetype, aggregateid, aggregate_version, "
+    "headers::text, replace(to_char(occurred_at AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), '.000000Z', 'Z'), attempts, payload::text"
+)
+
+
+# `seq` and `key` are also the CTE's columns in `claim_quick`'s UPDATE ... FROM.
+_RETURNING_QUALIFIED = _RETURNING.replace("seq, id::text, topic, key,", f"{_TABLE}.seq, id::text, topic, {_TABLE}.key,")
+
+
+def _claimed_rows(fetched: list[tuple[Any, ...]]) -> list[ClaimedRow]:
     loads = json.loads
     rows = [
         ClaimedRow(
@@ -297,6 +308,61 @@ def _pg_lease(
     ]
     rows.sort(key=lambda row: row.seq)
     return rows
+
+
+# --- The quick claim (PostgreSQL): one statement, for a drain woken by a commit.
+
+
+def claim_quick(
+    *, token: uuid.UUID, limit: int, now: datetime | None = None, in_flight: uuid.UUID | None = None
+) -> list[ClaimedRow]:
+    """Claim up to `limit` claimable rows, oldest first, in one statement in autocommit.
+
+    The relay loop's claims after a wake-up: one round trip, where `claim_batch` takes six or
+    seven (its transaction, the planner settings, a scan per topic and the fill, the check for
+    rows another relay is claiming, the lease). The same per-key rule, in one statement: the
+    candidates are locked (SKIP LOCKED) in a CTE, and a candidate is leased only when every
+    older unfinished row of its key is either a candidate too or in this drain's batch in flight
+    (an older row skipped because another relay is claiming it right now, a row of an expired
+    lease, a row in backoff: each holds its key's later rows back). It does less than
+    `claim_batch`:
+
+    - no row that still holds a lease token: abandoned rows are `claim_batch`'s (it counts their
+      attempts and sends them alone), taken by the loop's next poll drain;
+    - no fair share between topics: a claim that comes back full means a backlog, and the drain
+      goes on with `claim_batch` (drain.py).
+
+    On SQLite it is `claim_batch`.
+    """
+    if connection.vendor != "postgresql":
+        return claim_batch(token=token, limit=limit, now=now, in_flight=in_flight)
+    now = now or timezone.now()
+    in_flight = in_flight or uuid.uuid4()
+    expires = now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL)
+    unfinished = f"b.status <> 'published' AND lower(b.status) IN ({_blocking_statuses_sql()})"
+    not_ours = "(b.claim_token IS NULL OR b.claim_token <> %(in_flight)s)"
+    # What this claim may take: pending, due and holding no lease token (live or expired).
+    claimable = "{t}.status = 'pending' AND {t}.available_at <= %(now)s AND {t}.claim_token IS NULL"
+    # The per-key checks are scalar subqueries with LIMIT 1, not NOT EXISTS: the planner cannot
+    # turn them into anti-joins over the whole table (what `claim_batch` prevents with its SET
+    # LOCALs, two more round trips here); each stays a probe of the (key, seq) index. The first
+    # skips keys held back for good (so the limit is spent on rows it can take: a blocked key
+    # never stalls the others); the second drops a candidate behind an older row left out.
+    sql = (
+        f"WITH candidate AS MATERIALIZED (SELECT o.seq, o.key FROM {_TABLE} o "
+        "WHERE " + claimable.format(t="o") + " "
+        f"AND (SELECT 1 FROM {_TABLE} b WHERE b.key = o.key AND b.seq < o.seq AND {unfinished} "
+        f"AND NOT (" + claimable.format(t="b") + ") AND " + not_ours + " LIMIT 1) IS NULL "
+        "ORDER BY o.seq LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED) "
+        f"UPDATE {_TABLE} SET claim_token = %(token)s, claim_expires_at = %(expires)s "
+        f"FROM candidate c WHERE {_TABLE}.seq = c.seq "
+        f"AND (SELECT 1 FROM {_TABLE} b WHERE b.key = c.key AND b.seq < c.seq AND {unfinished} "
+        f"AND {not_ours} AND b.seq NOT IN (SELECT seq FROM candidate) LIMIT 1) IS NULL "
+        f"RETURNING {_RETURNING_QUALIFIED}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"token": token, "expires": expires, "now": now, "in_flight": in_flight, "limit": limit})
+        return _claimed_rows(cursor.fetchall())
 
 
 # --- SQLite: one drain at a time holds the file lock (sqlite_lock.py), so no row locks are needed.

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 
-from outbox.relay.claim import claim_batch
+from outbox.relay.claim import claim_batch, claim_quick
 from outbox.relay.rows import ClaimedRow, DrainResult, NotSent
 from outbox.relay.send import acknowledged as _acknowledged, send as _send
 from outbox.relay.sqlite_lock import single_relay_on_sqlite as _single_relay_on_sqlite
@@ -21,9 +21,18 @@ logger = logging.getLogger("outbox.relay")
 
 
 def relay_drain(
-    *, batch_size: int | None = None, time_budget_s: float = 10.0, max_batches: int | None = None
+    *,
+    batch_size: int | None = None,
+    time_budget_s: float = 10.0,
+    max_batches: int | None = None,
+    quick_claims: bool = False,
 ) -> DrainResult:
     """Publish due outbox rows until none is claimable or the time budget is spent (`_drain`).
+
+    `quick_claims` (the relay loop, woken by a commit): the claims are `claim_quick`, one
+    statement each, so what just committed goes to the producer one round trip after the
+    wake-up; once one comes back full (a backlog) the drain goes on with `claim_batch` and its
+    fair shares. Rows `claim_quick` never takes (abandoned ones) wait for a drain without it.
 
     Every drain, even one that found nothing or failed, sets the relay's heartbeat metric: the
     relay-down alert reads it.
@@ -33,12 +42,14 @@ def relay_drain(
     from commerce.observability.metrics import relay_drain_observed
 
     try:
-        return _drain(batch_size=batch_size, time_budget_s=time_budget_s, max_batches=max_batches)
+        return _drain(
+            batch_size=batch_size, time_budget_s=time_budget_s, max_batches=max_batches, quick_claims=quick_claims
+        )
     finally:
         relay_drain_observed()
 
 
-def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | None) -> DrainResult:
+def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | None, quick_claims: bool) -> DrainResult:
     """Publish due outbox rows until none is claimable or the time budget is spent.
 
     Pipelined: batch N+1 is claimed and handed to the producer while the broker still works on
@@ -59,10 +70,11 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
         blocked_keys: set[str] = set()
         abort = threading.Event()
         claiming = True
+        quick = quick_claims
         claimed_at: dict[uuid.UUID, float] = {}  # token -> when its claim began (batch duration)
 
         def claim_next(in_flight: uuid.UUID | None) -> tuple[uuid.UUID, list[ClaimedRow], float]:
-            nonlocal claiming
+            nonlocal claiming, quick
             if claiming and (
                 time.monotonic() - started >= time_budget_s
                 or relay_stop_requested()
@@ -74,7 +86,10 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
             # The batch's deadline: its acks are in by half its lease, which leaves the other
             # half for the write-back. A batch never outlives its lease.
             deadline = time.monotonic() + settings.OUTBOX_CLAIM_TTL / 2
-            rows = claim_batch(token=token, limit=limit, in_flight=in_flight) if claiming else []
+            claim = claim_quick if quick else claim_batch
+            rows = claim(token=token, limit=limit, in_flight=in_flight) if claiming else []
+            if len(rows) >= limit:
+                quick = False  # a backlog: from now on with the topics' fair shares
             if rows:
                 result.batches += 1
             else:

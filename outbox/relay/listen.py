@@ -5,7 +5,7 @@ it at commit to every session that `LISTEN`s. The loop holds one such session of
 (psycopg 3, autocommit, apart from Django's connection that the drain uses) and:
 
 - drains at once when a notification arrives: no debounce, the first event after idle is claimed
-  as soon as it is heard;
+  as soon as it is heard, with one-statement claims (`claim_quick`, claim.py);
 - coalesces: notifications that arrive while a drain runs are all read after it, and cause one
   more drain (their rows may have come after the drain's last claim), not one per notification;
 - drains every OUTBOX_LOOP_POLL_INTERVAL even when nothing is heard: a notification sent while no
@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import select
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -105,10 +106,15 @@ def _take_notifications(conn: psycopg.Connection) -> list[str]:
     return payloads
 
 
-def _drain_until_idle(stats: LoopStats) -> None:
-    """Drain until nothing is claimable (a drain stops at its time budget: run it again)."""
+def _drain_until_idle(stats: LoopStats, *, quick_claims: bool = False) -> None:
+    """Drain until nothing is claimable (a drain stops at its time budget: run it again).
+
+    `quick_claims` after a notification: one statement per claim, what just committed is sent
+    one round trip after the wake-up (`claim_quick`). The drains at start, after a poll
+    timeout and after a reconnection use the full claim, which also takes abandoned rows.
+    """
     while not relay_stop_requested():
-        result = relay_drain(time_budget_s=DRAIN_BUDGET_S)
+        result = relay_drain(time_budget_s=DRAIN_BUDGET_S, quick_claims=quick_claims)
         stats.drains += 1
         stats.published += result.published
         if result.failed or result.dead or not result.batches:
@@ -125,6 +131,8 @@ def relay_loop(
     stats = LoopStats()
     listener: psycopg.Connection | None = None
     reconnect_in = 0.1
+    heard: list[str] = []
+    full_drain_at = float("-inf")
     logger.info("relay loop started", extra={"channel": CHANNEL, "poll_interval_s": poll_s, "pid": os.getpid()})
     try:
         while not relay_stop_requested():
@@ -138,8 +146,14 @@ def relay_loop(
                         extra={"error": repr(exc), "retry_in_s": reconnect_in},
                     )
             # Every pass drains first: at start (rows committed while no loop listened), after a
-            # notification, after a poll timeout, after a reconnection.
-            _drain_until_idle(stats)
+            # notification, after a poll timeout, after a reconnection. After a notification with
+            # quick claims, but a full one at least every poll interval: under a steady stream
+            # of commits the poll timeout never comes, and abandoned rows are the full claim's.
+            quick = bool(heard) and time.monotonic() - full_drain_at < poll_s
+            if not quick:
+                full_drain_at = time.monotonic()
+            _drain_until_idle(stats, quick_claims=quick)
+            heard = []
             if relay_stop_requested():
                 break
             fds = [waker.read_fd] if waker is not None else []

@@ -90,50 +90,56 @@ def _expected_claim(rows: list[tuple[int, str, str, str]], *, limit: int, dead_b
     return claimed
 
 
+def random_table(rng: random.Random, *, now, in_flight: uuid.UUID) -> list[tuple[int, str, str, str]]:
+    """A fresh outbox of 1-30 rows over 1-6 keys in random states; (seq, key, topic, state)."""
+    OutboxEvent.objects.all().delete()
+    other_relay = uuid.uuid4()
+    keys = [str(k) for k in range(rng.randint(1, 6))]
+    topics = rng.choice([LANES, [*LANES, "other"], LANES[:1]])
+    weights = [rng.random() for _ in STATES]
+    events = []
+    for _ in range(rng.randint(1, 30)):
+        key = rng.choice(keys)
+        state = rng.choices(STATES, weights)[0]
+        event = OutboxEvent(
+            topic=rng.choice(topics),
+            key=key,
+            type="SequenceRecorded",
+            aggregatetype="product",
+            aggregateid=key,
+            payload={},
+            occurred_at=now,
+            available_at=now,
+        )
+        if state == "published":
+            event.status, event.published_at = "published", now
+        elif state == "dead":
+            event.status, event.attempts = "dead", 3
+        elif state == "backoff":
+            event.attempts, event.available_at = 1, now + timedelta(seconds=rng.randint(1, 600))
+        elif state == "leased":
+            event.claim_token, event.claim_expires_at = other_relay, now + timedelta(seconds=30)
+        elif state == "expired":
+            event.claim_token, event.claim_expires_at = other_relay, now - timedelta(seconds=1)
+        elif state == "in_flight":
+            event.claim_token, event.claim_expires_at = in_flight, now + timedelta(seconds=30)
+        events.append((event, state))
+    created = OutboxEvent.objects.bulk_create([event for event, _ in events])
+    return [(row.seq, row.key, row.topic, state) for row, (_, state) in zip(created, events, strict=True)]
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_the_claim_equals_a_brute_force_model_on_random_tables(seed, settings):
     rng = random.Random(seed)
     now = timezone.now()
     settings.KAFKA_TOPICS = {"catalog-events": LANES[0], "order-events": LANES[1]}
     for _ in range(60):
-        OutboxEvent.objects.all().delete()
         dead_blocks = rng.random() < 0.5
         fair = rng.random() < 0.7
         settings.OUTBOX_DEAD_BLOCKS_KEY = dead_blocks
         settings.OUTBOX_FAIR_SHARE = fair
-        in_flight, other_relay = uuid.uuid4(), uuid.uuid4()
-        keys = [str(k) for k in range(rng.randint(1, 6))]
-        topics = rng.choice([LANES, [*LANES, "other"], LANES[:1]])
-        weights = [rng.random() for _ in STATES]
-        events = []
-        for _ in range(rng.randint(1, 30)):
-            key = rng.choice(keys)
-            state = rng.choices(STATES, weights)[0]
-            event = OutboxEvent(
-                topic=rng.choice(topics),
-                key=key,
-                type="SequenceRecorded",
-                aggregatetype="product",
-                aggregateid=key,
-                payload={},
-                occurred_at=now,
-                available_at=now,
-            )
-            if state == "published":
-                event.status, event.published_at = "published", now
-            elif state == "dead":
-                event.status, event.attempts = "dead", 3
-            elif state == "backoff":
-                event.attempts, event.available_at = 1, now + timedelta(seconds=rng.randint(1, 600))
-            elif state == "leased":
-                event.claim_token, event.claim_expires_at = other_relay, now + timedelta(seconds=30)
-            elif state == "expired":
-                event.claim_token, event.claim_expires_at = other_relay, now - timedelta(seconds=1)
-            elif state == "in_flight":
-                event.claim_token, event.claim_expires_at = in_flight, now + timedelta(seconds=30)
-            events.append((event, state))
-        created = OutboxEvent.objects.bulk_create([event for event, _ in events])
-        table = [(row.seq, row.key, row.topic, state) for row, (_, state) in zip(created, events, strict=True)]
+        in_flight = uuid.uuid4()
+        table = random_table(rng, now=now, in_flight=in_flight)
         limit = rng.randint(1, 12)
         # when
         claimed = claim_batch(token=uuid.uuid4(), limit=limit, now=now, in_flight=in_flight)

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -89,6 +90,35 @@ def test_rows_no_notification_announced_are_published_by_the_start_drain_and_the
     assert len(records) == 7
     assert [r.key for r in records].count(b"late") == 1
     assert _wait_until(lambda: OutboxEvent.objects.filter(status="published").count() == 7, 10)
+    loop.stop()
+
+
+def test_an_abandoned_row_is_published_while_commits_keep_the_loop_awake(subprocess_env, kafka_topics, tmp_path):
+    # given a row its relay died holding (lease expired), which quick claims never take, and a
+    # loop that polls every half second
+    topic = kafka_topics["catalog-events"]
+    abandoned = outbox_rows_bulk(topic=topic, keys=1, per_key=1)[0]
+    loop = _loop(subprocess_env, tmp_path, poll_s=0.5)
+    assert _wait_until(lambda: OutboxEvent.objects.get(pk=abandoned.pk).status == "published", 20)
+    OutboxEvent.objects.filter(pk=abandoned.pk).update(
+        status="pending",
+        published_at=None,
+        claim_token=uuid.uuid4(),
+        claim_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    # when events commit every 50 ms, so that the loop is always woken before its poll timeout
+    deadline = time.monotonic() + 6
+    published = False
+    n = 0
+    while time.monotonic() < deadline and not published:
+        with transaction.atomic():
+            outbox_record(event=SequenceRecorded(product_id=f"busy-{n}", sequence=n))
+        n += 1
+        time.sleep(0.05)
+        published = OutboxEvent.objects.get(pk=abandoned.pk).status == "published"
+    # then a full drain still runs within a few poll intervals and takes the abandoned row
+    assert published, loop.log_tail()
+    assert OutboxEvent.objects.get(pk=abandoned.pk).attempts == 1  # counted as an attempt
     loop.stop()
 
 

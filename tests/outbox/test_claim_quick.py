@@ -1,0 +1,120 @@
+"""The quick claim (`claim_quick`, the relay loop's claims after a wake-up): one statement with
+the full claim's per-key rule, less the abandoned rows and the fair shares. Checked against a
+brute-force model over random tables, against a row another relay is claiming right now, and in
+a drain to the real broker."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from outbox.models import OutboxEvent
+from outbox.relay.claim import claim_quick
+from tests.outbox.events_for_tests import outbox_rows_bulk
+from tests.outbox.test_claim_fairness_of_keys import LANES, random_table
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _postgresql_only() -> None:
+    if connection.vendor != "postgresql":
+        pytest.fail("the quick claim is PostgreSQL's (SQLite uses claim_batch): run with DATABASE_URL=postgres://...")
+
+
+def _expected_quick(rows: list[tuple[int, str, str, str]], *, limit: int, dead_blocks: bool) -> list[int]:
+    """Brute force. Rows are (seq, key, topic, state). A key's rows, oldest first, are claimable
+    until its first row that must wait: in backoff, under a lease (live or expired: abandoned
+    rows are the full claim's), dead when dead rows block. This drain's own rows in flight
+    neither wait nor are claimed again. The oldest `limit` claimable rows, whatever their topic."""
+    blocked: set[str] = set()
+    claimable: list[int] = []
+    for seq, key, _, state in sorted(rows):
+        if key in blocked:
+            continue
+        if state in ("backoff", "leased", "expired") or (state == "dead" and dead_blocks):
+            blocked.add(key)
+        elif state == "due":
+            claimable.append(seq)
+    return claimable[:limit]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_quick_claim_equals_a_brute_force_model_on_random_tables(seed, settings):
+    _postgresql_only()
+    rng = random.Random(seed)
+    now = timezone.now()
+    settings.KAFKA_TOPICS = {"catalog-events": LANES[0], "order-events": LANES[1]}
+    for _ in range(50):
+        dead_blocks = rng.random() < 0.5
+        settings.OUTBOX_DEAD_BLOCKS_KEY = dead_blocks
+        in_flight = uuid.uuid4()
+        # given a table of rows in every state a claim meets
+        table = random_table(rng, now=now, in_flight=in_flight)
+        limit = rng.randint(1, 12)
+        token = uuid.uuid4()
+        # when the quick claim runs
+        claimed = claim_quick(token=token, limit=limit, now=now, in_flight=in_flight)
+        # then it takes exactly the model's rows, oldest first, and leases them to this claim
+        expected = _expected_quick(table, limit=limit, dead_blocks=dead_blocks)
+        assert [row.seq for row in claimed] == expected, (table, limit, dead_blocks)
+        leased = OutboxEvent.objects.filter(claim_token=token).values_list("seq", flat=True)
+        assert sorted(leased) == expected
+
+
+def test_the_quick_claim_leaves_a_key_whose_oldest_row_another_relay_is_claiming():
+    _postgresql_only()
+    # given another relay in the middle of its claim: it holds the lock on key 1's oldest row
+    outbox_rows_bulk(topic="t", keys=2, per_key=3)
+    oldest = OutboxEvent.objects.filter(key="1").earliest("seq").seq
+    locked, release = threading.Event(), threading.Event()
+
+    def other_relay() -> None:
+        try:
+            with transaction.atomic():
+                OutboxEvent.objects.select_for_update().filter(seq=oldest).first()
+                locked.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_relay)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        # when this relay's quick claim runs
+        claimed = claim_quick(token=uuid.uuid4(), limit=100)
+    finally:
+        release.set()
+        thread.join()
+    # then it takes key 2's rows only: key 1's later rows must wait for the locked one
+    assert [(row.key, row.payload["sequence"]) for row in claimed] == [("2", 0), ("2", 1), ("2", 2)]
+
+
+def test_a_drain_with_quick_claims_publishes_every_row_once_in_key_order(kafka_topics):
+    _postgresql_only()
+    from outbox.relay import relay_drain
+    from tests.support.kafka import kafka_read_all
+
+    # given 5 keys x 40 rows, and the oldest row of key 3 in backoff (its key must wait)
+    topic = kafka_topics["catalog-events"]
+    outbox_rows_bulk(topic=topic, keys=5, per_key=40)
+    held = OutboxEvent.objects.filter(key="3").earliest("seq").seq
+    OutboxEvent.objects.filter(seq=held).update(attempts=1, available_at=timezone.now() + timedelta(minutes=5))
+    # when one drain runs with quick claims, in batches of 7 (full ones: then claim_batch)
+    result = relay_drain(batch_size=7, quick_claims=True)
+    # then every other row is published once, in per-key order, and key 3 waits whole
+    assert result.published == 160
+    assert set(OutboxEvent.objects.filter(status="pending").values_list("key", flat=True)) == {"3"}
+    records = kafka_read_all(topic, expected=160, timeout_s=30)
+    assert len(records) == len({r.headers["event_id"] for r in records}) == 160
+    sequences: dict[str, list[int]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        sequences.setdefault((record.key or b"").decode(), []).append(json.loads(record.value)["sequence"])
+    assert sequences == {key: list(range(40)) for key in ("1", "2", "4", "5")}
