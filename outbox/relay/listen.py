@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import psycopg
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, InterfaceError, connections
 
 from outbox.relay.drain import relay_drain
 from outbox.relay.stopping import relay_stop_requested
@@ -50,6 +50,7 @@ class LoopStats:
     published: int = 0
     notifications: int = 0
     polls: int = 0
+    database_errors: int = 0
 
 
 class Waker:
@@ -106,21 +107,32 @@ def _take_notifications(conn: psycopg.Connection) -> list[str]:
     return payloads
 
 
-def _drain_until_idle(stats: LoopStats, *, quick_claims: bool = False) -> None:
+def _drain_until_idle(stats: LoopStats, *, using: str, quick_claims: bool = False) -> bool:
     """Drain until nothing is claimable (a drain stops at its time budget: run it again).
+    False when the database failed a drain: its session is closed, the next drain opens another.
 
     `quick_claims` after a notification: one statement per claim, what just committed is sent
     one round trip after the wake-up (`claim_quick`). The drains at start, after a poll
     timeout and after a reconnection use the full claim, which also takes abandoned rows.
     """
     while not relay_stop_requested():
-        result = relay_drain(time_budget_s=DRAIN_BUDGET_S, quick_claims=quick_claims)
+        try:
+            result = relay_drain(time_budget_s=DRAIN_BUDGET_S, quick_claims=quick_claims)
+        except (DatabaseError, InterfaceError) as exc:
+            # A restart or failover of PostgreSQL: the loop outlives it (`make run` would
+            # otherwise lose its relay). Rows this drain held stay leased until their lease
+            # runs out and go out again then (at least once); nothing is lost.
+            logger.warning("relay loop drain failed on the database; reconnecting", extra={"error": repr(exc)})
+            stats.database_errors += 1
+            connections[using].close()
+            return False
         stats.drains += 1
         stats.published += result.published
         if result.failed or result.dead or not result.batches:
-            return  # nothing more now, or rows in backoff: the poll comes back to them
+            return True  # nothing more now, or rows in backoff: the poll comes back to them
         if result.seconds < DRAIN_BUDGET_S:
-            return  # the drain ended on its own: it claimed everything due
+            return True  # the drain ended on its own: it claimed everything due
+    return True
 
 
 def relay_loop(
@@ -131,6 +143,7 @@ def relay_loop(
     stats = LoopStats()
     listener: psycopg.Connection | None = None
     reconnect_in = 0.1
+    database_retry_in = 0.1  # after a drain the database failed: the next one, backing off
     heard: list[str] = []
     full_drain_at = float("-inf")
     logger.info("relay loop started", extra={"channel": CHANNEL, "poll_interval_s": poll_s, "pid": os.getpid()})
@@ -152,14 +165,17 @@ def relay_loop(
             quick = bool(heard) and time.monotonic() - full_drain_at < poll_s
             if not quick:
                 full_drain_at = time.monotonic()
-            _drain_until_idle(stats, quick_claims=quick)
+            drained = _drain_until_idle(stats, using=using, quick_claims=quick)
             heard = []
+            database_retry_in = 0.1 if drained else min(RECONNECT_MAX_S, database_retry_in * 2)
             if relay_stop_requested():
                 break
             fds = [waker.read_fd] if waker is not None else []
             if listener is not None:
                 fds.append(listener.fileno())
             timeout = poll_s if listener is not None else min(poll_s, reconnect_in)
+            if not drained:
+                timeout = min(timeout, database_retry_in)
             readable, _, _ = select.select(fds, [], [], timeout)
             if waker is not None and waker.read_fd in readable:
                 waker.clear()

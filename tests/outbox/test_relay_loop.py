@@ -122,6 +122,31 @@ def test_an_abandoned_row_is_published_while_commits_keep_the_loop_awake(subproc
     loop.stop()
 
 
+def test_the_loop_outlives_its_database_sessions_being_terminated(subprocess_env, kafka_topics, tmp_path):
+    # given a running loop that has published a first row
+    topic = kafka_topics["catalog-events"]
+    first = outbox_rows_bulk(topic=topic, keys=1, per_key=1)[0]
+    loop = _loop(subprocess_env, tmp_path, poll_s=0.5)
+    assert _wait_until(lambda: OutboxEvent.objects.get(pk=first.pk).status == "published", 20)
+    # when every session of the loop is terminated (what a PostgreSQL restart or failover does)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1
+    # and an event commits after that
+    with transaction.atomic():
+        event = SequenceRecorded(product_id="after", sequence=1)
+        outbox_record(event=event)
+    # then the loop reconnects and publishes it, and is still running
+    assert _wait_until(lambda: OutboxEvent.objects.get(event_id=event.event_id).status == "published", 30), (
+        loop.log_tail()
+    )
+    assert loop.running, loop.log_tail()
+    loop.stop()
+
+
 def test_the_notification_leaves_at_commit_and_never_for_a_rollback():
     # given a session listening as the loop does
     listener = _listen_connect("default")
