@@ -2,12 +2,13 @@
 restarts its parts, then an exact consistency check.
 
 The stack: the API server, a Celery worker with beat (relay, gateway, reactions,
-reconciliation) and `consume_events`, on PostgreSQL and a Kafka broker of the campaign's own.
+reconciliation), the relay loop on PostgreSQL (`manage.py relay_loop`) and `consume_events`, on
+PostgreSQL and a Kafka broker of the campaign's own.
 The controller injects, at moments drawn from the seed (the same seed gives the same schedule):
 
 - `clock_skew`: the worker restarted with its clock off by a few seconds (tests/fault/skewed_clock.py),
   so the events it stamps disagree with the API server's clocks;
-- `worker_kill`, `consumer_kill`: SIGKILL, then a restart;
+- `worker_kill`, `consumer_kill`: SIGKILL, then a restart (worker_kill: the relay loop too);
 - `kafka_restart`: the broker stopped and started;
 - `postgres_restart`: the PostgreSQL server of DATABASE_URL restarted (tests/fault/faults.py);
 - `hot_key_backlog`: a product gets a deep backlog whose first row is held in backoff;
@@ -117,6 +118,10 @@ def fault_schedule(*, seed: int, faults: int, duration_s: float, kinds: tuple[st
     ]
 
 
+def _postgresql(env: dict[str, str]) -> bool:
+    return env.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -150,8 +155,14 @@ class Stack:
                 f"--schedule={self.log_dir / 'celerybeat-schedule'}",
             ],
             "consumer": [python, "manage.py", "consume_events", "--batch-size", "200"],
+            "relay": [python, "manage.py", "relay_loop"],
         }[name]
-        ready = {"server": "Quit the server", "worker": "ready.", "consumer": "consuming"}[name]
+        ready = {
+            "server": "Quit the server",
+            "worker": "ready.",
+            "consumer": "consuming",
+            "relay": "relay loop listening",
+        }[name]
         env = self.env
         if name == "worker" and self.worker_clock_offset_s:
             argv = [python, "-m", "tests.fault.skewed_clock", *argv[2:]]
@@ -222,11 +233,16 @@ def _inject(
         stack.restart("worker")
         return f"worker clock {stack.worker_clock_offset_s:+.0f} s"
     if kind in ("worker_kill", "consumer_kill"):
-        name = kind.removesuffix("_kill")
-        stack.kill(name)
+        # worker_kill takes both relays down: the Celery worker and, on PostgreSQL, the relay loop.
+        names = [kind.removesuffix("_kill")] + (
+            ["relay"] if kind == "worker_kill" and "relay" in stack.processes else []
+        )
+        for name in names:
+            stack.kill(name)
         time.sleep(1)
-        stack.start(name)
-        return ""
+        for name in names:
+            stack.start(name)
+        return " and ".join(names)
     if kind == "kafka_restart":
         broker.stop()
         time.sleep(3)
@@ -309,7 +325,11 @@ def run_campaign(
     stack = Stack(env=stack_env, log_dir=log_dir, port=port)
     simulation_output: dict = {}
     try:
-        for name in ("server", "worker", "consumer"):
+        # As `make run` runs it: on PostgreSQL, the NOTIFY-woken relay loop beside the worker.
+        names = (
+            ("server", "worker", "relay", "consumer") if _postgresql(stack_env) else ("server", "worker", "consumer")
+        )
+        for name in names:
             stack.start(name)
 
         def simulate() -> None:
