@@ -1,6 +1,7 @@
 """End-to-end latency: commit of an order to its effect committed in the back office.
 
-Orders are placed through the services at a fixed rate (200/s) for a fixed time, with the relay
+Orders are placed through the services at a fixed rate (200/s, from --writers threads, each on
+an open-loop schedule of its own and its own products) for a fixed time, with the relay
 as `make run` runs it and a real back-office consumer, on PostgreSQL, Redis and Kafka. The relay
 is the NOTIFY-woken relay loop (`manage.py relay_loop`) when the project has it, with the Celery
 worker and beat as the safety net; without it, the worker woken by the on-commit kick.
@@ -22,6 +23,7 @@ import os
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -76,6 +78,9 @@ def main() -> None:
     parser.add_argument(
         "--with-poll-only", action="store_true", help="a second phase with the beat's polling alone (no wake-up)"
     )
+    parser.add_argument(
+        "--writers", type=int, default=4, help="threads placing orders, each at rate / writers (one cannot keep 200/s)"
+    )
     parser.add_argument("--consumer-child", type=Path, default=None, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.consumer_child:
@@ -87,6 +92,7 @@ def main() -> None:
 
     from django.conf import settings
     from django.contrib.auth import get_user_model
+    from django.db import connections
 
     from catalog.services import product_create
     from orders.services import OrderLineRequest, order_place
@@ -173,18 +179,33 @@ def main() -> None:
             if not kick and relay_loop:
                 say("poll_only: skipped (the relay loop's NOTIFY cannot be turned off from here)")
                 continue
-            say(f"{phase}: {options.rate:.0f} orders/s for {seconds:.0f} s (load average {os.getloadavg()[0]:.2f}) ...")
-            started = time.monotonic()
+            say(
+                f"{phase}: {options.rate:.0f} orders/s from {options.writers} writer threads for {seconds:.0f} s "
+                f"(load average {os.getloadavg()[0]:.2f}) ..."
+            )
             first_seq = OutboxEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
-            placed = 0
-            while time.monotonic() - started < seconds:
-                due = started + placed / options.rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                product = products[placed % len(products)]
-                order_place(user=user, lines=[OrderLineRequest(product_id=product.id, quantity=1)])
-                placed += 1
+            started = time.monotonic()
+            rate_each = options.rate / options.writers
+
+            def writer(n: int, started: float = started, rate_each: float = rate_each) -> int:
+                """Orders on an open-loop schedule of its own (rate / writers), its own connection,
+                each on its own products (two writers never wait for one product's row lock)."""
+                placed = 0
+                mine = products[n :: options.writers]
+                try:
+                    while time.monotonic() - started < seconds:
+                        delay = started + placed / rate_each - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                        product = mine[placed % len(mine)]
+                        order_place(user=user, lines=[OrderLineRequest(product_id=product.id, quantity=1)])
+                        placed += 1
+                finally:
+                    connections.close_all()
+                return placed
+
+            with ThreadPoolExecutor(max_workers=options.writers) as pool:
+                placed = sum(pool.map(writer, range(options.writers)))
             achieved = placed / (time.monotonic() - started)
             event_ids = {
                 str(e) for e in OutboxEvent.objects.filter(seq__gt=first_seq).values_list("event_id", flat=True)
@@ -239,6 +260,7 @@ def main() -> None:
         "consumer_leg_p50_ms": round(main_phase["consumer_p50"], 1),
         "consumer_leg_p99_ms": round(main_phase["consumer_p99"], 1),
         "orders_per_s": round(main_phase["orders_per_s"], 1),
+        "writers": options.writers,
         "events": main_phase["events"],
         "relay": "relay_loop" if relay_loop else "celery_kick",
         **consumer_settings,
