@@ -6,18 +6,23 @@ import logging
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.conf import settings
 
 from outbox.relay.claim import claim_batch, claim_quick
 from outbox.relay.rows import ClaimedRow, DrainResult, NotSent
-from outbox.relay.send import acknowledged as _acknowledged, send as _send
+from outbox.relay.send import SentBatch, acknowledged as _acknowledged, send as _send
 from outbox.relay.sqlite_lock import single_relay_on_sqlite as _single_relay_on_sqlite
 from outbox.relay.stopping import relay_stop_requested
 from outbox.relay.write_back import write_back as _write_back
 
 logger = logging.getLogger("outbox.relay")
+
+# A batch this small is handed to the producer by the drain's own thread: what just committed
+# reaches the producer without a hop to the sender thread (a wake-up's batch is a few rows).
+# Larger ones go to the sender thread, so their send overlaps the next claim.
+INLINE_SEND_MAX_ROWS = 32
 
 
 def relay_drain(
@@ -106,13 +111,26 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
             )
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-send") as sender:
+
+            def hand_over(token: uuid.UUID, rows: list[ClaimedRow], deadline: float) -> Future[SentBatch] | None:
+                if not rows:
+                    return None
+                if len(rows) > INLINE_SEND_MAX_ROWS:
+                    return sender.submit(_send, token, rows, deadline=deadline, abort=abort)
+                handed: Future[SentBatch] = Future()
+                try:
+                    handed.set_result(_send(token, rows, deadline=deadline, abort=abort))
+                except Exception as exc:  # noqa: BLE001 - raised again by result(), as from the sender thread
+                    handed.set_exception(exc)
+                return handed
+
             token, rows, deadline = claim_next(None)
-            sending = sender.submit(_send, token, rows, deadline=deadline, abort=abort) if rows else None
+            sending = hand_over(token, rows, deadline)
             aborted = False
             while sending is not None:
                 # The database work of this step (claim the next batch, write back the batch
-                # being acknowledged) runs while the sender thread hands the batch to the
-                # producer: the two overlap. Not while the batch holds a row its last relay
+                # being acknowledged) runs while the sender thread hands a large batch to the
+                # producer (a small one is already handed over): the two overlap. Not while the batch holds a row its last relay
                 # died holding: if sending it kills this relay too, no other row is held.
                 suspect = any(row.abandoned for row in rows)
                 next_token, next_rows, next_deadline = (uuid.uuid4(), [], 0.0) if suspect else claim_next(token)
@@ -123,11 +141,7 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
                     # the next batch is released once this one is written back.
                     claiming = False
                     not_to_send, next_rows = next_rows, []
-                sending = (
-                    sender.submit(_send, next_token, next_rows, deadline=next_deadline, abort=abort)
-                    if next_rows
-                    else None
-                )
+                sending = hand_over(next_token, next_rows, next_deadline)
                 outcomes, aborted_now = _acknowledged(sent, flush=sending is None, after_abort=aborted, abort=abort)
                 aborted = aborted or aborted_now
                 if settings.OUTBOX_FAULT_PAUSE_AFTER_SEND:
@@ -152,11 +166,7 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
                 if suspect and claiming and sending is None:
                     # The suspect batch is written back: claim the next one now, unpipelined.
                     next_token, next_rows, next_deadline = claim_next(None)
-                    sending = (
-                        sender.submit(_send, next_token, next_rows, deadline=next_deadline, abort=abort)
-                        if next_rows
-                        else None
-                    )
+                    sending = hand_over(next_token, next_rows, next_deadline)
                 token, rows = next_token, next_rows
     result.seconds = time.monotonic() - started
     if result.batches:
