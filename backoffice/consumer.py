@@ -30,6 +30,7 @@ from django.utils import timezone
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
+from kafka.future import Future
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
@@ -88,7 +89,7 @@ _frozen = False
 
 
 def _startup_objects_frozen() -> None:
-    """Move what the process holds before its first loop (Django, the modules, the settings)
+    """Move what the process holds before its first consumer (Django, the modules, the settings)
     out of the cyclic garbage collector's reach, once: each batch allocates enough to trigger
     collections, and every full one walked all of it again, a quarter of the contract's parse
     (docs/BACKOFFICE.md, "Where a batch's time goes"). Objects made later are collected as
@@ -112,6 +113,7 @@ class EventConsumer:
         progress_every_s: float = 10.0,
         on_applied: AppliedHook | None = None,
     ) -> None:
+        _startup_objects_frozen()
         self.topics = topics
         self.on_applied = on_applied
         self._lag_read_at = 0.0
@@ -121,7 +123,8 @@ class EventConsumer:
         self.progress_every_s = progress_every_s
         self.stats = ConsumerStats()
         self.stopping = False
-        self._applied_offsets: dict[TopicPartition, int] = {}
+        self._applied_offsets: dict[TopicPartition, int] = {}  # applied, commit not confirmed yet
+        self._commits_in_flight: list[tuple[Future, dict[TopicPartition, OffsetAndMetadata]]] = []
         self._positions: dict[TopicPartition, int] = {}  # next offset to apply, for the lag
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
@@ -173,7 +176,6 @@ class EventConsumer:
         max_events: int | None = None,
         on_progress: Callable[[str], None] | None = None,
     ) -> ConsumerStats:
-        _startup_objects_frozen()
         last_record_at = time.monotonic()
         last_progress_at = time.monotonic()
         progress_polled = 0
@@ -257,7 +259,7 @@ class EventConsumer:
                 logger.warning("cache invalidation failed", extra={"cache_key": key})
         for tp, tp_records in polled.items():
             self._applied_offsets[tp] = self._positions[tp] = tp_records[-1].offset + 1
-        self.offsets_commit()
+        self.offsets_commit(wait=False)
         self.stats.batches += 1
         self.stats.polled += sum(len(records) for records in polled.values())
         self.stats.applied += outcome.applied
@@ -277,13 +279,29 @@ class EventConsumer:
                         },
                     )
 
-    def offsets_commit(self, *, only: set[TopicPartition] | None = None) -> None:
+    def offsets_commit(self, *, only: set[TopicPartition] | None = None, wait: bool = True) -> None:
+        """Commit the offsets of the batches applied (their transactions committed).
+
+        `wait=False` (after each batch) sends the commit and returns: the broker's answer is
+        read at the next call, and an offset whose commit failed stays in `_applied_offsets`
+        for the next commit. Waiting for it was a seventh of the loop's wall time on a loaded
+        machine (docs/BACKOFFICE.md). A commit lost with the process only redelivers batches
+        the inbox already holds. Closing and a revocation commit and wait, as before."""
+        self._commits_harvest()
         offsets = {
             tp: OffsetAndMetadata(offset, "", -1)
             for tp, offset in self._applied_offsets.items()
             if only is None or tp in only
         }
         if not offsets:
+            return
+        if not wait:
+            try:
+                future = self.consumer.commit_async(offsets)
+            except KafkaError as exc:
+                logger.warning("offset commit failed; kept for the next commit", extra={"error": repr(exc)})
+                return
+            self._commits_in_flight.append((future, offsets))
             return
         try:
             self.consumer.commit(offsets, timeout_ms=10000)
@@ -297,6 +315,25 @@ class EventConsumer:
                 self._applied_offsets.pop(tp, None)
         except KafkaError as exc:
             logger.warning("offset commit failed; kept for the next commit", extra={"error": repr(exc)})
+
+    def _commits_harvest(self) -> None:
+        """Read the answers of the commits sent without waiting: a committed offset (or one the
+        group refused after a rebalance: the new owner re-reads from the last commit) leaves
+        `_applied_offsets` unless a later batch moved it; a failed one stays for the next."""
+        in_flight = []
+        for future, offsets in self._commits_in_flight:
+            if not future.is_done:
+                in_flight.append((future, offsets))
+                continue
+            if future.failed() and not isinstance(future.exception, CommitFailedError):
+                logger.warning(
+                    "offset commit failed; kept for the next commit", extra={"error": repr(future.exception)}
+                )
+                continue
+            for tp, committed in offsets.items():
+                if self._applied_offsets.get(tp) == committed.offset:
+                    del self._applied_offsets[tp]
+        self._commits_in_flight = in_flight
 
     # --- helpers -----------------------------------------------------------------------------
 
