@@ -186,7 +186,7 @@ class EventConsumer:
                 self._back_off("kafka poll failed", exc)
                 continue
             metrics.consumer_poll_observed()
-            records = [record for batch in polled.values() for record in batch]
+            records = any(polled.values())  # each partition's list holds a record at least
             if records or not self.consumer.assignment():
                 # Idle means "assigned and nothing to read", not "waiting to join the group".
                 last_record_at = time.monotonic()

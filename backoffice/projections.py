@@ -235,8 +235,7 @@ def batch_apply(
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # The new events are in the event log too: one statement (backoffice/bulk.py).
-            new_ids = bulk.inbox_insert_new(group=group, events=list(unique.values()), now=now, records=records)
-            new_events = [event for event_id, event in unique.items() if event_id in new_ids]
+            new_events = bulk.inbox_insert_new(group=group, events=list(unique.values()), now=now, records=records)
         else:
             new_events = _inbox_insert_portable(group, unique, now)
         if new_events:
