@@ -27,16 +27,16 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.future import Future
-from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from backoffice.contract import IncomingEvent
+from backoffice.dlq import DeadLetterForwarder
 from backoffice.isolation import ConsumedRecord, batch_apply_isolating, error_is_transient, records_parse
-from backoffice.projections import BatchOutcome, PoisonRecord
+from backoffice.projections import BatchOutcome
 from commerce.observability import metrics
 from commerce.observability.telemetry import consumer_batch_spans
 from commerce.tracing import trace_context
@@ -150,7 +150,7 @@ class EventConsumer:
         )
         topic_auto_create_off(self.consumer)
         self.consumer.subscribe(topics, listener=_CommitBeforeRevoke(self))
-        self._dlq_producer: KafkaProducer | None = None
+        self._dlq = DeadLetterForwarder(group_id=group_id)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -164,8 +164,7 @@ class EventConsumer:
     def close(self) -> None:
         self.offsets_commit()
         self.consumer.close(autocommit=False)
-        if self._dlq_producer is not None:
-            self._dlq_producer.close(timeout=10)
+        self._dlq.close()
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -216,7 +215,7 @@ class EventConsumer:
                 # One consumer span per record, continuing the producer's context; they end
                 # with the batch's transaction (as errors when it fails and is retried).
                 with consumer_batch_spans(batch.events, group=self.group_id):
-                    outcome = batch_apply_isolating(group=self.group_id, batch=batch, forward=self._forward_to_dlq)
+                    outcome = batch_apply_isolating(group=self.group_id, batch=batch, forward=self._dlq)
                 metrics.consumer_batch_observed(seconds=time.perf_counter() - started)
             except Exception as exc:  # the consumer outlives any error (BLE sees it logged below)
                 # Only transient errors are expected here (the rest is isolated record by
@@ -336,43 +335,6 @@ class EventConsumer:
         self._commits_in_flight = in_flight
 
     # --- helpers -----------------------------------------------------------------------------
-
-    def _forward_to_dlq(self, poison: list[PoisonRecord]) -> None:
-        if self._dlq_producer is None:
-            self._dlq_producer = KafkaProducer(
-                bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                max_block_ms=5000,
-                **settings.KAFKA_SECURITY,
-            )
-        futures: list[FutureRecordMetadata] = []
-        for record in poison:
-            headers = [(name, raw if isinstance(raw, bytes) else str(raw).encode()) for name, raw in record.headers]
-            headers += [
-                ("dlq_error", record.error.encode()[:4000]),
-                ("dlq_source_topic", record.topic.encode()),
-                ("dlq_source_partition", str(record.partition).encode()),
-                ("dlq_source_offset", str(record.offset).encode()),
-                ("dlq_consumer_group", self.group_id.encode()),
-            ]
-            futures.append(
-                self._dlq_producer.send(f"{record.topic}.dlq", key=record.key, value=record.value, headers=headers)
-            )
-            logger.warning(
-                "record dead-lettered",
-                extra={
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "error": record.error,
-                },
-            )
-        self._dlq_producer.flush(timeout=30)
-        for future in futures:
-            # Raises the send's error: the batch is retried, never skipped.
-            future.get(timeout=0)  # type: ignore[no-untyped-call]  # get() unannotated in types-kafka-python
 
     def _seek_back(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, records in polled.items():
