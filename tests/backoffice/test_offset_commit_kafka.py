@@ -50,16 +50,16 @@ def test_each_batchs_offsets_reach_the_broker_without_waiting_for_its_answer(kaf
         consumer.close()
 
 
-def test_an_offset_commit_that_failed_is_committed_by_the_next_one(kafka_topics):
+def test_an_offset_commit_that_failed_is_committed_by_the_next_one(kafka_topics, monkeypatch):
     # given a consumer whose commits sent without waiting all fail (the coordinator away)
     produce([view(str(n)) for n in range(20)], kafka_topics)
     group = f"g-{uuid.uuid4().hex[:6]}"
     consumer = EventConsumer(topics=list(kafka_topics.values()), group_id=group, batch_size=5)
 
-    def commit_failing(offsets):
+    def commit_failing(offsets: object) -> Future:
         return Future().failure(KafkaConnectionError("coordinator away"))
 
-    consumer.consumer.commit_async = commit_failing
+    monkeypatch.setattr(consumer.consumer, "commit_async", commit_failing)
     try:
         # when it applies the records
         consumer.run(until_idle_s=2.0)
