@@ -16,6 +16,7 @@ the Kafka offsets.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -26,15 +27,16 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
-from kafka.producer.future import FutureRecordMetadata
+from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from backoffice.contract import IncomingEvent
+from backoffice.dlq import DeadLetterForwarder
 from backoffice.isolation import ConsumedRecord, batch_apply_isolating, error_is_transient, records_parse
-from backoffice.projections import BatchOutcome, PoisonRecord
+from backoffice.projections import BatchOutcome
 from commerce.observability import metrics
 from commerce.observability.telemetry import consumer_batch_spans
 from commerce.tracing import trace_context
@@ -83,6 +85,22 @@ LAG_EVERY_S = 1.0
 AppliedHook = Callable[[list[IncomingEvent], float, dict[tuple[str, int, int], ConsumedRecord]], None]
 
 
+_frozen = False
+
+
+def _startup_objects_frozen() -> None:
+    """Move what the process holds before its first consumer (Django, the modules, the settings)
+    out of the cyclic garbage collector's reach, once: each batch allocates enough to trigger
+    collections, and every full one walked all of it again, a quarter of the contract's parse
+    (docs/BACKOFFICE.md, "Where a batch's time goes"). Objects made later are collected as
+    usual; a frozen one is still freed when nothing refers to it."""
+    global _frozen  # noqa: PLW0603 - once per process, not per consumer
+    if not _frozen:
+        _frozen = True
+        gc.collect()  # the garbage there is now is not frozen with the rest
+        gc.freeze()
+
+
 class EventConsumer:
     def __init__(
         self,
@@ -95,6 +113,7 @@ class EventConsumer:
         progress_every_s: float = 10.0,
         on_applied: AppliedHook | None = None,
     ) -> None:
+        _startup_objects_frozen()
         self.topics = topics
         self.on_applied = on_applied
         self._lag_read_at = 0.0
@@ -104,7 +123,8 @@ class EventConsumer:
         self.progress_every_s = progress_every_s
         self.stats = ConsumerStats()
         self.stopping = False
-        self._applied_offsets: dict[TopicPartition, int] = {}
+        self._applied_offsets: dict[TopicPartition, int] = {}  # applied, commit not confirmed yet
+        self._commits_in_flight: list[tuple[Future, dict[TopicPartition, OffsetAndMetadata]]] = []
         self._positions: dict[TopicPartition, int] = {}  # next offset to apply, for the lag
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
@@ -130,7 +150,7 @@ class EventConsumer:
         )
         topic_auto_create_off(self.consumer)
         self.consumer.subscribe(topics, listener=_CommitBeforeRevoke(self))
-        self._dlq_producer: KafkaProducer | None = None
+        self._dlq = DeadLetterForwarder(group_id=group_id)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -144,8 +164,7 @@ class EventConsumer:
     def close(self) -> None:
         self.offsets_commit()
         self.consumer.close(autocommit=False)
-        if self._dlq_producer is not None:
-            self._dlq_producer.close(timeout=10)
+        self._dlq.close()
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -166,7 +185,7 @@ class EventConsumer:
                 self._back_off("kafka poll failed", exc)
                 continue
             metrics.consumer_poll_observed()
-            records = [record for batch in polled.values() for record in batch]
+            records = any(polled.values())  # each partition's list holds a record at least
             if records or not self.consumer.assignment():
                 # Idle means "assigned and nothing to read", not "waiting to join the group".
                 last_record_at = time.monotonic()
@@ -196,7 +215,7 @@ class EventConsumer:
                 # One consumer span per record, continuing the producer's context; they end
                 # with the batch's transaction (as errors when it fails and is retried).
                 with consumer_batch_spans(batch.events, group=self.group_id):
-                    outcome = batch_apply_isolating(group=self.group_id, batch=batch, forward=self._forward_to_dlq)
+                    outcome = batch_apply_isolating(group=self.group_id, batch=batch, forward=self._dlq)
                 metrics.consumer_batch_observed(seconds=time.perf_counter() - started)
             except Exception as exc:  # the consumer outlives any error (BLE sees it logged below)
                 # Only transient errors are expected here (the rest is isolated record by
@@ -239,7 +258,7 @@ class EventConsumer:
                 logger.warning("cache invalidation failed", extra={"cache_key": key})
         for tp, tp_records in polled.items():
             self._applied_offsets[tp] = self._positions[tp] = tp_records[-1].offset + 1
-        self.offsets_commit()
+        self.offsets_commit(wait=False)
         self.stats.batches += 1
         self.stats.polled += sum(len(records) for records in polled.values())
         self.stats.applied += outcome.applied
@@ -259,13 +278,29 @@ class EventConsumer:
                         },
                     )
 
-    def offsets_commit(self, *, only: set[TopicPartition] | None = None) -> None:
+    def offsets_commit(self, *, only: set[TopicPartition] | None = None, wait: bool = True) -> None:
+        """Commit the offsets of the batches applied (their transactions committed).
+
+        `wait=False` (after each batch) sends the commit and returns: the broker's answer is
+        read at the next call, and an offset whose commit failed stays in `_applied_offsets`
+        for the next commit. Waiting for it was a seventh of the loop's wall time on a loaded
+        machine (docs/BACKOFFICE.md). A commit lost with the process only redelivers batches
+        the inbox already holds. Closing and a revocation commit and wait, as before."""
+        self._commits_harvest()
         offsets = {
             tp: OffsetAndMetadata(offset, "", -1)
             for tp, offset in self._applied_offsets.items()
             if only is None or tp in only
         }
         if not offsets:
+            return
+        if not wait:
+            try:
+                future = self.consumer.commit_async(offsets)
+            except KafkaError as exc:
+                logger.warning("offset commit failed; kept for the next commit", extra={"error": repr(exc)})
+                return
+            self._commits_in_flight.append((future, offsets))
             return
         try:
             self.consumer.commit(offsets, timeout_ms=10000)
@@ -280,44 +315,26 @@ class EventConsumer:
         except KafkaError as exc:
             logger.warning("offset commit failed; kept for the next commit", extra={"error": repr(exc)})
 
-    # --- helpers -----------------------------------------------------------------------------
+    def _commits_harvest(self) -> None:
+        """Read the answers of the commits sent without waiting: a committed offset (or one the
+        group refused after a rebalance: the new owner re-reads from the last commit) leaves
+        `_applied_offsets` unless a later batch moved it; a failed one stays for the next."""
+        in_flight = []
+        for future, offsets in self._commits_in_flight:
+            if not future.is_done:
+                in_flight.append((future, offsets))
+                continue
+            if future.failed() and not isinstance(future.exception, CommitFailedError):
+                logger.warning(
+                    "offset commit failed; kept for the next commit", extra={"error": repr(future.exception)}
+                )
+                continue
+            for tp, committed in offsets.items():
+                if self._applied_offsets.get(tp) == committed.offset:
+                    del self._applied_offsets[tp]
+        self._commits_in_flight = in_flight
 
-    def _forward_to_dlq(self, poison: list[PoisonRecord]) -> None:
-        if self._dlq_producer is None:
-            self._dlq_producer = KafkaProducer(
-                bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                max_block_ms=5000,
-                **settings.KAFKA_SECURITY,
-            )
-        futures: list[FutureRecordMetadata] = []
-        for record in poison:
-            headers = [(name, raw if isinstance(raw, bytes) else str(raw).encode()) for name, raw in record.headers]
-            headers += [
-                ("dlq_error", record.error.encode()[:4000]),
-                ("dlq_source_topic", record.topic.encode()),
-                ("dlq_source_partition", str(record.partition).encode()),
-                ("dlq_source_offset", str(record.offset).encode()),
-                ("dlq_consumer_group", self.group_id.encode()),
-            ]
-            futures.append(
-                self._dlq_producer.send(f"{record.topic}.dlq", key=record.key, value=record.value, headers=headers)
-            )
-            logger.warning(
-                "record dead-lettered",
-                extra={
-                    "topic": record.topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                    "error": record.error,
-                },
-            )
-        self._dlq_producer.flush(timeout=30)
-        for future in futures:
-            # Raises the send's error: the batch is retried, never skipped.
-            future.get(timeout=0)  # type: ignore[no-untyped-call]  # get() unannotated in types-kafka-python
+    # --- helpers -----------------------------------------------------------------------------
 
     def _seek_back(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, records in polled.items():

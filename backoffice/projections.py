@@ -234,8 +234,8 @@ def batch_apply(
         unique.setdefault(event.event_id, event)
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            new_ids = bulk.inbox_insert_new(group=group, events=list(unique.values()), now=now)
-            new_events = [event for event_id, event in unique.items() if event_id in new_ids]
+            # The new events are in the event log too: one statement (backoffice/bulk.py).
+            new_events = bulk.inbox_insert_new(group=group, events=list(unique.values()), now=now, records=records)
         else:
             new_events = _inbox_insert_portable(group, unique, now)
         if new_events:
@@ -245,7 +245,6 @@ def batch_apply(
             if connection.vendor == "postgresql":
                 outcome.cache_keys_to_delete = bulk.metrics_upsert(effects, now=now)
                 bulk.ledger_upsert(effects, now=now)
-                bulk.event_log_insert(events=new_events, now=now, records=records)
             else:
                 outcome.cache_keys_to_delete = _effects_apply(effects)
                 _event_log_insert_portable(new_events, now)

@@ -17,6 +17,7 @@ seconds per 1,000 events. Targets: >= 10,000 events/s, >= 10x naive, RSS flat.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import time
@@ -115,7 +116,10 @@ def main() -> None:
                 topics=list(topics.values()), group_id=group, batch_size=batch_size, progress_every_s=2
             )
             join_seconds = joined(consumer.consumer)
-            say(f"  joined the group in {join_seconds:.1f} s (not timed)")
+            say(
+                f"  joined the group in {join_seconds:.1f} s (not timed); objects frozen out of the "
+                f"cyclic GC: {gc.get_freeze_count():,}"
+            )
             sampler = RssSampler()
             backend_pid = backend_pid_of_this_connection()
             with sampler:

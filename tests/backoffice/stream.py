@@ -85,6 +85,9 @@ def stock(product_id: str, quantity: int, version: int) -> Record:
 # An order's events in its lifecycle, as the domain numbers them under the order's lock.
 ORDER_VERSIONS = {"OrderCreated": 1, "OrderConfirmed": 2, "OrderCancelled": 3}
 
+# The event_version the domain produces of each order type (orders/events.py); 1 for the others.
+LATEST_VERSIONS = {"OrderConfirmed": 2}
+
 
 def order_event(
     event_type: str,
@@ -93,10 +96,21 @@ def order_event(
     *,
     occurred_at: datetime | None = None,
     aggregate_version: int | None = None,
+    version: int | None = None,
     **extra: object,
 ) -> Record:
-    lines_payload = [{"product_id": p, "quantity": q, "unit_price": price} for p, q, price in lines]
+    """An order event as the domain produces it now: OrderConfirmed in v2 (each line's subtotal,
+    the shop's currency); `version=1` gives the v1 record still on the topics (no subtotal, no
+    currency), for the tests of the upcaster."""
+    version = version or LATEST_VERSIONS.get(event_type, 1)
+    lines_payload: list[dict[str, object]] = [
+        {"product_id": p, "quantity": q, "unit_price": price} for p, q, price in lines
+    ]
     total = sum((Decimal(price) * q for _, q, price in lines), Decimal("0.00"))
+    if event_type == "OrderConfirmed" and version >= 2:
+        for line, (_, q, price) in zip(lines_payload, lines, strict=True):
+            line["subtotal"] = str((Decimal(price) * q).quantize(Decimal("0.01")))
+        extra = {"currency": settings.SHOP_CURRENCY, **extra}
     payload = {
         "order_id": order_id,
         "order_number": f"ORD-{order_id}",
@@ -113,6 +127,7 @@ def order_event(
         order_id,
         payload,
         occurred_at=occurred_at,
+        version=version,
         aggregate_version=aggregate_version or ORDER_VERSIONS[event_type],
     )
 

@@ -51,6 +51,20 @@ def test_duplicates_inside_one_batch_count_once():
     assert (metrics.like_count, metrics.view_count) == (1, 1)
 
 
+def test_a_batch_mixing_applied_and_new_events_applies_the_new_ones_only():
+    # given a stream, every third event of it already applied
+    records, expected = stream_make(events=90, seed=11)
+    events = _events(records)
+    batch_apply(group="g", events=events[::3], poison=[])
+    # when the whole stream comes as one batch (a redelivery after a partial pass)
+    outcome = batch_apply(group="g", events=events, poison=[])
+    # then exactly the others are applied, and the projections are the stream's, once
+    assert [e.event_id for e in outcome.applied_events] == [e.event_id for n, e in enumerate(events) if n % 3]
+    assert (outcome.applied, outcome.duplicates) == (60, 30)
+    assert projections_differences(expected) == []
+    assert EventLog.objects.count() == 90
+
+
 def test_an_older_stock_event_never_overwrites_a_newer_one():
     batch_apply(group="g", events=_events([stock("5", 30, 3)]), poison=[])
     batch_apply(group="g", events=_events([stock("5", 40, 2)]), poison=[])

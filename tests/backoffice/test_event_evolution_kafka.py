@@ -77,7 +77,7 @@ def test_a_topic_of_v1_and_v2_records_replays_to_the_live_projections(kafka_topi
         ]
         records.append(order_event("OrderCreated", order_id, lines, coupon_code=None))
         if n < 30:
-            records.append(order_event("OrderConfirmed", order_id, lines))  # v1: no subtotal, no currency
+            records.append(order_event("OrderConfirmed", order_id, lines, version=1))  # no subtotal, no currency
         else:
             records.append(order_confirmed_v2(order_id, lines))
         for product, quantity, price in lines:
