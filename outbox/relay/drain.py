@@ -130,8 +130,9 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
             while sending is not None:
                 # The database work of this step (claim the next batch, write back the batch
                 # being acknowledged) runs while the sender thread hands a large batch to the
-                # producer (a small one is already handed over): the two overlap. Not while the batch holds a row its last relay
-                # died holding: if sending it kills this relay too, no other row is held.
+                # producer (a small one is already handed over): the two overlap. Not while the
+                # batch holds a row its last relay died holding: if sending it kills this relay
+                # too, no other row is held.
                 suspect = any(row.abandoned for row in rows)
                 next_token, next_rows, next_deadline = (uuid.uuid4(), [], 0.0) if suspect else claim_next(token)
                 sent = sending.result()
