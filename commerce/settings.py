@@ -195,6 +195,9 @@ OUTBOX_WAKEUP = env.str("OUTBOX_WAKEUP", default="auto")
 # The relay loop drains this often even without a notification (a NOTIFY lost with the loop's
 # connection, rows whose backoff ran out); the beat drain stays the last safety net.
 OUTBOX_LOOP_POLL_INTERVAL = env.float("OUTBOX_LOOP_POLL_INTERVAL", default=1.0)
+# Beside a relay loop, the beat's drain takes only rows due for this long: what just committed is
+# the loop's (its poll comes every OUTBOX_LOOP_POLL_INTERVAL); an older row means no loop sent it.
+OUTBOX_SAFETY_NET_AGE = env.float("OUTBOX_SAFETY_NET_AGE", default=5.0)
 # The relay producer's linger: 0 sends a lone record at once (latency); under load kafka-python
 # still batches what accumulates while requests are in flight (bench/latency.py, bench/relay.py).
 OUTBOX_PRODUCER_LINGER_MS = env.int("OUTBOX_PRODUCER_LINGER_MS", default=0)
@@ -288,7 +291,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
-    "outbox-drain": {"task": "outbox.relay_drain", "schedule": OUTBOX_POLL_INTERVAL},
+    "outbox-drain": {"task": "outbox.relay_drain", "schedule": OUTBOX_POLL_INTERVAL, "kwargs": {"safety_net": True}},
     "outbox-purge-published": {"task": "outbox.purge_published", "schedule": 3600.0},
     "payments-reconcile": {"task": "payments.reconcile", "schedule": PAYMENT_RECONCILE_INTERVAL},
     "orders-follow-lost-payments": {"task": "orders.follow_lost_payments", "schedule": PAYMENT_RECONCILE_INTERVAL},

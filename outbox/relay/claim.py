@@ -51,7 +51,7 @@ def _candidates_sql(*, lock: str, topic: bool = False, exclude: str = "") -> str
     `o`, in this claim) nor in this drain's batch in flight. Named `%(...)s` parameters: now,
     in_flight, limit, and topic."""
     claimable = (
-        "{t}.status = 'pending' AND {t}.available_at <= %(now)s "
+        "{t}.status = 'pending' AND {t}.available_at <= %(due)s "
         "AND ({t}.claim_expires_at IS NULL OR {t}.claim_expires_at < %(now)s)"
     )
     return (
@@ -110,20 +110,28 @@ def _fair_candidates(cursor: CursorWrapper, *, limit: int, params: dict[str, Any
 
 
 def claim_batch(
-    *, token: uuid.UUID, limit: int, now: datetime | None = None, in_flight: uuid.UUID | None = None
+    *,
+    token: uuid.UUID,
+    limit: int,
+    now: datetime | None = None,
+    in_flight: uuid.UUID | None = None,
+    min_age_s: float = 0.0,
 ) -> list[ClaimedRow]:
     """Claim up to `limit` rows for this relay (token `token`), oldest first. Commits on return.
 
     `in_flight` is the token of this drain's batch that is sent but not yet written back.
+    `min_age_s`: only rows due for at least that long (the Celery beat drain beside a relay
+    loop: what just committed is the loop's, tasks.py).
     """
     now = now or timezone.now()
+    due = now - timedelta(seconds=min_age_s)
     # No batch in flight: a token no row holds keeps the SQL free of NULL comparisons.
     in_flight = in_flight or uuid.uuid4()
     expires = now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL)
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            return _pg_claim(token=token, limit=limit, now=now, in_flight=in_flight, expires=expires)
-        return _sqlite_claim(token=token, limit=limit, now=now, in_flight=in_flight, expires=expires)
+            return _pg_claim(token=token, limit=limit, now=now, due=due, in_flight=in_flight, expires=expires)
+        return _sqlite_claim(token=token, limit=limit, now=now, due=due, in_flight=in_flight, expires=expires)
 
 
 ABANDONED = "the relay died (or outlived its lease) while holding this row"
@@ -175,7 +183,7 @@ def _dead_reason(attempts: int | str) -> str:
 
 
 def _pg_claim(
-    *, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UUID, expires: datetime
+    *, token: uuid.UUID, limit: int, now: datetime, due: datetime, in_flight: uuid.UUID, expires: datetime
 ) -> list[ClaimedRow]:
     with connection.cursor() as cursor:
         # The claim's one right plan: ordered index scans that stop at the limit, each per-key
@@ -187,7 +195,10 @@ def _pg_claim(
         # SKIP LOCKED: concurrent relays take disjoint rows. The partial indexes on pending rows
         # by seq (and by topic, seq) yield them oldest first: each scan stops after its limit.
         candidates = _fair_candidates(
-            cursor, limit=limit, params={"now": now, "in_flight": in_flight}, lock="FOR UPDATE OF o SKIP LOCKED"
+            cursor,
+            limit=limit,
+            params={"now": now, "due": due, "in_flight": in_flight},
+            lock="FOR UPDATE OF o SKIP LOCKED",
         )
         free = set(
             _pg_without_rows_another_relay_is_claiming(
@@ -369,11 +380,12 @@ def claim_quick(
 
 
 def _sqlite_claim(
-    *, token: uuid.UUID, limit: int, now: datetime, in_flight: uuid.UUID, expires: datetime
+    *, token: uuid.UUID, limit: int, now: datetime, due: datetime, in_flight: uuid.UUID, expires: datetime
 ) -> list[ClaimedRow]:
     field = outbox_column
     params = {
         "now": field("available_at").get_db_prep_value(now, connection),
+        "due": field("available_at").get_db_prep_value(due, connection),
         "in_flight": field("claim_token").get_db_prep_value(in_flight, connection),
     }
     with connection.cursor() as cursor:

@@ -31,6 +31,7 @@ def relay_drain(
     time_budget_s: float = 10.0,
     max_batches: int | None = None,
     quick_claims: bool = False,
+    min_age_s: float = 0.0,
 ) -> DrainResult:
     """Publish due outbox rows until none is claimable or the time budget is spent (`_drain`).
 
@@ -38,6 +39,9 @@ def relay_drain(
     statement each, so what just committed goes to the producer one round trip after the
     wake-up; once one comes back full (a backlog) the drain goes on with `claim_batch` and its
     fair shares. Rows `claim_quick` never takes (abandoned ones) wait for a drain without it.
+
+    `min_age_s`: claim only rows due for at least that long (the beat's safety-net drain beside
+    a relay loop, outbox/tasks.py).
 
     Every drain, even one that found nothing or failed, sets the relay's heartbeat metric: the
     relay-down alert reads it.
@@ -48,13 +52,19 @@ def relay_drain(
 
     try:
         return _drain(
-            batch_size=batch_size, time_budget_s=time_budget_s, max_batches=max_batches, quick_claims=quick_claims
+            batch_size=batch_size,
+            time_budget_s=time_budget_s,
+            max_batches=max_batches,
+            quick_claims=quick_claims,
+            min_age_s=min_age_s,
         )
     finally:
         relay_drain_observed()
 
 
-def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | None, quick_claims: bool) -> DrainResult:
+def _drain(
+    *, batch_size: int | None, time_budget_s: float, max_batches: int | None, quick_claims: bool, min_age_s: float
+) -> DrainResult:
     """Publish due outbox rows until none is claimable or the time budget is spent.
 
     Pipelined: batch N+1 is claimed and handed to the producer while the broker still works on
@@ -91,8 +101,12 @@ def _drain(*, batch_size: int | None, time_budget_s: float, max_batches: int | N
             # The batch's deadline: its acks are in by half its lease, which leaves the other
             # half for the write-back. A batch never outlives its lease.
             deadline = time.monotonic() + settings.OUTBOX_CLAIM_TTL / 2
-            claim = claim_quick if quick else claim_batch
-            rows = claim(token=token, limit=limit, in_flight=in_flight) if claiming else []
+            if not claiming:
+                rows = []
+            elif quick:
+                rows = claim_quick(token=token, limit=limit, in_flight=in_flight)
+            else:
+                rows = claim_batch(token=token, limit=limit, in_flight=in_flight, min_age_s=min_age_s)
             if len(rows) >= limit:
                 quick = False  # a backlog: from now on with the topics' fair shares
             if rows:

@@ -293,7 +293,7 @@ def test_the_drain_task_clears_the_kick_mark_before_it_drains(settings, monkeypa
         def as_dict(self) -> dict[str, object]:
             return {}
 
-    def drain() -> Result:
+    def drain(**_: object) -> Result:
         seen.append(cache.get(kick.KICK_PENDING_KEY))
         return Result()
 
