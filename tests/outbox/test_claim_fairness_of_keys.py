@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from outbox.models import OutboxEvent
 from outbox.relay import claim_batch
-from tests.outbox.events_for_tests import outbox_rows_bulk
+from tests.outbox.events_for_tests import outbox_rows_bulk, row_locked_by_another_relay
 
 pytestmark = pytest.mark.django_db
 
@@ -182,32 +182,11 @@ def test_a_row_another_relay_is_claiming_right_now_holds_its_key_back():
 
     if connection.vendor != "postgresql":
         pytest.fail("row locks (SKIP LOCKED) are proven on PostgreSQL: run with DATABASE_URL=postgres://...")
-    import threading
-
-    from django.db import connections, transaction
-
     # given another relay in the middle of its claim: it holds the lock on key 1's oldest row
     outbox_rows_bulk(topic="t", keys=2, per_key=3)
     oldest = OutboxEvent.objects.filter(key="1").earliest("seq").seq
-    locked, release = threading.Event(), threading.Event()
-
-    def other_relay() -> None:
-        try:
-            with transaction.atomic():
-                OutboxEvent.objects.select_for_update().filter(seq=oldest).first()
-                locked.set()
-                release.wait(10)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=other_relay)
-    thread.start()
-    try:
-        assert locked.wait(10)
+    with row_locked_by_another_relay(oldest):
         # when this relay claims
         claimed = claim_batch(token=uuid.uuid4(), limit=100)
-    finally:
-        release.set()
-        thread.join()
     # then it takes key 2 only: key 1's later rows would otherwise overtake the locked one
     assert sorted((row.key, row.payload["sequence"]) for row in claimed) == [("2", 0), ("2", 1), ("2", 2)]

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection
 from django.utils import timezone
 
 from outbox.models import OutboxEvent
 from outbox.relay.claim import claim_quick
-from tests.outbox.events_for_tests import outbox_rows_bulk
+from tests.outbox.events_for_tests import outbox_rows_bulk, row_locked_by_another_relay
 from tests.outbox.test_claim_fairness_of_keys import LANES, random_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -73,26 +72,9 @@ def test_the_quick_claim_leaves_a_key_whose_oldest_row_another_relay_is_claiming
     # given another relay in the middle of its claim: it holds the lock on key 1's oldest row
     outbox_rows_bulk(topic="t", keys=2, per_key=3)
     oldest = OutboxEvent.objects.filter(key="1").earliest("seq").seq
-    locked, release = threading.Event(), threading.Event()
-
-    def other_relay() -> None:
-        try:
-            with transaction.atomic():
-                OutboxEvent.objects.select_for_update().filter(seq=oldest).first()
-                locked.set()
-                release.wait(10)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=other_relay)
-    thread.start()
-    try:
-        assert locked.wait(10)
+    with row_locked_by_another_relay(oldest):
         # when this relay's quick claim runs
         claimed = claim_quick(token=uuid.uuid4(), limit=100)
-    finally:
-        release.set()
-        thread.join()
     # then it takes key 2's rows only: key 1's later rows must wait for the locked one
     assert [(row.key, row.payload["sequence"]) for row in claimed] == [("2", 0), ("2", 1), ("2", 2)]
 
