@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from common import PROJECT_DIR, django_setup, finish, say, tables_empty, topics_delete, topics_fresh
+from open_loop import commit_on_schedule
 
 KEYS = 100
 MAX_PER_TRANSACTION = 10
@@ -173,30 +174,16 @@ def commit_at_rate(rate: int, seconds: float, key_offset: int) -> tuple[dict[str
     from outbox.recording import outbox_record
     from tests.outbox.events_for_tests import SequenceRecorded
 
-    total = int(rate * seconds)
-    committed: dict[str, float] = {}
-    transactions = 0
-    started = time.monotonic()
-    sent = 0
-    while sent < total:
-        now = time.monotonic()
-        due = min(total, int((now - started) * rate) + 1) - sent
-        if due <= 0:
-            time.sleep(max(0.0, started + sent / rate - now))
-            continue
+    def commit(first: int, count: int) -> list[str]:
         ids = []
         with transaction.atomic():
-            for n in range(min(due, MAX_PER_TRANSACTION)):
-                event = SequenceRecorded(product_id=f"k{(key_offset + sent + n) % KEYS}", sequence=sent + n)
+            for n in range(first, first + count):
+                event = SequenceRecorded(product_id=f"k{(key_offset + n) % KEYS}", sequence=n)
                 outbox_record(event=event)
                 ids.append(str(event.event_id))
-        at = time.monotonic()
-        for event_id in ids:
-            committed[event_id] = at
-        sent += len(ids)
-        transactions += 1
-    elapsed = time.monotonic() - started
-    return committed, total / elapsed, total / transactions
+        return ids
+
+    return commit_on_schedule(rate=rate, seconds=seconds, max_per_transaction=MAX_PER_TRANSACTION, commit=commit)
 
 
 def wait_published(count: int, timeout_s: float = 120.0) -> None:

@@ -104,30 +104,21 @@ def write(rate: float, seconds: float, offset: int) -> None:
     from django.db import transaction
     from reliable_outbox import publish
 
-    total = int(rate * seconds)
-    committed: dict[str, float] = {}
-    transactions = 0
-    started = time.monotonic()
-    sent = 0
-    while sent < total:
-        now = time.monotonic()
-        due = min(total, int((now - started) * rate) + 1) - sent
-        if due <= 0:
-            time.sleep(max(0.0, started + sent / rate - now))
-            continue
+    from open_loop import commit_on_schedule
+
+    def commit(first: int, count: int) -> list[str]:
         ids = []
         with transaction.atomic():
-            for n in range(min(due, 10)):
-                key = f"k{(offset + sent + n) % KEYS}"
-                ids.append(str(publish("SequenceRecorded", {"product_id": key, "sequence": sent + n}, key=key)))
-        at = time.monotonic()
-        for message_id in ids:
-            committed[message_id] = at
-        sent += len(ids)
-        transactions += 1
-    elapsed = time.monotonic() - started
+            for n in range(first, first + count):
+                key = f"k{(offset + n) % KEYS}"
+                ids.append(str(publish("SequenceRecorded", {"product_id": key, "sequence": n}, key=key)))
+        return ids
+
+    committed, achieved, per_transaction = commit_on_schedule(
+        rate=rate, seconds=seconds, max_per_transaction=10, commit=commit
+    )
     print(
-        json.dumps({"committed": committed, "achieved_rate": total / elapsed, "per_transaction": total / transactions}),
+        json.dumps({"committed": committed, "achieved_rate": achieved, "per_transaction": per_transaction}),
         flush=True,
     )
 
