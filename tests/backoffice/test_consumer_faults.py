@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 
@@ -11,7 +10,7 @@ from django.db import connection
 
 from backoffice.models import InboxEntry
 from tests.backoffice.stream import produce, projections_differences, stream_make
-from tests.support.processes import ManagedProcess
+from tests.support.processes import consume_events_managed
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.django_db(transaction=True)]
 
@@ -48,22 +47,8 @@ def test_database_unavailable_mid_stream_the_consumer_survives_and_counts_exactl
         pytest.fail("this fault is injected on PostgreSQL: run with DATABASE_URL=postgres://...")
     records, expected = stream_make(events=3000, seed=21)
     produce(records, kafka_topics)
-    consumer = ManagedProcess(
-        name="consumer",
-        env=subprocess_env,
-        log_path=tmp_path / "consumer.log",
-        ready_text="consuming",
-        argv=[
-            sys.executable,
-            "manage.py",
-            "consume_events",
-            "--group",
-            f"g-{uuid.uuid4().hex[:6]}",
-            "--batch-size",
-            "50",
-            "--progress-every",
-            "1",
-        ],
+    consumer = consume_events_managed(
+        name="consumer", env=subprocess_env, log_path=tmp_path / "consumer.log", group=f"g-{uuid.uuid4().hex[:6]}"
     )
     consumer.start()
     deadline = time.monotonic() + 60

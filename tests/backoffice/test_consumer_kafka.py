@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import uuid
@@ -24,7 +23,7 @@ from tests.backoffice.stream import (
     view,
 )
 from tests.support.kafka import kafka_read_all, kafka_topics_create
-from tests.support.processes import ManagedProcess
+from tests.support.processes import ManagedProcess, consume_events_managed
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -39,24 +38,7 @@ def _consume(group: str, *, until_idle_s: float = 3.0, batch_size: int = 200) ->
 
 
 def _consumer_process(name: str, env: dict, tmp_path, group: str, *extra: str) -> ManagedProcess:
-    return ManagedProcess(
-        name=name,
-        env=env,
-        log_path=tmp_path / f"{name}.log",
-        ready_text="consuming",
-        argv=[
-            sys.executable,
-            "manage.py",
-            "consume_events",
-            "--group",
-            group,
-            "--batch-size",
-            "50",
-            "--progress-every",
-            "1",
-            *extra,
-        ],
-    )
+    return consume_events_managed(name=name, env=env, log_path=tmp_path / f"{name}.log", group=group, extra=extra)
 
 
 def _wait_for_inbox(count: int, timeout_s: float = 90.0) -> int:

@@ -5,7 +5,6 @@ both the coordinator and those partitions' leaders move."""
 from __future__ import annotations
 
 import re
-import sys
 import time
 import uuid
 
@@ -14,7 +13,7 @@ import pytest
 from backoffice.models import InboxEntry
 from commerce.dashboard import consumer_lag
 from tests.backoffice.stream import produce, projections_differences, stream_make
-from tests.support.processes import ManagedProcess
+from tests.support.processes import consume_events_managed
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -36,23 +35,7 @@ def test_group_of_three_rides_the_coordinator_killed_and_restarted(cluster, clus
     group = f"g-{uuid.uuid4().hex[:6]}"
     produce(records[:6000], cluster_topics)
     members = [
-        ManagedProcess(
-            name=f"member-{n}",
-            env=cluster_env,
-            log_path=tmp_path / f"member-{n}.log",
-            ready_text="consuming",
-            argv=[
-                sys.executable,
-                "manage.py",
-                "consume_events",
-                "--group",
-                group,
-                "--batch-size",
-                "50",
-                "--progress-every",
-                "1",
-            ],
-        )
+        consume_events_managed(name=f"member-{n}", env=cluster_env, log_path=tmp_path / f"member-{n}.log", group=group)
         for n in range(3)
     ]
     for member in members:

@@ -137,3 +137,28 @@ def celery_worker_managed(*, env: dict[str, str], log_path: Path) -> ManagedProc
         log_path=log_path,
         ready_text="ready.",
     )
+
+
+def consume_events_managed(
+    *, name: str, env: dict[str, str], log_path: Path, group: str, extra: tuple[str, ...] = ()
+) -> ManagedProcess:
+    """`manage.py consume_events` in batches of 50 with a progress line every second, ready once
+    it says it is consuming."""
+    return ManagedProcess(
+        name=name,
+        env=env,
+        log_path=log_path,
+        ready_text="consuming",
+        argv=[
+            sys.executable,
+            "manage.py",
+            "consume_events",
+            "--group",
+            group,
+            "--batch-size",
+            "50",
+            "--progress-every",
+            "1",
+            *extra,
+        ],
+    )
