@@ -1,0 +1,60 @@
+"""What a claim reads on PostgreSQL does not grow with the backlog: its scans stop at the limit,
+and each per-key check is one probe of the (key, seq) index, never a read of every unfinished row."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from outbox.relay import claim_batch
+from tests.outbox.events_for_tests import outbox_rows_bulk
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.fail("the claim's plan is PostgreSQL's: run with DATABASE_URL=postgres://...")
+
+
+def _buffers_read_by_the_claims_selects(limit: int) -> int:
+    """Run `claim_batch(limit)`; return the buffers (shared hit + read) its candidate SELECTs
+    touched, each measured by EXPLAIN ANALYZE of the same statement right after it ran, in the
+    claim's own transaction (its planner settings apply; the rows it locked are its own)."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE outbox_outboxevent")  # as autovacuum leaves a production table
+    touched = 0
+
+    def measure(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        nonlocal touched
+        result = execute(sql, params, many, context)
+        if sql.startswith("SELECT o.seq"):
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params)
+                (plan,) = cursor.fetchone()
+                top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+                touched += top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+        return result
+
+    with connection.execute_wrapper(measure):
+        claimed = claim_batch(token=uuid.uuid4(), limit=limit)
+    assert len(claimed) == limit
+    return touched
+
+
+def test_a_claim_reads_as_much_behind_a_backlog_ten_times_larger():
+    # given 2,000 pending rows over 1,000 keys
+    outbox_rows_bulk(topic="t", keys=1000, per_key=2)
+    small = _buffers_read_by_the_claims_selects(limit=500)
+    # when the backlog is 20,000 rows over the same keys
+    connection.cursor().execute("TRUNCATE outbox_outboxevent")
+    outbox_rows_bulk(topic="t", keys=1000, per_key=20)
+    large = _buffers_read_by_the_claims_selects(limit=500)
+    # then a claim of 500 rows touches about as many pages (an anti-join over every unfinished
+    # row, which the planner picks for NOT EXISTS, touches ten times as many)
+    assert large <= 2 * small, f"claim of 500 touched {small} buffers at 2,000 pending, {large} at 20,000"
