@@ -382,7 +382,14 @@ def claim_quick(
         f"RETURNING {_RETURNING_QUALIFIED}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"token": token, "expires": expires, "now": now, "in_flight": in_flight, "limit": limit})
+        # JIT off, in the same round trip (for the session: autocommit has no SET LOCAL): behind
+        # a backlog the planner's estimate crosses jit_above_cost and PostgreSQL would compile
+        # this statement on every wake-up (220 ms at 300,000 pending rows, for a claim of 1 ms).
+        cursor.execute(
+            "SET jit = off; " + sql,
+            {"token": token, "expires": expires, "now": now, "in_flight": in_flight, "limit": limit},
+        )
+        cursor.nextset()
         return _claimed_rows(cursor.fetchall())
 
 
