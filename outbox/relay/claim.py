@@ -30,7 +30,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from outbox.models import OutboxEvent
-from outbox.relay.rows import SEND_FIELDS, ClaimedRow, outbox_column, unfinished_statuses
+from outbox.relay.rows import SEND_FIELDS, ClaimedRow, outbox_column, pg_int_array, unfinished_statuses
 
 _TABLE = OutboxEvent._meta.db_table
 
@@ -251,9 +251,14 @@ def _pg_without_rows_another_relay_is_claiming(
         "JOIN unnest(%(keys)s::text[], %(lasts)s::bigint[]) AS k(key, last) "
         "ON o.key = k.key AND o.seq < k.last "
         f"WHERE o.status <> 'published' AND o.status IN ({_blocking_statuses_sql()}) "
-        "AND NOT (o.seq = ANY(%(picked)s)) "
+        "AND NOT (o.seq = ANY(%(picked)s::bigint[])) "
         "AND (o.claim_token IS NULL OR o.claim_token <> %(in_flight)s) GROUP BY o.key",
-        {"keys": list(last_of_key), "lasts": list(last_of_key.values()), "picked": picked, "in_flight": in_flight},
+        {
+            "keys": list(last_of_key),
+            "lasts": pg_int_array(list(last_of_key.values())),
+            "picked": pg_int_array(picked),
+            "in_flight": in_flight,
+        },
     )
     first_outside = dict(cursor.fetchall())
     return [seq for seq, key in candidates if seq < first_outside.get(key, seq + 1)]
@@ -274,8 +279,8 @@ def _pg_lease(
         )
     cursor.execute(
         f"UPDATE {_TABLE} SET claim_token = %(token)s, claim_expires_at = %(expires)s "
-        f"WHERE seq = ANY(%(kept)s) RETURNING {_RETURNING}",
-        {"token": token, "expires": expires, "kept": kept},
+        f"WHERE seq = ANY(%(kept)s::bigint[]) RETURNING {_RETURNING}",
+        {"token": token, "expires": expires, "kept": pg_int_array(kept)},
     )
     return _claimed_rows(cursor.fetchall())
 

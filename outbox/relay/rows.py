@@ -26,6 +26,13 @@ from outbox.models import OutboxEvent
 Outcome = RecordMetadata | BaseException
 
 
+def pg_int_array(values: list[int] | list[int | None]) -> str:
+    """A PostgreSQL array literal of integers (NULL for None), to be cast in the SQL
+    (`%(seqs)s::bigint[]`): psycopg adapts a list item by item, which costs the relay more per
+    batch than the statement it is sent with."""
+    return "{" + ",".join("NULL" if value is None else str(int(value)) for value in values) + "}"
+
+
 def outbox_column(name: str) -> Field[Any, Any]:
     """OutboxEvent's column `name` (its own columns only: never the relation `get_field` may also
     return, hence the cast)."""

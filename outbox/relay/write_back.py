@@ -26,6 +26,7 @@ from outbox.relay.rows import (
     Outcome,
     backoff_seconds,
     outbox_column,
+    pg_int_array,
 )
 
 logger = logging.getLogger("outbox.relay")
@@ -251,9 +252,9 @@ def _mark_published(*, token: uuid.UUID, rows: list[ClaimedRow], now: datetime) 
                     {
                         "now": now_db,
                         "base": base,
-                        "parts": partitions,
-                        "offs": offsets,
-                        "seqs": [row.seq for row in run],
+                        "parts": pg_int_array(partitions),
+                        "offs": pg_int_array(offsets),
+                        "seqs": pg_int_array([row.seq for row in run]),
                         "token": token_db,
                     },
                 )
