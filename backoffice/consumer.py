@@ -60,9 +60,9 @@ class _CommitBeforeRevoke(ConsumerRebalanceListener):
         self.loop = consumer_loop
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Batches are committed as soon as they are applied, so this only commits a batch whose
-        # offset commit failed before; anything not applied is redelivered to the next owner.
-        self.loop.offsets_commit(only=set(revoked))
+        # The batches applied whose offsets are not committed yet (one commit at a time is in
+        # flight); anything not applied is redelivered to the next owner.
+        self.loop.offsets_commit_revoked(set(revoked))
         metrics.consumer_partitions_revoked(partitions=[(tp.topic, tp.partition) for tp in revoked])
         for tp in revoked:
             self.loop._positions.pop(tp, None)
@@ -190,6 +190,9 @@ class EventConsumer:
                 # Idle means "assigned and nothing to read", not "waiting to join the group".
                 last_record_at = time.monotonic()
                 self._process(polled)
+            elif self._applied_offsets:
+                # Idle: the last batches' offsets, held while an earlier commit was unanswered.
+                self.offsets_commit(wait=False)
             now = time.monotonic()
             if now - self._lag_read_at >= LAG_EVERY_S:
                 self._lag_read_at = now
@@ -278,20 +281,21 @@ class EventConsumer:
                         },
                     )
 
-    def offsets_commit(self, *, only: set[TopicPartition] | None = None, wait: bool = True) -> None:
+    def offsets_commit(self, *, wait: bool = True) -> None:
         """Commit the offsets of the batches applied (their transactions committed).
 
         `wait=False` (after each batch) sends the commit and returns: the broker's answer is
         read at the next call, and an offset whose commit failed stays in `_applied_offsets`
         for the next commit. Waiting for it was a seventh of the loop's wall time on a loaded
-        machine (docs/BACKOFFICE.md). A commit lost with the process only redelivers batches
-        the inbox already holds. Closing and a revocation commit and wait, as before."""
+        machine (docs/BACKOFFICE.md). One such commit at a time: while one is unanswered, the
+        batches applied since wait for the next call (their offsets go in one commit), where a
+        commit per batch filled the connection's in-flight requests and the client refused the
+        rest. A commit lost with the process only redelivers batches the inbox already holds.
+        Closing commits and waits (a revocation: `offsets_commit_revoked`)."""
         self._commits_harvest()
-        offsets = {
-            tp: OffsetAndMetadata(offset, "", -1)
-            for tp, offset in self._applied_offsets.items()
-            if only is None or tp in only
-        }
+        if not wait and self._commits_in_flight:
+            return
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._applied_offsets.items()}
         if not offsets:
             return
         if not wait:
@@ -314,6 +318,28 @@ class EventConsumer:
                 self._applied_offsets.pop(tp, None)
         except KafkaError as exc:
             logger.warning("offset commit failed; kept for the next commit", extra={"error": repr(exc)})
+
+    def offsets_commit_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Commit the applied offsets of partitions being revoked, without waiting.
+
+        kafka-python 3 calls the rebalance listener on its IO thread, where a blocking commit
+        raises ("Cannot block on net.run() from the IO thread itself") and fails the rejoin:
+        the member is stuck out of the group. Sent from here, the commit goes out on the
+        coordinator's connection ahead of the rejoin. The partitions leave `_applied_offsets`:
+        they are their next owner's to commit. Should this commit fail, the next owner re-reads
+        those batches and the inbox absorbs them."""
+        self._commits_harvest()
+        offsets = {
+            tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._applied_offsets.items() if tp in revoked
+        }
+        for tp in revoked:
+            self._applied_offsets.pop(tp, None)
+        if not offsets:
+            return
+        try:
+            self.consumer.commit_async(offsets)
+        except KafkaError as exc:
+            logger.warning("offset commit on revocation failed", extra={"error": repr(exc)})
 
     def _commits_harvest(self) -> None:
         """Read the answers of the commits sent without waiting: a committed offset (or one the

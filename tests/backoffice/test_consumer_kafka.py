@@ -271,3 +271,26 @@ def test_the_consumer_does_not_create_a_topic_it_subscribes_to(kafka_topics):
         assert missing not in admin.list_topics()
     finally:
         admin.close()
+
+
+def test_batches_in_quick_succession_commit_their_offsets_without_failed_commits(kafka_topics, caplog):
+    # given 300 records already on the topics, taken one per batch: batches far quicker than
+    # the broker's answer to each offset commit
+    records, expected = stream_make(events=300)
+    produce(records, kafka_topics)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    # when the back office applies them
+    with caplog.at_level("WARNING", logger="backoffice.consumer"):
+        consumer = _consume(group, batch_size=1)
+    # then every batch is applied, no offset commit failed on the way (a commit sent while
+    # earlier ones were unanswered was refused by the client, "Node paused: max_in_flight")
+    assert consumer.stats.batches == len(records)
+    assert projections_differences(expected) == []
+    assert [r.getMessage() for r in caplog.records if "offset commit" in r.getMessage()] == []
+    # and the group's committed offsets are the end of every partition
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, **settings.KAFKA_SECURITY)
+    try:
+        committed = admin.list_group_offsets(group)[group]
+    finally:
+        admin.close()
+    assert sum(meta.offset for meta in committed.values()) == len(records)
