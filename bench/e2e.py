@@ -11,7 +11,8 @@ consumer calls a hook after commit; the inbox's `handled_at` is stamped before t
 written and would understate it) minus the time.time() right after the order's COMMIT returned
 (an on_commit hook of the writer, for the pending outbox rows of its order and product). Also
 printed: the same from the events' `occurred_at`, stamped inside the transaction (so it counts
-the rest of the order's transaction too). One machine, one clock. The consumer runs with the
+the rest of the order's transaction too). One machine, one clock. The outbox and the back
+office's tables are emptied first (the other benchmarks do too). The consumer runs with the
 production settings (BACKOFFICE_*), printed.
 Targets: p50 <= 10 ms, p99 <= 40 ms.
 
@@ -30,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
-from common import PROJECT_DIR, django_setup, finish, say, topics_delete, topics_fresh
+from common import PROJECT_DIR, django_setup, finish, say, tables_empty, topics_delete, topics_fresh
 
 
 def note_commit(committed_at: dict[str, float], event_ids: list[str]) -> None:
@@ -131,6 +132,11 @@ def main() -> None:
     }
     say(f"relay: {wakeup}; consumer settings: {consumer_settings}")
     topics = topics_fresh()
+    # The outbox and the back office's tables start empty, as in the other benchmarks: a run's
+    # figures do not depend on how many runs came before it.
+    from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
+
+    tables_empty(OutboxEvent, InboxEntry, EventLog, OrderLedger, ProductMetrics, DeadLetter)
     group = f"bench-e2e-{uuid.uuid4().hex[:6]}"
     log_dir = PROJECT_DIR / "var" / "bench-e2e"
     log_dir.mkdir(parents=True, exist_ok=True)
