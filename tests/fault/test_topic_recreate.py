@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from outbox.models import OutboxEvent
 from tests.fault.faults import topic_recreate
@@ -21,22 +22,38 @@ from tests.outbox.events_for_tests import outbox_rows_bulk
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
+def _topic_id(admin: KafkaAdminClient, topic: str) -> str | None:
+    """The topic's id (a new one when it is created again), or None while it does not exist."""
+    try:
+        (described,) = admin.describe_topics([topic])
+    except KafkaError:
+        return None
+    return described["topic_id"] if described["error_code"] == 0 else None
+
+
 def _when_recreated(topic: str, then) -> threading.Thread:
-    """Run `then` as soon as the topic has been deleted and exists again."""
+    """Run `then` as soon as the topic exists again with a new id (deleted and created again).
+
+    By its id, not by watching its name leave and come back: a deletion and re-creation quicker
+    than one poll left the watcher waiting forever for a deletion it had missed (and the test
+    process, at exit, waiting for the watcher)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)
+    old_id = _topic_id(admin, topic)
+    assert old_id is not None, f"{topic} does not exist"
 
     def watch() -> None:
-        admin = KafkaAdminClient(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)
+        deadline = time.monotonic() + 60
         try:
-            while topic in admin.list_topics():
-                time.sleep(0.05)
-            while topic not in admin.list_topics():
+            while _topic_id(admin, topic) in (old_id, None):
+                if time.monotonic() > deadline:
+                    return
                 time.sleep(0.05)
         finally:
             admin.close()
         then()
         connection.close()
 
-    thread = threading.Thread(target=watch)
+    thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
 
@@ -55,7 +72,10 @@ def test_a_send_written_back_after_the_topic_is_recreated_is_requeued(kafka_topi
         claim_token=token, claim_expires_at=timezone.now() + timedelta(seconds=8)
     )
 
+    written_back: list[int] = []
+
     def relay_writes_back() -> None:
+        written_back.append(1)
         OutboxEvent.objects.filter(seq=in_flight.seq, claim_token=token).update(
             status=OutboxEvent.Status.PUBLISHED,
             published_at=timezone.now(),
@@ -69,6 +89,7 @@ def test_a_send_written_back_after_the_topic_is_recreated_is_requeued(kafka_topi
     # when the topic is deleted and created again, and its recovery requeues what it lost
     topic_recreate(bootstrap=",".join(settings.KAFKA_BOOTSTRAP_SERVERS), topic=topic, group="g")
     relay.join(timeout=60)
+    assert written_back, "the topic was not seen created again: the relay's write-back never ran"
     # then both rows are pending again: both records went with the old topic
     statuses = dict(OutboxEvent.objects.values_list("seq", "status"))
     assert statuses == {published.seq: "pending", in_flight.seq: "pending"}
