@@ -67,6 +67,14 @@ class _CommitBeforeRevoke(ConsumerRebalanceListener):
         for tp in revoked:
             self.loop._positions.pop(tp, None)
 
+    def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        # Out of the group (evicted): a commit would be refused; the new owner re-reads from the
+        # last commit and the inbox absorbs what this member applied since.
+        self.loop.offsets_forget(set(lost))
+        metrics.consumer_partitions_revoked(partitions=[(tp.topic, tp.partition) for tp in lost])
+        for tp in lost:
+            self.loop._positions.pop(tp, None)
+
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         logger.info(
             "partitions assigned", extra={"partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)}
@@ -325,21 +333,34 @@ class EventConsumer:
         kafka-python 3 calls the rebalance listener on its IO thread, where a blocking commit
         raises ("Cannot block on net.run() from the IO thread itself") and fails the rejoin:
         the member is stuck out of the group. Sent from here, the commit goes out on the
-        coordinator's connection ahead of the rejoin. The partitions leave `_applied_offsets`:
-        they are their next owner's to commit. Should this commit fail, the next owner re-reads
-        those batches and the inbox absorbs them."""
+        coordinator's connection ahead of the rejoin. Should it fail (logged), the next owner
+        re-reads those batches and the inbox absorbs them."""
         self._commits_harvest()
         offsets = {
             tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._applied_offsets.items() if tp in revoked
         }
-        for tp in revoked:
-            self._applied_offsets.pop(tp, None)
+        self.offsets_forget(revoked)
         if not offsets:
             return
+
+        def failed_logged(_: object, response: object) -> None:
+            if isinstance(response, Exception):
+                logger.warning("offset commit on revocation failed", extra={"error": repr(response)})
+
         try:
-            self.consumer.commit_async(offsets)
+            self.consumer.commit_async(offsets, callback=failed_logged)
         except KafkaError as exc:
             logger.warning("offset commit on revocation failed", extra={"error": repr(exc)})
+
+    def offsets_forget(self, partitions: set[TopicPartition]) -> None:
+        """The partitions are their next owner's to commit: out of `_applied_offsets`, and out of
+        the commits in flight, whose late answer must not touch what a later assignment of the
+        same partition to this member applies."""
+        for tp in partitions:
+            self._applied_offsets.pop(tp, None)
+        for _, offsets in self._commits_in_flight:
+            for tp in partitions:
+                offsets.pop(tp, None)
 
     def _commits_harvest(self) -> None:
         """Read the answers of the commits sent without waiting: a committed offset (or one the
@@ -354,6 +375,11 @@ class EventConsumer:
                 logger.warning(
                     "offset commit failed; kept for the next commit", extra={"error": repr(future.exception)}
                 )
+                continue
+            if future.succeeded() and future.value is not None:
+                # Not the commit's answer (None): with the coordinator unknown, kafka-python 3
+                # returns its lookup's future (the coordinator's id) and sends the commit later,
+                # unwatched. Kept for the next commit.
                 continue
             for tp, committed in offsets.items():
                 if self._applied_offsets.get(tp) == committed.offset:

@@ -2,7 +2,7 @@
 
 A row is claimable when it is pending, due, not under a live lease, and no older row of its key
 must be waited for: one in backoff, one under another relay's live lease, or a dead one when
-`OUTBOX_DEAD_BLOCKS_KEY`. That per-key filter is in the SQL (`NOT EXISTS`, served by the
+`OUTBOX_DEAD_BLOCKS_KEY`. That per-key filter is in the SQL (a `LIMIT 1` subquery, served by the
 `(key, seq)` index on unfinished rows), so a claim of N returns min(N, claimable rows) however
 many rows the blocked keys hold. Rows of this drain's own batch in flight (`in_flight`) do not
 hold their keys back: the producer has them ahead of anything claimed now.
@@ -238,7 +238,7 @@ def _pg_without_rows_another_relay_is_claiming(
     """The candidates, less the rows of a key whose older row is outside this claim.
 
     Such a row is either being claimed by another relay right now (skipped by SKIP LOCKED, it
-    still reads as claimable, so the `NOT EXISTS` could not see it wait), or a row of the same
+    still reads as claimable, so the per-key check could not see it wait), or a row of the same
     key on another topic beyond that topic's share. One indexed read per key picked, from its oldest unfinished
     row to its last row picked, that returns only the rows outside this claim: nearly always none.
     """
