@@ -16,7 +16,6 @@ the Kafka offsets.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import signal
 import time
@@ -37,6 +36,7 @@ from backoffice.contract import IncomingEvent
 from backoffice.dlq import DeadLetterForwarder
 from backoffice.isolation import ConsumedRecord, batch_apply_isolating, error_is_transient, records_parse
 from backoffice.projections import BatchOutcome
+from commerce.gc_freeze import startup_objects_frozen
 from commerce.observability import metrics
 from commerce.observability.telemetry import consumer_batch_spans
 from commerce.tracing import trace_context
@@ -93,22 +93,6 @@ LAG_EVERY_S = 1.0
 AppliedHook = Callable[[list[IncomingEvent], float, dict[tuple[str, int, int], ConsumedRecord]], None]
 
 
-_frozen = False
-
-
-def _startup_objects_frozen() -> None:
-    """Move what the process holds before its first consumer (Django, the modules, the settings)
-    out of the cyclic garbage collector's reach, once: each batch allocates enough to trigger
-    collections, and every full one walked all of it again, a quarter of the contract's parse
-    (docs/BACKOFFICE.md, "Where a batch's time goes"). Objects made later are collected as
-    usual; a frozen one is still freed when nothing refers to it."""
-    global _frozen  # noqa: PLW0603 - once per process, not per consumer
-    if not _frozen:
-        _frozen = True
-        gc.collect()  # the garbage there is now is not frozen with the rest
-        gc.freeze()
-
-
 class EventConsumer:
     def __init__(
         self,
@@ -121,7 +105,7 @@ class EventConsumer:
         progress_every_s: float = 10.0,
         on_applied: AppliedHook | None = None,
     ) -> None:
-        _startup_objects_frozen()
+        startup_objects_frozen()
         self.topics = topics
         self.on_applied = on_applied
         self._lag_read_at = 0.0

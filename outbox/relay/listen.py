@@ -32,6 +32,7 @@ import psycopg
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connections
 
+from commerce.gc_freeze import startup_objects_frozen
 from outbox.relay.drain import relay_drain
 from outbox.relay.stopping import relay_stop_requested
 from outbox.wakeup import CHANNEL
@@ -135,6 +136,20 @@ def _drain_until_idle(stats: LoopStats, *, using: str, quick_claims: bool = Fals
     return True
 
 
+def drains_of_a_pass(*, heard: bool, full_due: bool) -> tuple[bool, ...]:
+    """The drains one pass of the loop runs, each as its `quick_claims`.
+
+    After a notification, quick claims first: what was just heard goes out one round trip after
+    the wake-up. A full drain (it also takes abandoned rows) comes at least every poll interval,
+    since under a steady stream of commits the poll timeout never comes; when it is due after a
+    notification it runs after the quick drain, not instead of it: otherwise at 100 events/s
+    the one event a second that fell on it paid the full claim's six or seven round trips (the
+    relay's p99)."""
+    if not heard:
+        return (False,)
+    return (True, False) if full_due else (True,)
+
+
 def relay_loop(
     *, using: str = "default", poll_interval_s: float | None = None, waker: Waker | None = None
 ) -> LoopStats:
@@ -146,7 +161,11 @@ def relay_loop(
     database_retry_in = 0.1  # after a drain the database failed: the next one, backing off
     heard: list[str] = []
     full_drain_at = float("-inf")
-    logger.info("relay loop started", extra={"channel": CHANNEL, "poll_interval_s": poll_s, "pid": os.getpid()})
+    frozen = startup_objects_frozen()
+    logger.info(
+        "relay loop started",
+        extra={"channel": CHANNEL, "poll_interval_s": poll_s, "pid": os.getpid(), "gc_frozen_objects": frozen},
+    )
     try:
         while not relay_stop_requested():
             if listener is None:
@@ -159,13 +178,14 @@ def relay_loop(
                         extra={"error": repr(exc), "retry_in_s": reconnect_in},
                     )
             # Every pass drains first: at start (rows committed while no loop listened), after a
-            # notification, after a poll timeout, after a reconnection. After a notification with
-            # quick claims, but a full one at least every poll interval: under a steady stream
-            # of commits the poll timeout never comes, and abandoned rows are the full claim's.
-            quick = bool(heard) and time.monotonic() - full_drain_at < poll_s
-            if not quick:
-                full_drain_at = time.monotonic()
-            drained = _drain_until_idle(stats, using=using, quick_claims=quick)
+            # notification, after a poll timeout, after a reconnection.
+            drained = True
+            for quick in drains_of_a_pass(heard=bool(heard), full_due=time.monotonic() - full_drain_at >= poll_s):
+                if not quick:
+                    full_drain_at = time.monotonic()
+                drained = _drain_until_idle(stats, using=using, quick_claims=quick)
+                if not drained or relay_stop_requested():
+                    break
             heard = []
             database_retry_in = 0.1 if drained else min(RECONNECT_MAX_S, database_retry_in * 2)
             if relay_stop_requested():
