@@ -50,16 +50,22 @@ def test_each_batchs_offsets_reach_the_broker_without_waiting_for_its_answer(kaf
         consumer.close()
 
 
-def test_an_offset_commit_that_failed_is_committed_by_the_next_one(kafka_topics, monkeypatch):
-    # given a consumer whose commits sent without waiting all fail (the coordinator away)
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # the commit failed (the coordinator away)
+        pytest.param(lambda: Future().failure(KafkaConnectionError("coordinator away")), id="failed"),
+        # the coordinator unknown: kafka-python returns the lookup's future, which succeeds with
+        # the coordinator's id, and sends the commit later, unwatched (here: never)
+        pytest.param(lambda: Future().success(1), id="still-waiting-for-the-coordinator"),
+    ],
+)
+def test_an_offset_commit_not_confirmed_is_kept_and_committed_by_the_next_one(kafka_topics, monkeypatch, answer):
+    # given a consumer whose commits sent without waiting are never confirmed
     produce([view(str(n)) for n in range(20)], kafka_topics)
     group = f"g-{uuid.uuid4().hex[:6]}"
     consumer = EventConsumer(topics=list(kafka_topics.values()), group_id=group, batch_size=5)
-
-    def commit_failing(offsets: object) -> Future:
-        return Future().failure(KafkaConnectionError("coordinator away"))
-
-    monkeypatch.setattr(consumer.consumer, "commit_async", commit_failing)
+    monkeypatch.setattr(consumer.consumer, "commit_async", lambda offsets: answer())
     try:
         # when it applies the records
         consumer.run(until_idle_s=2.0)
@@ -74,28 +80,3 @@ def test_an_offset_commit_that_failed_is_committed_by_the_next_one(kafka_topics,
     assert committed == ends
     assert sum(ends.values()) == 20
     assert InboxEntry.objects.filter(consumer_group=group).count() == 20
-
-
-def test_a_commit_still_waiting_for_the_coordinator_is_not_taken_for_done(kafka_topics, monkeypatch):
-    # given a consumer whose commits sent without waiting meet an unknown coordinator: kafka-python
-    # then returns the coordinator lookup's future, which succeeds with the coordinator's id,
-    # and sends the commit later, unwatched (here: never)
-    produce([view(str(n)) for n in range(20)], kafka_topics)
-    group = f"g-{uuid.uuid4().hex[:6]}"
-    consumer = EventConsumer(topics=list(kafka_topics.values()), group_id=group, batch_size=5)
-
-    def commit_after_a_lookup(offsets: object) -> Future:
-        return Future().success(1)  # the lookup's answer: node 1 is the coordinator
-
-    monkeypatch.setattr(consumer.consumer, "commit_async", commit_after_a_lookup)
-    try:
-        # when it applies the records
-        consumer.run(until_idle_s=2.0)
-        # then their offsets are still to be committed
-        assert consumer._applied_offsets
-    finally:
-        # and closing commits them, waiting for the broker
-        consumer.close()
-    committed, ends = _committed_and_ends(group, kafka_topics["catalog-events"])
-    assert committed == ends
-    assert sum(ends.values()) == 20
