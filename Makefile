@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: run test test-unit lint venv services kafka-start kafka-stop stop demo bench chaos clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-confluent.txt
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt

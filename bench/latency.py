@@ -10,7 +10,8 @@ producer's I/O thread, as the broker's answer is read). One clock: CLOCK_MONOTON
 system-wide on Linux, so the two processes' readings are comparable. The commit's own round
 trip is not counted (the clock is read after it returns; the NOTIFY left at the commit itself).
 
-Rates 100, 1,000 and 5,000 events/s, with one relay and with two. Targets: p50 <= 2 ms and
+Rates 100, 1,000 and 5,000 events/s, with one relay and with two, for each of the relay's Kafka
+clients (`--clients`, KAFKA_CLIENT: kafka-python, the default, then confluent) in turn. Targets: p50 <= 2 ms and
 p99 <= 8 ms at 100/s; p99 <= 25 ms at 1,000/s.
 
     .venv/bin/python bench/latency.py [--quick] [--rates 100,1000,5000] [--seconds S]
@@ -92,23 +93,29 @@ def versions() -> dict[str, str]:
 def relay_child(out_path: str) -> None:
     """One relay loop whose producer notes each acknowledgement; dumps them at SIGTERM."""
     django_setup()
+    from django.conf import settings
     from kafka import KafkaProducer
-    from kafka.producer.future import FutureRecordMetadata
 
     from outbox.relay.listen import Waker, relay_loop
     from outbox.relay.stopping import relay_stop_request
 
+    producer_class: Any = KafkaProducer
+    if settings.KAFKA_CLIENT == "confluent":
+        from outbox.kafka_confluent import ConfluentProducer
+
+        producer_class = ConfluentProducer
+
     acks: list[tuple[str, float]] = []
     monotonic = time.monotonic
-    original_send = KafkaProducer.send
+    original_send = producer_class.send
 
-    def send(self: KafkaProducer, topic: str, *args: Any, **kwargs: Any) -> FutureRecordMetadata:
+    def send(self: Any, topic: str, *args: Any, **kwargs: Any) -> Any:
         future = original_send(self, topic, *args, **kwargs)
         event_id = kwargs["headers"][0][1].decode()  # record_headers puts event_id first
         future.add_callback(lambda _metadata: acks.append((event_id, monotonic())))
         return future
 
-    KafkaProducer.send = send  # type: ignore[method-assign]  # notes each ack, in this child process only
+    producer_class.send = send  # notes each ack, in this child process only
     waker = Waker()
 
     def stop(*_: object) -> None:
@@ -200,13 +207,19 @@ def wait_published(count: int, timeout_s: float = 120.0) -> None:
 
 
 def measure(
-    relays: int, rates: list[int], seconds: dict[int, float], env: dict[str, str], workdir: Path
+    relays: int,
+    rates: list[int],
+    seconds: dict[int, float],
+    env: dict[str, str],
+    workdir: Path,
+    client: str = "kafka-python",
 ) -> dict[int, dict[str, float]]:
+    """The latencies at each rate, with `relays` relay loops whose producer is `client`'s."""
     from outbox.models import OutboxEvent
 
     tables_empty(OutboxEvent)
     phases: list[tuple[int, dict[str, float], float, float]] = []
-    with Relays(relays, env, workdir) as running:
+    with Relays(relays, dict(env, KAFKA_CLIENT=client), workdir) as running:
         warm, _, _ = commit_at_rate(100, 0.5, 0)  # producers connected, metadata known
         published = len(warm)
         wait_published(published)
@@ -225,7 +238,7 @@ def measure(
         figures.update(achieved_rate=round(achieved), events_per_transaction=round(per_tx, 2), missing_acks=missing)
         results[rate] = figures
         say(
-            f"  {relays} relay(s), {rate:>5}/s (committed {achieved:,.0f}/s, {per_tx:.2f} events/tx): "
+            f"  {client:<12} {relays} relay(s), {rate:>5}/s (committed {achieved:,.0f}/s, {per_tx:.2f} events/tx): "
             f"p50 {figures['p50_ms']:.2f} ms  p95 {figures['p95_ms']:.2f} ms  "
             f"p99 {figures['p99_ms']:.2f} ms  max {figures['max_ms']:.2f} ms  ({figures['events']} events"
             + (f", {missing} without ack" if missing else "")
@@ -241,6 +254,12 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=None, help="per rate (default: 100/s 20 s, others 5 s; --quick 5 s and 1 s)"
     )
+    parser.add_argument(
+        "--clients",
+        default="kafka-python,confluent",
+        help="the relay's Kafka clients to measure, each in turn (KAFKA_CLIENT); figures of the "
+        "first have no prefix, the others' are prefixed with the client's name",
+    )
     parser.add_argument("--relay-child", default=None, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.relay_child:
@@ -253,6 +272,7 @@ def main() -> None:
     from outbox.kafka import producer_config
 
     rates = [int(rate) for rate in options.rates.split(",")]
+    clients = options.clients.split(",")
     # At least 500 events per rate, so that a p99 is a p99: 100/s for 5 s (20 s), the higher
     # rates for 1 s (5 s); a writer that cannot keep the rate takes longer for the same events.
     if options.seconds:
@@ -281,25 +301,30 @@ def main() -> None:
         OUTBOX_WAKEUP="notify",
         PYTHONUNBUFFERED="1",
     )
-    figures: dict[str, float] = {}
+    figures: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as workdir:
             for relays in (1, 2):
                 say(f"{relays} relay loop(s):")
-                results = measure(relays, rates, seconds, env, Path(workdir))
-                prefix = "" if relays == 1 else "two_relays_"
-                for rate, result in results.items():
-                    suffix = "" if rate == 100 else f"_{rate}"
-                    for name in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
-                        figures[f"{prefix}{name}{suffix}"] = result[name]
-                    figures[f"{prefix}achieved_rate{suffix}"] = result["achieved_rate"]
+                for n, client in enumerate(clients):
+                    results = measure(relays, rates, seconds, env, Path(workdir), client)
+                    prefix = "" if n == 0 else f"{client.replace('-', '_')}_"
+                    prefix += "" if relays == 1 else "two_relays_"
+                    for rate, result in results.items():
+                        suffix = "" if rate == 100 else f"_{rate}"
+                        for name in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+                            figures[f"{prefix}{name}{suffix}"] = result[name]
+                        figures[f"{prefix}achieved_rate{suffix}"] = result["achieved_rate"]
     finally:
         topics_delete(topics)
-    for name, target in TARGETS.items():
-        if name in figures:
-            met = figures[name] <= target
-            say(f"target {name} <= {target} ms: {figures[name]} ms ({'met' if met else 'MISSED'})")
+    for n, client in enumerate(clients):
+        prefix = "" if n == 0 else f"{client.replace('-', '_')}_"
+        for name, target in TARGETS.items():
+            if prefix + name in figures:
+                found = figures[prefix + name]
+                say(f"{client}: target {name} <= {target} ms: {found} ms ({'met' if found <= target else 'MISSED'})")
     figures["linger_ms"] = config["linger_ms"]
+    figures["clients"] = clients
     figures["load_average"] = round(os.getloadavg()[0], 2)
     finish(figures)
 

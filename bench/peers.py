@@ -8,8 +8,9 @@ the same PostgreSQL server and the same Kafka broker.
 - Commit -> acknowledged latency at 100, 1,000 and 5,000 events/s, measured as bench/latency.py
   measures it (one event per transaction through the public recording API, the writer's
   CLOCK_MONOTONIC after COMMIT returns vs. the relay's when the broker's ack is known): ours with
-  one relay loop (NOTIFY), the peer with one `outbox_worker` (NOTIFY, its default) at its best
-  concurrency.
+  one relay loop (NOTIFY) on each of its Kafka clients (kafka-python, the default, before the
+  peer; confluent, KAFKA_CLIENT=confluent, after it), the peer with one `outbox_worker` (NOTIFY,
+  its default) at its best concurrency.
 
 The peer runs in a venv of its own (it needs Python >= 3.12; bench/peer_child.py is its side):
     ~/.pyenv/versions/3.12.1/bin/python -m venv var/peer-venv
@@ -240,27 +241,36 @@ def main() -> None:
         ours_eps = ours_throughput(20_000 if options.quick else 100_000, settings.OUTBOX_BATCH_SIZE)
         say("commit -> ack latency:")
         with tempfile.TemporaryDirectory() as workdir:
-            ours = measure(1, rates, seconds, env, Path(workdir))
+            ours = measure(1, rates, seconds, env, Path(workdir), "kafka-python")
             theirs = peer_latency(peer, rates, seconds, best, Path(workdir))
+            ours_confluent = measure(1, rates, seconds, env, Path(workdir), "confluent")
     finally:
         topics_delete(topics)
         kafka_topics_delete(bootstrap, [peer_topic])
     say("")
-    say(f"{'':>22} {'ours':>10} {'peer':>10} {'peer/ours':>10}")
+    say(f"{'':>22} {'ours':>10} {'confluent':>10} {'peer':>10} {'peer/ours':>10} {'peer/conf.':>10}")
     for rate in rates:
         for name in ("p50_ms", "p99_ms"):
-            ratio = theirs[rate][name] / ours[rate][name] if ours[rate][name] else float("nan")
-            say(f"{f'{name} at {rate}/s':>22} {ours[rate][name]:>10.2f} {theirs[rate][name]:>10.2f} {ratio:>10.2f}")
+            mine, mine_confluent, peer_figure = ours[rate][name], ours_confluent[rate][name], theirs[rate][name]
+            say(
+                f"{f'{name} at {rate}/s':>22} {mine:>10.2f} {mine_confluent:>10.2f} {peer_figure:>10.2f} "
+                f"{peer_figure / mine if mine else float('nan'):>10.2f} "
+                f"{peer_figure / mine_confluent if mine_confluent else float('nan'):>10.2f}"
+            )
             suffix = "" if rate == 100 else f"_{rate}"
-            figures[f"ours_{name}{suffix}"] = ours[rate][name]
-            figures[f"peer_{name}{suffix}"] = theirs[rate][name]
+            figures[f"ours_{name}{suffix}"] = mine
+            figures[f"ours_confluent_{name}{suffix}"] = mine_confluent
+            figures[f"peer_{name}{suffix}"] = peer_figure
     ratio_eps = ours_eps / peer_eps[best]
     say(
         f"{'drain events/s':>22} {ours_eps:>10,.0f} {peer_eps[best]:>10,.0f} (peer at --concurrency {best}; "
         f"ours / peer = {ratio_eps:.1f}x, target >= 20x: {'met' if ratio_eps >= 20 else 'MISSED'})"
     )
-    latency_met = all(ours[rate][name] <= theirs[rate][name] for rate in rates for name in ("p50_ms", "p99_ms"))
-    say(f"our latency <= the peer's at every rate (p50, p99): {'met' if latency_met else 'MISSED'}")
+    for client, mine_by_rate in (("kafka-python", ours), ("confluent", ours_confluent)):
+        latency_met = all(
+            mine_by_rate[rate][name] <= theirs[rate][name] for rate in rates for name in ("p50_ms", "p99_ms")
+        )
+        say(f"our latency ({client}) <= the peer's at every rate (p50, p99): {'met' if latency_met else 'MISSED'}")
     figures.update(
         ours_eps=round(ours_eps),
         peer_eps=round(peer_eps[best]),

@@ -148,6 +148,10 @@ SPECTACULAR_SETTINGS = {
 
 # --- Kafka ------------------------------------------------------------------------------------
 KAFKA_BOOTSTRAP_SERVERS = env.list("KAFKA_BOOTSTRAP_SERVERS", default=["127.0.0.1:9092"])
+# The relay's producer: kafka-python (default), or confluent (librdkafka, `pip install
+# confluent-kafka`; outbox/kafka_confluent.py). The back office and the admin client stay on
+# kafka-python either way.
+KAFKA_CLIENT = env.str("KAFKA_CLIENT", default="kafka-python")
 # The relay producer's acks: only "all" keeps the idempotent producer's guarantees (checked at start).
 KAFKA_PRODUCER_ACKS = env.str("KAFKA_PRODUCER_ACKS", default="all")
 # Passed through to kafka-python's producer, consumer and admin client as they are.

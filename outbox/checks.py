@@ -3,12 +3,13 @@ a combination the relay cannot honour fails with one clear line instead of at th
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 from django.conf import settings
 from django.core import checks
 
-from outbox.kafka import producer_config
+from outbox.kafka import KAFKA_CLIENTS, producer_config
 
 
 def _bootstrap_errors(servers: str | list[str]) -> list[str]:
@@ -77,6 +78,18 @@ def outbox_settings_errors() -> list[checks.Error]:
             7,
             f"OUTBOX_WAKEUP is {settings.OUTBOX_WAKEUP!r}: the relay's wake-up is unknown",
             "set OUTBOX_WAKEUP to auto (default), notify or celery",
+        )
+    if settings.KAFKA_CLIENT not in KAFKA_CLIENTS:
+        error(
+            8,
+            f"KAFKA_CLIENT is {settings.KAFKA_CLIENT!r}: the relay's Kafka client is unknown",
+            "set KAFKA_CLIENT to kafka-python (default) or confluent",
+        )
+    elif settings.KAFKA_CLIENT == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
+        error(
+            9,
+            "KAFKA_CLIENT is 'confluent' but confluent-kafka is not installed",
+            "pip install confluent-kafka (requirements-confluent.txt), or set KAFKA_CLIENT=kafka-python",
         )
     return errors
 

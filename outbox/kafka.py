@@ -1,7 +1,9 @@
 """The Kafka clients of the outbox: one long-lived producer per process, and the admin client.
 
 The producer is created lazily in the process that uses it (after a Celery worker forked, never
-before: a producer's sockets and threads do not survive a fork) and closed when it exits.
+before: a producer's sockets and threads do not survive a fork) and closed when it exits. It is
+kafka-python's `KafkaProducer`, or with `KAFKA_CLIENT=confluent` the librdkafka one behind the
+same small interface (outbox/kafka_confluent.py): `send`, its future, `flush`, `close`.
 """
 
 from __future__ import annotations
@@ -10,13 +12,31 @@ import atexit
 import logging
 import os
 import threading
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from django.conf import settings
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import IllegalStateError
 
+if TYPE_CHECKING:
+    from outbox.kafka_confluent import ConfluentProducer
+
+    RelayProducer = KafkaProducer | ConfluentProducer
+
+
+class DeliveryFuture(Protocol):
+    """What the relay reads of a sent record's future, whichever the client."""
+
+    is_done: bool
+    exception: BaseException | None
+    value: Any
+
+    def get(self, timeout: float | None = None) -> Any: ...
+
+
 logger = logging.getLogger(__name__)
+
+KAFKA_CLIENTS = ("kafka-python", "confluent")
 
 _lock = threading.Lock()
 
@@ -24,8 +44,9 @@ _lock = threading.Lock()
 class _ProducerSlot:
     """The process's producer and the pid that made it (a forked child must make its own)."""
 
-    producer: KafkaProducer | None = None
+    producer: RelayProducer | None = None
     pid: int | None = None
+    client: str | None = None  # the KAFKA_CLIENT it was made for
 
 
 _slot = _ProducerSlot()
@@ -60,7 +81,7 @@ def producer_config() -> dict[str, Any]:
     }
 
 
-def producer_broken(producer: KafkaProducer) -> BaseException | None:
+def producer_broken(producer: RelayProducer) -> BaseException | None:
     """Why this producer can deliver nothing any more, or None.
 
     kafka-python 3.x does not raise from `send()` when its idempotent producer is in a fatal
@@ -68,6 +89,8 @@ def producer_broken(producer: KafkaProducer) -> BaseException | None:
     `last_error`) and the sender thread fails every batch with that error. A closed producer,
     or one whose I/O thread died, delivers nothing either.
     """
+    if not isinstance(producer, KafkaProducer):
+        return producer.broken()
     if getattr(producer, "_closed", False):
         return IllegalStateError("KafkaProducer already closed")
     sender = getattr(producer, "_sender", None)
@@ -103,12 +126,23 @@ def topic_auto_create_off(client: ClientT) -> ClientT:
     return client
 
 
-def producer_get() -> KafkaProducer:
+def producer_new() -> RelayProducer:
+    """A new producer of the configured client (`KAFKA_CLIENT`), with `producer_config()`."""
+    if settings.KAFKA_CLIENT == "confluent":
+        from outbox.kafka_confluent import ConfluentProducer
+
+        return ConfluentProducer(producer_config())
+    return topic_auto_create_off(KafkaProducer(**producer_config()))
+
+
+def producer_get() -> RelayProducer:
     """The process's producer; a new one when there is none, after a fork, or when the old one
     is broken (see `producer_broken`): the worker recovers without a restart."""
     with _lock:
         if _slot.producer is not None and _slot.pid == os.getpid():
             broken = producer_broken(_slot.producer)
+            if broken is None and _slot.client != settings.KAFKA_CLIENT:
+                broken = IllegalStateError(f"KAFKA_CLIENT is now {settings.KAFKA_CLIENT}")
             if broken is not None:
                 logger.warning("kafka producer replaced", extra={"error": repr(broken)})
                 try:
@@ -117,9 +151,10 @@ def producer_get() -> KafkaProducer:
                     logger.exception("closing the broken kafka producer failed")
                 _slot.producer = None
         if _slot.producer is None or _slot.pid != os.getpid():
-            _slot.producer = topic_auto_create_off(KafkaProducer(**producer_config()))
+            _slot.producer = producer_new()
             _slot.pid = os.getpid()
-            logger.info("kafka producer created", extra={"pid": _slot.pid})
+            _slot.client = settings.KAFKA_CLIENT
+            logger.info("kafka producer created", extra={"pid": _slot.pid, "client": settings.KAFKA_CLIENT})
         return _slot.producer
 
 

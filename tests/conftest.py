@@ -35,6 +35,26 @@ def _no_leftover_processes():
     ManagedProcess.kill_survivors()
 
 
+# The relay's Kafka clients (KAFKA_CLIENT). A test module marked `relay_clients` runs each of its
+# tests on both; every other test on the one the environment names (kafka-python by default).
+KAFKA_CLIENTS = ("kafka-python", "confluent")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("relay_clients") is not None:
+        metafunc.parametrize("kafka_client", KAFKA_CLIENTS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def kafka_client(request, settings, monkeypatch) -> str:
+    """The relay's Kafka client for this test, in the settings and in the environment its
+    subprocesses inherit (autouse, so set before `subprocess_env` copies the environment)."""
+    client = getattr(request, "param", None) or os.environ.get("KAFKA_CLIENT", "kafka-python")
+    settings.KAFKA_CLIENT = client
+    monkeypatch.setenv("KAFKA_CLIENT", client)
+    return client
+
+
 @pytest.fixture(autouse=True)
 def _test_settings(settings, tmp_path):
     settings.SECURE_SSL_REDIRECT = False

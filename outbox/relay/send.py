@@ -20,10 +20,9 @@ from typing import Any
 
 from django.conf import settings
 from kafka.errors import KafkaError
-from kafka.producer.future import FutureRecordMetadata
 
 from commerce.observability.telemetry import relay_send_span_start, telemetry_enabled
-from outbox.kafka import producer_get, producer_reset
+from outbox.kafka import DeliveryFuture, producer_get, producer_reset
 from outbox.relay.rows import ClaimedRow, NotSent, Outcome, ProducerUnavailable
 from outbox.relay.stopping import relay_stop_requested
 
@@ -52,7 +51,7 @@ class SentBatch:
 
     token: uuid.UUID
     rows: list[ClaimedRow]
-    futures: dict[int, FutureRecordMetadata]
+    futures: dict[int, DeliveryFuture]
     outcomes: dict[int, Outcome]
     deadline: float  # time.monotonic() by which the acks must be in: half the lease
     stopped: str = ""  # why the send stopped before the end of the batch, if it did
@@ -75,7 +74,7 @@ def send(
     its "send" span (linked to the row's traceparent), ended by the write-back."""
     abort = abort or threading.Event()
     outcomes: dict[int, Outcome] = {}
-    futures: dict[int, FutureRecordMetadata] = {}
+    futures: dict[int, DeliveryFuture] = {}
     batch = SentBatch(token, rows, futures, outcomes, deadline, claimed_at=claimed_at)
     spans = batch.spans if telemetry_enabled() else None
     try:
@@ -157,13 +156,14 @@ def acknowledged(
             # Whatever the wait ends with, the outcome is read from the future below.
             with contextlib.suppress(Exception):
                 timeout = max(0.0, batch.deadline - time.monotonic())
-                future.get(timeout=timeout)  # type: ignore[no-untyped-call]  # get() unannotated in types-kafka-python
+                future.get(timeout=timeout)
         if future.is_done and future.exception is None:
             outcomes[seq] = future.value
         elif aborted or after_abort:
             outcomes[seq] = NotSent("the producer was dropped after an earlier failure")
         else:
-            outcomes[seq] = future.exception if future.is_done else KafkaError("not acknowledged before the deadline")
+            error = future.exception if future.is_done else None
+            outcomes[seq] = error or KafkaError("not acknowledged before the deadline")
             aborted = True
             if abort is not None:
                 abort.set()  # before the producer goes: the next batch's send stops first

@@ -18,7 +18,13 @@ from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.processes import celery_worker_managed
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.relay_clients,
+    pytest.mark.fault,
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def _published() -> int:

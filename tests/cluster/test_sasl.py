@@ -15,7 +15,12 @@ from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.kafka import kafka_read_all
 from tests.support.processes import ManagedProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.relay_clients,
+    pytest.mark.cluster,
+    pytest.mark.django_db(transaction=True),
+]
 
 SASL = {
     "security_protocol": "SASL_PLAINTEXT",

@@ -12,7 +12,12 @@ from django.db import connection
 from tests.fault.campaign import FAULT_KINDS, fault_schedule, run_campaign
 from tests.fault.faults import postgres_cluster_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.relay_clients,
+    pytest.mark.fault,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def test_the_same_seed_gives_the_same_schedule():

@@ -19,7 +19,7 @@ from outbox.models import OutboxEvent
 from tests.fault.faults import topic_recreate
 from tests.outbox.events_for_tests import outbox_rows_bulk
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.relay_clients, pytest.mark.django_db(transaction=True)]
 
 
 def _topic_id(admin: KafkaAdminClient, topic: str) -> str | None:

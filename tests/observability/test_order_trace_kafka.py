@@ -21,7 +21,7 @@ from outbox.models import OutboxEvent
 from outbox.relay import relay_drain
 from tests.factories import product_make, token_for, user_make
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.relay_clients, pytest.mark.django_db(transaction=True)]
 
 CALLER_TRACE_ID = "3" * 32
 CALLER_SPAN_ID = "4" * 16

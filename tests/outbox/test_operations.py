@@ -206,6 +206,7 @@ def producer_stub(monkeypatch):
 def test_one_idempotent_acks_all_producer_per_process_and_a_new_one_after_fork(producer_stub, monkeypatch):
     first = outbox_kafka.producer_get()
     assert outbox_kafka.producer_get() is first
+    assert isinstance(first, producer_stub)
     assert first.config["acks"] == "all"
     assert first.config["enable_idempotence"] is True
 

@@ -21,7 +21,12 @@ from tests.support.kafka import PrivateBroker, kafka_read_all, kafka_topics_crea
 from tests.support.processes import ManagedProcess, celery_worker_managed
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.fault, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.relay_clients,
+    pytest.mark.fault,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from outbox.relay import relay_drain
 from tests.factories import user_make
 from tests.support.kafka import kafka_read_all
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.relay_clients, pytest.mark.django_db(transaction=True)]
 
 ENVELOPE_HEADERS = {
     "event_id",

@@ -80,6 +80,7 @@ def _wait_for(condition, timeout_s: float) -> bool:
 
 
 @pytest.mark.integration
+@pytest.mark.relay_clients
 @pytest.mark.fault
 @pytest.mark.django_db(transaction=True)
 def test_a_row_whose_send_kills_the_worker_ends_dead_and_everything_else_is_published(
@@ -141,6 +142,7 @@ def test_a_row_whose_send_kills_the_worker_ends_dead_and_everything_else_is_publ
 
 
 @pytest.mark.integration
+@pytest.mark.relay_clients
 @pytest.mark.fault
 @pytest.mark.django_db(transaction=True)
 def test_sigterm_mid_drain_hands_every_unsent_claim_back_at_once(kafka_topics, subprocess_env, tmp_path):

@@ -25,7 +25,7 @@ from tests.outbox.events_for_tests import SequenceRecorded, outbox_rows_bulk
 from tests.support.kafka import kafka_read_all
 from tests.support.processes import ManagedProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.relay_clients, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from outbox.models import OutboxEvent
 from outbox.relay import relay_drain
 from tests.outbox.events_for_tests import outbox_rows_bulk
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.relay_clients, pytest.mark.django_db(transaction=True)]
 
 TRACE_ID = "a" * 32  # the traceparent outbox_rows_bulk stores on its rows
 PARENT_SPAN_ID = "b" * 16

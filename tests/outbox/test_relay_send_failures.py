@@ -11,6 +11,7 @@ from collections import defaultdict
 import pytest
 from django.db import connection
 from django.utils import timezone
+from kafka import KafkaProducer
 from kafka.errors import ClusterAuthorizationFailedError
 
 from outbox.kafka import producer_get, producer_reset
@@ -19,7 +20,7 @@ from outbox.relay import DrainResult, relay_drain
 from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.kafka import kafka_read_all, kafka_topics_create, kafka_topics_delete
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.relay_clients, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
@@ -119,14 +120,27 @@ def test_a_topic_deleted_mid_drain_stops_the_drain_within_its_lease_and_order_ho
         assert first_seen == list(range(last_before[key] + 1, 100)), (key, first_seen[:5], last_before[key])
 
 
+def _fatal_error_forced(producer: object) -> None:
+    """Put the relay's producer in the fatal state its client reports (neither has a public API
+    to cause one)."""
+    if isinstance(producer, KafkaProducer):
+        # kafka-python 3: the transaction manager holds it; every later batch fails with it and
+        # `send()` itself does not raise.
+        manager = producer._transaction_manager  # type: ignore[attr-defined]  # no public API for it
+        manager.transition_to_fatal_error(ClusterAuthorizationFailedError("forced"))
+    else:
+        # librdkafka reports it through the error callback, with `fatal()` true.
+        import confluent_kafka
+
+        producer._on_error(confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "forced", fatal=True))  # type: ignore[attr-defined]
+
+
 def test_a_producer_left_in_a_fatal_state_is_replaced_without_a_restart(kafka_topics):
-    # given a relay whose idempotent producer went fatal (as kafka-python 3 does on an error it
-    # cannot recover from: every later batch fails with it; `send()` itself does not raise)
+    # given a relay whose idempotent producer went fatal
     topic = kafka_topics["catalog-events"]
     outbox_rows_bulk(topic=topic, keys=5, per_key=4)
     broken = producer_get()
-    manager = broken._transaction_manager  # type: ignore[attr-defined]  # the fatal state has no public API
-    manager.transition_to_fatal_error(ClusterAuthorizationFailedError("forced"))
+    _fatal_error_forced(broken)
     # when the relay drains
     result = relay_drain()
     # then a new producer sent everything, in the same process

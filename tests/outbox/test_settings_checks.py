@@ -22,7 +22,21 @@ IMPOSSIBLE = [
     pytest.param({"KAFKA_BOOTSTRAP_SERVERS": ["kafka:notaport"]}, "outbox.E004", id="bootstrap-servers-bad-port"),
     pytest.param({"KAFKA_PRODUCER_ACKS": "1"}, "outbox.E005", id="acks-1-with-idempotence"),
     pytest.param({"OUTBOX_WAKEUP": "listen"}, "outbox.E007", id="unknown-wake-up"),
+    pytest.param({"KAFKA_CLIENT": "librdkafka"}, "outbox.E008", id="unknown-kafka-client"),
 ]
+
+
+def test_the_confluent_client_without_confluent_kafka_installed_fails_the_check(settings, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "confluent_kafka" else find_spec(name, *args)
+    )
+    settings.KAFKA_CLIENT = "confluent"
+    with pytest.raises(SystemCheckError) as failed:
+        call_command("check")
+    assert "outbox.E009" in str(failed.value)
 
 
 def test_the_default_settings_pass_the_check():

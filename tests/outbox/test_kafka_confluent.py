@@ -1,0 +1,92 @@
+"""The relay's optional librdkafka producer (KAFKA_CLIENT=confluent), without a broker: its errors
+read as kafka-python's (the write-back tells permanent failures by class), its settings are
+kafka-python's under librdkafka's names, and it fails at once when no broker answers.
+
+Against the real broker it runs every guarantee test of the relay: the modules marked
+`relay_clients` (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import confluent_kafka
+import pytest
+from kafka import errors as kafka_errors
+
+from outbox.kafka import producer_config
+from outbox.kafka_confluent import ConfluentDeliveryFuture, ConfluentProducer, confluent_config, delivery_error
+from outbox.relay.rows import PERMANENT_ERRORS
+
+
+@pytest.mark.parametrize(
+    "code,expected,permanent",
+    [
+        pytest.param(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE, kafka_errors.MessageSizeTooLargeError, True),
+        pytest.param(confluent_kafka.KafkaError.TOPIC_EXCEPTION, kafka_errors.InvalidTopicError, True),
+        pytest.param(
+            confluent_kafka.KafkaError.NOT_LEADER_FOR_PARTITION, kafka_errors.NotLeaderForPartitionError, False
+        ),
+        pytest.param(confluent_kafka.KafkaError._MSG_TIMED_OUT, kafka_errors.KafkaTimeoutError, False),
+        pytest.param(confluent_kafka.KafkaError._UNKNOWN_TOPIC, kafka_errors.UnknownTopicOrPartitionError, False),
+        pytest.param(confluent_kafka.KafkaError._PURGE_QUEUE, kafka_errors.KafkaError, False),
+    ],
+)
+def test_a_librdkafka_error_reads_as_the_kafka_python_exception_of_the_same_meaning(code, expected, permanent):
+    error = delivery_error(confluent_kafka.KafkaError(code, "from the test"))
+    assert isinstance(error, expected)
+    assert isinstance(error, PERMANENT_ERRORS) is permanent
+    assert "from the test" in str(error)
+
+
+def test_a_fatal_error_is_an_illegal_state():
+    error = delivery_error(confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "fenced", fatal=True))
+    assert isinstance(error, kafka_errors.IllegalStateError)
+
+
+def test_the_producer_settings_are_kafka_pythons_under_librdkafkas_names(settings):
+    settings.KAFKA_BOOTSTRAP_SERVERS = ["a:9092", "b:9092"]
+    settings.KAFKA_SECURITY = {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "relay",
+        "sasl_plain_password": "secret",
+        "ssl_cafile": "/etc/ca.pem",
+    }
+    found = confluent_config(producer_config())
+    assert found["bootstrap.servers"] == "a:9092,b:9092"
+    assert found["acks"] == "all"
+    assert found["enable.idempotence"] is True
+    assert found["max.in.flight.requests.per.connection"] == 5
+    assert found["allow.auto.create.topics"] is False
+    assert found["security.protocol"] == "SASL_SSL"
+    assert found["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert (found["sasl.username"], found["sasl.password"]) == ("relay", "secret")
+    assert found["ssl.ca.location"] == "/etc/ca.pem"
+    assert not any("_" in name for name in found if name != "logger")  # no kafka-python name left over
+
+
+def test_a_delivery_future_waits_raises_or_returns_as_kafka_pythons_does():
+    waiting = ConfluentDeliveryFuture()
+    with pytest.raises(kafka_errors.KafkaTimeoutError):
+        waiting.get(timeout=0.01)
+    assert not waiting.is_done
+    failed = ConfluentDeliveryFuture()
+    error = confluent_kafka.KafkaError(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE, "big")
+    failed.delivered(error, None)  # type: ignore[arg-type]  # librdkafka passes the message; unread on error
+    assert failed.is_done
+    with pytest.raises(kafka_errors.MessageSizeTooLargeError):
+        failed.get(timeout=0)
+
+
+def test_without_a_broker_the_producer_fails_within_its_bootstrap_timeout(settings):
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    settings.KAFKA_BOOTSTRAP_SERVERS = [f"127.0.0.1:{port}"]
+    config = {**producer_config(), "bootstrap_timeout_ms": 1000}
+    started = time.monotonic()
+    with pytest.raises(kafka_errors.KafkaConnectionError):
+        ConfluentProducer(config)
+    assert time.monotonic() - started < 10  # not librdkafka's 30 s message timeout: a drain fails fast
