@@ -20,6 +20,7 @@ p99 <= 8 ms at 100/s; p99 <= 25 ms at 1,000/s.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import signal
@@ -77,7 +78,7 @@ def versions() -> dict[str, str]:
     try:
         import confluent_kafka
 
-        found["confluent-kafka"] = confluent_kafka.version()[0]
+        found["confluent-kafka"] = importlib.metadata.version("confluent-kafka")
         found["librdkafka"] = confluent_kafka.libversion()[0]
     except ImportError:
         pass

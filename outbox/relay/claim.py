@@ -386,16 +386,59 @@ def claim_quick(
         f"AND {not_ours} AND b.seq NOT IN (SELECT seq FROM candidate) LIMIT 1) IS NULL "
         f"RETURNING {_RETURNING_QUALIFIED}"
     )
+    params: dict[str, Any] = {"token": token, "expires": expires, "now": now, "in_flight": in_flight, "limit": limit}
+    if connection.in_atomic_block or not settings.OUTBOX_CLAIM_PREPARED:
+        # (In a transaction, SET LOCAL: a SET or a PREPARE it rolled back would be undone.)
+        with connection.cursor() as cursor:
+            cursor.execute(("SET LOCAL jit = off; " if connection.in_atomic_block else "SET jit = off; ") + sql, params)
+            cursor.nextset()
+            return _claimed_rows(cursor.fetchall())
+    _quick_claim_prepared(sql)
     with connection.cursor() as cursor:
-        # JIT off, in the same round trip (for the session: autocommit has no SET LOCAL): behind
-        # a backlog the planner's estimate crosses jit_above_cost and PostgreSQL would compile
-        # this statement on every wake-up (220 ms at 300,000 pending rows, for a claim of 1 ms).
-        cursor.execute(
-            "SET jit = off; " + sql,
-            {"token": token, "expires": expires, "now": now, "in_flight": in_flight, "limit": limit},
-        )
-        cursor.nextset()
+        arguments = ", ".join(f"%({name})s" for name in _QUICK_CLAIM_PARAMETERS)
+        cursor.execute(f"EXECUTE {QUICK_CLAIM_STATEMENT}({arguments})", params)
         return _claimed_rows(cursor.fetchall())
+
+
+QUICK_CLAIM_STATEMENT = "outbox_claim_quick"
+_QUICK_CLAIM_PARAMETERS = {
+    "token": "uuid",
+    "expires": "timestamptz",
+    "now": "timestamptz",
+    "in_flight": "uuid",
+    "limit": "int",
+}
+
+
+def _quick_claim_prepared(sql: str) -> None:
+    """`claim_quick`'s statement prepared in this session (once per database connection, and
+    again if its text changed with the settings), and JIT off for the session.
+
+    Django binds parameters on the client and never prepares (for connection poolers), so
+    PostgreSQL planned the quick claim on every wake-up: 0.25 ms of its 0.35 ms. Prepared, it
+    runs in about 0.1 ms (OUTBOX_CLAIM_PREPARED; off behind a transaction-pooling PgBouncer
+    older than 1.21, which loses prepared statements between transactions).
+
+    JIT: behind a backlog the planner's estimate crosses jit_above_cost and PostgreSQL would
+    compile the claim on every run (220 ms at 300,000 pending rows, for a claim of 1 ms). A
+    session-level SET: autocommit has no SET LOCAL.
+    """
+    connection.ensure_connection()
+    session = connection.connection
+    if getattr(connection, "outbox_quick_claim_prepared", None) == (session, sql):
+        return
+    positional = sql
+    for number, name in enumerate(_QUICK_CLAIM_PARAMETERS, start=1):
+        positional = positional.replace(f"%({name})s", f"${number}")
+    types = ", ".join(_QUICK_CLAIM_PARAMETERS.values())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SET jit = off; DEALLOCATE {QUICK_CLAIM_STATEMENT}; "
+            if getattr(connection, "outbox_quick_claim_prepared", (None,))[0] is session
+            else "SET jit = off; "
+        )
+        cursor.execute(f"PREPARE {QUICK_CLAIM_STATEMENT} ({types}) AS {positional}")
+    connection.outbox_quick_claim_prepared = (session, sql)  # type: ignore[attr-defined]
 
 
 # --- SQLite: one drain at a time holds the file lock (sqlite_lock.py), so no row locks are needed.

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from outbox.models import OutboxEvent
-from outbox.relay.claim import claim_quick
+from outbox.relay.claim import QUICK_CLAIM_STATEMENT, claim_quick
 from tests.outbox.events_for_tests import outbox_rows_bulk, row_locked_by_another_relay
 from tests.outbox.test_claim_fairness_of_keys import LANES, random_table
 
@@ -91,9 +91,12 @@ def test_the_quick_claim_behind_a_backlog_is_not_compiled_by_jit():
 
     def explain(execute, sql, params, many, context):
         result = execute(sql, params, many, context)
-        if "UPDATE" not in sql or sql.startswith("EXPLAIN"):
+        if sql.startswith("EXECUTE"):  # the prepared claim (OUTBOX_CLAIM_PREPARED)
+            statement = sql
+        elif "WITH candidate" in sql and not sql.startswith(("EXPLAIN", "PREPARE")):
+            statement = sql[sql.index("WITH candidate") :]
+        else:
             return result
-        statement = sql[sql.index("WITH candidate") :]
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params)
             (plan,) = cursor.fetchone()
@@ -107,6 +110,31 @@ def test_the_quick_claim_behind_a_backlog_is_not_compiled_by_jit():
     # then it ran as planned, without compiling it
     assert len(claimed) == 500
     assert [plan.get("JIT") for plan in plans] == [None]
+
+
+def _prepared_claims() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name = %s", [QUICK_CLAIM_STATEMENT])
+        (count,) = cursor.fetchone()
+    return count
+
+
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "planned-each-time"])
+def test_the_quick_claim_is_planned_once_per_connection_unless_turned_off(prepared, settings):
+    _postgresql_only()
+    # given rows to claim, and OUTBOX_CLAIM_PREPARED on (the default) or off (a pooler)
+    settings.OUTBOX_CLAIM_PREPARED = prepared
+    outbox_rows_bulk(topic="t", keys=6, per_key=1)
+    connection.close()  # a session of its own: no statement prepared in it yet
+    # when the relay loop claims on every wake-up
+    claimed = [claim_quick(token=uuid.uuid4(), limit=2) for _ in range(3)]
+    # then each claim took its rows, from one prepared statement when on, none when off
+    assert [len(rows) for rows in claimed] == [2, 2, 2]
+    assert _prepared_claims() == (1 if prepared else 0)
+    # and a setting that changes the statement's text prepares it again, in the same session
+    settings.OUTBOX_DEAD_BLOCKS_KEY = not settings.OUTBOX_DEAD_BLOCKS_KEY
+    assert claim_quick(token=uuid.uuid4(), limit=2) == []
+    assert _prepared_claims() == (1 if prepared else 0)
 
 
 def test_a_drain_with_quick_claims_publishes_every_row_once_in_key_order(kafka_topics):
