@@ -327,6 +327,7 @@ def main() -> None:
             "tracing": options.tracing,
             "kafka_broker": broker_version(),
             "kafka_python": kafka_python_version,
+            "relay_kafka_client": settings.KAFKA_CLIENT,
             **({"replication_factor": 3, "min_insync_replicas": 2} if cluster else {}),
             **(
                 {
@@ -385,7 +386,10 @@ def settings_print(
         f"relay batch size {batch_size} (OUTBOX_BATCH_SIZE={settings.OUTBOX_BATCH_SIZE}), "
         f"OUTBOX_FAIR_SHARE={settings.OUTBOX_FAIR_SHARE}, metrics on, tracing {'on' if tracing else 'off'}"
     )
-    say("  relay and raw producer: " + ", ".join(f"{name}={producer.get(name)}" for name in shown))
+    say(
+        f"  relay producer: KAFKA_CLIENT={settings.KAFKA_CLIENT}; raw producer: kafka-python; both: "
+        + ", ".join(f"{name}={producer.get(name)}" for name in shown)
+    )
     say("  naive relay producer: kafka-python defaults (" + ", ".join(sorted(naive)) + " set)")
     say(
         f"  Kafka broker {broker_version()} (from its API versions), kafka-python {kafka_python}, "
