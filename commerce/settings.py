@@ -206,7 +206,8 @@ OUTBOX_SAFETY_NET_AGE = env.float("OUTBOX_SAFETY_NET_AGE", default=5.0)
 # still batches what accumulates while requests are in flight (bench/latency.py, bench/relay.py).
 OUTBOX_PRODUCER_LINGER_MS = env.int("OUTBOX_PRODUCER_LINGER_MS", default=0)
 # The relay loop's claim is a prepared statement (planned once per connection, not per wake-up).
-# Off behind a transaction-pooling PgBouncer older than 1.21, which cannot keep prepared statements.
+# Off behind a transaction-pooling PgBouncer (any version: it keeps protocol-level prepared
+# statements at best, never SQL PREPARE, which this is).
 OUTBOX_CLAIM_PREPARED = env.bool("OUTBOX_CLAIM_PREPARED", default=True)
 OUTBOX_RETENTION = timedelta(days=env.float("OUTBOX_RETENTION_DAYS", default=7))
 OUTBOX_STALE_SECONDS = env.float("OUTBOX_STALE_SECONDS", default=60.0)

@@ -50,6 +50,7 @@ class _ProducerSlot:
 
 
 _slot = _ProducerSlot()
+_inherited: list[Any] = []
 
 
 def producer_config() -> dict[str, Any]:
@@ -64,6 +65,8 @@ def producer_config() -> dict[str, Any]:
         "max_in_flight_requests_per_connection": 5,
         "linger_ms": settings.OUTBOX_PRODUCER_LINGER_MS,
         "batch_size": 256 * 1024,
+        # kafka-python's default, said here so that librdkafka is given the same limit.
+        "max_request_size": 1024 * 1024,
         # A send that cannot even find its partition's leader gives up quickly; the row is
         # retried by a later drain with backoff instead of blocking the worker.
         "max_block_ms": 5000,
@@ -150,6 +153,10 @@ def producer_get() -> RelayProducer:
                 except Exception:
                     logger.exception("closing the broken kafka producer failed")
                 _slot.producer = None
+        if _slot.producer is not None and _slot.pid != os.getpid():
+            # A forked child's copy of its parent's producer: its threads did not survive the
+            # fork, and freeing it (librdkafka's destroy joins them) could hang the child. Kept.
+            _inherited.append(_slot.producer)
         if _slot.producer is None or _slot.pid != os.getpid():
             _slot.producer = producer_new()
             _slot.pid = os.getpid()

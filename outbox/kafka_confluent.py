@@ -13,8 +13,10 @@ write-back tells permanent failures from retriable ones by those classes (outbox
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from typing import Any, cast
 
 import confluent_kafka
@@ -24,6 +26,9 @@ from kafka.producer.future import RecordMetadata
 from kafka.structs import TopicPartition
 
 logger = logging.getLogger("outbox.kafka")
+
+# A future completes once, from whichever thread reports it first.
+_COMPLETION = threading.Lock()
 
 # How long the poll thread blocks in one poll(): it returns at once when a delivery report is
 # ready, so this bounds only how soon the thread sees a close.
@@ -48,7 +53,6 @@ def delivery_error(error: confluent_kafka.KafkaError) -> BaseException:
         confluent_kafka.KafkaError._TIMED_OUT: kafka_errors.KafkaTimeoutError,
         confluent_kafka.KafkaError._UNKNOWN_TOPIC: kafka_errors.UnknownTopicOrPartitionError,
         confluent_kafka.KafkaError._UNKNOWN_PARTITION: kafka_errors.UnknownTopicOrPartitionError,
-        confluent_kafka.KafkaError._INVALID_ARG: kafka_errors.InvalidTopicError,
     }
     if error.fatal():
         return kafka_errors.IllegalStateError(message)
@@ -70,6 +74,21 @@ class ConfluentDeliveryFuture(Future):
         self._reported = threading.Event()
 
     def delivered(self, error: confluent_kafka.KafkaError | None, message: confluent_kafka.Message) -> None:
+        with _COMPLETION:  # the poll thread and a closing thread may both report a record
+            if self.is_done:
+                return
+            self._complete(error, message)
+        self._reported.set()
+
+    def abandoned(self, error: BaseException) -> None:
+        """Failed without a report from librdkafka (the producer closed before it came)."""
+        with _COMPLETION:
+            if self.is_done:
+                return
+            self.failure(error)
+        self._reported.set()
+
+    def _complete(self, error: confluent_kafka.KafkaError | None, message: confluent_kafka.Message) -> None:
         if error is not None:
             self.failure(delivery_error(error))
         else:
@@ -88,7 +107,6 @@ class ConfluentDeliveryFuture(Future):
                     -1,
                 )
             )
-        self._reported.set()
 
     def get(self, timeout: float | None = None) -> RecordMetadata:
         if not self._reported.wait(timeout):
@@ -123,6 +141,13 @@ def confluent_config(config: dict[str, Any]) -> dict[str, Any]:
         "topic.metadata.propagation.max.ms": config["max_block_ms"],
         "socket.connection.setup.timeout.ms": config["bootstrap_timeout_ms"],
         "client.id": config["client_id"],
+        # kafka-python's partitioner (murmur2 of the key): with librdkafka's default (CRC32) a key
+        # would land on another partition than with kafka-python, and switching clients, or a
+        # rolling deploy running both, would break its order.
+        "partitioner": "murmur2_random",
+        # kafka-python's max_request_size (librdkafka's own default is 1,000,000): a record
+        # kafka-python delivers is not refused as too large here (a permanent error: dead).
+        "message.max.bytes": config["max_request_size"],
         # librdkafka logs that this is a consumer property, but its producer's metadata
         # requests honour it (confluent-kafka-go#780): topics are made by `ensure_topics`.
         "allow.auto.create.topics": config["allow_auto_create_topics"],
@@ -140,9 +165,10 @@ class ConfluentProducer:
     def __init__(self, config: dict[str, Any]) -> None:
         self._fatal: BaseException | None = None
         self._closed = False
-        # Records handed over and not yet reported: flush() waits for 0 (see there).
-        self._outstanding = 0
-        self._idle = threading.Condition()
+        # Records handed over and not yet reported: flush() waits for none; close() fails those
+        # a purge left unreported, so no future waits for its deadline.
+        self._pending: set[ConfluentDeliveryFuture] = set()
+        self._lock = threading.Condition()  # guards _closed and _pending; send() vs close()
         self._producer = confluent_kafka.Producer({**confluent_config(config), "error_cb": self._on_error})
         self._poller = threading.Thread(target=self._poll_until_closed, name="outbox-confluent-poll", daemon=True)
         self._poller.start()
@@ -166,7 +192,21 @@ class ConfluentProducer:
 
     def _poll_until_closed(self) -> None:
         while not self._closed:
-            self._producer.poll(POLL_TIMEOUT_S)
+            try:
+                self._producer.poll(POLL_TIMEOUT_S)
+            except Exception:  # a callback raised: poll() re-raises it; the thread must live on
+                logger.exception("kafka producer poll failed")
+
+    def _reported(
+        self, future: ConfluentDeliveryFuture, error: confluent_kafka.KafkaError | None, message: Any
+    ) -> None:
+        try:
+            future.delivered(error, message)
+        finally:
+            with self._lock:
+                self._pending.discard(future)
+                if not self._pending:
+                    self._lock.notify_all()
 
     def broken(self) -> BaseException | None:
         """Why this producer can deliver nothing any more (closed, fatal error), or None."""
@@ -179,31 +219,25 @@ class ConfluentProducer:
     def send(
         self, topic: str, *, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
     ) -> ConfluentDeliveryFuture:
-        # (list() of the same pairs: the stubs want the wider item type librdkafka accepts.)
-        if self._closed:
-            raise kafka_errors.IllegalStateError("the producer is closed")
         future = ConfluentDeliveryFuture()
 
-        def delivered(error: confluent_kafka.KafkaError | None, message: confluent_kafka.Message) -> None:
-            future.delivered(error, message)
-            with self._idle:
-                self._outstanding -= 1
-                if not self._outstanding:
-                    self._idle.notify_all()
+        def reported(error: confluent_kafka.KafkaError | None, message: confluent_kafka.Message) -> None:
+            self._reported(future, error, message)
 
-        with self._idle:
-            self._outstanding += 1
-        try:
-            self._producer.produce(topic, value=value, key=key, headers=list(headers), on_delivery=delivered)
-        except BaseException as exc:
-            with self._idle:
-                self._outstanding -= 1
-            if isinstance(exc, confluent_kafka.KafkaException):
+        # Under the lock with close(): once close() purged, nothing more is handed over (a record
+        # produced after the purge would still go out, after the failed row of its key).
+        with self._lock:
+            if self._closed:
+                raise kafka_errors.IllegalStateError("the producer is closed")
+            try:
+                # (list() of the same pairs: the stubs want the wider item type librdkafka takes.)
+                self._producer.produce(topic, value=value, key=key, headers=list(headers), on_delivery=reported)
+            except confluent_kafka.KafkaException as exc:
                 # Refused before it was queued (too large, unknown partition, a fatal state).
                 raise delivery_error(exc.args[0]) from exc
-            if isinstance(exc, BufferError):
+            except BufferError as exc:
                 raise kafka_errors.KafkaTimeoutError(f"the producer's queue is full: {exc}") from exc
-            raise
+            self._pending.add(future)
         return future
 
     def flush(self, timeout: float | None = None) -> None:
@@ -215,8 +249,9 @@ class ConfluentProducer:
         Its flush(0) only wakes the brokers' threads to send what lingers; the wait is here.
         """
         self._producer.flush(0)
-        with self._idle:
-            self._idle.wait_for(lambda: not self._outstanding, timeout)
+        with self._lock:
+            if not self._lock.wait_for(lambda: not self._pending, timeout):
+                raise kafka_errors.KafkaTimeoutError(f"{len(self._pending)} records unreported after {timeout} s")
 
     def partitions_for(self, topic: str) -> set[int] | None:
         found = self._producer.list_topics(topic, timeout=5).topics.get(topic)
@@ -225,14 +260,24 @@ class ConfluentProducer:
         return set(found.partitions)
 
     def close(self, timeout: float | None = None) -> None:
-        """Wait up to `timeout` for what was sent; drop the rest (its futures fail). `close(0)`
-        after a failure: what the producer still holds is never sent."""
-        if self._closed:
-            return
+        """Wait up to `timeout` for what was sent; then drop the rest: purged from librdkafka's
+        queues (never sent from here), its futures failed. `close(0)` after a failure: nothing
+        the producer still holds reaches the broker after the failed record."""
         if timeout is None or timeout > 0:
-            self._producer.flush(-1 if timeout is None else timeout)
-        self._closed = True
-        self._producer.purge(in_queue=True, in_flight=True, blocking=False)
-        # The purged records' reports, so no future waits for its deadline.
-        self._producer.poll(0)
+            with contextlib.suppress(kafka_errors.KafkaTimeoutError):
+                self.flush(timeout)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._producer.purge(in_queue=True, in_flight=True, blocking=True)
+        # The purged records' reports (served here: the poll thread is stopping).
+        deadline = time.monotonic() + 1.0
+        while self._pending and time.monotonic() < deadline:
+            self._producer.poll(0.01)
+        with self._lock:
+            left = list(self._pending)
+            self._pending.clear()
+        for future in left:
+            future.abandoned(_LibrdkafkaError("the producer was closed before the broker answered"))
         self._poller.join(timeout=2 * POLL_TIMEOUT_S + 1)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.db.models import F, TextField
 from django.db.models.functions import Cast
@@ -393,11 +394,20 @@ def claim_quick(
             cursor.execute(("SET LOCAL jit = off; " if connection.in_atomic_block else "SET jit = off; ") + sql, params)
             cursor.nextset()
             return _claimed_rows(cursor.fetchall())
-    _quick_claim_prepared(sql)
-    with connection.cursor() as cursor:
-        arguments = ", ".join(f"%({name})s" for name in _QUICK_CLAIM_PARAMETERS)
-        cursor.execute(f"EXECUTE {QUICK_CLAIM_STATEMENT}({arguments})", params)
-        return _claimed_rows(cursor.fetchall())
+    arguments = ", ".join(f"%({name})s" for name in _QUICK_CLAIM_PARAMETERS)
+    for last_try in (False, True):
+        _quick_claim_prepared(sql)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"EXECUTE {QUICK_CLAIM_STATEMENT}({arguments})", params)
+                return _claimed_rows(cursor.fetchall())
+        except DatabaseError as exc:
+            # The session lost the statement (DISCARD ALL, DEALLOCATE ALL by a pooler or an
+            # operator): prepare it again and claim once more. Autocommit: nothing to roll back.
+            if last_try or getattr(exc.__cause__, "sqlstate", None) != "26000":
+                raise
+            _PREPARED_IN.pop(connection.connection, None)
+    raise AssertionError("unreachable")
 
 
 QUICK_CLAIM_STATEMENT = "outbox_claim_quick"
@@ -411,34 +421,45 @@ _QUICK_CLAIM_PARAMETERS = {
 
 
 def _quick_claim_prepared(sql: str) -> None:
-    """`claim_quick`'s statement prepared in this session (once per database connection, and
+    """`claim_quick`'s statement prepared in this session (once per database session, and
     again if its text changed with the settings), and JIT off for the session.
 
     Django binds parameters on the client and never prepares (for connection poolers), so
     PostgreSQL planned the quick claim on every wake-up: 0.25 ms of its 0.35 ms. Prepared, it
-    runs in about 0.1 ms (OUTBOX_CLAIM_PREPARED; off behind a transaction-pooling PgBouncer
-    older than 1.21, which loses prepared statements between transactions).
+    runs in about 0.1 ms (OUTBOX_CLAIM_PREPARED; off behind a transaction-pooling PgBouncer,
+    which keeps no SQL-level prepared statement between transactions).
 
     JIT: behind a backlog the planner's estimate crosses jit_above_cost and PostgreSQL would
     compile the claim on every run (220 ms at 300,000 pending rows, for a claim of 1 ms). A
     session-level SET: autocommit has no SET LOCAL.
+
+    What was prepared is noted on the database session itself (psycopg's connection, weakly),
+    not on Django's wrapper: a wrapper that reconnects gets a new session, a pool may hand the
+    same session to another wrapper.
     """
     connection.ensure_connection()
     session = connection.connection
-    if getattr(connection, "outbox_quick_claim_prepared", None) == (session, sql):
+    if _PREPARED_IN.get(session) == sql:
         return
     positional = sql
     for number, name in enumerate(_QUICK_CLAIM_PARAMETERS, start=1):
         positional = positional.replace(f"%({name})s", f"${number}")
     types = ", ".join(_QUICK_CLAIM_PARAMETERS.values())
+    _PREPARED_IN.pop(session, None)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SET jit = off; DEALLOCATE {QUICK_CLAIM_STATEMENT}; "
-            if getattr(connection, "outbox_quick_claim_prepared", (None,))[0] is session
-            else "SET jit = off; "
+            "SET jit = off; SELECT count(*) FROM pg_prepared_statements WHERE name = %s", [QUICK_CLAIM_STATEMENT]
         )
+        cursor.nextset()
+        (found,) = cursor.fetchone()
+        if found:  # another text of it (the settings changed), or the session came from a pool
+            cursor.execute(f"DEALLOCATE {QUICK_CLAIM_STATEMENT}")
         cursor.execute(f"PREPARE {QUICK_CLAIM_STATEMENT} ({types}) AS {positional}")
-    connection.outbox_quick_claim_prepared = (session, sql)  # type: ignore[attr-defined]
+    _PREPARED_IN[session] = sql
+
+
+# Database session (psycopg connection) -> the text of the quick claim prepared in it.
+_PREPARED_IN: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 # --- SQLite: one drain at a time holds the file lock (sqlite_lock.py), so no row locks are needed.

@@ -104,12 +104,14 @@ def test_the_quick_claim_behind_a_backlog_is_not_compiled_by_jit():
             transaction.set_rollback(True)
         return result
 
-    # when the relay loop's quick claim runs, in its session
+    # when the relay loop's quick claim runs in its session, six times (a prepared statement
+    # may switch to a generic plan after five)
     with connection.execute_wrapper(explain):
-        claimed = claim_quick(token=uuid.uuid4(), limit=500)
-    # then it ran as planned, without compiling it
-    assert len(claimed) == 500
-    assert [plan.get("JIT") for plan in plans] == [None]
+        claimed = [claim_quick(token=uuid.uuid4(), limit=500) for _ in range(6)]
+    # then it ran as planned, without compiling it, each time (the first row of each of the
+    # 1,000 keys, leased, holds its key's later rows back)
+    assert [len(rows) for rows in claimed] == [500, 500, 0, 0, 0, 0]
+    assert [plan.get("JIT") for plan in plans] == [None] * 6
 
 
 def _prepared_claims() -> int:
@@ -119,22 +121,60 @@ def _prepared_claims() -> int:
     return count
 
 
+class _Statements:
+    """Counts the statements of this connection that start with a word (PREPARE, EXECUTE)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.seen.append(sql.split(None, 1)[0].upper())
+        return execute(sql, params, many, context)
+
+    def count(self, word: str) -> int:
+        return self.seen.count(word)
+
+
 @pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "planned-each-time"])
-def test_the_quick_claim_is_planned_once_per_connection_unless_turned_off(prepared, settings):
+def test_the_quick_claim_is_prepared_once_per_session_unless_turned_off(prepared, settings):
     _postgresql_only()
     # given rows to claim, and OUTBOX_CLAIM_PREPARED on (the default) or off (a pooler)
     settings.OUTBOX_CLAIM_PREPARED = prepared
-    outbox_rows_bulk(topic="t", keys=6, per_key=1)
+    outbox_rows_bulk(topic="t", keys=8, per_key=1)
     connection.close()  # a session of its own: no statement prepared in it yet
+    statements = _Statements()
     # when the relay loop claims on every wake-up
-    claimed = [claim_quick(token=uuid.uuid4(), limit=2) for _ in range(3)]
-    # then each claim took its rows, from one prepared statement when on, none when off
+    with connection.execute_wrapper(statements):
+        claimed = [claim_quick(token=uuid.uuid4(), limit=2) for _ in range(3)]
+    # then each claim took its rows, from a statement prepared once when on, never when off
     assert [len(rows) for rows in claimed] == [2, 2, 2]
+    assert statements.count("PREPARE") == (1 if prepared else 0)
+    assert statements.count("EXECUTE") == (3 if prepared else 0)
     assert _prepared_claims() == (1 if prepared else 0)
     # and a setting that changes the statement's text prepares it again, in the same session
     settings.OUTBOX_DEAD_BLOCKS_KEY = not settings.OUTBOX_DEAD_BLOCKS_KEY
-    assert claim_quick(token=uuid.uuid4(), limit=2) == []
+    with connection.execute_wrapper(statements):
+        assert len(claim_quick(token=uuid.uuid4(), limit=1)) == 1
+    assert statements.count("PREPARE") == (2 if prepared else 0)
     assert _prepared_claims() == (1 if prepared else 0)
+
+
+def test_a_session_that_lost_the_prepared_claim_prepares_it_again():
+    _postgresql_only()
+    # given a session whose quick claim is prepared
+    outbox_rows_bulk(topic="t", keys=4, per_key=1)
+    assert len(claim_quick(token=uuid.uuid4(), limit=1)) == 1
+    # when something drops it (DISCARD ALL or DEALLOCATE ALL: a pooler, an operator)
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    # then the next claims still claim, from the statement prepared again
+    assert len(claim_quick(token=uuid.uuid4(), limit=1)) == 1
+    assert len(claim_quick(token=uuid.uuid4(), limit=1)) == 1
+    assert _prepared_claims() == 1
+    # and a new session (a reconnection) prepares its own
+    connection.close()
+    assert len(claim_quick(token=uuid.uuid4(), limit=1)) == 1
+    assert _prepared_claims() == 1
 
 
 def test_a_drain_with_quick_claims_publishes_every_row_once_in_key_order(kafka_topics):

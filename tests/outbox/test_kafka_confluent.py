@@ -31,12 +31,14 @@ from outbox.relay.rows import PERMANENT_ERRORS
         pytest.param(confluent_kafka.KafkaError._MSG_TIMED_OUT, kafka_errors.KafkaTimeoutError, False),
         pytest.param(confluent_kafka.KafkaError._UNKNOWN_TOPIC, kafka_errors.UnknownTopicOrPartitionError, False),
         pytest.param(confluent_kafka.KafkaError._PURGE_QUEUE, kafka_errors.KafkaError, False),
+        pytest.param(confluent_kafka.KafkaError._INVALID_ARG, kafka_errors.KafkaError, False),
     ],
 )
 def test_a_librdkafka_error_reads_as_the_kafka_python_exception_of_the_same_meaning(code, expected, permanent):
     error = delivery_error(confluent_kafka.KafkaError(code, "from the test"))
     assert isinstance(error, expected)
     assert isinstance(error, PERMANENT_ERRORS) is permanent
+    assert permanent or error.retriable
     assert "from the test" in str(error)
 
 
@@ -64,6 +66,9 @@ def test_the_producer_settings_are_kafka_pythons_under_librdkafkas_names(setting
     assert found["sasl.mechanism"] == "SCRAM-SHA-512"
     assert (found["sasl.username"], found["sasl.password"]) == ("relay", "secret")
     assert found["ssl.ca.location"] == "/etc/ca.pem"
+    # kafka-python's partitioner and record size limit, not librdkafka's defaults
+    assert found["partitioner"] == "murmur2_random"
+    assert found["message.max.bytes"] == 1024 * 1024
     assert not any("_" in name for name in found if name != "logger")  # no kafka-python name left over
 
 
@@ -90,3 +95,37 @@ def test_without_a_broker_the_producer_fails_within_its_bootstrap_timeout(settin
     with pytest.raises(kafka_errors.KafkaConnectionError):
         ConfluentProducer(config)
     assert time.monotonic() - started < 10  # not librdkafka's 30 s message timeout: a drain fails fast
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_close_0_completes_every_future_and_refuses_later_sends(kafka_topics):
+    # given records handed over, most of them not yet acknowledged
+    producer = ConfluentProducer(producer_config())
+    topic = kafka_topics["catalog-events"]
+    futures = [producer.send(topic, key=b"k", value=b"v" * 1000, headers=[]) for _ in range(2000)]
+    # when the relay drops it after a failure
+    producer.close(0)
+    # then no future is left waiting for its deadline: each was acknowledged or failed
+    assert all(future.is_done for future in futures)
+    for future in futures:
+        if future.exception is not None:
+            with pytest.raises(kafka_errors.KafkaError):
+                future.get(timeout=0)
+    # and nothing more is handed over
+    with pytest.raises(kafka_errors.IllegalStateError):
+        producer.send(topic, key=b"k", value=b"late", headers=[])
+    assert producer.broken() is not None
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_flush_returns_once_every_record_is_acknowledged(kafka_topics):
+    producer = ConfluentProducer(producer_config())
+    try:
+        futures = [producer.send(kafka_topics["catalog-events"], key=b"k", value=b"v", headers=[]) for _ in range(50)]
+        producer.flush(10)
+        assert all(future.is_done and future.exception is None for future in futures)
+        assert [future.value.offset for future in futures] == list(range(50))
+    finally:
+        producer.close(0)

@@ -143,3 +143,18 @@ def test_an_independent_reader_sees_the_key_and_every_envelope_header(kafka_topi
     assert f"event_id={row.event_id}" in headers_line
     assert f"aggregate_version={row.aggregate_version}" in headers_line
     assert json.loads(output.split("value=", 1)[1]) == row.payload
+
+
+def test_a_key_goes_to_the_partition_kafka_pythons_partitioner_gives_it_whichever_the_client(kafka_topics):
+    from kafka.partitioner.default import murmur2
+
+    from tests.outbox.events_for_tests import outbox_rows_bulk
+
+    # given rows of 60 keys (a key's partition must not change with the client: its order would)
+    topic = kafka_topics["catalog-events"]
+    outbox_rows_bulk(topic=topic, keys=60, per_key=2)
+    # when the relay publishes them
+    assert relay_drain().published == 120
+    # then each key is on murmur2(key) mod 3, the partition kafka-python's producer picks
+    for row in OutboxEvent.objects.all():
+        assert row.kafka_partition == (murmur2(row.key.encode()) & 0x7FFFFFFF) % 3, row.key
