@@ -328,6 +328,7 @@ def main() -> None:
             "kafka_broker": broker_version(),
             "kafka_python": kafka_python_version,
             "relay_kafka_client": settings.KAFKA_CLIENT,
+            "outbox_storage": outbox_storage() or "defaults",
             **({"replication_factor": 3, "min_insync_replicas": 2} if cluster else {}),
             **(
                 {
@@ -395,6 +396,20 @@ def settings_print(
         f"  Kafka broker {broker_version()} (from its API versions), kafka-python {kafka_python}, "
         f"load average {load_average()}"
     )
+    say(f"  outbox table storage: {outbox_storage() or 'defaults'} (migration 0003 sets fillfactor=50)")
+
+
+def outbox_storage() -> str:
+    """The outbox table's storage parameters as PostgreSQL has them (fillfactor: whether the
+    lease update can be a HOT update)."""
+    from django.db import connection
+
+    from outbox.models import OutboxEvent
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s", [OutboxEvent._meta.db_table])
+        found = cursor.fetchone()
+    return ",".join(found[0]) if found and found[0] else ""
 
 
 def tracing_on() -> None:
