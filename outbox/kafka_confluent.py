@@ -72,21 +72,25 @@ class ConfluentDeliveryFuture(Future):
     def __init__(self) -> None:
         super().__init__()
         self._reported = threading.Event()
+        self._claimed = False  # by the first report (the poll thread's, or a closing thread's)
+
+    def _claim(self) -> bool:
+        with _COMPLETION:  # held for the check-and-set only: callbacks run outside it
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
 
     def delivered(self, error: confluent_kafka.KafkaError | None, message: confluent_kafka.Message) -> None:
-        with _COMPLETION:  # the poll thread and a closing thread may both report a record
-            if self.is_done:
-                return
+        if self._claim():
             self._complete(error, message)
-        self._reported.set()
+            self._reported.set()
 
     def abandoned(self, error: BaseException) -> None:
         """Failed without a report from librdkafka (the producer closed before it came)."""
-        with _COMPLETION:
-            if self.is_done:
-                return
+        if self._claim():
             self.failure(error)
-        self._reported.set()
+            self._reported.set()
 
     def _complete(self, error: confluent_kafka.KafkaError | None, message: confluent_kafka.Message) -> None:
         if error is not None:
@@ -267,10 +271,17 @@ class ConfluentProducer:
             with contextlib.suppress(kafka_errors.KafkaTimeoutError):
                 self.flush(timeout)
         with self._lock:
+            # Set under the lock: a send() in progress has returned, no later one produces.
             if self._closed:
                 return
             self._closed = True
-            self._producer.purge(in_queue=True, in_flight=True, blocking=True)
+        # A purge that waits until librdkafka's broker threads dropped what they held, so that
+        # nothing queued goes out after close() returned. confluent-kafka 2.16.1's binding has
+        # the `blocking` flag reversed (Producer_purge sets RD_KAFKA_PURGE_F_NON_BLOCKING when
+        # it is true): one call of each is a waiting purge whether or not a later version
+        # fixes it (the second is then a no-op). It holds the GIL while it waits: brief.
+        self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+        self._producer.purge(in_queue=True, in_flight=True, blocking=True)
         # The purged records' reports (served here: the poll thread is stopping).
         deadline = time.monotonic() + 1.0
         while self._pending and time.monotonic() < deadline:
@@ -278,6 +289,7 @@ class ConfluentProducer:
         with self._lock:
             left = list(self._pending)
             self._pending.clear()
+            self._lock.notify_all()  # a flush() waiting in another thread returns now
         for future in left:
             future.abandoned(_LibrdkafkaError("the producer was closed before the broker answered"))
         self._poller.join(timeout=2 * POLL_TIMEOUT_S + 1)

@@ -447,8 +447,10 @@ def _quick_claim_prepared(sql: str) -> None:
     types = ", ".join(_QUICK_CLAIM_PARAMETERS.values())
     _PREPARED_IN.pop(session, None)
     with connection.cursor() as cursor:
+        # No bound parameter (the name is a constant): several statements in one call need the
+        # simple query protocol, which a server-side-binding cursor uses only without parameters.
         cursor.execute(
-            "SET jit = off; SELECT count(*) FROM pg_prepared_statements WHERE name = %s", [QUICK_CLAIM_STATEMENT]
+            f"SET jit = off; SELECT count(*) FROM pg_prepared_statements WHERE name = '{QUICK_CLAIM_STATEMENT}'"
         )
         cursor.nextset()
         (found,) = cursor.fetchone()

@@ -100,22 +100,70 @@ def test_without_a_broker_the_producer_fails_within_its_bootstrap_timeout(settin
 @pytest.mark.integration
 @pytest.mark.django_db
 def test_close_0_completes_every_future_and_refuses_later_sends(kafka_topics):
-    # given records handed over, most of them not yet acknowledged
+    # given records handed over, many of them not yet acknowledged
     producer = ConfluentProducer(producer_config())
     topic = kafka_topics["catalog-events"]
-    futures = [producer.send(topic, key=b"k", value=b"v" * 1000, headers=[]) for _ in range(2000)]
+    futures = [producer.send(topic, key=b"k", value=b"v" * 1000, headers=[]) for _ in range(5000)]
     # when the relay drops it after a failure
     producer.close(0)
-    # then no future is left waiting for its deadline: each was acknowledged or failed
+    # then no future is left waiting for its deadline: each was acknowledged or failed, and
+    # what the producer still held was dropped, not sent
     assert all(future.is_done for future in futures)
-    for future in futures:
-        if future.exception is not None:
-            with pytest.raises(kafka_errors.KafkaError):
-                future.get(timeout=0)
+    failed = [future for future in futures if future.exception is not None]
+    assert failed, "close(0) came after every acknowledgement: nothing was left to drop"
+    for future in failed:
+        with pytest.raises(kafka_errors.KafkaError):
+            future.get(timeout=0)
     # and nothing more is handed over
     with pytest.raises(kafka_errors.IllegalStateError):
         producer.send(topic, key=b"k", value=b"late", headers=[])
     assert producer.broken() is not None
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_a_send_racing_close_0_is_refused_or_completed(kafka_topics):
+    import threading
+
+    # given a thread handing records over as fast as it can (the relay's sender thread)
+    producer = ConfluentProducer(producer_config())
+    topic = kafka_topics["catalog-events"]
+    futures: list = []
+    refused = threading.Event()
+
+    def sending() -> None:
+        while True:
+            try:
+                futures.append(producer.send(topic, key=b"k", value=b"v" * 100, headers=[]))
+            except kafka_errors.IllegalStateError:
+                refused.set()
+                return
+
+    sender = threading.Thread(target=sending)
+    sender.start()
+    while len(futures) < 2000:
+        time.sleep(0.001)
+    # when another thread drops the producer under it
+    producer.close(0)
+    sender.join(timeout=10)
+    # then the sender was refused, and every record it handed over before that is done
+    assert refused.is_set()
+    assert all(future.is_done for future in futures)
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_a_flush_that_times_out_says_so(kafka_topics):
+    # given a record the broker cannot take yet (its topic does not exist)
+    producer = ConfluentProducer(producer_config())
+    try:
+        producer.send(f"{kafka_topics['catalog-events']}-missing", key=b"k", value=b"v", headers=[])
+        # when the relay flushes with a deadline shorter than the record's wait
+        # then it hears that the flush did not complete (acknowledged() logs it and reads each future)
+        with pytest.raises(kafka_errors.KafkaTimeoutError):
+            producer.flush(0.2)
+    finally:
+        producer.close(0)
 
 
 @pytest.mark.integration
