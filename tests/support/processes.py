@@ -64,12 +64,15 @@ class ManagedProcess:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}")
+            # The log first: a process that got ready and then died between two looks (a worker
+            # whose first drain kills it, as the fault tests want) did start.
+            exited = self.popen.poll() is not None
             with open(self.log_path, "rb") as log:
                 log.seek(start_offset)
                 if self.ready_text.encode() in log.read():
                     return
+            if exited:
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}")
             time.sleep(0.2)
         raise RuntimeError(f"{self.name} not ready after {timeout} s:\n{self.log_tail()}")
 
