@@ -240,20 +240,25 @@ def _pg_without_rows_another_relay_is_claiming(
 
     Such a row is either being claimed by another relay right now (skipped by SKIP LOCKED, it
     still reads as claimable, so the per-key check could not see it wait), or a row of the same
-    key on another topic beyond that topic's share. One indexed read per key picked, from its oldest unfinished
-    row to its last row picked, that returns only the rows outside this claim: nearly always none.
+    key on another topic beyond that topic's share. One probe of the (key, seq) index per key
+    picked, from its oldest unfinished row up to its last row picked, that returns the first row
+    outside this claim: nearly always none.
     """
     if not candidates:
         return []
     picked = [seq for seq, _ in candidates]
     last_of_key = {key: seq for seq, key in candidates}
+    # A scalar subquery per key, ordered as the (key, seq) index: it cannot be planned as a join.
+    # As a join, statistics taken before a backlog came in (a handful of rows) invite a hash
+    # join of the keys with every pending row: a read of the whole backlog on every claim.
+    # lower(): the statuses that block, written so that they do not imply the pending indexes'
+    # predicate (the probe must be of the (key, seq) index, as in _candidates_sql).
     cursor.execute(
-        f"SELECT o.key, min(o.seq) FROM {_TABLE} o "
-        "JOIN unnest(%(keys)s::text[], %(lasts)s::bigint[]) AS k(key, last) "
-        "ON o.key = k.key AND o.seq < k.last "
-        f"WHERE o.status <> 'published' AND o.status IN ({_blocking_statuses_sql()}) "
+        f"SELECT k.key, (SELECT o.seq FROM {_TABLE} o WHERE o.key = k.key AND o.seq < k.last "
+        f"AND o.status <> 'published' AND lower(o.status) IN ({_blocking_statuses_sql()}) "
         "AND NOT (o.seq = ANY(%(picked)s::bigint[])) "
-        "AND (o.claim_token IS NULL OR o.claim_token <> %(in_flight)s) GROUP BY o.key",
+        "AND (o.claim_token IS NULL OR o.claim_token <> %(in_flight)s) ORDER BY o.key, o.seq LIMIT 1) "
+        "FROM unnest(%(keys)s::text[], %(lasts)s::bigint[]) AS k(key, last)",
         {
             "keys": list(last_of_key),
             "lasts": pg_int_array(list(last_of_key.values())),
@@ -261,7 +266,7 @@ def _pg_without_rows_another_relay_is_claiming(
             "in_flight": in_flight,
         },
     )
-    first_outside = dict(cursor.fetchall())
+    first_outside = {key: seq for key, seq in cursor.fetchall() if seq is not None}
     return [seq for seq, key in candidates if seq < first_outside.get(key, seq + 1)]
 
 
