@@ -16,7 +16,6 @@ than once. docs/OUTBOX.md, "Claim", has the whole protocol.
 
 from __future__ import annotations
 
-import json
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -305,7 +304,6 @@ _RETURNING_QUALIFIED = _RETURNING.replace("seq, id::text, topic, key,", f"{_TABL
 
 
 def _claimed_rows(fetched: list[tuple[Any, ...]]) -> list[ClaimedRow]:
-    loads = json.loads
     rows = [
         ClaimedRow(
             seq,
@@ -317,7 +315,7 @@ def _claimed_rows(fetched: list[tuple[Any, ...]]) -> list[ClaimedRow]:
             aggregatetype,
             aggregateid,
             aggregate_version,
-            loads(headers),
+            headers,
             occurred_at,
             attempts,
             payload,

@@ -123,7 +123,9 @@ class ClaimedRow:
     aggregatetype: str
     aggregateid: str
     aggregate_version: int | None
-    headers: dict[str, Any]
+    # The row's headers as the claim read them: JSON text from PostgreSQL, parsed on first use
+    # (`headers`): by the sender thread, off the drain's path of claim and write-back.
+    headers_stored: dict[str, Any] | str
     occurred_at: str  # ISO-8601 UTC, as the header carries it
     attempts: int
     payload_text: str
@@ -133,6 +135,13 @@ class ClaimedRow:
     kafka_partition: int | None = None
     kafka_offset: int | None = None
     abandoned: bool = False  # its last relay died (or outlived its lease) holding it
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        stored = self.headers_stored
+        if isinstance(stored, str):
+            stored = self.headers_stored = json.loads(stored)
+        return stored
 
     @property
     def payload(self) -> dict[str, Any]:
