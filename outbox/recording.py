@@ -70,9 +70,13 @@ _INSERT_SQL = {rows: _insert_sql(rows) for rows in range(1, 9)}
 # PostgreSQL with the NOTIFY wake-up: the same INSERT as a data-modifying CTE whose statement
 # notifies the relay loop, so the wake-up costs no round trip of its own. PostgreSQL delivers
 # the notification at commit (never on rollback, nor for a rolled-back savepoint) and folds
-# identical ones of a transaction into one. The payload is the first row's event id (logged).
+# identical ones of a transaction into one. The payload is "<seq> <event id>" of the statement's
+# first row: the loop's quick claims start at that seq (a backlog of rows held back by their
+# keys is not read on every wake-up), and logs the event id.
 _INSERT_NOTIFY_SQL = {
-    rows: f"WITH _outbox_rows AS ({sql}) SELECT pg_notify('{CHANNEL}', %s)" for rows, sql in _INSERT_SQL.items()
+    rows: f"WITH _outbox_rows AS ({sql} RETURNING {OutboxEvent._meta.pk.column}) "
+    f"SELECT pg_notify('{CHANNEL}', (SELECT min({OutboxEvent._meta.pk.column}) FROM _outbox_rows) || ' ' || %s)"
+    for rows, sql in _INSERT_SQL.items()
 }
 
 

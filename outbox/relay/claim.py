@@ -344,7 +344,12 @@ def _claimed_rows(fetched: list[tuple[Any, ...]]) -> list[ClaimedRow]:
 
 
 def claim_quick(
-    *, token: uuid.UUID, limit: int, now: datetime | None = None, in_flight: uuid.UUID | None = None
+    *,
+    token: uuid.UUID,
+    limit: int,
+    now: datetime | None = None,
+    in_flight: uuid.UUID | None = None,
+    from_seq: int | None = None,
 ) -> list[ClaimedRow]:
     """Claim up to `limit` claimable rows, oldest first, in one statement in autocommit.
 
@@ -360,7 +365,12 @@ def claim_quick(
     - no row that still holds a lease token: abandoned rows are `claim_batch`'s (it counts their
       attempts and sends them alone), taken by the loop's next poll drain;
     - no fair share between topics: a claim that comes back full means a backlog, and the drain
-      goes on with `claim_batch` (drain.py).
+      goes on with `claim_batch` (drain.py);
+    - with `from_seq` (the lowest seq the wake-up's notifications name), no row older than it:
+      the scan starts there, so a backlog of rows held back by their keys (a failed row in
+      backoff at the head of each) is not read again on every wake-up. Such rows, and any row
+      committed without a notification heard, are the full drains' (every poll interval). The
+      per-key rule still looks at every older row of a candidate's key.
 
     On SQLite it is `claim_batch`.
     """
@@ -380,7 +390,7 @@ def claim_quick(
     # never stalls the others); the second drops a candidate behind an older row left out.
     sql = (
         f"WITH candidate AS MATERIALIZED (SELECT o.seq, o.key FROM {_TABLE} o "
-        "WHERE " + claimable.format(t="o") + " "
+        "WHERE " + claimable.format(t="o") + " AND o.seq >= %(from_seq)s "
         f"AND (SELECT 1 FROM {_TABLE} b WHERE b.key = o.key AND b.seq < o.seq AND {unfinished} "
         f"AND NOT (" + claimable.format(t="b") + ") AND " + not_ours + " LIMIT 1) IS NULL "
         "ORDER BY o.seq LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED) "
@@ -390,7 +400,14 @@ def claim_quick(
         f"AND {not_ours} AND b.seq NOT IN (SELECT seq FROM candidate) LIMIT 1) IS NULL "
         f"RETURNING {_RETURNING_QUALIFIED}"
     )
-    params: dict[str, Any] = {"token": token, "expires": expires, "now": now, "in_flight": in_flight, "limit": limit}
+    params: dict[str, Any] = {
+        "token": token,
+        "expires": expires,
+        "now": now,
+        "in_flight": in_flight,
+        "limit": limit,
+        "from_seq": from_seq or 0,
+    }
     if connection.in_atomic_block or not settings.OUTBOX_CLAIM_PREPARED:
         # (In a transaction, SET LOCAL: a SET or a PREPARE it rolled back would be undone.)
         with connection.cursor() as cursor:
@@ -420,6 +437,7 @@ _QUICK_CLAIM_PARAMETERS = {
     "now": "timestamptz",
     "in_flight": "uuid",
     "limit": "int",
+    "from_seq": "bigint",
 }
 
 

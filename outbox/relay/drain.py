@@ -32,6 +32,7 @@ def relay_drain(
     max_batches: int | None = None,
     quick_claims: bool = False,
     min_age_s: float = 0.0,
+    quick_from_seq: int | None = None,
 ) -> DrainResult:
     """Publish due outbox rows until none is claimable or the time budget is spent (`_drain`).
 
@@ -42,6 +43,9 @@ def relay_drain(
 
     `min_age_s`: claim only rows due for at least that long (the beat's safety-net drain beside
     a relay loop, outbox/tasks.py).
+
+    `quick_from_seq`: the quick claims start at that seq, the lowest the wake-up's notifications
+    name (`claim_quick`'s `from_seq`).
 
     Every drain, even one that found nothing or failed, sets the relay's heartbeat metric: the
     relay-down alert reads it.
@@ -57,13 +61,20 @@ def relay_drain(
             max_batches=max_batches,
             quick_claims=quick_claims,
             min_age_s=min_age_s,
+            quick_from_seq=quick_from_seq,
         )
     finally:
         relay_drain_observed()
 
 
 def _drain(
-    *, batch_size: int | None, time_budget_s: float, max_batches: int | None, quick_claims: bool, min_age_s: float
+    *,
+    batch_size: int | None,
+    time_budget_s: float,
+    max_batches: int | None,
+    quick_claims: bool,
+    min_age_s: float,
+    quick_from_seq: int | None,
 ) -> DrainResult:
     """Publish due outbox rows until none is claimable or the time budget is spent.
 
@@ -104,7 +115,7 @@ def _drain(
             if not claiming:
                 rows = []
             elif quick:
-                rows = claim_quick(token=token, limit=limit, in_flight=in_flight)
+                rows = claim_quick(token=token, limit=limit, in_flight=in_flight, from_seq=quick_from_seq)
             else:
                 rows = claim_batch(token=token, limit=limit, in_flight=in_flight, min_age_s=min_age_s)
             if len(rows) >= limit:

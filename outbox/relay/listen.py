@@ -99,7 +99,8 @@ def _listen_connect(using: str) -> psycopg.Connection:
 
 
 def _take_notifications(conn: psycopg.Connection) -> list[str]:
-    """The notifications that have arrived, without waiting (their payloads: event ids)."""
+    """The notifications that have arrived, without waiting (their payloads: "<seq> <event id>",
+    the first row of the statement that sent it, outbox/recording.py)."""
     pgconn = conn.pgconn
     pgconn.consume_input()  # raises OperationalError when the connection is gone
     payloads = []
@@ -108,17 +109,33 @@ def _take_notifications(conn: psycopg.Connection) -> list[str]:
     return payloads
 
 
-def _drain_until_idle(stats: LoopStats, *, using: str, quick_claims: bool = False) -> bool:
+def wakeup_first_seq(heard: list[str]) -> int | None:
+    """The lowest seq the notifications name: the wake-up's quick claims start there. None when
+    one of them names none (a payload of an older release: its event id alone), and then they
+    start at the oldest row."""
+    seqs = []
+    for payload in heard:
+        first = payload.split(" ", 1)[0]
+        if not first.isdigit():
+            return None
+        seqs.append(int(first))
+    return min(seqs) if seqs else None
+
+
+def _drain_until_idle(
+    stats: LoopStats, *, using: str, quick_claims: bool = False, quick_from_seq: int | None = None
+) -> bool:
     """Drain until nothing is claimable (a drain stops at its time budget: run it again).
     False when the database failed a drain: its session is closed, the next drain opens another.
 
     `quick_claims` after a notification: one statement per claim, what just committed is sent
-    one round trip after the wake-up (`claim_quick`). The drains at start, after a poll
-    timeout and after a reconnection use the full claim, which also takes abandoned rows.
+    one round trip after the wake-up (`claim_quick`), from the lowest seq heard
+    (`quick_from_seq`). The drains at start, after a poll timeout and after a reconnection use
+    the full claim, which also takes abandoned rows and whatever no notification named.
     """
     while not relay_stop_requested():
         try:
-            result = relay_drain(time_budget_s=DRAIN_BUDGET_S, quick_claims=quick_claims)
+            result = relay_drain(time_budget_s=DRAIN_BUDGET_S, quick_claims=quick_claims, quick_from_seq=quick_from_seq)
         except (DatabaseError, InterfaceError) as exc:
             # A restart or failover of PostgreSQL: the loop outlives it (`make run` would
             # otherwise lose its relay). Rows this drain held stay leased until their lease
@@ -183,7 +200,9 @@ def relay_loop(
             for quick in drains_of_a_pass(heard=bool(heard), full_due=time.monotonic() - full_drain_at >= poll_s):
                 if not quick:
                     full_drain_at = time.monotonic()
-                drained = _drain_until_idle(stats, using=using, quick_claims=quick)
+                drained = _drain_until_idle(
+                    stats, using=using, quick_claims=quick, quick_from_seq=wakeup_first_seq(heard) if quick else None
+                )
                 if not drained or relay_stop_requested():
                     break
             heard = []
@@ -214,7 +233,9 @@ def relay_loop(
                 continue
             stats.notifications += len(heard)
             if heard and logger.isEnabledFor(logging.DEBUG):
-                logger.debug("relay loop woken", extra={"event_id": heard[0], "notifications": len(heard)})
+                logger.debug(
+                    "relay loop woken", extra={"event_id": heard[0].split(" ")[-1], "notifications": len(heard)}
+                )
     finally:
         if listener is not None:
             _close(listener)

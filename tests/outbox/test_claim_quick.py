@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import uuid
 from datetime import timedelta
 
@@ -15,8 +16,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from outbox.models import OutboxEvent
+from outbox.recording import outbox_record
 from outbox.relay.claim import QUICK_CLAIM_STATEMENT, claim_quick
-from tests.outbox.events_for_tests import outbox_rows_bulk, row_locked_by_another_relay
+from outbox.relay.listen import _listen_connect, _take_notifications, wakeup_first_seq
+from tests.outbox.events_for_tests import SequenceRecorded, outbox_rows_bulk, row_locked_by_another_relay
 from tests.outbox.test_claim_fairness_of_keys import LANES, random_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -112,6 +115,67 @@ def test_the_quick_claim_behind_a_backlog_is_not_compiled_by_jit():
     # 1,000 keys, leased, holds its key's later rows back)
     assert [len(rows) for rows in claimed] == [500, 500, 0, 0, 0, 0]
     assert [plan.get("JIT") for plan in plans] == [None] * 6
+
+
+def _blocked_backlog(*, keys: int, per_key: int) -> None:
+    """keys x per_key pending rows, each key held back by its oldest row, in backoff (a send that
+    failed): nothing of it is claimable."""
+    outbox_rows_bulk(topic="t", keys=keys, per_key=per_key)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE outbox_outboxevent SET attempts = 1, available_at = now() + interval '10 minutes' "
+            "WHERE seq IN (SELECT min(seq) FROM outbox_outboxevent GROUP BY key)"
+        )
+        cursor.execute("ANALYZE outbox_outboxevent")
+
+
+def _buffers_of_a_wake_up() -> tuple[list[str], int]:
+    """One event committed as a service commits it, then the relay loop's claim for the wake-up
+    it hears; returns (the keys claimed, the buffers the claim touched: shared hit + read, by
+    EXPLAIN ANALYZE of the same statement, rolled back)."""
+    listener = _listen_connect("default")
+    try:
+        with transaction.atomic():
+            outbox_record(event=SequenceRecorded(product_id=f"new-{uuid.uuid4().hex[:6]}", sequence=0))
+        deadline = time.monotonic() + 5
+        while not (heard := _take_notifications(listener)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        listener.close()
+    touched = 0
+
+    def measure(execute, sql, params, many, context):
+        nonlocal touched
+        if sql.startswith("EXECUTE") or ("WITH candidate" in sql and not sql.startswith(("EXPLAIN", "PREPARE"))):
+            statement = sql if sql.startswith("EXECUTE") else sql[sql.index("WITH candidate") :]
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params)
+                (plan,) = cursor.fetchone()
+                top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+                touched += top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+                transaction.set_rollback(True)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(measure):
+        claimed = claim_quick(token=uuid.uuid4(), limit=500, from_seq=wakeup_first_seq(heard))
+    return [row.key for row in claimed], touched
+
+
+def test_a_wake_up_claim_reads_as_much_behind_a_blocked_backlog_ten_times_larger():
+    _postgresql_only()
+    # given 2,000 pending rows over 1,000 keys, each key held back by a failed row in backoff
+    _blocked_backlog(keys=1000, per_key=2)
+    small_keys, small = _buffers_of_a_wake_up()
+    # when the backlog is 20,000 such rows
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE outbox_outboxevent")
+    _blocked_backlog(keys=1000, per_key=20)
+    large_keys, large = _buffers_of_a_wake_up()
+    # then the claim for a commit heard takes what committed, reading about as many pages (a
+    # claim that scans from the oldest pending row reads the whole backlog on every wake-up:
+    # 790 ms a claim at 100,000 such rows)
+    assert [key.startswith("new-") for key in small_keys + large_keys] == [True, True]
+    assert large <= 2 * small, f"wake-up claim touched {small} buffers at 2,000 blocked rows, {large} at 20,000"
 
 
 def _prepared_claims() -> int:

@@ -162,9 +162,13 @@ def test_the_notification_leaves_at_commit_and_never_for_a_rollback():
             outbox_record(event=SequenceRecorded(product_id="k", sequence=3))
             raise RuntimeError("rolled back")
         # then the commit was heard (one notification per recorded statement, named by its
-        # event id), the rollback was not
+        # row's seq and event id), the rollback was not
         time.sleep(0.2)
-        assert _take_notifications(listener) == [str(first.event_id), str(second.event_id)]
+        seq_of = {str(row.event_id): row.seq for row in OutboxEvent.objects.all()}
+        assert _take_notifications(listener) == [
+            f"{seq_of[str(first.event_id)]} {first.event_id}",
+            f"{seq_of[str(second.event_id)]} {second.event_id}",
+        ]
     finally:
         listener.close()
 

@@ -1,8 +1,8 @@
-"""Which drains one pass of the relay loop runs (outbox/relay/listen.py, `drains_of_a_pass`)."""
+"""Which drains one pass of the relay loop runs, and where its quick claims start (outbox/relay/listen.py)."""
 
 from __future__ import annotations
 
-from outbox.relay.listen import drains_of_a_pass
+from outbox.relay.listen import drains_of_a_pass, wakeup_first_seq
 
 
 def test_a_notification_is_served_by_quick_claims_even_when_the_full_drain_is_due():
@@ -18,3 +18,16 @@ def test_a_pass_without_a_notification_is_a_full_drain():
     # at start, after a poll timeout, after a reconnection
     assert drains_of_a_pass(heard=False, full_due=False) == (False,)
     assert drains_of_a_pass(heard=False, full_due=True) == (False,)
+
+
+def test_a_wake_up_starts_its_quick_claims_at_the_lowest_seq_it_heard():
+    heard = ["1205 7d1f0a52-1b3e-4c4b-9a55-2f0f7e0c1a10", "1187 0b8c3f7e-5d2a-4f4e-8b1c-6a9d2e4f5b21"]
+    assert wakeup_first_seq(heard) == 1187
+
+
+def test_a_notification_that_names_no_seq_starts_the_quick_claims_at_the_oldest_row():
+    # a payload of a release before the seq was in it: its event id alone
+    assert (
+        wakeup_first_seq(["1205 7d1f0a52-1b3e-4c4b-9a55-2f0f7e0c1a10", "0b8c3f7e-5d2a-4f4e-8b1c-6a9d2e4f5b21"]) is None
+    )
+    assert wakeup_first_seq([]) is None
