@@ -14,7 +14,11 @@ Rates 100, 1,000 and 5,000 events/s, with one relay and with two, for each of th
 clients (`--clients`, KAFKA_CLIENT: kafka-python, the default, then confluent) in turn. Targets: p50 <= 2 ms and
 p99 <= 8 ms at 100/s; p99 <= 25 ms at 1,000/s.
 
-    .venv/bin/python bench/latency.py [--quick] [--rates 100,1000,5000] [--seconds S]
+`--blocked-backlog N` measures the same behind N pending rows that no claim may take (1,000 keys,
+each held back by its oldest row in backoff, as during a partial outage): the relay still has to
+serve what commits now.
+
+    .venv/bin/python bench/latency.py [--quick] [--rates 100,1000,5000] [--seconds S] [--blocked-backlog N]
 """
 
 from __future__ import annotations
@@ -207,6 +211,24 @@ def wait_published(count: int, timeout_s: float = 120.0) -> None:
         time.sleep(0.1)
 
 
+def blocked_backlog_record(rows: int, topic: str) -> None:
+    """`rows` pending rows over 1,000 keys of their own, each key held back by its oldest row,
+    put in backoff for an hour: nothing of it is claimable while the benchmark runs."""
+    from django.db import connection
+
+    from tests.outbox.events_for_tests import outbox_rows_bulk
+
+    keys = 1000
+    for start in range(0, rows, 20 * keys):
+        outbox_rows_bulk(topic=topic, keys=keys, per_key=max(1, min(20 * keys, rows - start) // keys))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE outbox_outboxevent SET attempts = 1, available_at = now() + interval '1 hour' "
+            "WHERE seq IN (SELECT min(seq) FROM outbox_outboxevent GROUP BY key)"
+        )
+        cursor.execute("ANALYZE outbox_outboxevent")
+
+
 def measure(
     relays: int,
     rates: list[int],
@@ -214,11 +236,14 @@ def measure(
     env: dict[str, str],
     workdir: Path,
     client: str = "kafka-python",
+    blocked_backlog: int = 0,
 ) -> dict[int, dict[str, float]]:
     """The latencies at each rate, with `relays` relay loops whose producer is `client`'s."""
     from outbox.models import OutboxEvent
 
     tables_empty(OutboxEvent)
+    if blocked_backlog:
+        blocked_backlog_record(blocked_backlog, env["KAFKA_TOPIC_CATALOG"])
     phases: list[tuple[int, dict[str, float], float, float]] = []
     with Relays(relays, dict(env, KAFKA_CLIENT=client), workdir) as running:
         warm, _, _ = commit_at_rate(100, 0.5, 0)  # producers connected, metadata known
@@ -261,6 +286,12 @@ def main() -> None:
         help="the relay's Kafka clients to measure, each in turn (KAFKA_CLIENT); figures of the "
         "first have no prefix, the others' are prefixed with the client's name",
     )
+    parser.add_argument(
+        "--blocked-backlog",
+        type=int,
+        default=0,
+        help="measure behind this many pending rows held back by their keys (none claimable)",
+    )
     parser.add_argument("--relay-child", default=None, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.relay_child:
@@ -294,6 +325,7 @@ def main() -> None:
         f"OUTBOX_BATCH_SIZE={settings.OUTBOX_BATCH_SIZE}, OUTBOX_LOOP_POLL_INTERVAL="
         f"{settings.OUTBOX_LOOP_POLL_INTERVAL}, {KEYS} keys, 3 partitions, one event per "
         f"transaction (up to {MAX_PER_TRANSACTION} when the writer is behind)"
+        + (f"; behind a blocked backlog of {options.blocked_backlog:,} rows" if options.blocked_backlog else "")
     )
     env = dict(
         os.environ,
@@ -308,7 +340,7 @@ def main() -> None:
             for relays in (1, 2):
                 say(f"{relays} relay loop(s):")
                 for n, client in enumerate(clients):
-                    results = measure(relays, rates, seconds, env, Path(workdir), client)
+                    results = measure(relays, rates, seconds, env, Path(workdir), client, options.blocked_backlog)
                     prefix = "" if n == 0 else f"{client.replace('-', '_')}_"
                     prefix += "" if relays == 1 else "two_relays_"
                     for rate, result in results.items():
@@ -325,6 +357,7 @@ def main() -> None:
                 found = figures[prefix + name]
                 say(f"{client}: target {name} <= {target} ms: {found} ms ({'met' if found <= target else 'MISSED'})")
     figures["linger_ms"] = config["linger_ms"]
+    figures["blocked_backlog"] = options.blocked_backlog
     figures["clients"] = clients
     figures["load_average"] = round(os.getloadavg()[0], 2)
     finish(figures)
