@@ -39,6 +39,12 @@ _TABLE = OutboxEvent._meta.db_table
 Candidate = tuple[int, str, bool, int]
 
 
+# The older rows of o's key: `b.seq < o.seq` alone lets the planner walk the primary key from the
+# table's first row, through every published row, when it expects a match soon (few keys, a
+# LIMIT 1); the row comparison bounds the (key, seq) index to o's key.
+_KEY_PROBE = "{b}.key = {o}.key AND ({b}.key, {b}.seq) < ({o}.key, {o}.seq)"
+
+
 def _blocking_statuses_sql() -> str:
     # Literals from code, never user input: constants keep the statement's plan independent
     # of the setting's value.
@@ -63,7 +69,7 @@ def _candidates_sql(*, lock: str, topic: bool = False, exclude: str = "") -> str
         # an anti-join that reads every unfinished row once per claim (a Materialize of the
         # whole (key, seq) index: 16 ms a claim at 30,000 pending rows, whatever the statistics
         # say); a subquery stays one probe of that index per candidate.
-        + f" AND (SELECT 1 FROM {_TABLE} b WHERE b.key = o.key AND b.seq < o.seq"
+        + f" AND (SELECT 1 FROM {_TABLE} b WHERE {_KEY_PROBE.format(b='b', o='o')}"
         # lower(): the statuses that block, written so that they do not imply status =
         # 'pending' (see _pg_claim: a probe must use the (key, seq) index, never the pending one).
         f" AND b.status <> 'published' AND lower(b.status) IN ({_blocking_statuses_sql()})"
@@ -247,16 +253,20 @@ def _pg_without_rows_another_relay_is_claiming(
         return []
     picked = [seq for seq, _ in candidates]
     last_of_key = {key: seq for seq, key in candidates}
-    # A scalar subquery per key, ordered as the (key, seq) index: it cannot be planned as a join.
-    # As a join, statistics taken before a backlog came in (a handful of rows) invite a hash
-    # join of the keys with every pending row: a read of the whole backlog on every claim.
+    # A scalar subquery per key: it cannot be planned as a join. As a join, statistics taken
+    # before a backlog came in (a handful of rows) invite a hash join of the keys with every
+    # pending row: a read of the whole backlog on every claim. Its bound is the row comparison
+    # `(key, seq) < (k.key, k.last)`, which only the (key, seq) index can serve (`_KEY_PROBE`),
+    # and `min(seq + 0)`, which PostgreSQL cannot turn into an ordered scan of the primary key
+    # that walks every row below k.last, published ones included.
     # lower(): the statuses that block, written so that they do not imply the pending indexes'
     # predicate (the probe must be of the (key, seq) index, as in _candidates_sql).
     cursor.execute(
-        f"SELECT k.key, (SELECT o.seq FROM {_TABLE} o WHERE o.key = k.key AND o.seq < k.last "
+        f"SELECT k.key, (SELECT min(o.seq + 0) FROM {_TABLE} o WHERE o.key = k.key "
+        "AND (o.key, o.seq) < (k.key, k.last) "
         f"AND o.status <> 'published' AND lower(o.status) IN ({_blocking_statuses_sql()}) "
         "AND NOT (o.seq = ANY(%(picked)s::bigint[])) "
-        "AND (o.claim_token IS NULL OR o.claim_token <> %(in_flight)s) ORDER BY o.key, o.seq LIMIT 1) "
+        "AND (o.claim_token IS NULL OR o.claim_token <> %(in_flight)s)) "
         "FROM unnest(%(keys)s::text[], %(lasts)s::bigint[]) AS k(key, last)",
         {
             "keys": list(last_of_key),
@@ -391,12 +401,12 @@ def claim_quick(
     sql = (
         f"WITH candidate AS MATERIALIZED (SELECT o.seq, o.key FROM {_TABLE} o "
         "WHERE " + claimable.format(t="o") + " AND o.seq >= %(from_seq)s "
-        f"AND (SELECT 1 FROM {_TABLE} b WHERE b.key = o.key AND b.seq < o.seq AND {unfinished} "
+        f"AND (SELECT 1 FROM {_TABLE} b WHERE {_KEY_PROBE.format(b='b', o='o')} AND {unfinished} "
         f"AND NOT (" + claimable.format(t="b") + ") AND " + not_ours + " LIMIT 1) IS NULL "
         "ORDER BY o.seq LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED) "
         f"UPDATE {_TABLE} SET claim_token = %(token)s, claim_expires_at = %(expires)s "
         f"FROM candidate c WHERE {_TABLE}.seq = c.seq "
-        f"AND (SELECT 1 FROM {_TABLE} b WHERE b.key = c.key AND b.seq < c.seq AND {unfinished} "
+        f"AND (SELECT 1 FROM {_TABLE} b WHERE {_KEY_PROBE.format(b='b', o='c')} AND {unfinished} "
         f"AND {not_ours} AND b.seq NOT IN (SELECT seq FROM candidate) LIMIT 1) IS NULL "
         f"RETURNING {_RETURNING_QUALIFIED}"
     )

@@ -75,3 +75,25 @@ def test_a_claim_reads_as_much_behind_a_backlog_loaded_after_the_last_analyze():
     # then a claim of 500 rows touches about as many pages (a hash join of the claim's keys
     # with every pending row, which such statistics invite, touches ten times as many)
     assert large <= 2 * small, f"claim of 500 touched {small} buffers at 2,000 pending, {large} at 20,000"
+
+
+def _published_below(*, keys: int, per_key: int) -> None:
+    """keys x per_key rows already published: a relay's history, older than any pending row."""
+    outbox_rows_bulk(topic="t", keys=keys, per_key=per_key)
+    connection.cursor().execute("UPDATE outbox_outboxevent SET status = 'published', published_at = now()")
+
+
+@pytest.mark.django_db(transaction=True)  # the history committed, as a relay's is
+def test_a_claim_of_few_keys_reads_as_much_above_a_history_ten_times_longer():
+    # given 10 keys with 2,000 published rows, then 1,000 pending ones
+    _published_below(keys=10, per_key=200)
+    outbox_rows_bulk(topic="t", keys=10, per_key=100)
+    small = _buffers_read_by_the_claims_selects(limit=500)
+    # when the published history below them is 20,000 rows
+    connection.cursor().execute("TRUNCATE outbox_outboxevent")
+    _published_below(keys=10, per_key=2000)
+    outbox_rows_bulk(topic="t", keys=10, per_key=100)
+    large = _buffers_read_by_the_claims_selects(limit=500)
+    # then a claim of 500 rows touches about as many pages (a per-key probe planned as a walk
+    # of the primary key from the first row reads the whole history, once per candidate)
+    assert large <= 2 * small, f"claim of 500 touched {small} buffers above 2,000 published rows, {large} above 20,000"
