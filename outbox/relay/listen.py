@@ -116,26 +116,36 @@ def wakeup_first_seq(heard: list[str]) -> int | None:
     seqs = []
     for payload in heard:
         first = payload.split(" ", 1)[0]
-        if not first.isdigit():
+        # Any session may NOTIFY on the channel: a payload that is not ours is no seq.
+        if not (first.isascii() and first.isdecimal()):
             return None
         seqs.append(int(first))
     return min(seqs) if seqs else None
 
 
 def _drain_until_idle(
-    stats: LoopStats, *, using: str, quick_claims: bool = False, quick_from_seq: int | None = None
+    stats: LoopStats,
+    *,
+    using: str,
+    quick_claims: bool = False,
+    quick_from_seq: int | None = None,
+    quick_budget_s: float = DRAIN_BUDGET_S,
 ) -> bool:
     """Drain until nothing is claimable (a drain stops at its time budget: run it again).
     False when the database failed a drain: its session is closed, the next drain opens another.
 
     `quick_claims` after a notification: one statement per claim, what just committed is sent
     one round trip after the wake-up (`claim_quick`), from the lowest seq heard
-    (`quick_from_seq`). The drains at start, after a poll timeout and after a reconnection use
-    the full claim, which also takes abandoned rows and whatever no notification named.
+    (`quick_from_seq`), for at most `quick_budget_s` (the loop's poll interval): a stream of
+    commits that keeps them claiming must not keep the rows older than the seq heard waiting,
+    so after that the drain goes on with full claims. The drains at start, after a poll timeout
+    and after a reconnection use the full claim, which also takes abandoned rows and whatever no
+    notification named.
     """
+    budget_s = min(DRAIN_BUDGET_S, quick_budget_s) if quick_claims else DRAIN_BUDGET_S
     while not relay_stop_requested():
         try:
-            result = relay_drain(time_budget_s=DRAIN_BUDGET_S, quick_claims=quick_claims, quick_from_seq=quick_from_seq)
+            result = relay_drain(time_budget_s=budget_s, quick_claims=quick_claims, quick_from_seq=quick_from_seq)
         except (DatabaseError, InterfaceError) as exc:
             # A restart or failover of PostgreSQL: the loop outlives it (`make run` would
             # otherwise lose its relay). Rows this drain held stay leased until their lease
@@ -148,8 +158,9 @@ def _drain_until_idle(
         stats.published += result.published
         if result.failed or result.dead or not result.batches:
             return True  # nothing more now, or rows in backoff: the poll comes back to them
-        if result.seconds < DRAIN_BUDGET_S:
+        if result.seconds < budget_s:
             return True  # the drain ended on its own: it claimed everything due
+        quick_claims, quick_from_seq, budget_s = False, None, DRAIN_BUDGET_S
     return True
 
 
@@ -201,7 +212,11 @@ def relay_loop(
                 if not quick:
                     full_drain_at = time.monotonic()
                 drained = _drain_until_idle(
-                    stats, using=using, quick_claims=quick, quick_from_seq=wakeup_first_seq(heard) if quick else None
+                    stats,
+                    using=using,
+                    quick_claims=quick,
+                    quick_from_seq=wakeup_first_seq(heard) if quick else None,
+                    quick_budget_s=poll_s,
                 )
                 if not drained or relay_stop_requested():
                     break
