@@ -1,7 +1,10 @@
 """The Kafka clients of the outbox: one long-lived producer per process, and the admin client.
 
 The producer is created lazily in the process that uses it (after a Celery worker forked, never
-before: a producer's sockets and threads do not survive a fork) and closed when it exits. It is
+before: a producer's sockets and threads do not survive a fork) and closed when it exits. A
+thread that relays beside another in the same process (the relay loop's full drain) uses a
+producer of its own (`producer_own`): a drain that drops its producer after a failed send must
+not fail the other's records in flight. It is
 kafka-python's `KafkaProducer`, or with `KAFKA_CLIENT=confluent` the librdkafka one behind the
 same small interface (outbox/kafka_confluent.py): `send`, its future, `flush`, `close`.
 """
@@ -12,6 +15,8 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from django.conf import settings
@@ -42,15 +47,38 @@ _lock = threading.Lock()
 
 
 class _ProducerSlot:
-    """The process's producer and the pid that made it (a forked child must make its own)."""
+    """A producer and the pid that made it (a forked child must make its own)."""
 
     producer: RelayProducer | None = None
     pid: int | None = None
     client: str | None = None  # the KAFKA_CLIENT it was made for
 
 
-_slot = _ProducerSlot()
+DEFAULT_PRODUCER = "default"
+_slots: dict[str, _ProducerSlot] = {DEFAULT_PRODUCER: _ProducerSlot()}
+_thread = threading.local()  # .producer_name: this thread's slot, when not the default
 _inherited: list[Any] = []
+
+
+def _slot() -> _ProducerSlot:
+    """This thread's producer slot (under `_lock`)."""
+    name = getattr(_thread, "producer_name", DEFAULT_PRODUCER)
+    slot = _slots.get(name)
+    if slot is None:
+        slot = _slots[name] = _ProducerSlot()
+    return slot
+
+
+@contextmanager
+def producer_own(name: str) -> Iterator[None]:
+    """In this block, this thread's relay uses a producer of its own, `name`'s, closed at the end."""
+    previous = getattr(_thread, "producer_name", DEFAULT_PRODUCER)
+    _thread.producer_name = name
+    try:
+        yield
+    finally:
+        producer_close()
+        _thread.producer_name = previous
 
 
 def producer_config() -> dict[str, Any]:
@@ -142,38 +170,44 @@ def producer_get() -> RelayProducer:
     """The process's producer; a new one when there is none, after a fork, or when the old one
     is broken (see `producer_broken`): the worker recovers without a restart."""
     with _lock:
-        if _slot.producer is not None and _slot.pid == os.getpid():
-            broken = producer_broken(_slot.producer)
-            if broken is None and _slot.client != settings.KAFKA_CLIENT:
+        slot = _slot()
+        if slot.producer is not None and slot.pid == os.getpid():
+            broken = producer_broken(slot.producer)
+            if broken is None and slot.client != settings.KAFKA_CLIENT:
                 broken = IllegalStateError(f"KAFKA_CLIENT is now {settings.KAFKA_CLIENT}")
             if broken is not None:
                 logger.warning("kafka producer replaced", extra={"error": repr(broken)})
                 try:
-                    _slot.producer.close(timeout=0)
+                    slot.producer.close(timeout=0)
                 except Exception:
                     logger.exception("closing the broken kafka producer failed")
-                _slot.producer = None
-        if _slot.producer is not None and _slot.pid != os.getpid():
+                slot.producer = None
+        if slot.producer is not None and slot.pid != os.getpid():
             # A forked child's copy of its parent's producer: its threads did not survive the
             # fork, and freeing it (librdkafka's destroy joins them) could hang the child. Kept.
-            _inherited.append(_slot.producer)
-        if _slot.producer is None or _slot.pid != os.getpid():
-            _slot.producer = producer_new()
-            _slot.pid = os.getpid()
-            _slot.client = settings.KAFKA_CLIENT
-            logger.info("kafka producer created", extra={"pid": _slot.pid, "client": settings.KAFKA_CLIENT})
-        return _slot.producer
+            _inherited.append(slot.producer)
+        if slot.producer is None or slot.pid != os.getpid():
+            slot.producer = producer_new()
+            slot.pid = os.getpid()
+            slot.client = settings.KAFKA_CLIENT
+            logger.info("kafka producer created", extra={"pid": slot.pid, "client": settings.KAFKA_CLIENT})
+        return slot.producer
 
 
 def producer_close(timeout_s: float = 10.0) -> None:
+    """Close this thread's producer (the process's, unless in `producer_own`)."""
     with _lock:
-        if _slot.producer is not None and _slot.pid == os.getpid():
-            try:
-                _slot.producer.close(timeout=timeout_s)
-            except Exception:
-                logger.exception("kafka producer close failed")
-        _slot.producer = None
-        _slot.pid = None
+        _slot_close(_slot(), timeout_s)
+
+
+def _slot_close(slot: _ProducerSlot, timeout_s: float) -> None:
+    if slot.producer is not None and slot.pid == os.getpid():
+        try:
+            slot.producer.close(timeout=timeout_s)
+        except Exception:
+            logger.exception("kafka producer close failed")
+    slot.producer = None
+    slot.pid = None
 
 
 def producer_reset() -> None:
@@ -181,7 +215,11 @@ def producer_reset() -> None:
     producer_close(timeout_s=0)
 
 
-atexit.register(producer_close)
+@atexit.register
+def _producers_close() -> None:
+    with _lock:
+        for slot in _slots.values():
+            _slot_close(slot, 10.0)
 
 
 def admin_client() -> KafkaAdminClient:

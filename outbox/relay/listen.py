@@ -25,7 +25,9 @@ import contextlib
 import logging
 import os
 import select
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
@@ -33,6 +35,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connections
 
 from commerce.gc_freeze import startup_objects_frozen
+from outbox.kafka import producer_own
 from outbox.relay.drain import relay_drain
 from outbox.relay.stopping import relay_stop_requested
 from outbox.wakeup import CHANNEL
@@ -124,44 +127,89 @@ def wakeup_first_seq(heard: list[str]) -> int | None:
 
 
 def _drain_until_idle(
-    stats: LoopStats,
-    *,
-    using: str,
-    quick_claims: bool = False,
-    quick_from_seq: int | None = None,
-    quick_budget_s: float = DRAIN_BUDGET_S,
+    stats: LoopStats, *, using: str, quick_claims: bool = False, quick_from_seq: int | None = None
 ) -> bool:
     """Drain until nothing is claimable (a drain stops at its time budget: run it again).
     False when the database failed a drain: its session is closed, the next drain opens another.
 
     `quick_claims` after a notification: one statement per claim, what just committed is sent
     one round trip after the wake-up (`claim_quick`), from the lowest seq heard
-    (`quick_from_seq`), for at most `quick_budget_s` (the loop's poll interval): a stream of
-    commits that keeps them claiming must not keep the rows older than the seq heard waiting,
-    so after that the drain goes on with full claims. The drains at start, after a poll timeout
-    and after a reconnection use the full claim, which also takes abandoned rows and whatever no
-    notification named.
+    (`quick_from_seq`). The full drains (at start, after a poll timeout, after a reconnection
+    and every poll interval: `_full_drains`) use the full claim, which also takes abandoned rows
+    and whatever no notification named.
     """
-    budget_s = min(DRAIN_BUDGET_S, quick_budget_s) if quick_claims else DRAIN_BUDGET_S
     while not relay_stop_requested():
         try:
-            result = relay_drain(time_budget_s=budget_s, quick_claims=quick_claims, quick_from_seq=quick_from_seq)
+            result = relay_drain(time_budget_s=DRAIN_BUDGET_S, quick_claims=quick_claims, quick_from_seq=quick_from_seq)
         except (DatabaseError, InterfaceError) as exc:
             # A restart or failover of PostgreSQL: the loop outlives it (`make run` would
             # otherwise lose its relay). Rows this drain held stay leased until their lease
             # runs out and go out again then (at least once); nothing is lost.
             logger.warning("relay loop drain failed on the database; reconnecting", extra={"error": repr(exc)})
-            stats.database_errors += 1
+            with _stats_lock:
+                stats.database_errors += 1
             connections[using].close()
             return False
-        stats.drains += 1
-        stats.published += result.published
+        with _stats_lock:
+            stats.drains += 1
+            stats.published += result.published
         if result.failed or result.dead or not result.batches:
             return True  # nothing more now, or rows in backoff: the poll comes back to them
-        if result.seconds < budget_s:
+        if result.seconds < DRAIN_BUDGET_S:
             return True  # the drain ended on its own: it claimed everything due
-        quick_claims, quick_from_seq, budget_s = False, None, DRAIN_BUDGET_S
     return True
+
+
+# The loop's thread and its full drains' thread both count in one LoopStats.
+_stats_lock = threading.Lock()
+
+
+class _FullDrains:
+    """The loop's full drains, on a thread of their own, one at a time.
+
+    A full claim reads the pending rows from the oldest: behind a backlog that no claim may take
+    (every key held back by a failed row in backoff, during a partial outage) it costs that
+    whole backlog, 250 ms a claim at 100,000 such rows. On the loop's own thread it held back
+    every notification meanwhile. Here it is a second relay in the process, with its own
+    database connection and its own producer (`producer_own`): the claim already keeps two
+    relays' rows of a key apart, and a failed send of one drain does not drop the other's
+    producer.
+    """
+
+    def __init__(self, stats: LoopStats, using: str) -> None:
+        self.stats = stats
+        self.using = using
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-full-drain")
+        self.running: Future[bool] | None = None
+        self.used = False
+
+    def start(self) -> bool:
+        """A full drain, unless one is running; whether it started one."""
+        if self.running is not None and not self.running.done():
+            return False
+        if self.running is not None and not self.healthy():
+            logger.warning("relay loop full drain failed on the database; starting another")
+        self.used = True
+        self.running = self.executor.submit(self._drain)
+        return True
+
+    def healthy(self) -> bool:
+        """False when the last full drain, now over, failed on the database."""
+        if self.running is None or not self.running.done():
+            return True
+        finished, self.running = self.running, None
+        return finished.result()
+
+    def _drain(self) -> bool:
+        with producer_own("relay-loop-full-drain"):
+            return _drain_until_idle(self.stats, using=self.using, quick_claims=False)
+
+    def close(self) -> None:
+        """Wait for the running drain (a stop request ends it soon), then close the thread's
+        database connection."""
+        if self.used:
+            self.executor.submit(connections[self.using].close)
+        self.executor.shutdown(wait=True)
 
 
 def drains_of_a_pass(*, heard: bool, full_due: bool) -> tuple[bool, ...]:
@@ -190,6 +238,7 @@ def relay_loop(
     heard: list[str] = []
     full_drain_at = float("-inf")
     frozen = startup_objects_frozen()
+    full_drains = _FullDrains(stats, using)
     logger.info(
         "relay loop started",
         extra={"channel": CHANNEL, "poll_interval_s": poll_s, "pid": os.getpid(), "gc_frozen_objects": frozen},
@@ -206,17 +255,17 @@ def relay_loop(
                         extra={"error": repr(exc), "retry_in_s": reconnect_in},
                     )
             # Every pass drains first: at start (rows committed while no loop listened), after a
-            # notification, after a poll timeout, after a reconnection.
-            drained = True
+            # notification, after a poll timeout, after a reconnection. The full drains run on
+            # their own thread (`_FullDrains`): a notification never waits for one.
+            drained = full_drains.healthy()
             for quick in drains_of_a_pass(heard=bool(heard), full_due=time.monotonic() - full_drain_at >= poll_s):
                 if not quick:
-                    full_drain_at = time.monotonic()
-                drained = _drain_until_idle(
-                    stats,
-                    using=using,
-                    quick_claims=quick,
-                    quick_from_seq=wakeup_first_seq(heard) if quick else None,
-                    quick_budget_s=poll_s,
+                    if full_drains.start():
+                        full_drain_at = time.monotonic()
+                    continue
+                drained = (
+                    _drain_until_idle(stats, using=using, quick_claims=True, quick_from_seq=wakeup_first_seq(heard))
+                    and drained
                 )
                 if not drained or relay_stop_requested():
                     break
@@ -252,6 +301,7 @@ def relay_loop(
                     "relay loop woken", extra={"event_id": heard[0].split(" ")[-1], "notifications": len(heard)}
                 )
     finally:
+        full_drains.close()
         if listener is not None:
             _close(listener)
         logger.info(

@@ -7,19 +7,23 @@ import json
 import re
 import signal
 import sys
+import threading
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from orders.services import OrderLineRequest, order_place
 from outbox.models import OutboxEvent
 from outbox.recording import outbox_record
-from outbox.relay.listen import _listen_connect, _take_notifications
+from outbox.relay import listen
+from outbox.relay.drain import relay_drain
+from outbox.relay.listen import Waker, _listen_connect, _take_notifications, relay_loop
+from outbox.relay.stopping import relay_stop_clear, relay_stop_request
 from tests.factories import product_make, user_make
 from tests.outbox.events_for_tests import SequenceRecorded, outbox_rows_bulk
 from tests.support.kafka import kafka_read_all
@@ -146,6 +150,47 @@ def test_the_loop_outlives_its_database_sessions_being_terminated(subprocess_env
     )
     assert loop.running, loop.log_tail()
     loop.stop()
+
+
+def test_a_notification_is_served_while_the_loops_full_drain_is_still_running(kafka_topics, monkeypatch):
+    # given a relay loop whose full drain is held up, as one behind a backlog that no claim may
+    # take is (every key held back by a failed row in backoff: 250 ms a claim at 100,000 rows)
+    full_started, full_release = threading.Event(), threading.Event()
+    drain_for_real = relay_drain
+
+    def drain(**options):
+        if not options.get("quick_claims"):
+            full_started.set()
+            full_release.wait(60)
+        return drain_for_real(**options)
+
+    monkeypatch.setattr(listen, "relay_drain", drain)
+    waker = Waker()
+
+    def run() -> None:
+        try:
+            relay_loop(poll_interval_s=0.2, waker=waker)
+        finally:
+            connections.close_all()
+
+    loop = threading.Thread(target=run, name="relay-loop-under-test")
+    loop.start()
+    try:
+        assert full_started.wait(30), "the loop never started its full drain"
+        # when an event commits
+        with transaction.atomic():
+            event = SequenceRecorded(product_id="heard", sequence=0)
+            outbox_record(event=event)
+        # then the loop publishes it at once, its full drain still waiting
+        assert _wait_until(lambda: OutboxEvent.objects.get(event_id=event.event_id).status == "published", 15)
+        assert not full_release.is_set()
+    finally:
+        full_release.set()
+        relay_stop_request()
+        waker.wake()
+        loop.join(60)
+        relay_stop_clear()
+    assert not loop.is_alive()
 
 
 def test_the_notification_leaves_at_commit_and_never_for_a_rollback():

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from outbox.relay import listen
-from outbox.relay.listen import LoopStats, drains_of_a_pass, wakeup_first_seq
-from outbox.relay.rows import DrainResult
+from outbox.relay.listen import drains_of_a_pass, wakeup_first_seq
 
 
 def test_a_notification_is_served_by_quick_claims_even_when_the_full_drain_is_due():
@@ -39,25 +37,3 @@ def test_a_payload_of_another_session_is_no_seq():
     # any session may NOTIFY on the channel; '²' is a digit to str.isdigit(), not to int()
     assert wakeup_first_seq(["²"]) is None
     assert wakeup_first_seq(["-5 x"]) is None
-
-
-def test_quick_claims_that_keep_finding_rows_give_way_to_full_claims_after_a_poll_interval(monkeypatch):
-    # given a stream of commits: every quick drain claims until its time budget runs out
-    calls: list[tuple[bool, int | None, float]] = []
-
-    def drain(*, time_budget_s, quick_claims, quick_from_seq):
-        calls.append((quick_claims, quick_from_seq, time_budget_s))
-        if len(calls) >= 3:
-            return DrainResult()  # nothing claimable at last
-        result = DrainResult(batches=5, published=50)
-        result.seconds = time_budget_s
-        return result
-
-    monkeypatch.setattr(listen, "relay_drain", drain)
-    # when the loop drains after a wake-up that named seq 100, polling every second
-    assert listen._drain_until_idle(
-        LoopStats(), using="default", quick_claims=True, quick_from_seq=100, quick_budget_s=1.0
-    )
-    # then its quick claims last one poll interval, and full claims (which also take the rows
-    # older than seq 100: one whose backoff ran out, a commit heard late) go on from there
-    assert calls[:2] == [(True, 100, 1.0), (False, None, listen.DRAIN_BUDGET_S)]
