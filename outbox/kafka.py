@@ -69,15 +69,26 @@ def _slot() -> _ProducerSlot:
     return slot
 
 
+def producer_name() -> str:
+    """The name of this thread's producer (`DEFAULT_PRODUCER` unless in `producer_own`)."""
+    return str(getattr(_thread, "producer_name", DEFAULT_PRODUCER))
+
+
+def producer_name_set(name: str) -> None:
+    """This thread uses the producer named `name` from now on: a worker thread of a relay in
+    `producer_own` (the drain's sender thread) must send with that relay's producer."""
+    _thread.producer_name = name
+
+
 @contextmanager
 def producer_own(name: str) -> Iterator[None]:
-    """In this block, this thread's relay uses a producer of its own, `name`'s, closed at the end."""
+    """In this block, this thread's relay uses the producer named `name`, not the process's:
+    made on first use and kept for the next block (`producer_close()` inside one closes it)."""
     previous = getattr(_thread, "producer_name", DEFAULT_PRODUCER)
     _thread.producer_name = name
     try:
         yield
     finally:
-        producer_close()
         _thread.producer_name = previous
 
 
@@ -197,17 +208,26 @@ def producer_get() -> RelayProducer:
 def producer_close(timeout_s: float = 10.0) -> None:
     """Close this thread's producer (the process's, unless in `producer_own`)."""
     with _lock:
-        _slot_close(_slot(), timeout_s)
+        producer = _slot_empty(_slot())
+    _close(producer, timeout_s)
 
 
-def _slot_close(slot: _ProducerSlot, timeout_s: float) -> None:
-    if slot.producer is not None and slot.pid == os.getpid():
-        try:
-            slot.producer.close(timeout=timeout_s)
-        except Exception:
-            logger.exception("kafka producer close failed")
+def _slot_empty(slot: _ProducerSlot) -> RelayProducer | None:
+    """Take the slot's producer out (under `_lock`): closed outside the lock, which a close of
+    up to its timeout would otherwise hold from every other thread's `producer_get`."""
+    producer = slot.producer if slot.pid == os.getpid() else None
     slot.producer = None
     slot.pid = None
+    return producer
+
+
+def _close(producer: RelayProducer | None, timeout_s: float) -> None:
+    if producer is None:
+        return
+    try:
+        producer.close(timeout=timeout_s)
+    except Exception:
+        logger.exception("kafka producer close failed")
 
 
 def producer_reset() -> None:
@@ -218,8 +238,9 @@ def producer_reset() -> None:
 @atexit.register
 def _producers_close() -> None:
     with _lock:
-        for slot in _slots.values():
-            _slot_close(slot, 10.0)
+        producers = [_slot_empty(slot) for slot in _slots.values()]
+    for producer in producers:
+        _close(producer, 10.0)
 
 
 def admin_client() -> KafkaAdminClient:

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.conf import settings
 
+from outbox.kafka import producer_name, producer_name_set
 from outbox.relay.claim import claim_batch, claim_quick
 from outbox.relay.rows import ClaimedRow, DrainResult, NotSent
 from outbox.relay.send import SentBatch, acknowledged as _acknowledged, send as _send
@@ -135,7 +136,14 @@ def _drain(
                 blocked_keys=blocked_keys,
             )
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-send") as sender:
+        # The sender thread sends with this drain's producer (the relay loop's full drains have
+        # one of their own, outbox/kafka.py `producer_own`).
+        with ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="outbox-send",
+            initializer=producer_name_set,
+            initargs=(producer_name(),),
+        ) as sender:
 
             def hand_over(token: uuid.UUID, rows: list[ClaimedRow], deadline: float) -> Future[SentBatch] | None:
                 if not rows:

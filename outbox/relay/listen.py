@@ -26,8 +26,6 @@ import logging
 import os
 import select
 import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
@@ -35,7 +33,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connections
 
 from commerce.gc_freeze import startup_objects_frozen
-from outbox.kafka import producer_own
+from outbox.kafka import producer_close, producer_own
 from outbox.relay.drain import relay_drain
 from outbox.relay.stopping import relay_stop_requested
 from outbox.wakeup import CHANNEL
@@ -44,6 +42,7 @@ logger = logging.getLogger("outbox.relay.loop")
 
 RECONNECT_MAX_S = 5.0
 DRAIN_BUDGET_S = 10.0
+FULL_DRAIN_PRODUCER = "relay-loop-full-drain"
 
 
 @dataclass
@@ -127,7 +126,13 @@ def wakeup_first_seq(heard: list[str]) -> int | None:
 
 
 def _drain_until_idle(
-    stats: LoopStats, *, using: str, quick_claims: bool = False, quick_from_seq: int | None = None
+    stats: LoopStats,
+    *,
+    using: str,
+    quick_claims: bool = False,
+    quick_from_seq: int | None = None,
+    min_age_s: float = 0.0,
+    stopping: threading.Event | None = None,
 ) -> bool:
     """Drain until nothing is claimable (a drain stops at its time budget: run it again).
     False when the database failed a drain: its session is closed, the next drain opens another.
@@ -138,9 +143,14 @@ def _drain_until_idle(
     and every poll interval: `_full_drains`) use the full claim, which also takes abandoned rows
     and whatever no notification named.
     """
-    while not relay_stop_requested():
+    while not relay_stop_requested() and not (stopping is not None and stopping.is_set()):
         try:
-            result = relay_drain(time_budget_s=DRAIN_BUDGET_S, quick_claims=quick_claims, quick_from_seq=quick_from_seq)
+            result = relay_drain(
+                time_budget_s=DRAIN_BUDGET_S,
+                quick_claims=quick_claims,
+                quick_from_seq=quick_from_seq,
+                min_age_s=min_age_s,
+            )
         except (DatabaseError, InterfaceError) as exc:
             # A restart or failover of PostgreSQL: the loop outlives it (`make run` would
             # otherwise lose its relay). Rows this drain held stay leased until their lease
@@ -165,65 +175,65 @@ _stats_lock = threading.Lock()
 
 
 class _FullDrains:
-    """The loop's full drains, on a thread of their own, one at a time.
+    """The loop's full drains, on a thread of their own: one every poll interval, and one at
+    once when the loop asks (at start, after a poll timeout, after a reconnection).
 
     A full claim reads the pending rows from the oldest: behind a backlog that no claim may take
     (every key held back by a failed row in backoff, during a partial outage) it costs that
     whole backlog, 250 ms a claim at 100,000 such rows. On the loop's own thread it held back
     every notification meanwhile. Here it is a second relay in the process, with its own
-    database connection and its own producer (`producer_own`): the claim already keeps two
-    relays' rows of a key apart, and a failed send of one drain does not drop the other's
-    producer.
+    database connection and its own producer (`producer_own`, its sender thread included): the
+    claim keeps two relays' rows of a key apart, and a failed send of one drain does not drop
+    the other's producer. Its schedule does not depend on the loop's passes: a stream of commits
+    that keeps the quick drains claiming does not hold it back.
+
+    The periodic drains leave what is younger than a poll interval to the quick drains (their
+    one-statement claims are faster, and a row the full drain took would pay its six or seven
+    round trips); the drains the loop asks for take everything due.
     """
 
-    def __init__(self, stats: LoopStats, using: str) -> None:
+    def __init__(self, stats: LoopStats, using: str, poll_s: float) -> None:
         self.stats = stats
         self.using = using
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-full-drain")
-        self.running: Future[bool] | None = None
-        self.used = False
+        self.poll_s = poll_s
+        self.asked = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="outbox-full-drains", daemon=True)
+        self.thread.start()
 
-    def start(self) -> bool:
-        """A full drain, unless one is running; whether it started one."""
-        if self.running is not None and not self.running.done():
-            return False
-        if self.running is not None and not self.healthy():
-            logger.warning("relay loop full drain failed on the database; starting another")
-        self.used = True
-        self.running = self.executor.submit(self._drain)
-        return True
+    def ask(self) -> None:
+        """A full drain of everything due, as soon as the running one (if any) is over."""
+        self.asked.set()
 
-    def healthy(self) -> bool:
-        """False when the last full drain, now over, failed on the database."""
-        if self.running is None or not self.running.done():
-            return True
-        finished, self.running = self.running, None
-        return finished.result()
-
-    def _drain(self) -> bool:
-        with producer_own("relay-loop-full-drain"):
-            return _drain_until_idle(self.stats, using=self.using, quick_claims=False)
+    def _run(self) -> None:
+        with producer_own(FULL_DRAIN_PRODUCER):
+            try:
+                while not self.stopping.is_set() and not relay_stop_requested():
+                    asked = self.asked.wait(self.poll_s)
+                    self.asked.clear()
+                    if self.stopping.is_set() or relay_stop_requested():
+                        break
+                    try:
+                        _drain_until_idle(
+                            self.stats,
+                            using=self.using,
+                            quick_claims=False,
+                            min_age_s=0.0 if asked else self.poll_s,
+                            stopping=self.stopping,
+                        )
+                    except Exception:
+                        # Not the database's (that one is handled and retried): logged, and
+                        # the next drain comes a poll interval later, as after any failure.
+                        logger.exception("relay loop full drain failed")
+            finally:
+                producer_close()
+                connections[self.using].close()
 
     def close(self) -> None:
-        """Wait for the running drain (a stop request ends it soon), then close the thread's
-        database connection."""
-        if self.used:
-            self.executor.submit(connections[self.using].close)
-        self.executor.shutdown(wait=True)
-
-
-def drains_of_a_pass(*, heard: bool, full_due: bool) -> tuple[bool, ...]:
-    """The drains one pass of the loop runs, each as its `quick_claims`.
-
-    After a notification, quick claims first: what was just heard goes out one round trip after
-    the wake-up. A full drain (it also takes abandoned rows) comes at least every poll interval,
-    since under a steady stream of commits the poll timeout never comes; when it is due after a
-    notification it runs after the quick drain, not instead of it: otherwise at 100 events/s
-    the one event a second that fell on it paid the full claim's six or seven round trips (the
-    relay's p99)."""
-    if not heard:
-        return (False,)
-    return (True, False) if full_due else (True,)
+        """Stop after the running drain's current batch, and wait for it."""
+        self.stopping.set()
+        self.asked.set()
+        self.thread.join()
 
 
 def relay_loop(
@@ -236,13 +246,12 @@ def relay_loop(
     reconnect_in = 0.1
     database_retry_in = 0.1  # after a drain the database failed: the next one, backing off
     heard: list[str] = []
-    full_drain_at = float("-inf")
     frozen = startup_objects_frozen()
-    full_drains = _FullDrains(stats, using)
     logger.info(
         "relay loop started",
         extra={"channel": CHANNEL, "poll_interval_s": poll_s, "pid": os.getpid(), "gc_frozen_objects": frozen},
     )
+    full_drains = _FullDrains(stats, using, poll_s)
     try:
         while not relay_stop_requested():
             if listener is None:
@@ -254,21 +263,17 @@ def relay_loop(
                         "relay loop cannot listen; polling until it can",
                         extra={"error": repr(exc), "retry_in_s": reconnect_in},
                     )
-            # Every pass drains first: at start (rows committed while no loop listened), after a
-            # notification, after a poll timeout, after a reconnection. The full drains run on
-            # their own thread (`_FullDrains`): a notification never waits for one.
-            drained = full_drains.healthy()
-            for quick in drains_of_a_pass(heard=bool(heard), full_due=time.monotonic() - full_drain_at >= poll_s):
-                if not quick:
-                    if full_drains.start():
-                        full_drain_at = time.monotonic()
-                    continue
-                drained = (
-                    _drain_until_idle(stats, using=using, quick_claims=True, quick_from_seq=wakeup_first_seq(heard))
-                    and drained
+            # Every pass drains first: after a notification, quick drains here; at start (rows
+            # committed while no loop listened), after a poll timeout and after a reconnection,
+            # a full drain of everything due, on the full drains' thread (`_FullDrains`, which
+            # also runs one every poll interval): a notification never waits for one.
+            drained = True
+            if heard:
+                drained = _drain_until_idle(
+                    stats, using=using, quick_claims=True, quick_from_seq=wakeup_first_seq(heard)
                 )
-                if not drained or relay_stop_requested():
-                    break
+            else:
+                full_drains.ask()
             heard = []
             database_retry_in = 0.1 if drained else min(RECONNECT_MAX_S, database_retry_in * 2)
             if relay_stop_requested():

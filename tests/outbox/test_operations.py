@@ -16,6 +16,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from kafka.future import Future
+from kafka.producer.future import RecordMetadata
+from kafka.structs import TopicPartition
 
 from outbox import kafka as outbox_kafka, kick
 from outbox.housekeeping import outbox_purge_published
@@ -201,6 +204,41 @@ def producer_stub(monkeypatch):
     monkeypatch.setattr(outbox_kafka, "KafkaProducer", _ProducerStub)
     yield _ProducerStub
     outbox_kafka.producer_close()
+
+
+class _AcknowledgingStub(_ProducerStub):
+    """A producer that acknowledges every record at once, and notes whose producer it is."""
+
+    def __init__(self, **config: object) -> None:
+        super().__init__(**config)
+        self.name = outbox_kafka.producer_name()
+
+    def send(self, topic: str, key: bytes, value: bytes, headers: list) -> Future:
+        future = Future()
+        future.success(RecordMetadata(topic, 0, TopicPartition(topic, 0), 1, 0, None, len(key), len(value), 0))
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+
+def test_a_relay_with_a_producer_of_its_own_sends_every_batch_with_it(monkeypatch):
+    # given 100 rows: batches of 60 and 40, both large enough for the drain's sender thread
+    outbox_kafka.producer_reset()
+    _ProducerStub.made = []
+    monkeypatch.setattr(outbox_kafka, "KafkaProducer", _AcknowledgingStub)
+    outbox_rows_bulk(topic="orders", keys=50, per_key=2)
+    # when a relay drains with a producer of its own (the relay loop's full drains)
+    try:
+        with outbox_kafka.producer_own("beside"):
+            result = relay_drain(batch_size=60)
+            outbox_kafka.producer_close()
+    finally:
+        outbox_kafka.producer_close()
+    # then its one producer sent them all: a batch sent with another relay's producer would be
+    # out of its failure handling (the drain drops its own producer after a failed send)
+    assert result.published == 100
+    assert [getattr(producer, "name", None) for producer in _ProducerStub.made] == ["beside"]
 
 
 def test_one_idempotent_acks_all_producer_per_process_and_a_new_one_after_fork(producer_stub, monkeypatch):
