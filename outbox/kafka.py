@@ -205,6 +205,26 @@ def producer_get() -> RelayProducer:
         return slot.producer
 
 
+def producer_warm() -> None:
+    """Make this thread's producer and read the configured topics' metadata now, so that the
+    first record after a relay starts does not wait for either (a fresh kafka-python producer
+    took 100-250 ms to send its first record to a topic). A broker that does not answer is
+    logged: the first drain tries again."""
+    try:
+        producer = producer_get()
+        for topic in sorted(set(settings.KAFKA_TOPICS.values())):
+            producer.partitions_for(topic)
+    except Exception as exc:  # noqa: BLE001 - a warm-up only
+        logger.warning("kafka producer not warmed up", extra={"error": repr(exc)})
+
+
+def producer_made() -> bool:
+    """Whether this thread's producer exists in this process (made, not yet closed)."""
+    with _lock:
+        slot = _slot()
+        return slot.producer is not None and slot.pid == os.getpid()
+
+
 def producer_close(timeout_s: float = 10.0) -> None:
     """Close this thread's producer (the process's, unless in `producer_own`)."""
     with _lock:

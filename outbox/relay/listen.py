@@ -5,12 +5,16 @@ it at commit to every session that `LISTEN`s. The loop holds one such session of
 (psycopg 3, autocommit, apart from Django's connection that the drain uses) and:
 
 - drains at once when a notification arrives: no debounce, the first event after idle is claimed
-  as soon as it is heard, with one-statement claims (`claim_quick`, claim.py);
+  as soon as it is heard, with one-statement claims (`claim_quick`, claim.py) that start at the
+  lowest seq the notifications name;
 - coalesces: notifications that arrive while a drain runs are all read after it, and cause one
   more drain (their rows may have come after the drain's last claim), not one per notification;
-- drains every OUTBOX_LOOP_POLL_INTERVAL even when nothing is heard: a notification sent while no
-  loop listened (the loop was starting, its connection was lost) or a row whose backoff ran out is
-  published by that poll; the Celery beat drain remains the last safety net;
+- runs full drains on a thread of their own (`_FullDrains`), every OUTBOX_LOOP_POLL_INTERVAL and
+  at once at start, after a poll timeout or a reconnection: a notification sent while no loop
+  listened, a row whose backoff ran out, an abandoned row is published by one of them, and no
+  notification waits for one; the Celery beat drain remains the last safety net;
+- makes its producers at start and reads its topics' metadata (`producer_warm`): the first event
+  heard does not wait for them;
 - stops gracefully on `relay_stop_request()` (SIGTERM in `manage.py relay_loop`): the running
   drain writes back what was acknowledged and releases the rest of its claims (stopping.py).
 
@@ -33,7 +37,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, connections
 
 from commerce.gc_freeze import startup_objects_frozen
-from outbox.kafka import producer_close, producer_own
+from outbox.kafka import producer_close, producer_own, producer_warm
 from outbox.relay.drain import relay_drain
 from outbox.relay.stopping import relay_stop_requested
 from outbox.wakeup import CHANNEL
@@ -208,6 +212,7 @@ class _FullDrains:
     def _run(self) -> None:
         with producer_own(FULL_DRAIN_PRODUCER):
             try:
+                producer_warm()
                 while not self.stopping.is_set() and not relay_stop_requested():
                     asked = self.asked.wait(self.poll_s)
                     self.asked.clear()
@@ -251,6 +256,9 @@ def relay_loop(
         "relay loop started",
         extra={"channel": CHANNEL, "poll_interval_s": poll_s, "pid": os.getpid(), "gc_frozen_objects": frozen},
     )
+    # The quick drains' producer, made now: the full drains' thread (which has its own) takes
+    # what is pending at start, and the first event heard would otherwise pay for it.
+    producer_warm()
     full_drains = _FullDrains(stats, using, poll_s)
     try:
         while not relay_stop_requested():

@@ -18,6 +18,7 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from orders.services import OrderLineRequest, order_place
+from outbox import kafka as outbox_kafka
 from outbox.models import OutboxEvent
 from outbox.recording import outbox_record
 from outbox.relay import listen
@@ -190,6 +191,34 @@ def test_a_notification_is_served_while_the_loops_full_drain_is_still_running(ka
         waker.wake()
         loop.join(60)
         if not loop.is_alive():  # a loop still running would carry on into the next tests
+            relay_stop_clear()
+    assert not loop.is_alive()
+
+
+def test_the_loop_makes_its_producer_before_the_first_event(kafka_topics):
+    # given no producer in the process, and nothing to send
+    outbox_kafka.producer_reset()
+    waker = Waker()
+
+    def run() -> None:
+        try:
+            relay_loop(poll_interval_s=0.2, waker=waker)
+        finally:
+            connections.close_all()
+
+    loop = threading.Thread(target=run, name="relay-loop-under-test")
+    # when a relay loop starts
+    loop.start()
+    try:
+        # then it makes its producer at once: the first event heard would otherwise wait for it
+        # (a fresh producer took 100-250 ms to send its first record to a topic)
+        assert _wait_until(outbox_kafka.producer_made, 15)
+        assert OutboxEvent.objects.count() == 0
+    finally:
+        relay_stop_request()
+        waker.wake()
+        loop.join(60)
+        if not loop.is_alive():
             relay_stop_clear()
     assert not loop.is_alive()
 
