@@ -3,6 +3,7 @@ real PostgreSQL, the real broker and the loop as a real process; no beat, no Cel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -153,6 +155,30 @@ def test_the_loop_outlives_its_database_sessions_being_terminated(subprocess_env
     loop.stop()
 
 
+@contextlib.contextmanager
+def _loop_in_this_process(*, poll_s: float = 0.2) -> Iterator[threading.Thread]:
+    """`relay_loop` on a thread of this process (so that a test may patch it), stopped at the end."""
+    waker = Waker()
+
+    def run() -> None:
+        try:
+            relay_loop(poll_interval_s=poll_s, waker=waker)
+        finally:
+            connections.close_all()
+
+    loop = threading.Thread(target=run, name="relay-loop-under-test")
+    loop.start()
+    try:
+        yield loop
+    finally:
+        relay_stop_request()
+        waker.wake()
+        loop.join(60)
+        if not loop.is_alive():  # a loop still running would carry on into the next tests
+            relay_stop_clear()
+    assert not loop.is_alive()
+
+
 def test_a_notification_is_served_while_the_loops_full_drain_is_still_running(kafka_topics, monkeypatch):
     # given a relay loop whose full drain is held up, as one behind a backlog that no claim may
     # take is (every key held back by a failed row in backoff: 250 ms a claim at 100,000 rows)
@@ -166,61 +192,29 @@ def test_a_notification_is_served_while_the_loops_full_drain_is_still_running(ka
         return drain_for_real(**options)
 
     monkeypatch.setattr(listen, "relay_drain", drain)
-    waker = Waker()
-
-    def run() -> None:
+    with _loop_in_this_process():
         try:
-            relay_loop(poll_interval_s=0.2, waker=waker)
+            assert full_started.wait(30), "the loop never started its full drain"
+            # when an event commits
+            with transaction.atomic():
+                event = SequenceRecorded(product_id="heard", sequence=0)
+                outbox_record(event=event)
+            # then the loop publishes it at once, its full drain still waiting
+            assert _wait_until(lambda: OutboxEvent.objects.get(event_id=event.event_id).status == "published", 15)
+            assert not full_release.is_set()
         finally:
-            connections.close_all()
-
-    loop = threading.Thread(target=run, name="relay-loop-under-test")
-    loop.start()
-    try:
-        assert full_started.wait(30), "the loop never started its full drain"
-        # when an event commits
-        with transaction.atomic():
-            event = SequenceRecorded(product_id="heard", sequence=0)
-            outbox_record(event=event)
-        # then the loop publishes it at once, its full drain still waiting
-        assert _wait_until(lambda: OutboxEvent.objects.get(event_id=event.event_id).status == "published", 15)
-        assert not full_release.is_set()
-    finally:
-        full_release.set()
-        relay_stop_request()
-        waker.wake()
-        loop.join(60)
-        if not loop.is_alive():  # a loop still running would carry on into the next tests
-            relay_stop_clear()
-    assert not loop.is_alive()
+            full_release.set()
 
 
 def test_the_loop_makes_its_producer_before_the_first_event(kafka_topics):
     # given no producer in the process, and nothing to send
     outbox_kafka.producer_reset()
-    waker = Waker()
-
-    def run() -> None:
-        try:
-            relay_loop(poll_interval_s=0.2, waker=waker)
-        finally:
-            connections.close_all()
-
-    loop = threading.Thread(target=run, name="relay-loop-under-test")
     # when a relay loop starts
-    loop.start()
-    try:
+    with _loop_in_this_process():
         # then it makes its producer at once: the first event heard would otherwise wait for it
         # (a fresh producer took 100-250 ms to send its first record to a topic)
         assert _wait_until(outbox_kafka.producer_made, 15)
         assert OutboxEvent.objects.count() == 0
-    finally:
-        relay_stop_request()
-        waker.wake()
-        loop.join(60)
-        if not loop.is_alive():
-            relay_stop_clear()
-    assert not loop.is_alive()
 
 
 def test_the_notification_leaves_at_commit_and_never_for_a_rollback():
