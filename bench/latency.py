@@ -128,8 +128,7 @@ def relay_child(out_path: str) -> None:
         waker.wake()
 
     signal.signal(signal.SIGTERM, stop)
-    print("relay loop listening", flush=True)
-    relay_loop(waker=waker)
+    relay_loop(waker=waker, on_listening=lambda: print("relay loop listening", flush=True))
     Path(out_path).write_text(json.dumps(acks))
 
 

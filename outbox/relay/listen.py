@@ -30,6 +30,7 @@ import logging
 import os
 import select
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -242,9 +243,14 @@ class _FullDrains:
 
 
 def relay_loop(
-    *, using: str = "default", poll_interval_s: float | None = None, waker: Waker | None = None
+    *,
+    using: str = "default",
+    poll_interval_s: float | None = None,
+    waker: Waker | None = None,
+    on_listening: Callable[[], None] | None = None,
 ) -> LoopStats:
-    """Run until `relay_stop_requested()`; returns what it did."""
+    """Run until `relay_stop_requested()`; returns what it did. `on_listening` is called once,
+    when the loop's session first runs LISTEN: from then on no commit goes unheard."""
     poll_s = settings.OUTBOX_LOOP_POLL_INTERVAL if poll_interval_s is None else poll_interval_s
     stats = LoopStats()
     listener: psycopg.Connection | None = None
@@ -266,6 +272,9 @@ def relay_loop(
                 try:
                     listener = _listen_connect(using)
                     reconnect_in = 0.1
+                    if on_listening is not None:
+                        on_listening()
+                        on_listening = None
                 except psycopg.Error as exc:
                     logger.warning(
                         "relay loop cannot listen; polling until it can",

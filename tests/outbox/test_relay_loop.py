@@ -302,3 +302,22 @@ def test_the_loop_freezes_its_startup_objects_out_of_the_garbage_collectors_walk
     frozen = re.search(r"gc_frozen_objects=(\d+)", started[0]) if started else None
     assert frozen is not None, loop.log_tail()
     assert int(frozen.group(1)) > 10_000
+
+
+def test_the_loop_says_it_is_listening_only_once_it_listens(subprocess_env, tmp_path):
+    # given a relay loop started as `manage.py relay_loop` runs it, its ready line just seen
+    loop = _loop(subprocess_env, tmp_path)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-relay-loop'"
+                " AND query ILIKE 'LISTEN%%'"
+            )
+            (listening,) = cursor.fetchone()
+        log = loop.log_path.read_text()
+    finally:
+        loop.stop()
+    # then its session has already run LISTEN (a process manager or a test that commits once
+    # the line is out relies on it), and it logged its start before
+    assert listening == 1, log
+    assert log.index("relay loop started") < log.index("relay loop listening"), log

@@ -44,10 +44,14 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        self.stdout.write("relay loop listening", ending="\n")
-        self.stdout.flush()
+
+        def listening() -> None:
+            # The ready line of process managers and tests: written once LISTEN has run.
+            self.stdout.write("relay loop listening", ending="\n")
+            self.stdout.flush()
+
         try:
-            stats = relay_loop(poll_interval_s=poll_interval, waker=waker)
+            stats = relay_loop(poll_interval_s=poll_interval, waker=waker, on_listening=listening)
         finally:
             producer_close()
             waker.close()
