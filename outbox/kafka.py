@@ -43,15 +43,23 @@ logger = logging.getLogger(__name__)
 
 KAFKA_CLIENTS = ("kafka-python", "confluent")
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards `_slots`; each slot has a lock of its own
+
+# How long a dropped kafka-python producer's I/O thread is given to fail what it held and exit.
+DROP_JOIN_S = 2.0
 
 
 class _ProducerSlot:
-    """A producer and the pid that made it (a forked child must make its own)."""
+    """A producer and the pid that made it (a forked child must make its own).
 
-    producer: RelayProducer | None = None
-    pid: int | None = None
-    client: str | None = None  # the KAFKA_CLIENT it was made for
+    Its own lock: making a producer (a bootstrap of up to `bootstrap_timeout_ms`) or dropping one
+    for one relay thread never holds up the other's `producer_get`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.producer: RelayProducer | None = None
+        self.pid: int | None = None
+        self.client: str | None = None  # the KAFKA_CLIENT it was made for
 
 
 DEFAULT_PRODUCER = "default"
@@ -61,12 +69,13 @@ _inherited: list[Any] = []
 
 
 def _slot() -> _ProducerSlot:
-    """This thread's producer slot (under `_lock`)."""
+    """This thread's producer slot."""
     name = getattr(_thread, "producer_name", DEFAULT_PRODUCER)
-    slot = _slots.get(name)
-    if slot is None:
-        slot = _slots[name] = _ProducerSlot()
-    return slot
+    with _lock:
+        slot = _slots.get(name)
+        if slot is None:
+            slot = _slots[name] = _ProducerSlot()
+        return slot
 
 
 def producer_name() -> str:
@@ -180,18 +189,15 @@ def producer_new() -> RelayProducer:
 def producer_get() -> RelayProducer:
     """The process's producer; a new one when there is none, after a fork, or when the old one
     is broken (see `producer_broken`): the worker recovers without a restart."""
-    with _lock:
-        slot = _slot()
+    slot = _slot()
+    with slot.lock:
         if slot.producer is not None and slot.pid == os.getpid():
             broken = producer_broken(slot.producer)
             if broken is None and slot.client != settings.KAFKA_CLIENT:
                 broken = IllegalStateError(f"KAFKA_CLIENT is now {settings.KAFKA_CLIENT}")
             if broken is not None:
                 logger.warning("kafka producer replaced", extra={"error": repr(broken)})
-                try:
-                    slot.producer.close(timeout=0)
-                except Exception:
-                    logger.exception("closing the broken kafka producer failed")
+                _drop(slot.producer)
                 slot.producer = None
         if slot.producer is not None and slot.pid != os.getpid():
             # A forked child's copy of its parent's producer: its threads did not survive the
@@ -220,21 +226,22 @@ def producer_warm() -> None:
 
 def producer_made() -> bool:
     """Whether this thread's producer exists in this process (made, not yet closed)."""
-    with _lock:
-        slot = _slot()
+    slot = _slot()
+    with slot.lock:
         return slot.producer is not None and slot.pid == os.getpid()
 
 
 def producer_close(timeout_s: float = 10.0) -> None:
     """Close this thread's producer (the process's, unless in `producer_own`)."""
-    with _lock:
-        producer = _slot_empty(_slot())
+    slot = _slot()
+    with slot.lock:
+        producer = _slot_empty(slot)
     _close(producer, timeout_s)
 
 
 def _slot_empty(slot: _ProducerSlot) -> RelayProducer | None:
-    """Take the slot's producer out (under `_lock`): closed outside the lock, which a close of
-    up to its timeout would otherwise hold from every other thread's `producer_get`."""
+    """Take the slot's producer out (under `slot.lock`): closed outside the lock, which a close
+    of up to its timeout would otherwise hold from the relay's `producer_get`."""
     producer = slot.producer if slot.pid == os.getpid() else None
     slot.producer = None
     slot.pid = None
@@ -245,9 +252,28 @@ def _close(producer: RelayProducer | None, timeout_s: float) -> None:
     if producer is None:
         return
     try:
-        producer.close(timeout=timeout_s)
+        if timeout_s <= 0:
+            _drop(producer)
+        else:
+            producer.close(timeout=timeout_s)
     except Exception:
         logger.exception("kafka producer close failed")
+
+
+def _drop(producer: RelayProducer) -> None:
+    """Close `producer` at once: what it still holds fails, and none of it is sent any more.
+
+    kafka-python's `close(0)` flushes first, and raises on the first record not yet acknowledged
+    before it closes anything: the producer would go on sending all it held, rows the relay
+    releases (to send again, after the failed row of their key). Its I/O thread is force-closed
+    first, which fails every batch it holds; a request already on the wire may still land, once.
+    (The librdkafka producer's close(0) purges its queues, outbox/kafka_confluent.py.)"""
+    if isinstance(producer, KafkaProducer):
+        sender = getattr(producer, "_sender", None)
+        if sender is not None and sender.is_alive() and sender is not threading.current_thread():
+            sender.force_close()
+            sender.join(DROP_JOIN_S)
+    producer.close(timeout=0)
 
 
 def producer_reset() -> None:
@@ -258,7 +284,11 @@ def producer_reset() -> None:
 @atexit.register
 def _producers_close() -> None:
     with _lock:
-        producers = [_slot_empty(slot) for slot in _slots.values()]
+        slots = list(_slots.values())
+    producers = []
+    for slot in slots:
+        with slot.lock:
+            producers.append(_slot_empty(slot))
     for producer in producers:
         _close(producer, 10.0)
 

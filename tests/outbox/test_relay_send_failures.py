@@ -148,3 +148,20 @@ def test_a_producer_left_in_a_fatal_state_is_replaced_without_a_restart(kafka_to
     assert producer_get() is not broken
     records = kafka_read_all(topic, expected=20, timeout_s=30)
     assert len({r.headers["event_id"] for r in records}) == 20
+
+
+@pytest.mark.fault
+def test_a_dropped_producer_sends_nothing_of_what_it_still_held(kafka_topics, settings):
+    # given the relay's producer holding records it has not sent yet (they linger)
+    settings.OUTBOX_PRODUCER_LINGER_MS = 1500
+    topic = kafka_topics["catalog-events"]
+    producer = producer_get()
+    producer.partitions_for(topic)
+    futures = [producer.send(topic, key=f"k{i}".encode(), value=b"{}", headers=[]) for i in range(20)]
+    # when the relay drops it, as after a failed acknowledgement (send.py's `acknowledged`)
+    producer_reset()
+    # then what it held fails at once, and none of it reaches the topic, then or later: a row
+    # released after the failure is sent again by a later drain, after the failed row of its key
+    assert all(future.is_done and future.exception is not None for future in futures)
+    time.sleep(3)  # twice the linger: a producer still running would have sent them by now
+    assert kafka_read_all(topic) == []
