@@ -91,6 +91,13 @@ def outbox_settings_errors() -> list[checks.Error]:
             "KAFKA_CLIENT is 'confluent' but confluent-kafka is not installed",
             "pip install confluent-kafka (requirements-confluent.txt), or set KAFKA_CLIENT=kafka-python",
         )
+    if settings.OUTBOX_LOOP_POLL_INTERVAL <= 0:
+        error(
+            10,
+            f"OUTBOX_LOOP_POLL_INTERVAL is {settings.OUTBOX_LOOP_POLL_INTERVAL} s: the relay loop "
+            "would claim without pause",
+            "set OUTBOX_LOOP_POLL_INTERVAL above 0 (default 1)",
+        )
     return errors
 
 

@@ -89,19 +89,20 @@ class Waker:
 
 def _listen_connect(using: str) -> psycopg.Connection:
     """A session of its own that LISTENs: the drain's Django connection opens and closes
-    transactions, this one only waits."""
-    params = connections[using].settings_dict
-    conn = psycopg.connect(
-        dbname=params["NAME"],
-        user=params.get("USER") or None,
-        password=params.get("PASSWORD") or None,
-        host=params.get("HOST") or None,
-        port=str(params["PORT"]) if params.get("PORT") else None,
-        autocommit=True,
-        application_name="outbox-relay-loop",
-        connect_timeout=5,
-    )
-    conn.execute(f"LISTEN {CHANNEL}")
+    transactions, this one only waits. It connects as Django does (`OPTIONS` included: sslmode,
+    certificates, target_session_attrs)."""
+    params = connections[using].get_connection_params()
+    # Django's cursor class and adapters: this session runs LISTEN and nothing else.
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.setdefault("connect_timeout", 5)
+    params["application_name"] = "outbox-relay-loop"
+    conn = psycopg.connect(autocommit=True, **params)
+    try:
+        conn.execute(f"LISTEN {CHANNEL}")
+    except BaseException:
+        conn.close()  # e.g. a standby during a failover refuses LISTEN: retried with a new one
+        raise
     return conn
 
 
@@ -116,6 +117,9 @@ def _take_notifications(conn: psycopg.Connection) -> list[str]:
     return payloads
 
 
+SEQ_MAX = 2**63 - 1  # a bigint's: a larger "seq" would fail the claim on the database
+
+
 def wakeup_first_seq(heard: list[str]) -> int | None:
     """The lowest seq the notifications name: the wake-up's quick claims start there. None when
     one of them names none (a payload of an older release: its event id alone), and then they
@@ -124,7 +128,7 @@ def wakeup_first_seq(heard: list[str]) -> int | None:
     for payload in heard:
         first = payload.split(" ", 1)[0]
         # Any session may NOTIFY on the channel: a payload that is not ours is no seq.
-        if not (first.isascii() and first.isdecimal()):
+        if not (first.isascii() and first.isdecimal()) or int(first) > SEQ_MAX:
             return None
         seqs.append(int(first))
     return min(seqs) if seqs else None
@@ -216,7 +220,10 @@ class _FullDrains:
                 producer_warm()
                 while not self.stopping.is_set() and not relay_stop_requested():
                     asked = self.asked.wait(self.poll_s)
-                    self.asked.clear()
+                    if asked:
+                        # Cleared only once seen: an ask that comes after a timed-out wait is
+                        # served by the next pass, at once and with no minimum age.
+                        self.asked.clear()
                     if self.stopping.is_set() or relay_stop_requested():
                         break
                     try:
@@ -236,10 +243,13 @@ class _FullDrains:
                 connections[self.using].close()
 
     def close(self) -> None:
-        """Stop after the running drain's current batch, and wait for it."""
+        """Stop after the running drain's current batch, and wait for it: at most a lease, after
+        which the rows it holds are another relay's anyway (the thread dies with the process)."""
         self.stopping.set()
         self.asked.set()
-        self.thread.join()
+        self.thread.join(settings.OUTBOX_CLAIM_TTL)
+        if self.thread.is_alive():
+            logger.warning("relay loop full drain still running at stop; its claims expire with their lease")
 
 
 def relay_loop(

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import connection, connections, transaction
 from django.utils import timezone
@@ -215,6 +216,19 @@ def test_the_loop_makes_its_producer_before_the_first_event(kafka_topics):
         # (a fresh producer took 100-250 ms to send its first record to a topic)
         assert _wait_until(outbox_kafka.producer_made, 15)
         assert OutboxEvent.objects.count() == 0
+
+
+def test_the_listening_session_connects_with_the_databases_options():
+    # given database OPTIONS the listening session must honour too (as sslmode=verify-full
+    # must): here one that this server, a primary, refuses
+    options = connections["default"].settings_dict["OPTIONS"]
+    options["target_session_attrs"] = "read-only"
+    try:
+        # when the loop connects its listening session, then it is refused as Django's would be
+        with pytest.raises(psycopg.OperationalError, match="read-only"):
+            _listen_connect("default").close()
+    finally:
+        del options["target_session_attrs"]
 
 
 def test_the_notification_leaves_at_commit_and_never_for_a_rollback():

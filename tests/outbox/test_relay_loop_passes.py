@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
 from outbox.relay.listen import wakeup_first_seq
 
 
@@ -22,3 +26,12 @@ def test_a_payload_of_another_session_is_no_seq():
     # any session may NOTIFY on the channel; '²' is a digit to str.isdigit(), not to int()
     assert wakeup_first_seq(["²"]) is None
     assert wakeup_first_seq(["-5 x"]) is None
+    # a number no seq can be (bigint): the claim's parameter would fail the drain on the database
+    assert wakeup_first_seq([f"{2**63} x"]) is None
+    assert wakeup_first_seq([f"{2**63 - 1} x"]) == 2**63 - 1
+
+
+def test_a_poll_interval_of_zero_is_refused_before_the_loop_starts():
+    # a loop that polled without pause would claim back to back, on both of its threads
+    with pytest.raises(CommandError, match="--poll-interval is 0"):
+        call_command("relay_loop", "--poll-interval", "0")

@@ -23,6 +23,7 @@ IMPOSSIBLE = [
     pytest.param({"KAFKA_PRODUCER_ACKS": "1"}, "outbox.E005", id="acks-1-with-idempotence"),
     pytest.param({"OUTBOX_WAKEUP": "listen"}, "outbox.E007", id="unknown-wake-up"),
     pytest.param({"KAFKA_CLIENT": "librdkafka"}, "outbox.E008", id="unknown-kafka-client"),
+    pytest.param({"OUTBOX_LOOP_POLL_INTERVAL": 0.0}, "outbox.E010", id="loop-poll-interval-0"),
 ]
 
 

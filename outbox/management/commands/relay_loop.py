@@ -28,6 +28,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, poll_interval: float | None = None, **options: Any) -> None:
+        if poll_interval is not None and poll_interval <= 0:
+            raise CommandError(f"--poll-interval is {poll_interval:g}: it must be above 0 (seconds)")
         if wakeup_mode() != "notify":
             raise CommandError(
                 "the relay loop needs PostgreSQL with OUTBOX_WAKEUP=auto or notify "
