@@ -2,9 +2,11 @@
 
 A row is claimable when it is pending, due, not under a live lease, and no older row of its key
 must be waited for: one in backoff, one under another relay's live lease, or a dead one when
-`OUTBOX_DEAD_BLOCKS_KEY`. That per-key filter is in the SQL (a `LIMIT 1` subquery, served by the
-`(key, seq)` index on unfinished rows), so a claim of N returns min(N, claimable rows) however
-many rows the blocked keys hold. Rows of this drain's own batch in flight (`in_flight`) do not
+`OUTBOX_DEAD_BLOCKS_KEY`. That per-key filter is in the SQL: the scan for candidates skips the
+keys whose oldest unfinished row holds them back (a `LIMIT 1` subquery, served by the `(key, seq)`
+index on unfinished rows), so a claim of N returns min(N, claimable rows) however many rows the
+blocked keys hold; then one probe per key drops the key's candidates from its oldest row left out
+of the claim, which alone decides what is leased. Rows of this drain's own batch in flight (`in_flight`) do not
 hold their keys back: the producer has them ahead of anything claimed now.
 
 A row that still holds a lease token once its lease expired was *abandoned*: its relay died (or
@@ -44,6 +46,26 @@ Candidate = tuple[int, str, bool, int]
 # LIMIT 1); the row comparison bounds the (key, seq) index to o's key.
 _KEY_PROBE = "{b}.key = {o}.key AND ({b}.key, {b}.seq) < ({o}.key, {o}.seq)"
 
+# The same rows, in row comparisons only, for a probe ordered by (key, seq): with `b.key = o.key`
+# the planner knows the key is fixed, orders by seq alone, and walks the primary key instead,
+# through every published row (660 ms a claim on a hot key). Seqs are positive.
+_KEY_RANGE = "({b}.key, {b}.seq) > ({o}.key, 0) AND ({b}.key, {b}.seq) < ({o}.key, {o}.seq)"
+
+
+def _head_blocks_sql(*, claimable: str, unfinished: str, not_ours: str) -> str:
+    """Whether the oldest unfinished row of o's key holds o back: a row in backoff, under another
+    relay's lease, dead when dead rows block (a row of this drain's batch in flight does not).
+    One index entry per candidate: where a key is held back, that row is the one holding it (its
+    later rows were never sent, or were released behind it). Looking at every older row instead
+    walks the key's rows for each candidate: quadratic on a hot key (500 x 750 index entries a
+    claim of 500 behind a batch in flight, its drain eight times slower than over many keys).
+    The exact per-key rule is applied after (a key's rows from its oldest row left out are not
+    leased); this check keeps the rows of keys held back out of the limit. NULL: none older."""
+    return (
+        "(SELECT NOT (" + claimable.format(t="b") + f") AND {not_ours} FROM {_TABLE} b "
+        f"WHERE {_KEY_RANGE.format(b='b', o='o')} AND {unfinished} ORDER BY b.key, b.seq LIMIT 1)"
+    )
+
 
 def _blocking_statuses_sql() -> str:
     # Literals from code, never user input: constants keep the statement's plan independent
@@ -69,12 +91,15 @@ def _candidates_sql(*, lock: str, topic: bool = False, exclude: str = "") -> str
         # an anti-join that reads every unfinished row once per claim (a Materialize of the
         # whole (key, seq) index: 16 ms a claim at 30,000 pending rows, whatever the statistics
         # say); a subquery stays one probe of that index per candidate.
-        + f" AND (SELECT 1 FROM {_TABLE} b WHERE {_KEY_PROBE.format(b='b', o='o')}"
         # lower(): the statuses that block, written so that they do not imply status =
         # 'pending' (see _pg_claim: a probe must use the (key, seq) index, never the pending one).
-        f" AND b.status <> 'published' AND lower(b.status) IN ({_blocking_statuses_sql()})"
-        " AND NOT (" + claimable.format(t="b") + ")"
-        " AND (b.claim_token IS NULL OR b.claim_token <> %(in_flight)s) LIMIT 1) IS NULL"
+        + " AND "
+        + _head_blocks_sql(
+            claimable=claimable,
+            unfinished=f"b.status <> 'published' AND lower(b.status) IN ({_blocking_statuses_sql()})",
+            not_ours="(b.claim_token IS NULL OR b.claim_token <> %(in_flight)s)",
+        )
+        + " IS NOT TRUE"
         f" ORDER BY o.seq LIMIT %(limit)s {lock}"
     )
 
@@ -380,7 +405,7 @@ def claim_quick(
       the scan starts there, so a backlog of rows held back by their keys (a failed row in
       backoff at the head of each) is not read again on every wake-up. Such rows, and any row
       committed without a notification heard, are the full drains' (every poll interval). The
-      per-key rule still looks at every older row of a candidate's key.
+      per-key rule still looks at every older row of each key in the claim (once per key).
 
     On SQLite it is `claim_batch`.
     """
@@ -393,21 +418,30 @@ def claim_quick(
     not_ours = "(b.claim_token IS NULL OR b.claim_token <> %(in_flight)s)"
     # What this claim may take: pending, due and holding no lease token (live or expired).
     claimable = "{t}.status = 'pending' AND {t}.available_at <= %(now)s AND {t}.claim_token IS NULL"
-    # The per-key checks are scalar subqueries with LIMIT 1, not NOT EXISTS: the planner cannot
-    # turn them into anti-joins over the whole table (what `claim_batch` prevents with its SET
-    # LOCALs, two more round trips here); each stays a probe of the (key, seq) index. The first
-    # skips keys held back for good (so the limit is spent on rows it can take: a blocked key
-    # never stalls the others); the second drops a candidate behind an older row left out.
+    # The per-key checks are scalar subqueries, not NOT EXISTS: the planner cannot turn them into
+    # anti-joins over the whole table (what `claim_batch` prevents with its SET LOCALs, two more
+    # round trips here); each stays a probe of the (key, seq) index. The first, per candidate,
+    # skips keys whose oldest unfinished row holds them back (so the limit is spent on rows it
+    # can take: a blocked key never stalls the others; `_head_blocks_sql`). The second, once per
+    # key of the claim, finds the key's oldest row left out (another relay is claiming it, it is
+    # in backoff, under a lease, ...): the key's candidates from that row on are not leased.
+    # Either one per candidate over every older row is quadratic in the rows of a key in the
+    # claim (a hot key: 71,000 buffers a claim of 500 against 5,000 over as many keys).
+    # `min(seq + 0)`: never an ordered walk of the primary key below k.last.
     sql = (
         f"WITH candidate AS MATERIALIZED (SELECT o.seq, o.key FROM {_TABLE} o "
-        "WHERE " + claimable.format(t="o") + " AND o.seq >= %(from_seq)s "
-        f"AND (SELECT 1 FROM {_TABLE} b WHERE {_KEY_PROBE.format(b='b', o='o')} AND {unfinished} "
-        f"AND NOT (" + claimable.format(t="b") + ") AND " + not_ours + " LIMIT 1) IS NULL "
-        "ORDER BY o.seq LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED) "
+        "WHERE "
+        + claimable.format(t="o")
+        + " AND o.seq >= %(from_seq)s AND "
+        + _head_blocks_sql(claimable=claimable, unfinished=unfinished, not_ours=not_ours)
+        + " IS NOT TRUE ORDER BY o.seq LIMIT %(limit)s FOR UPDATE OF o SKIP LOCKED), "
+        "left_out AS MATERIALIZED (SELECT k.key, "
+        f"(SELECT min(b.seq + 0) FROM {_TABLE} b WHERE b.key = k.key AND (b.key, b.seq) < (k.key, k.last) "
+        f"AND {unfinished} AND {not_ours} AND b.seq NOT IN (SELECT seq FROM candidate)) AS seq "
+        "FROM (SELECT key, max(seq) AS last FROM candidate GROUP BY key) k) "
         f"UPDATE {_TABLE} SET claim_token = %(token)s, claim_expires_at = %(expires)s "
-        f"FROM candidate c WHERE {_TABLE}.seq = c.seq "
-        f"AND (SELECT 1 FROM {_TABLE} b WHERE {_KEY_PROBE.format(b='b', o='c')} AND {unfinished} "
-        f"AND {not_ours} AND b.seq NOT IN (SELECT seq FROM candidate) LIMIT 1) IS NULL "
+        f"FROM candidate c JOIN left_out l ON l.key = c.key WHERE {_TABLE}.seq = c.seq "
+        "AND (l.seq IS NULL OR c.seq < l.seq) "
         f"RETURNING {_RETURNING_QUALIFIED}"
     )
     params: dict[str, Any] = {
