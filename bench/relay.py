@@ -81,6 +81,12 @@ def main() -> None:
         help="events/s of the commit->ack latency phase (default 1000 with --brokers 3, off with 1; 0 turns it off)",
     )
     parser.add_argument(
+        "--keys",
+        type=int,
+        default=KEYS,
+        help=f"keys the rows are spread over (default {KEYS}; 1: one hot key's backlog)",
+    )
+    parser.add_argument(
         "--tracing", action="store_true", help="OpenTelemetry on in the relay (spans batched to a sink that drops them)"
     )
     parser.add_argument(
@@ -91,6 +97,7 @@ def main() -> None:
     events = options.events or (30_000 if options.quick else 100_000)
     rounds = options.rounds or (3 if options.quick else 5)
     naive_sample = options.naive_sample or (300 if options.quick else 2000)
+    keys = options.keys
     django_setup()
     cluster, cluster_started_here = cluster_use() if options.brokers == 3 else (None, False)
     latency_rate = options.latency_rate if options.latency_rate is not None else (1000 if cluster else 0)
@@ -153,6 +160,7 @@ def main() -> None:
         batch_size=batch_size,
         events=events,
         rounds=rounds,
+        keys=keys,
         brokers=options.brokers,
         producer=producer_config(),
         naive=naive_config,
@@ -166,8 +174,8 @@ def main() -> None:
         for round_no in range(1, rounds + 1):
             say(f"== round {round_no}/{rounds} (load average {load_average()})")
             tables_empty(OutboxEvent)
-            say(f"recording {events} pending events across {KEYS} keys (bulk inserts) ...")
-            total = record_pending(events, KEYS)
+            say(f"recording {events} pending events across {keys} keys (bulk inserts) ...")
+            total = record_pending(events, keys)
             say(f"relay: relay_drain(batch_size={batch_size}) until nothing is pending ...")
             producer_reset()
             producer_get().partitions_for(topic)  # a long-lived producer knows its topics already
@@ -280,7 +288,7 @@ def main() -> None:
             import pstats
 
             tables_empty(OutboxEvent)
-            record_pending(events, KEYS)
+            record_pending(events, keys)
             say("profile: draining again under cProfile ...")
             profiler = cProfile.Profile()
             profiler.enable()
@@ -310,6 +318,7 @@ def main() -> None:
     finish(
         {
             "events": events,
+            "keys": keys,
             "relay_eps": round(relay_eps),
             "raw_eps": round(raw_eps),
             "naive_eps": round(naive_eps),
@@ -366,6 +375,7 @@ def settings_print(
     batch_size: int,
     events: int,
     rounds: int,
+    keys: int,
     brokers: int,
     producer: dict,
     naive: dict,
@@ -383,7 +393,7 @@ def settings_print(
         "compression_type",
     )
     say(
-        f"settings: {events} events x {rounds} rounds over {KEYS} keys, 3 partitions, {brokers} broker(s); "
+        f"settings: {events} events x {rounds} rounds over {keys} keys, 3 partitions, {brokers} broker(s); "
         f"relay batch size {batch_size} (OUTBOX_BATCH_SIZE={settings.OUTBOX_BATCH_SIZE}), "
         f"OUTBOX_FAIR_SHARE={settings.OUTBOX_FAIR_SHARE}, metrics on, tracing {'on' if tracing else 'off'}"
     )
