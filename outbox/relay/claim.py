@@ -6,8 +6,11 @@ must be waited for: one in backoff, one under another relay's live lease, or a d
 keys whose oldest unfinished row holds them back (a `LIMIT 1` subquery, served by the `(key, seq)`
 index on unfinished rows), so a claim of N returns min(N, claimable rows) however many rows the
 blocked keys hold; then one probe per key drops the key's candidates from its oldest row left out
-of the claim, which alone decides what is leased. Rows of this drain's own batch in flight (`in_flight`) do not
-hold their keys back: the producer has them ahead of anything claimed now.
+of the claim, which alone decides what is leased. A key whose blocker is behind its oldest row
+(a row requeued from dead, a late commit) gets past the scan: the full claim then scans once
+more without such keys; a quick claim comes back short, and the rest waits for the next drain.
+Rows of this drain's own batch in flight (`in_flight`) do not hold their keys back: the producer
+has them ahead of anything claimed now.
 
 A row that still holds a lease token once its lease expired was *abandoned*: its relay died (or
 outlived its lease) holding it, perhaps killed by sending it. The claim counts that as an attempt,
@@ -111,17 +114,20 @@ def _lanes() -> list[str]:
     return topics if settings.OUTBOX_FAIR_SHARE and len(topics) > 1 else []
 
 
-def _fair_candidates(cursor: CursorWrapper, *, limit: int, params: dict[str, Any], lock: str) -> list[Candidate]:
+def _fair_candidates(
+    cursor: CursorWrapper, *, limit: int, params: dict[str, Any], lock: str, skip: str = ""
+) -> list[Candidate]:
     """Up to `limit` claimable rows, oldest first: first up to an equal share for each topic
     (so that a flood on one topic cannot push another's events behind it), then the oldest
-    of any topic to fill the batch."""
+    of any topic to fill the batch. `skip`: SQL conditions on `o` that every scan adds."""
     picked: list[Candidate] = []
     lanes = _lanes()
     share = max(1, limit // len(lanes)) if lanes else 0
     last_of_lane: dict[str, int] = {}
     for topic in lanes:
         cursor.execute(
-            _candidates_sql(lock=lock, topic=True), {**params, "topic": topic, "limit": min(share, limit - len(picked))}
+            _candidates_sql(lock=lock, topic=True, exclude=skip),
+            {**params, "topic": topic, "limit": min(share, limit - len(picked))},
         )
         rows = cursor.fetchall()
         if rows:
@@ -133,7 +139,7 @@ def _fair_candidates(cursor: CursorWrapper, *, limit: int, params: dict[str, Any
         # The fill skips what each topic's share already went through: up to its last row
         # taken, a topic's claimable rows are all in the claim. Plain comparisons, evaluated
         # before the per-key check, so the rows already scanned cost no second probe.
-        exclude = ""
+        exclude = skip
         extra: dict[str, str | int] = {}
         for n, (topic, last) in enumerate(last_of_lane.items()):
             exclude += f" AND (o.topic <> %(lane{n})s OR o.seq > %(last{n})s)"
@@ -142,6 +148,37 @@ def _fair_candidates(cursor: CursorWrapper, *, limit: int, params: dict[str, Any
         picked.extend(cursor.fetchall())
     picked.sort()
     return picked
+
+
+def _candidates_without_held_keys(
+    cursor: CursorWrapper,
+    candidates: list[Candidate],
+    *,
+    free: set[int],
+    held: list[str],
+    limit: int,
+    params: dict[str, Any],
+    lock: str,
+) -> list[Candidate]:
+    """More candidates, up to the limit, from keys other than `held`.
+
+    Rows of `held` keys were dropped by the per-key check: held back by a row behind their key's
+    oldest one, which the scan's probe does not look at (a row requeued from dead, a late commit
+    left such a key). They took places in the limit, or a topic's share: the scan runs once more
+    without those keys, so that they do not starve the others. The caller checks the whole claim
+    again."""
+    taken = [seq for seq, *_ in candidates]
+    if connection.vendor == "postgresql":
+        skip = " AND o.key <> ALL(%(held)s::text[]) AND NOT (o.seq = ANY(%(taken)s::bigint[]))"
+        extra: dict[str, Any] = {"held": held, "taken": pg_int_array(taken)}
+    else:
+        extra = {f"held{n}": key for n, key in enumerate(held)} | {f"taken{n}": seq for n, seq in enumerate(taken)}
+        skip = (
+            " AND o.key NOT IN (" + ", ".join(f"%(held{n})s" for n in range(len(held))) + ")"
+            " AND o.seq NOT IN (" + ", ".join(f"%(taken{n})s" for n in range(len(taken))) + ")"
+        )
+    more = _fair_candidates(cursor, limit=limit - len(free), params={**params, **extra}, lock=lock, skip=skip)
+    return sorted(more)
 
 
 def claim_batch(
@@ -235,17 +272,27 @@ def _pg_claim(
         )
         # SKIP LOCKED: concurrent relays take disjoint rows. The partial indexes on pending rows
         # by seq (and by topic, seq) yield them oldest first: each scan stops after its limit.
-        candidates = _fair_candidates(
-            cursor,
-            limit=limit,
-            params={"now": now, "due": due, "in_flight": in_flight},
-            lock="FOR UPDATE OF o SKIP LOCKED",
-        )
+        params = {"now": now, "due": due, "in_flight": in_flight}
+        lock = "FOR UPDATE OF o SKIP LOCKED"
+        candidates = _fair_candidates(cursor, limit=limit, params=params, lock=lock)
         free = set(
             _pg_without_rows_another_relay_is_claiming(
                 cursor, [(seq, key) for seq, key, _, _ in candidates], in_flight=in_flight
             )
         )
+        held = sorted({key for seq, key, _, _ in candidates if seq not in free})
+        if held and len(free) < limit:
+            candidates += _candidates_without_held_keys(
+                cursor, candidates, free=free, held=held, limit=limit, params=params, lock=lock
+            )
+            candidates.sort()
+            free = set(
+                _pg_without_rows_another_relay_is_claiming(
+                    cursor,
+                    [(seq, key) for seq, key, _, _ in candidates if seq in free or key not in held],
+                    in_flight=in_flight,
+                )
+            )
         settled = _settle([candidate for candidate in candidates if candidate[0] in free])
         if settled.doomed:
             cursor.execute(
@@ -268,11 +315,12 @@ def _pg_without_rows_another_relay_is_claiming(
 ) -> list[int]:
     """The candidates, less the rows of a key whose older row is outside this claim.
 
-    Such a row is either being claimed by another relay right now (skipped by SKIP LOCKED, it
-    still reads as claimable, so the per-key check could not see it wait), or a row of the same
-    key on another topic beyond that topic's share. One probe of the (key, seq) index per key
-    picked, from its oldest unfinished row up to its last row picked, that returns the first row
-    outside this claim: nearly always none.
+    It alone decides which candidates are leased (the scan looked at each key's oldest unfinished
+    row only): a row outside the claim is one another relay is claiming right now (skipped by
+    SKIP LOCKED, it still reads as claimable), a row of the same key on another topic beyond that
+    topic's share, or a row that must be waited for behind the key's oldest one. One probe of the
+    (key, seq) index per key picked, from its oldest unfinished row up to its last row picked,
+    that returns the first row outside this claim: nearly always none.
     """
     if not candidates:
         return []
@@ -543,7 +591,14 @@ def _sqlite_claim(
     }
     with connection.cursor() as cursor:
         candidates = _fair_candidates(cursor, limit=limit, params=params, lock="")
-    free = set(_sqlite_without_rows_outside_the_claim(candidates, in_flight=in_flight))
+        free = set(_sqlite_without_rows_outside_the_claim(candidates, in_flight=in_flight))
+        held = sorted({key for seq, key, *_ in candidates if seq not in free})
+        if held and len(free) < limit:
+            candidates += _candidates_without_held_keys(
+                cursor, candidates, free=free, held=held, limit=limit, params=params, lock=""
+            )
+            candidates = [c for c in sorted(candidates) if c[0] in free or c[1] not in held]
+            free = set(_sqlite_without_rows_outside_the_claim(candidates, in_flight=in_flight))
     settled = _settle(
         [(seq, key, bool(was_abandoned), attempts) for seq, key, was_abandoned, attempts in candidates if seq in free]
     )
@@ -580,8 +635,8 @@ def _sqlite_claim(
 
 
 def _sqlite_without_rows_outside_the_claim(candidates: list[Candidate], *, in_flight: uuid.UUID) -> list[int]:
-    """SQLite's twin of `_pg_without_rows_another_relay_is_claiming` (one drain at a time there:
-    only a key's row on another topic beyond that topic's share can be outside the claim)."""
+    """SQLite's twin of `_pg_without_rows_another_relay_is_claiming` (one drain at a time there).
+    As there, it alone decides what is leased: the scan looked at each key's oldest row only."""
     picked = {seq for seq, *_ in candidates}
     last_of_key = {key: seq for seq, key, *_ in candidates}
     first_outside: dict[str, int] = {}
