@@ -92,6 +92,20 @@ def _expected_claim(rows: list[tuple[int, str, str, str]], *, limit: int, dead_b
     return claimed
 
 
+def _due_event(*, key: str, topic: str, now) -> OutboxEvent:
+    """An unsaved pending row of `key` on `topic`, due at `now`."""
+    return OutboxEvent(
+        topic=topic,
+        key=key,
+        type="SequenceRecorded",
+        aggregatetype="product",
+        aggregateid=key,
+        payload={},
+        occurred_at=now,
+        available_at=now,
+    )
+
+
 def random_table(rng: random.Random, *, now, in_flight: uuid.UUID) -> list[tuple[int, str, str, str]]:
     """A fresh outbox of 1-30 rows over 1-6 keys in random states; (seq, key, topic, state)."""
     OutboxEvent.objects.all().delete()
@@ -103,16 +117,7 @@ def random_table(rng: random.Random, *, now, in_flight: uuid.UUID) -> list[tuple
     for _ in range(rng.randint(1, 30)):
         key = rng.choice(keys)
         state = rng.choices(STATES, weights)[0]
-        event = OutboxEvent(
-            topic=rng.choice(topics),
-            key=key,
-            type="SequenceRecorded",
-            aggregatetype="product",
-            aggregateid=key,
-            payload={},
-            occurred_at=now,
-            available_at=now,
-        )
+        event = _due_event(key=key, topic=rng.choice(topics), now=now)
         if state == "published":
             event.status, event.published_at = "published", now
         elif state == "dead":
@@ -259,25 +264,9 @@ def test_a_key_held_back_behind_its_oldest_row_does_not_take_a_topics_share(sett
     settings.KAFKA_TOPICS = {"catalog-events": LANES[0], "order-events": LANES[1]}
     settings.OUTBOX_FAIR_SHARE = True
     now = timezone.now()
-    rows = [("k", LANES[1], None), ("k", LANES[0], uuid.uuid4()), ("k", LANES[0], None), ("k", LANES[0], None)]
-    rows.append(("j", LANES[0], None))
-    created = OutboxEvent.objects.bulk_create(
-        [
-            OutboxEvent(
-                topic=topic,
-                key=key,
-                type="SequenceRecorded",
-                aggregatetype="product",
-                aggregateid=key,
-                payload={},
-                occurred_at=now,
-                available_at=now,
-                claim_token=holder,
-                claim_expires_at=now + timedelta(seconds=30) if holder else None,
-            )
-            for key, topic, holder in rows
-        ]
-    )
+    events = [_due_event(key=key, topic=LANES[lane], now=now) for key, lane in [("k", 1), *[("k", 0)] * 3, ("j", 0)]]
+    events[1].claim_token, events[1].claim_expires_at = uuid.uuid4(), now + timedelta(seconds=30)
+    created = OutboxEvent.objects.bulk_create(events)
     # when a relay claims two rows (a share of one for each topic)
     claimed = claim_batch(token=uuid.uuid4(), limit=2, now=now)
     # then it takes k's oldest row and j's: k's rows behind the held one do not use lane-a's share

@@ -9,6 +9,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -19,6 +20,7 @@ from outbox.models import OutboxEvent
 from outbox.recording import outbox_record
 from outbox.relay.claim import QUICK_CLAIM_STATEMENT, claim_quick
 from outbox.relay.listen import _listen_connect, _take_notifications, wakeup_first_seq
+from outbox.relay.rows import ClaimedRow
 from tests.outbox.events_for_tests import SequenceRecorded, outbox_rows_bulk, row_locked_by_another_relay
 from tests.outbox.test_claim_fairness_of_keys import (
     LANES,
@@ -156,6 +158,15 @@ def _buffers_of_a_wake_up() -> tuple[list[str], int]:
             time.sleep(0.01)
     finally:
         listener.close()
+    claimed, touched = _quick_claim_buffers(
+        lambda: claim_quick(token=uuid.uuid4(), limit=500, from_seq=wakeup_first_seq(heard))
+    )
+    return [row.key for row in claimed], touched
+
+
+def _quick_claim_buffers(claim: Callable[[], list[ClaimedRow]]) -> tuple[list[ClaimedRow], int]:
+    """Run `claim`; return its rows and the buffers its quick claims touched (shared hit + read,
+    by EXPLAIN ANALYZE of the same statement right before it, rolled back)."""
     touched = 0
 
     def measure(execute, sql, params, many, context):
@@ -171,8 +182,8 @@ def _buffers_of_a_wake_up() -> tuple[list[str], int]:
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(measure):
-        claimed = claim_quick(token=uuid.uuid4(), limit=500, from_seq=wakeup_first_seq(heard))
-    return [row.key for row in claimed], touched
+        claimed = claim()
+    return claimed, touched
 
 
 def test_a_wake_up_claim_reads_as_much_behind_a_blocked_backlog_ten_times_larger():
@@ -286,22 +297,8 @@ def _buffers_of_a_second_quick_claim(*, keys: int, per_key: int) -> int:
         cursor.execute("ANALYZE outbox_outboxevent")
     first = uuid.uuid4()
     assert len(claim_quick(token=first, limit=500)) == 500
-    touched = 0
-
-    def measure(execute, sql, params, many, context):
-        nonlocal touched
-        if sql.startswith("EXECUTE") or ("WITH candidate" in sql and not sql.startswith(("EXPLAIN", "PREPARE"))):
-            statement = sql if sql.startswith("EXECUTE") else sql[sql.index("WITH candidate") :]
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params)
-                (plan,) = cursor.fetchone()
-                top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
-                touched += top["Shared Hit Blocks"] + top["Shared Read Blocks"]
-                transaction.set_rollback(True)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(measure):
-        assert len(claim_quick(token=uuid.uuid4(), limit=500, in_flight=first)) == 500
+    claimed, touched = _quick_claim_buffers(lambda: claim_quick(token=uuid.uuid4(), limit=500, in_flight=first))
+    assert len(claimed) == 500
     return touched
 
 
