@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -150,6 +151,29 @@ def _fair_candidates(
     return picked
 
 
+def _claimable_candidates(
+    cursor: CursorWrapper,
+    *,
+    limit: int,
+    params: dict[str, Any],
+    lock: str,
+    without: Callable[[list[Candidate]], list[int]],
+) -> list[Candidate]:
+    """The claim's rows, oldest first: the scan's candidates (`_fair_candidates`) that `without`,
+    the exact per-key check, keeps (it returns their seqs); topped up once from other keys when
+    it dropped some (`_candidates_without_held_keys`)."""
+    candidates = _fair_candidates(cursor, limit=limit, params=params, lock=lock)
+    free = set(without(candidates))
+    held = sorted({key for seq, key, *_ in candidates if seq not in free})
+    if held and len(free) < limit:
+        candidates += _candidates_without_held_keys(
+            cursor, candidates, free=free, held=held, limit=limit, params=params, lock=lock
+        )
+        candidates = [c for c in sorted(candidates) if c[0] in free or c[1] not in held]
+        free = set(without(candidates))
+    return [candidate for candidate in candidates if candidate[0] in free]
+
+
 def _candidates_without_held_keys(
     cursor: CursorWrapper,
     candidates: list[Candidate],
@@ -166,7 +190,7 @@ def _candidates_without_held_keys(
     oldest one, which the scan's probe does not look at (a row requeued from dead, a late commit
     left such a key). They took places in the limit, or a topic's share: the scan runs once more
     without those keys, so that they do not starve the others. The caller checks the whole claim
-    again."""
+    again (the per-key check runs over every row it keeps)."""
     taken = [seq for seq, *_ in candidates]
     if connection.vendor == "postgresql":
         skip = " AND o.key <> ALL(%(held)s::text[]) AND NOT (o.seq = ANY(%(taken)s::bigint[]))"
@@ -177,8 +201,7 @@ def _candidates_without_held_keys(
             " AND o.key NOT IN (" + ", ".join(f"%(held{n})s" for n in range(len(held))) + ")"
             " AND o.seq NOT IN (" + ", ".join(f"%(taken{n})s" for n in range(len(taken))) + ")"
         )
-    more = _fair_candidates(cursor, limit=limit - len(free), params={**params, **extra}, lock=lock, skip=skip)
-    return sorted(more)
+    return _fair_candidates(cursor, limit=limit - len(free), params={**params, **extra}, lock=lock, skip=skip)
 
 
 def claim_batch(
@@ -274,26 +297,17 @@ def _pg_claim(
         # by seq (and by topic, seq) yield them oldest first: each scan stops after its limit.
         params = {"now": now, "due": due, "in_flight": in_flight}
         lock = "FOR UPDATE OF o SKIP LOCKED"
-        candidates = _fair_candidates(cursor, limit=limit, params=params, lock=lock)
-        free = set(
-            _pg_without_rows_another_relay_is_claiming(
-                cursor, [(seq, key) for seq, key, _, _ in candidates], in_flight=in_flight
+        settled = _settle(
+            _claimable_candidates(
+                cursor,
+                limit=limit,
+                params=params,
+                lock=lock,
+                without=lambda candidates: _pg_without_rows_another_relay_is_claiming(
+                    cursor, [(seq, key) for seq, key, _, _ in candidates], in_flight=in_flight
+                ),
             )
         )
-        held = sorted({key for seq, key, _, _ in candidates if seq not in free})
-        if held and len(free) < limit:
-            candidates += _candidates_without_held_keys(
-                cursor, candidates, free=free, held=held, limit=limit, params=params, lock=lock
-            )
-            candidates.sort()
-            free = set(
-                _pg_without_rows_another_relay_is_claiming(
-                    cursor,
-                    [(seq, key) for seq, key, _, _ in candidates if seq in free or key not in held],
-                    in_flight=in_flight,
-                )
-            )
-        settled = _settle([candidate for candidate in candidates if candidate[0] in free])
         if settled.doomed:
             cursor.execute(
                 f"UPDATE {_TABLE} SET status = 'dead', attempts = attempts + 1, "
@@ -590,18 +604,14 @@ def _sqlite_claim(
         "in_flight": field("claim_token").get_db_prep_value(in_flight, connection),
     }
     with connection.cursor() as cursor:
-        candidates = _fair_candidates(cursor, limit=limit, params=params, lock="")
-        free = set(_sqlite_without_rows_outside_the_claim(candidates, in_flight=in_flight))
-        held = sorted({key for seq, key, *_ in candidates if seq not in free})
-        if held and len(free) < limit:
-            candidates += _candidates_without_held_keys(
-                cursor, candidates, free=free, held=held, limit=limit, params=params, lock=""
-            )
-            candidates = [c for c in sorted(candidates) if c[0] in free or c[1] not in held]
-            free = set(_sqlite_without_rows_outside_the_claim(candidates, in_flight=in_flight))
-    settled = _settle(
-        [(seq, key, bool(was_abandoned), attempts) for seq, key, was_abandoned, attempts in candidates if seq in free]
-    )
+        candidates = _claimable_candidates(
+            cursor,
+            limit=limit,
+            params=params,
+            lock="",
+            without=lambda candidates: _sqlite_without_rows_outside_the_claim(candidates, in_flight=in_flight),
+        )
+    settled = _settle([(seq, key, bool(was_abandoned), attempts) for seq, key, was_abandoned, attempts in candidates])
     for seq in settled.doomed:
         attempts = OutboxEvent.objects.get(seq=seq).attempts + 1
         OutboxEvent.objects.filter(seq=seq).update(
