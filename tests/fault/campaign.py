@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import sys
 import threading
 import time
@@ -40,6 +39,7 @@ from urllib.parse import urlsplit
 
 from tests.fault.faults import hot_key_backlog, poison_records_inject, postgres_restart, topic_recreate
 from tests.support.kafka import KafkaCluster, PrivateBroker, broker_kill, broker_kill_draw, campaign_kafka
+from tests.support.ports import free_ports_outside_ephemeral_range
 from tests.support.processes import ManagedProcess
 
 
@@ -120,12 +120,6 @@ def fault_schedule(*, seed: int, faults: int, duration_s: float, kinds: tuple[st
 
 def _postgresql(env: dict[str, str]) -> bool:
     return env.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Stack:
@@ -304,7 +298,7 @@ def run_campaign(
     broker = campaign_kafka()
     broker.start()
     broker.topics_create(list(topics.values()) + [f"{t}.dlq" for t in topics.values()])
-    port = _free_port()
+    port = free_ports_outside_ephemeral_range(1)
     stack_env = dict(
         env,
         KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,

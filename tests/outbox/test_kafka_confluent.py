@@ -8,7 +8,6 @@ Against the real broker it runs every guarantee test of the relay: the modules m
 
 from __future__ import annotations
 
-import socket
 import time
 
 import confluent_kafka
@@ -18,6 +17,7 @@ from kafka import errors as kafka_errors
 from outbox.kafka import producer_config
 from outbox.kafka_confluent import ConfluentDeliveryFuture, ConfluentProducer, confluent_config, delivery_error
 from outbox.relay.rows import PERMANENT_ERRORS
+from tests.support.ports import free_ports_outside_ephemeral_range
 
 
 @pytest.mark.parametrize(
@@ -86,9 +86,7 @@ def test_a_delivery_future_waits_raises_or_returns_as_kafka_pythons_does():
 
 
 def test_without_a_broker_the_producer_fails_within_its_bootstrap_timeout(settings):
-    with socket.socket() as unused:  # a port nothing listens on
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_ports_outside_ephemeral_range(1)  # nothing listens there; never a source port
     settings.KAFKA_BOOTSTRAP_SERVERS = [f"127.0.0.1:{port}"]
     config = {**producer_config(), "bootstrap_timeout_ms": 1000}
     started = time.monotonic()

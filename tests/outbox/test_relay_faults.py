@@ -18,6 +18,7 @@ from outbox.kafka import producer_reset
 from outbox.models import OutboxEvent
 from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.kafka import PrivateBroker, kafka_read_all, kafka_topics_create
+from tests.support.ports import free_ports_outside_ephemeral_range
 from tests.support.processes import ManagedProcess, celery_worker_managed
 from tests.support.waiting import wait_for
 
@@ -39,35 +40,15 @@ def _fresh_producer():
 @pytest.fixture
 def private_broker(settings, kafka_topics):
     # A free port pair (broker, controller) of this run's own: with a fixed port, parallel runs on
-    # one machine would share (and stop) each other's private broker.
-    broker = PrivateBroker(port=_free_port_pair())
+    # one machine would share (and stop) each other's private broker. Below the ephemeral range:
+    # the broker restarts while clients reconnect to it.
+    broker = PrivateBroker(port=free_ports_outside_ephemeral_range(2))
     broker.start()
     settings.KAFKA_BOOTSTRAP_SERVERS = [broker.bootstrap]
     kafka_topics_create(broker.bootstrap, list(kafka_topics.values()), partitions=3)
     yield broker
     producer_reset()
     broker.stop()
-
-
-def _free_port_pair() -> int:
-    import random
-    import socket
-
-    for _ in range(200):
-        port = random.randint(20000, 60000)
-        sockets = []
-        try:
-            for candidate in (port, port + 1):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", candidate))
-            return port
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free port pair for a private broker")
 
 
 def _sequences_by_key(records) -> dict[str, list[int]]:

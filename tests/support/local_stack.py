@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from tests.support.ports import free_ports_outside_ephemeral_range
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 READY = "database=ok cache=ok"
@@ -37,9 +38,8 @@ def project_copy(destination: Path) -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    # Below the ephemeral range: the stack's processes are restarted while clients reconnect.
+    return free_ports_outside_ephemeral_range(1)
 
 
 def stack_environment(port: int, **extra: str) -> dict[str, str]:
