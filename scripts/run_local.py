@@ -249,7 +249,10 @@ def main() -> int:
 
     def pids_write() -> None:
         PIDS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        PIDS_FILE.write_text(json.dumps({"supervisor": os.getpid(), "components": supervisor.as_dict()}))
+        # Written aside, then renamed: a reader (`make status`, the tests) never sees it half-written.
+        written = PIDS_FILE.with_suffix(".tmp")
+        written.write_text(json.dumps({"supervisor": os.getpid(), "components": supervisor.as_dict()}))
+        os.replace(written, PIDS_FILE)
 
     supervisor.on_change = pids_write
     stopping = False

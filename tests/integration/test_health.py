@@ -68,11 +68,11 @@ def test_with_the_broker_stopped_readyz_is_200_orders_are_accepted_and_the_relay
     # given: a broker of this test's own, then stopped
     port = int(settings.KAFKA_BOOTSTRAP_SERVERS[0].rsplit(":", 1)[1]) + 2
     broker = PrivateBroker(port=port)
-    broker.start()
     settings.KAFKA_BOOTSTRAP_SERVERS = [broker.bootstrap]
     settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
     admin = user_make(is_staff=True)
     try:
+        broker.start()  # in the try: a start that fails half-way still stops what it started
         assert relay_health()["broker"] == "ok"
         broker.stop()
         # when / then: the API stays in rotation and takes orders (the outbox keeps them)

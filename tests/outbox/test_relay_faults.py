@@ -43,12 +43,16 @@ def private_broker(settings, kafka_topics):
     # one machine would share (and stop) each other's private broker. Below the ephemeral range:
     # the broker restarts while clients reconnect to it.
     broker = PrivateBroker(port=free_ports_outside_ephemeral_range(2))
-    broker.start()
-    settings.KAFKA_BOOTSTRAP_SERVERS = [broker.bootstrap]
-    kafka_topics_create(broker.bootstrap, list(kafka_topics.values()), partitions=3)
-    yield broker
-    producer_reset()
-    broker.stop()
+    try:
+        # A start or a topic creation that fails still stops the broker: a JVM left running
+        # would slow every later test.
+        broker.start()
+        settings.KAFKA_BOOTSTRAP_SERVERS = [broker.bootstrap]
+        kafka_topics_create(broker.bootstrap, list(kafka_topics.values()), partitions=3)
+        yield broker
+    finally:
+        producer_reset()
+        broker.stop()
 
 
 def _sequences_by_key(records) -> dict[str, list[int]]:

@@ -145,7 +145,15 @@ class PrivateBroker:
         )
 
     def _run(self, action: str) -> None:
-        subprocess.run([str(PROJECT_DIR / "scripts" / "kafka-local"), action], check=True, env=self.env, timeout=120)
+        # Longer than the script's own 120 s wait for readiness, which starts after the storage
+        # is formatted: the script, not this timeout, says why a start failed.
+        script = str(PROJECT_DIR / "scripts" / "kafka-local")
+        try:
+            subprocess.run([script, action], check=True, env=self.env, timeout=300)
+        except subprocess.TimeoutExpired:
+            if action != "stop":
+                subprocess.run([script, "stop"], check=False, env=self.env, timeout=120)
+            raise
 
     def start(self) -> None:
         self._run("start")

@@ -20,6 +20,9 @@ from tests.support.ports import free_ports_outside_ephemeral_range
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 READY = "database=ok cache=ok"
+# What each of `make run`'s components logs once it serves (Celery's worker_ready; the consumer's
+# first line after it made its consumer).
+COMPONENTS_READY = {"worker": " ready.", "relay": " ready.", "consumer": "consuming "}
 
 
 def project_copy(destination: Path) -> Path:
@@ -78,6 +81,18 @@ class LocalStack:
                 start_new_session=True,
             )
         self.wait_for(lambda: READY in self.output(), timeout=timeout, what="a ready status line")
+        # The status line says the server answers; the workers and the consumer boot at the same
+        # time and may still be importing Django: a test's first order would pay for that.
+        for name, text in COMPONENTS_READY.items():
+            self.wait_for(
+                lambda name=name, text=text: text in self.component_log(name),
+                timeout=timeout,
+                what=f"{name} ready ({text!r})",
+            )
+
+    def component_log(self, name: str) -> str:
+        path = self.project_dir / "var" / "log" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
