@@ -83,6 +83,10 @@ class _CommitBeforeRevoke(ConsumerRebalanceListener):
             self.loop.consumer.seek_to_beginning(*assigned)
 
 
+# `run(until_idle_s=...)` counts idle time only once every assigned partition answered a fetch,
+# or after this long without (a partition whose leader is gone would otherwise hold it forever).
+FIRST_FETCH_WAIT_MAX_S = 30.0
+
 # Seconds between two readings of the lag gauges: read from the fetcher's cached high
 # watermarks, no broker round trip, but not worth doing for every poll.
 LAG_EVERY_S = 1.0
@@ -170,6 +174,7 @@ class EventConsumer:
         last_record_at = time.monotonic()
         last_progress_at = time.monotonic()
         progress_polled = 0
+        unanswered_since: float | None = None  # assigned, some partition not fetched yet
         while not self.stopping:
             try:
                 polled = self.consumer.poll(timeout_ms=settings.BACKOFFICE_POLL_TIMEOUT_MS, max_records=self.batch_size)
@@ -178,7 +183,8 @@ class EventConsumer:
                 continue
             metrics.consumer_poll_observed()
             records = any(polled.values())  # each partition's list holds a record at least
-            if records or not self.consumer.assignment():
+            assigned = self.consumer.assignment()
+            if records or not assigned:
                 # Idle means "assigned and nothing to read", not "waiting to join the group".
                 last_record_at = time.monotonic()
                 self._process(polled)
@@ -186,6 +192,15 @@ class EventConsumer:
                 # Idle: the last batches' offsets, held while an earlier commit was unanswered.
                 self.offsets_commit(wait=False)
             now = time.monotonic()
+            if not records and assigned and not self._every_partition_fetched(assigned):
+                # Nor "assigned, nothing read yet": between the assignment and each partition's
+                # first fetch answer (its committed offset looked up, reset, fetched) a busy
+                # broker can take seconds. Bounded: a partition without a leader never answers.
+                unanswered_since = now if unanswered_since is None else unanswered_since
+                if now - unanswered_since < FIRST_FETCH_WAIT_MAX_S:
+                    last_record_at = now
+            else:
+                unanswered_since = None
             if now - self._lag_read_at >= LAG_EVERY_S:
                 self._lag_read_at = now
                 self._lag_observe()
@@ -200,6 +215,11 @@ class EventConsumer:
             if until_idle_s is not None and not records and now - last_record_at >= until_idle_s:
                 break
         return self.stats
+
+    def _every_partition_fetched(self, assigned: set[TopicPartition]) -> bool:
+        """Whether a fetch of each assigned partition has been answered (its high watermark is
+        known from the answer, even an empty one)."""
+        return all(self.consumer.highwater(tp) is not None for tp in assigned)
 
     def _process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         batch = records_parse(record for records in polled.values() for record in records)

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management import call_command
 from kafka import KafkaAdminClient
 
-from backoffice.consumer import EventConsumer
+from backoffice.consumer import EventConsumer, _CommitBeforeRevoke
 from backoffice.models import DeadLetter, EventLog, InboxEntry, ProductMetrics
 from tests.backoffice.stream import (
     Record,
@@ -91,6 +91,40 @@ def test_every_record_produced_twice_gives_the_metrics_of_once(kafka_topics):
     assert consumer.stats.duplicates == len(records)
     assert projections_differences(expected) == []
     assert EventLog.objects.count() == len(records)
+
+
+def test_until_idle_counts_only_once_every_partition_answered_a_fetch(kafka_topics, monkeypatch):
+    # given events on the topics, and a consumer whose first fetches are answered late (a busy
+    # broker): its partitions are held back for 3 s after they are assigned
+    records, expected = stream_make(events=50, seed=3)
+    produce(records, kafka_topics)
+    held_until: list[float] = []
+    assigned_as_usual = _CommitBeforeRevoke.on_partitions_assigned
+
+    def assigned_and_held(listener, assigned):
+        assigned_as_usual(listener, assigned)
+        listener.loop.consumer.pause(*assigned)
+        held_until.append(time.monotonic() + 3.0)
+
+    monkeypatch.setattr(_CommitBeforeRevoke, "on_partitions_assigned", assigned_and_held)
+    consumer = EventConsumer(topics=list(settings.KAFKA_TOPICS.values()), group_id=f"g-{uuid.uuid4().hex[:6]}")
+    poll_as_usual = consumer.consumer.poll
+
+    def poll(**kwargs):
+        if held_until and time.monotonic() >= held_until[-1]:
+            consumer.consumer.resume(*consumer.consumer.paused())
+        return poll_as_usual(**kwargs)
+
+    monkeypatch.setattr(consumer.consumer, "poll", poll)
+    # when it runs until idle for 1.5 s
+    try:
+        consumer.run(until_idle_s=1.5)
+    finally:
+        consumer.close()
+    # then it did not take the wait for idleness: it read everything once the fetches came
+    assert held_until, "the partitions were never assigned"
+    assert consumer.stats.polled == len(records)
+    assert projections_differences(expected) == []
 
 
 def test_consumer_killed_mid_stream_and_restarted_counts_exactly(kafka_topics, subprocess_env, tmp_path):

@@ -32,7 +32,11 @@ class Command(BaseCommand):
             "--from-latest", dest="from_beginning", action="store_false", help="a new group starts at the end"
         )
         parser.add_argument(
-            "--until-idle", type=float, default=None, metavar="SECONDS", help="exit after this long without a record"
+            "--until-idle",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="exit after this long without a record (counted once each partition answered a fetch)",
         )
         parser.add_argument("--max-events", type=int, default=None, help="exit after N records")
         parser.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS")
