@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
@@ -101,6 +103,7 @@ def topics_ensure(
                         for name in report.created
                     ]
                 )
+            topics_wait_for_leaders(admin, report.created)
         if report.existing:
             report.mismatches = _mismatches(admin, report.existing, policy)
         for mismatch in report.mismatches:
@@ -116,6 +119,39 @@ def topics_ensure(
         return report
     finally:
         admin.close()
+
+
+class TopicsNotReady(RuntimeError):
+    """Topics just created that still lack a leader for some partition."""
+
+
+TOPICS_READY_TIMEOUT_S = 30.0
+
+
+def topics_wait_for_leaders(admin: KafkaAdminClient, names: list[str], *, timeout_s: float | None = None) -> None:
+    """Return once every partition of `names` has a leader in the cluster's metadata.
+
+    A created topic is in the controller's log when CreateTopics answers; the brokers apply it a
+    moment later. Until then a producer is told the topic is unknown and a describe lists no
+    partitions: `ensure_topics` (which `make run` runs before the relay starts) returns only
+    once the topics are usable. Raises `TopicsNotReady` after `timeout_s` (default
+    `TOPICS_READY_TIMEOUT_S`)."""
+    timeout_s = TOPICS_READY_TIMEOUT_S if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = {topic["name"]: topic for topic in admin.describe_topics(names)}
+        waiting = [name for name in names if not _every_partition_led(described.get(name))]
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise TopicsNotReady(f"no leader for every partition of {', '.join(waiting)} after {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+def _every_partition_led(topic: dict[str, Any] | None) -> bool:
+    if topic is None or topic.get("error_code") or not topic.get("partitions"):
+        return False
+    return all(partition.get("leader_id", -1) >= 0 for partition in topic["partitions"])
 
 
 def topics_check() -> list[TopicMismatch]:

@@ -1,0 +1,55 @@
+"""`ensure_topics` returns once the topics it created are usable (a leader for every partition)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+
+import outbox.topics
+from outbox.topics import TopicsNotReady, topic_names, topics_ensure
+
+
+class AdminOfAClusterSlowToApplyCreations:
+    """An admin client whose describes show the created topics without leaders `unled_describes`
+    times, then led (None: never)."""
+
+    def __init__(self, unled_describes: int | None) -> None:
+        self.unled_describes = unled_describes
+        self.created: list[str] = []
+        self.describes = 0
+
+    def describe_cluster(self) -> dict:
+        return {"brokers": [{"node_id": 1}]}
+
+    def list_topics(self) -> list[str]:
+        return []
+
+    def create_topics(self, topics: list) -> None:
+        self.created = [topic.name for topic in topics]
+
+    def describe_topics(self, names: list[str]) -> list[dict]:
+        self.describes += 1
+        led = self.unled_describes is not None and self.describes > self.unled_describes
+        partitions = [{"partition_index": n, "leader_id": 1 if led else -1} for n in range(3)]
+        return [{"name": name, "error_code": 0, "partitions": partitions} for name in names if name in self.created]
+
+    def close(self) -> None:
+        pass
+
+
+def test_topics_ensure_returns_once_every_created_partition_has_a_leader(monkeypatch):
+    admin = AdminOfAClusterSlowToApplyCreations(unled_describes=3)
+    monkeypatch.setattr(outbox.topics, "admin_client", lambda: admin)
+    report = topics_ensure()
+    assert report.created == topic_names()
+    assert admin.describes == 4  # three answers without leaders, then the one with
+
+
+def test_topics_that_never_get_a_leader_fail_ensure_topics_with_their_names(monkeypatch):
+    admin = AdminOfAClusterSlowToApplyCreations(unled_describes=None)
+    monkeypatch.setattr(outbox.topics, "admin_client", lambda: admin)
+    monkeypatch.setattr(outbox.topics, "TOPICS_READY_TIMEOUT_S", 0.5)
+    with pytest.raises(TopicsNotReady):
+        topics_ensure()
+    with pytest.raises(CommandError, match=topic_names()[0]):
+        call_command("ensure_topics")
