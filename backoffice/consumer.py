@@ -174,7 +174,9 @@ class EventConsumer:
         last_record_at = time.monotonic()
         last_progress_at = time.monotonic()
         progress_polled = 0
-        unanswered_since: float | None = None  # assigned, some partition not fetched yet
+        # Since when the current assignment has had a partition whose fetch was never answered.
+        unanswered_since: float | None = None
+        unanswered_of: set[TopicPartition] = set()
         while not self.stopping:
             try:
                 polled = self.consumer.poll(timeout_ms=settings.BACKOFFICE_POLL_TIMEOUT_MS, max_records=self.batch_size)
@@ -192,15 +194,18 @@ class EventConsumer:
                 # Idle: the last batches' offsets, held while an earlier commit was unanswered.
                 self.offsets_commit(wait=False)
             now = time.monotonic()
-            if not records and assigned and not self._every_partition_fetched(assigned):
-                # Nor "assigned, nothing read yet": between the assignment and each partition's
-                # first fetch answer (its committed offset looked up, reset, fetched) a busy
-                # broker can take seconds. Bounded: a partition without a leader never answers.
-                unanswered_since = now if unanswered_since is None else unanswered_since
-                if now - unanswered_since < FIRST_FETCH_WAIT_MAX_S:
-                    last_record_at = now
-            else:
-                unanswered_since = None
+            if assigned and not records:
+                if self._every_partition_fetched(assigned):
+                    unanswered_since = None
+                else:
+                    # Nor "assigned, nothing read yet": between the assignment and each
+                    # partition's first fetch answer (its committed offset looked up, reset,
+                    # fetched) a busy broker can take seconds. Bounded, once per assignment: a
+                    # partition without a leader never answers.
+                    if unanswered_since is None or assigned != unanswered_of:
+                        unanswered_since, unanswered_of = now, set(assigned)
+                    if now - unanswered_since < FIRST_FETCH_WAIT_MAX_S:
+                        last_record_at = now
             if now - self._lag_read_at >= LAG_EVERY_S:
                 self._lag_read_at = now
                 self._lag_observe()

@@ -293,9 +293,13 @@ broker and PostgreSQL, same run. Drain: ours {peers["ours_eps"]:,} events/s, the
 """
     report = PROJECT_DIR / "docs" / "BENCHMARKS.md"
     # What the sessions measured by hand (A/Bs, analyses, history) follows the marker: kept.
-    old = report.read_text() if report.exists() else ""
-    kept = old.split(HAND_WRITTEN_BELOW, 1)[1] if HAND_WRITTEN_BELOW in old else "\n"
-    report.write_text(text.rstrip("\n") + "\n\n" + HAND_WRITTEN_BELOW + kept)
+    old = report.read_text(encoding="utf-8") if report.exists() else HAND_WRITTEN_BELOW + "\n"
+    if HAND_WRITTEN_BELOW not in old:
+        raise SystemExit(
+            f"{report} has lost its marker line ({HAND_WRITTEN_BELOW}): put it back above the hand-written part"
+        )
+    kept = old.split(HAND_WRITTEN_BELOW, 1)[1]
+    report.write_text(text.rstrip("\n") + "\n\n" + HAND_WRITTEN_BELOW + kept, encoding="utf-8")
 
 
 def plot(results: dict[str, dict]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from outbox.kafka import admin_client
 
@@ -138,13 +138,20 @@ def topics_wait_for_leaders(admin: KafkaAdminClient, names: list[str], *, timeou
     `TOPICS_READY_TIMEOUT_S`)."""
     timeout_s = TOPICS_READY_TIMEOUT_S if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
+    error: KafkaError | None = None
     while True:
-        described = {topic["name"]: topic for topic in admin.describe_topics(names)}
+        try:
+            described = {topic["name"]: topic for topic in admin.describe_topics(names)}
+        except KafkaError as exc:  # a broker busy or restarting: asked again until the deadline
+            described, error = {}, exc
         waiting = [name for name in names if not _every_partition_led(described.get(name))]
         if not waiting:
             return
         if time.monotonic() >= deadline:
-            raise TopicsNotReady(f"no leader for every partition of {', '.join(waiting)} after {timeout_s:.0f} s")
+            raise TopicsNotReady(
+                f"no leader for every partition of {', '.join(waiting)} after {timeout_s:.0f} s"
+                + (f" (last error: {error!r})" if error else "")
+            )
         time.sleep(0.2)
 
 

@@ -51,8 +51,10 @@ def private_broker(settings, kafka_topics):
         kafka_topics_create(broker.bootstrap, list(kafka_topics.values()), partitions=3)
         yield broker
     finally:
-        producer_reset()
-        broker.stop()
+        try:
+            producer_reset()
+        finally:
+            broker.stop()
 
 
 def _sequences_by_key(records) -> dict[str, list[int]]:

@@ -86,10 +86,14 @@ class LocalStack:
         # time and may still be importing Django: a test's first order would pay for that.
         # Those this stack started (an older checkout, the benchmarks' baseline, has no relay).
         started = [name for name in COMPONENTS_READY if f"starting {name} (log:" in self.output()]
+        # A component's log is appended to across restarts: it is ready once it said so more
+        # often than it was restarted.
         for name in started:
             text = COMPONENTS_READY[name]
             self.wait_for(
-                lambda name=name, text=text: text in self.component_log(name),
+                lambda name=name, text=text: (
+                    self.component_log(name).count(text) > self.output().count(f"{name} exited with ")
+                ),
                 timeout=timeout,
                 what=f"{name} ready ({text!r})",
             )

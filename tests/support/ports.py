@@ -20,21 +20,21 @@ def ephemeral_port_range() -> tuple[int, int]:
 
 
 def free_ports_outside_ephemeral_range(count: int = 1, *, rng: random.Random | None = None) -> int:
-    """The first of `count` consecutive free ports, all below the kernel's ephemeral range.
+    """The first of `count` consecutive free ports, all outside the kernel's ephemeral range.
 
     A port inside that range can be taken while its server is down: any outgoing connection may
     get it as its source port, and a client reconnecting to 127.0.0.1:port can connect to itself
     (TCP simultaneous open) when the kernel hands it that very port. The server then cannot bind
-    it again (seen in CI: a private broker's restart failed on its own port). Ports below the
-    range are never handed out as source ports.
+    it again (seen in CI: a private broker's restart failed on its own port). Ports outside the
+    range (below it, or above it) are never handed out as source ports.
     """
     rng = rng or random.Random()
-    low, _ = ephemeral_port_range()
-    highest_first = low - count
-    if highest_first < LOWEST_PORT:
-        raise RuntimeError(f"no room below the ephemeral range ({low}) for {count} ports")
+    low, high = ephemeral_port_range()
+    spans = [(start, end) for start, end in ((LOWEST_PORT, low - count), (high + 1, 65536 - count)) if start <= end]
+    if not spans:
+        raise RuntimeError(f"no room outside the ephemeral range ({low}-{high}) for {count} ports")
     for _ in range(200):
-        first = rng.randint(LOWEST_PORT, highest_first)
+        first = rng.randint(*rng.choice(spans))
         sockets = []
         try:
             for port in range(first, first + count):
@@ -47,4 +47,4 @@ def free_ports_outside_ephemeral_range(count: int = 1, *, rng: random.Random | N
         finally:
             for sock in sockets:
                 sock.close()
-    raise RuntimeError(f"no {count} free consecutive ports below {low}")
+    raise RuntimeError(f"no {count} free consecutive ports outside {low}-{high}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import CommandError, call_command
+from kafka.errors import KafkaConnectionError
 
 import outbox.topics
 from outbox.topics import TopicsNotReady, topic_names, topics_ensure
@@ -13,8 +14,9 @@ class AdminOfAClusterSlowToApplyCreations:
     """An admin client whose describes show the created topics without leaders `unled_describes`
     times, then led (None: never)."""
 
-    def __init__(self, unled_describes: int | None) -> None:
+    def __init__(self, unled_describes: int | None, *, failed_describes: int = 0) -> None:
         self.unled_describes = unled_describes
+        self.failed_describes = failed_describes
         self.created: list[str] = []
         self.describes = 0
 
@@ -29,6 +31,8 @@ class AdminOfAClusterSlowToApplyCreations:
 
     def describe_topics(self, names: list[str]) -> list[dict]:
         self.describes += 1
+        if self.describes <= self.failed_describes:
+            raise KafkaConnectionError("the broker went away")
         led = self.unled_describes is not None and self.describes > self.unled_describes
         partitions = [{"partition_index": n, "leader_id": 1 if led else -1} for n in range(3)]
         return [{"name": name, "error_code": 0, "partitions": partitions} for name in names if name in self.created]
@@ -53,3 +57,10 @@ def test_topics_that_never_get_a_leader_fail_ensure_topics_with_their_names(monk
         topics_ensure()
     with pytest.raises(CommandError, match=topic_names()[0]):
         call_command("ensure_topics")
+
+
+def test_a_describe_that_fails_on_the_way_is_asked_again(monkeypatch):
+    admin = AdminOfAClusterSlowToApplyCreations(unled_describes=0, failed_describes=2)
+    monkeypatch.setattr(outbox.topics, "admin_client", lambda: admin)
+    assert topics_ensure().created == topic_names()
+    assert admin.describes == 3
