@@ -296,8 +296,12 @@ def run_campaign(
     )
     say(f"fault campaign: seed {seed}, {actions} actions at {rate}/s, schedule {report.schedule}")
     broker = campaign_kafka()
-    broker.start()
-    broker.topics_create(list(topics.values()) + [f"{t}.dlq" for t in topics.values()])
+    try:
+        broker.start()
+        broker.topics_create(list(topics.values()) + [f"{t}.dlq" for t in topics.values()])
+    except BaseException:
+        broker.stop()  # a start that failed half-way leaves no broker running
+        raise
     port = free_ports_outside_ephemeral_range(1)
     stack_env = dict(
         env,
