@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.conf import settings
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 from outbox.kafka import admin_client
 
@@ -134,31 +132,13 @@ def topics_wait_for_leaders(admin: KafkaAdminClient, names: list[str], *, timeou
     A created topic is in the controller's log when CreateTopics answers; the brokers apply it a
     moment later. Until then a producer is told the topic is unknown and a describe lists no
     partitions: `ensure_topics` (which `make run` runs before the relay starts) returns only
-    once the topics are usable. Raises `TopicsNotReady` after `timeout_s` (default
-    `TOPICS_READY_TIMEOUT_S`)."""
+    once the topics are usable. kafka-python's `wait_for_topics` polls the describes (asking
+    again when one fails); `TopicsNotReady` after `timeout_s` (default `TOPICS_READY_TIMEOUT_S`)."""
     timeout_s = TOPICS_READY_TIMEOUT_S if timeout_s is None else timeout_s
-    deadline = time.monotonic() + timeout_s
-    error: KafkaError | None = None
-    while True:
-        try:
-            described = {topic["name"]: topic for topic in admin.describe_topics(names)}
-        except KafkaError as exc:  # a broker busy or restarting: asked again until the deadline
-            described, error = {}, exc
-        waiting = [name for name in names if not _every_partition_led(described.get(name))]
-        if not waiting:
-            return
-        if time.monotonic() >= deadline:
-            raise TopicsNotReady(
-                f"no leader for every partition of {', '.join(waiting)} after {timeout_s:.0f} s"
-                + (f" (last error: {error!r})" if error else "")
-            )
-        time.sleep(0.2)
-
-
-def _every_partition_led(topic: dict[str, Any] | None) -> bool:
-    if topic is None or topic.get("error_code") or not topic.get("partitions"):
-        return False
-    return all(partition.get("leader_id", -1) >= 0 for partition in topic["partitions"])
+    try:
+        admin.wait_for_topics(names, timeout_ms=timeout_s * 1000)
+    except KafkaTimeoutError as exc:
+        raise TopicsNotReady(str(exc)) from exc
 
 
 def topics_check() -> list[TopicMismatch]:

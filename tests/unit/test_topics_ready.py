@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import CommandError, call_command
+from kafka import KafkaAdminClient
 from kafka.errors import KafkaConnectionError
 
 import outbox.topics
@@ -29,13 +30,17 @@ class AdminOfAClusterSlowToApplyCreations:
     def create_topics(self, topics: list) -> None:
         self.created = [topic.name for topic in topics]
 
-    def describe_topics(self, names: list[str]) -> list[dict]:
+    # kafka-python's own wait, over this admin's answers.
+    wait_for_topics = KafkaAdminClient.wait_for_topics
+    _topic_not_ready_reason = staticmethod(KafkaAdminClient._topic_not_ready_reason)  # type: ignore[attr-defined]  # private, not in the stubs
+
+    def describe_topics(self, topics: list[str]) -> list[dict]:
         self.describes += 1
         if self.describes <= self.failed_describes:
             raise KafkaConnectionError("the broker went away")
         led = self.unled_describes is not None and self.describes > self.unled_describes
         partitions = [{"partition_index": n, "leader_id": 1 if led else -1} for n in range(3)]
-        return [{"name": name, "error_code": 0, "partitions": partitions} for name in names if name in self.created]
+        return [{"name": name, "error_code": 0, "partitions": partitions} for name in topics if name in self.created]
 
     def close(self) -> None:
         pass
