@@ -209,6 +209,10 @@ OUTBOX_PRODUCER_LINGER_MS = env.int("OUTBOX_PRODUCER_LINGER_MS", default=0)
 # Off behind a transaction-pooling PgBouncer (any version: it keeps protocol-level prepared
 # statements at best, never SQL PREPARE, which this is).
 OUTBOX_CLAIM_PREPARED = env.bool("OUTBOX_CLAIM_PREPARED", default=True)
+# Recording prepares its INSERT (psycopg 3's protocol-level prepared statement, per connection).
+# Off behind a transaction-mode pooler that does not keep those: PgBouncer before 1.22 (psycopg
+# sends DEALLOCATE ALL at each rollback), or with max_prepared_statements = 0.
+OUTBOX_RECORD_PREPARED = env.bool("OUTBOX_RECORD_PREPARED", default=True)
 OUTBOX_RETENTION = timedelta(days=env.float("OUTBOX_RETENTION_DAYS", default=7))
 OUTBOX_STALE_SECONDS = env.float("OUTBOX_STALE_SECONDS", default=60.0)
 # Fault tests only: seconds the relay waits between the broker's acknowledgement and marking rows.

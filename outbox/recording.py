@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,9 +140,86 @@ def _surviving_rows(batch: _Batch, connection: Any) -> list[list[Any]]:
     return [row for row, marker in batch.rows if marker is None or id(marker) in registered]
 
 
+def _recording_cursor(connection: Any) -> Any:
+    """The cursor the INSERT goes through: on PostgreSQL with psycopg 3, one that prepares it.
+
+    Django binds parameters on the client and never prepares, so by default every recording
+    sends its rows as literals in a long statement that PostgreSQL parses and plans again: a
+    third of the outbox's cost on an order (bench/record.py). A server-side binding cursor that
+    prepares its statement (psycopg's protocol-level prepared statement, one per statement text
+    and parameter types, kept per connection) skips both. It is still Django's cursor wrapper,
+    so query logging and execute wrappers see the statement. OUTBOX_RECORD_PREPARED=false keeps
+    Django's own cursor, for a pooler that does not keep protocol-level prepared statements.
+    """
+    if not (settings.OUTBOX_RECORD_PREPARED and connection.vendor == "postgresql"):
+        return connection.cursor()
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
+        return connection.cursor()
+    connection.validate_thread_sharing()
+    connection.ensure_connection()
+    cursor = _preparing_cursor_class()(connection.connection)
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+
+
+_PREPARE_ONLY_WHEN_ASKED = 2**31  # a count of executions no statement reaches
+
+
+@functools.cache
+def _preparing_cursor_class() -> type:
+    import psycopg
+
+    class PreparingCursor(psycopg.Cursor[Any]):
+        """Prepares what it executes, and nothing else on the connection is prepared because of it.
+
+        Django connects with `prepare_threshold=None`, which turns psycopg's preparing off even
+        for a statement that asks; the threshold is lifted for this execution only.
+
+        psycopg keeps one prepared statement per statement text and parameter types, and types
+        an int int2, int4, int8 or numeric by its size. Ints are sent as text instead, untyped
+        like None and str, and take their column's type: one statement serves every value (an
+        aggregate version of 7, of 70,000 or none), where each new combination of types would
+        cost a statement and an extra round trip to prepare it.
+        """
+
+        def execute(
+            self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
+        ) -> Any:
+            if params is not None:
+                params = [str(value) if type(value) is int else value for value in params]
+            connection = self.connection
+            threshold = connection.prepare_threshold
+            if threshold is None:
+                connection.prepare_threshold = _PREPARE_ONLY_WHEN_ASKED
+            try:
+                return super().execute(query, params, prepare=True, binary=binary)
+            except psycopg.errors.InvalidSqlStatementName:
+                # Deallocated behind psycopg's back (DEALLOCATE ALL or DISCARD ALL through another
+                # cursor): this transaction fails with nothing written. psycopg forgets its
+                # statements at the rollback; forgetting them now also serves a caller that
+                # catches the error in a savepoint and records again in the same transaction.
+                connection._prepared.clear()
+                raise
+            finally:
+                connection.prepare_threshold = threshold
+
+        # psycopg notes the query it sends only when it sends it unprepared; Django's query log
+        # (last_executed_query) reads it, and would log None for every recording.
+        def _send_prepare(self, name: bytes, query: Any) -> None:
+            self._query = query
+            super()._send_prepare(name, query)
+
+        def _send_query_prepared(self, name: bytes, pgq: Any, *, binary: bool | None = None) -> None:
+            self._query = pgq
+            super()._send_query_prepared(name, pgq, binary=binary)
+
+    return PreparingCursor
+
+
 def _insert(rows: list[list[Any]], connection: Any, *, using: str) -> None:
     notify = wakeup_mode(using) == "notify"
-    with connection.cursor() as cursor:
+    with _recording_cursor(connection) as cursor:
         for start in range(0, len(rows), 8):
             chunk = rows[start : start + 8]
             params = [value for row in chunk for value in row]
