@@ -123,7 +123,7 @@ def _record_versions(key: str, versions: list[int | None], first_sequence: int) 
 
 def test_one_statement_serves_versions_of_every_size_and_none():
     # given: psycopg would type these int2, int4, int8 and NULL: four statements of the same text
-    versions = [[7, 7], [None, None], [70_000, 70_000], [2**40, 2**40], [None, 7], [2**40, None]]
+    versions: list[list[int | None]] = [[7, 7], [None, None], [70_000, 70_000], [2**40, 2**40], [None, 7], [2**40, None]]
     # when
     for index, pair in enumerate(versions):
         _record_versions("1", pair, first_sequence=index * 2)
