@@ -3,6 +3,9 @@ preparing it changes nothing else on the connection and nothing in what is recor
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
 import pytest
 from django.db import ProgrammingError, connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -78,13 +81,18 @@ def test_nothing_but_the_recording_is_prepared_and_the_connection_keeps_djangos_
     assert connection.connection.prepare_threshold == threshold
 
 
+def _record_then_fail(*, sequence: int, block: Callable[[], AbstractContextManager[object]]) -> None:
+    with block():
+        outbox_record(event=SequenceRecorded(product_id="1", sequence=sequence))
+        raise RuntimeError("the service failed")
+
+
 def test_a_rollback_between_recordings_does_not_break_the_next_one():
     # given: a prepared statement, then a transaction that rolls back (psycopg forgets its
     # prepared statements on rollback and deallocates them)
     _place("1", range(2))
-    with pytest.raises(RuntimeError), outbox_atomic():
-        outbox_record(event=SequenceRecorded(product_id="1", sequence=99))
-        raise RuntimeError("the service failed")
+    with pytest.raises(RuntimeError):
+        _record_then_fail(sequence=99, block=outbox_atomic)
     # when
     _place("1", range(2, 4))
     # then
@@ -95,9 +103,8 @@ def test_a_savepoint_rolled_back_between_recordings_keeps_the_outer_rows():
     # given
     with transaction.atomic():
         outbox_record(event=SequenceRecorded(product_id="1", sequence=0))
-        with pytest.raises(RuntimeError), transaction.atomic():
-            outbox_record(event=SequenceRecorded(product_id="1", sequence=1))
-            raise RuntimeError("the inner block failed")
+        with pytest.raises(RuntimeError):
+            _record_then_fail(sequence=1, block=transaction.atomic)
         # when
         outbox_record(event=SequenceRecorded(product_id="1", sequence=2))
     # then
@@ -123,7 +130,14 @@ def _record_versions(key: str, versions: list[int | None], first_sequence: int) 
 
 def test_one_statement_serves_versions_of_every_size_and_none():
     # given: psycopg would type these int2, int4, int8 and NULL: four statements of the same text
-    versions: list[list[int | None]] = [[7, 7], [None, None], [70_000, 70_000], [2**40, 2**40], [None, 7], [2**40, None]]
+    versions: list[list[int | None]] = [
+        [7, 7],
+        [None, None],
+        [70_000, 70_000],
+        [2**40, 2**40],
+        [None, 7],
+        [2**40, None],
+    ]
     # when
     for index, pair in enumerate(versions):
         _record_versions("1", pair, first_sequence=index * 2)
