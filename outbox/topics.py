@@ -101,7 +101,9 @@ def topics_ensure(
                         for name in report.created
                     ]
                 )
-            topics_wait_for_leaders(admin, report.created)
+        # Existing topics too: one created by a run that stopped at TopicsNotReady, or by
+        # another process a moment ago, is not usable before its leaders are elected either.
+        topics_wait_for_leaders(admin, report.created + report.existing)
         if report.existing:
             report.mismatches = _mismatches(admin, report.existing, policy)
         for mismatch in report.mismatches:
@@ -120,7 +122,7 @@ def topics_ensure(
 
 
 class TopicsNotReady(RuntimeError):
-    """Topics just created that still lack a leader for some partition."""
+    """Topics that still lack a leader for some partition."""
 
 
 TOPICS_READY_TIMEOUT_S = 30.0
