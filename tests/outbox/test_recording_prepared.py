@@ -23,14 +23,25 @@ def _postgresql_only():
         pytest.fail("prepared statements are PostgreSQL's: run with DATABASE_URL=postgres://...")
 
 
-def _outbox_statement_executions() -> int:
-    """How often this session ran a prepared statement that inserts into the outbox."""
+def _prepared_outbox_inserts() -> tuple[int, int]:
+    """The prepared statements of this session that insert into the outbox: how many, and how
+    often they ran."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements WHERE statement LIKE %s",
+            "SELECT count(*), coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements"
+            " WHERE statement LIKE %s",
             [f"%INSERT INTO {OutboxEvent._meta.db_table} %"],
         )
-        return int(cursor.fetchone()[0])
+        statements, executions = cursor.fetchone()
+        return int(statements), int(executions)
+
+
+def _outbox_statement_executions() -> int:
+    return _prepared_outbox_inserts()[1]
+
+
+def _prepared_outbox_statements() -> int:
+    return _prepared_outbox_inserts()[0]
 
 
 def _place(key: str, sequences: range, *, aggregate_version: int | None = None) -> None:
@@ -109,15 +120,6 @@ def test_a_savepoint_rolled_back_between_recordings_keeps_the_outer_rows():
         outbox_record(event=SequenceRecorded(product_id="1", sequence=2))
     # then
     assert [row.payload["sequence"] for row in OutboxEvent.objects.order_by("seq")] == [0, 2]
-
-
-def _prepared_outbox_statements() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
-            [f"%INSERT INTO {OutboxEvent._meta.db_table} %"],
-        )
-        return int(cursor.fetchone()[0])
 
 
 def _record_versions(key: str, versions: list[int | None], first_sequence: int) -> None:
