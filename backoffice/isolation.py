@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import psycopg
 from django.db import DatabaseError, DataError, IntegrityError
 from kafka.errors import KafkaError
 
@@ -52,13 +53,20 @@ def error_is_transient(exc: BaseException) -> bool:
     the record)."""
     if isinstance(exc, KafkaError):
         return True
-    if not isinstance(exc, DatabaseError):
+    if isinstance(exc, DatabaseError):
+        driver_error = exc.__cause__  # Django's wrapper of the driver's error
+    elif isinstance(exc, psycopg.Error):
+        # The bulk statements (backoffice/bulk.py) run on the driver's own cursor: its errors
+        # reach here unwrapped, and a lock timeout is no more the data's than through Django.
+        driver_error = exc
+    else:
         return False  # OverflowError, ValueError...: raised by a value on its way to the database
-    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    sqlstate = getattr(driver_error, "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate:
         return sqlstate[:2] not in _DATA_SQLSTATE_CLASSES
-    # SQLite carries no SQLSTATE: "database is locked" is an OperationalError.
-    return not isinstance(exc, DataError | IntegrityError)
+    # No SQLSTATE: SQLite's errors ("database is locked" is an OperationalError), or libpq's
+    # own (the connection lost); a value the driver cannot send is a DataError.
+    return not isinstance(exc, DataError | IntegrityError | psycopg.DataError | psycopg.IntegrityError)
 
 
 @dataclass
