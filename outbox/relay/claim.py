@@ -14,9 +14,10 @@ has them ahead of anything claimed now.
 
 A row that still holds a lease token once its lease expired was *abandoned*: its relay died (or
 outlived its lease) holding it, perhaps killed by sending it. The claim counts that as an attempt,
-marks the row dead once that makes `OUTBOX_MAX_ATTEMPTS`, and ends the batch after the first
-abandoned row it takes, so that a row that kills its relay takes no other row down with it more
-than once. docs/OUTBOX.md, "Claim", has the whole protocol.
+marks the row dead once that makes `OUTBOX_MAX_ATTEMPTS`, and takes it in a batch of its own (a
+batch ends before an abandoned row), so that a row that kills its relay takes no other row down
+with it; the drain sends such a batch only once its batches before are written back (drain.py).
+docs/OUTBOX.md, "Claim", has the whole protocol.
 """
 
 from __future__ import annotations
@@ -256,10 +257,14 @@ def _settle(candidates: list[tuple[int, str, bool, int]]) -> _Settled:
             if settings.OUTBOX_DEAD_BLOCKS_KEY:
                 dead_keys.add(key)
             continue
-        kept.append(seq)
         if was_abandoned:
-            abandoned.append(seq)
-            break  # a suspect row ends the batch: if it kills this relay too, it dies alone
+            # A suspect row is a batch of its own: if it kills this relay too, it dies alone.
+            # Behind other rows it ends the batch before it, and comes first in the next claim.
+            if not kept:
+                kept.append(seq)
+                abandoned.append(seq)
+            break
+        kept.append(seq)
     return _Settled(kept, abandoned, doomed)
 
 

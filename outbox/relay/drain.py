@@ -175,7 +175,11 @@ def _drain(
                     # the next batch is released once this one is written back.
                     claiming = False
                     not_to_send, next_rows = next_rows, []
-                sending = hand_over(next_token, next_rows, next_deadline)
+                # A batch of a row its last relay died holding (claimed while this one was in
+                # flight) waits for this one's write-back: if sending it kills this relay too,
+                # no other batch is held.
+                deferred = any(row.abandoned for row in next_rows)
+                sending = None if deferred else hand_over(next_token, next_rows, next_deadline)
                 outcomes, aborted_now = _acknowledged(sent, flush=sending is None, after_abort=aborted, abort=abort)
                 aborted = aborted or aborted_now
                 if settings.OUTBOX_FAULT_PAUSE_AFTER_SEND:
@@ -197,7 +201,13 @@ def _drain(
                     release(next_token, not_to_send, sent.stopped or "an earlier batch failed")
                 if result.failed or result.dead or aborted:
                     claiming = False  # let backoff work instead of spinning on a failing broker
-                if suspect and claiming and sending is None:
+                if deferred:
+                    if result.failed or result.dead or aborted:
+                        release(next_token, next_rows, "an earlier batch failed")
+                        next_rows = []
+                    else:
+                        sending = hand_over(next_token, next_rows, next_deadline)
+                elif suspect and claiming and sending is None:
                     # The suspect batch is written back: claim the next one now, unpipelined.
                     next_token, next_rows, next_deadline = claim_next(None)
                     sending = hand_over(next_token, next_rows, next_deadline)

@@ -60,7 +60,8 @@ def _expected_claim(rows: list[tuple[int, str, str, str]], *, limit: int, dead_b
     rows neither wait nor are claimed again. Of the claimable rows, each configured topic gets
     up to an equal share of the batch (fair share on), then the oldest of any topic fill it.
     A picked row whose key has an older claimable row left out (on another topic, beyond its
-    share) is dropped. The batch ends at its first row whose lease expired (abandoned)."""
+    share) is dropped. A row whose lease expired (abandoned) is a batch of its own: the batch
+    ends before it, or with it when it comes first."""
     blocked: set[str] = set()
     claimable: list[tuple[int, str, str, str]] = []
     for seq, key, topic, state in sorted(rows):
@@ -84,11 +85,13 @@ def _expected_claim(rows: list[tuple[int, str, str, str]], *, limit: int, dead_b
         for row in picked
         if not any(other[1] == row[1] and other[0] < row[0] and other not in picked for other in claimable)
     ]
-    claimed = []
+    claimed: list[int] = []
     for seq, _, _, state in picked:
-        claimed.append(seq)
         if state == "expired":
+            if not claimed:
+                claimed.append(seq)
             break
+        claimed.append(seq)
     return claimed
 
 
