@@ -49,7 +49,8 @@ def write_back(
 
     Per key in seq order: acknowledged rows are marked published with their partition and offset
     until the first row that was not; a failed row gets `attempts + 1`, its error and a backoff
-    (or is marked dead: a permanent error, or `OUTBOX_MAX_ATTEMPTS` reached); a row never sent
+    (or is marked dead: a permanent error, or `OUTBOX_MAX_ATTEMPTS` reached by an error that is
+    not retriable: an outage of the cluster never kills a row); a row never sent
     (`NotSent`) and the key's later rows are released untouched. Every statement is fenced by the
     claim token: a drain whose rows another relay took over updates nothing (`fenced_out`).
 
@@ -86,7 +87,12 @@ def write_back(
                 row.attempts += 1
                 row.last_error = f"{type(error).__name__}: {error}"[:2000]
                 permanent = isinstance(error, PERMANENT_ERRORS)
-                if permanent or row.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
+                # A retriable error (the broker away, a leader moving, replicas missing, a
+                # timeout) is the cluster's, not the row's: it backs off, however long the
+                # outage, and the row keeps its place in its key's order. A row goes dead for
+                # a permanent error, or for another once its attempts reach the limit.
+                exhausted = row.attempts >= settings.OUTBOX_MAX_ATTEMPTS and not getattr(error, "retriable", False)
+                if permanent or exhausted:
                     row.status = OutboxEvent.Status.DEAD
                     result.dead += 1
                     # A dead row holds its key back only when the setting says so.

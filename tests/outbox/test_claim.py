@@ -7,7 +7,12 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    NotEnoughReplicasError,
+    TopicAuthorizationFailedError,
+)
 from kafka.producer.future import RecordMetadata
 from kafka.structs import TopicPartition
 
@@ -124,17 +129,34 @@ def test_dead_rows_block_their_key_when_the_setting_says_so(settings):
     assert len(claim_batch(token=uuid.uuid4(), limit=100)) == 1
 
 
-def test_too_many_attempts_mark_the_row_dead(settings):
-    settings.OUTBOX_MAX_ATTEMPTS = 2
-    outbox_rows_bulk(topic="t", keys=1, per_key=1)
-    for _ in range(2):
+def _fail_each_claim(times: int, error: Exception) -> OutboxEvent:
+    for _ in range(times):
         OutboxEvent.objects.update(available_at=timezone.now())
         token = uuid.uuid4()
         rows = claim_batch(token=token, limit=10)
-        _write_back(token=token, rows=rows, outcomes={rows[0].seq: KafkaTimeoutError("x")}, result=DrainResult())
-    row = OutboxEvent.objects.get()
+        _write_back(token=token, rows=rows, outcomes={rows[0].seq: error}, result=DrainResult())
+    return OutboxEvent.objects.get()
+
+
+def test_too_many_attempts_mark_the_row_dead(settings):
+    settings.OUTBOX_MAX_ATTEMPTS = 2
+    outbox_rows_bulk(topic="t", keys=1, per_key=1)
+    row = _fail_each_claim(2, TopicAuthorizationFailedError("x"))
     assert row.status == "dead"
     assert row.attempts == 2
+
+
+def test_retriable_failures_count_but_never_mark_the_row_dead(settings):
+    # (the broker away, a timeout, replicas missing: the cluster's fault, however long it lasts)
+    settings.OUTBOX_MAX_ATTEMPTS = 2
+    outbox_rows_bulk(topic="t", keys=1, per_key=1)
+    row = _fail_each_claim(4, KafkaTimeoutError("x"))
+    assert (row.status, row.attempts) == ("pending", 4)
+    row = _fail_each_claim(1, NotEnoughReplicasError("x"))
+    assert (row.status, row.attempts) == ("pending", 5)
+    # and a failure that is not retriable, once the attempts are spent, does
+    row = _fail_each_claim(1, TopicAuthorizationFailedError("x"))
+    assert (row.status, row.attempts) == ("dead", 6)
 
 
 def test_rows_of_this_drains_in_flight_batch_do_not_hold_their_key_back():

@@ -119,6 +119,43 @@ def test_broker_outage_keeps_rows_pending_then_delivers_all_in_order(
     worker.stop()
 
 
+def test_a_broker_outage_longer_than_the_attempts_allowed_kills_no_row(private_broker, kafka_topics, settings):
+    from outbox.relay import relay_drain
+
+    # given 20 rows of 4 keys, few attempts allowed and a short backoff
+    settings.OUTBOX_MAX_ATTEMPTS = 2
+    settings.OUTBOX_BACKOFF_BASE = 0.01
+    settings.OUTBOX_BACKOFF_MAX = 0.02
+    outbox_rows_bulk(topic=kafka_topics["catalog-events"], keys=4, per_key=5)
+    # when the broker is down for more failed drains than OUTBOX_MAX_ATTEMPTS
+    private_broker.stop()
+    producer_reset()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        relay_drain()
+        most = OutboxEvent.objects.order_by("-attempts").values_list("attempts", "status").first()
+        if most is None or most[0] > settings.OUTBOX_MAX_ATTEMPTS or most[1] == "dead":
+            break
+        time.sleep(0.05)
+    # then the failures are counted and backed off, and no row is dead: the cluster's
+    # unavailability is not the row's fault
+    assert not OutboxEvent.objects.filter(status="dead").exists(), list(
+        OutboxEvent.objects.filter(status="dead").values_list("seq", "attempts", "last_error")
+    )
+    assert OutboxEvent.objects.filter(attempts__gt=settings.OUTBOX_MAX_ATTEMPTS).exists()
+    # and once the broker is back every row is published, in order per key
+    private_broker.start()
+    producer_reset()
+    deadline = time.monotonic() + 90
+    while OutboxEvent.objects.filter(status="pending").exists() and time.monotonic() < deadline:
+        relay_drain()
+        time.sleep(0.1)
+    assert OutboxEvent.objects.filter(status="published").count() == 20
+    records = kafka_read_all(kafka_topics["catalog-events"], expected=20, timeout_s=60)
+    for key, sequences in _sequences_by_key(records).items():
+        assert sequences == list(range(5)), key
+
+
 def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subprocess_env, tmp_path):
     from outbox.tasks import relay_drain_task
 
