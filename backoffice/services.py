@@ -11,8 +11,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from backoffice.contract import ContractViolation, event_parse
+from backoffice.isolation import error_is_transient
 from backoffice.models import DeadLetter, InboxEntry
-from backoffice.projections import batch_apply
+from backoffice.projections import DATABASE_REFUSED, batch_apply
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +48,21 @@ def dead_letters_redrive(*, ids: list[int] | None = None) -> RedriveResult:
             letter.save(update_fields=["error"])
             result.still_failing += 1
             continue
-        with transaction.atomic():
-            batch_apply(group=letter.consumer_group, events=[event], poison=[])
-            letter.status = DeadLetter.Status.REDRIVEN
-            letter.redriven_at = timezone.now()
-            letter.save(update_fields=["status", "redriven_at"])
+        try:
+            with transaction.atomic():
+                batch_apply(group=letter.consumer_group, events=[event], poison=[])
+                letter.status = DeadLetter.Status.REDRIVEN
+                letter.redriven_at = timezone.now()
+                letter.save(update_fields=["status", "redriven_at"])
+        except Exception as exc:
+            if error_is_transient(exc):
+                raise  # the database is away: nothing to learn about this letter, stop here
+            # A value the database still refuses: the letter stays open with its message, and
+            # the letters after it are tried all the same.
+            letter.error = f"{DATABASE_REFUSED}: {type(exc).__name__}: {exc}".strip()[:5000]
+            letter.save(update_fields=["error"])
+            result.still_failing += 1
+            continue
         result.redriven += 1
     return result
 
