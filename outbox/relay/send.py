@@ -146,7 +146,9 @@ def acknowledged(
     """
     outcomes = dict(batch.outcomes)
     aborted = False
-    if flush and batch.futures:
+    # After an abort the producer that had this batch is gone: a flush would make a new one
+    # (bootstrapping for up to max_block_ms against a broker that just failed) to flush nothing.
+    if flush and batch.futures and not after_abort and not (abort is not None and abort.is_set()):
         try:
             producer_get().flush(timeout=max(0.0, batch.deadline - time.monotonic()))
         except KafkaError as exc:
