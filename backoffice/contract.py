@@ -272,6 +272,19 @@ def _lines(*, v2: bool) -> Field:
                 converted.append(fields_convert(item, line, ""))
             except ContractViolation as exc:  # `.quantity: ...` -> `[0].quantity: ...`
                 raise ContractViolation(f"[{n}]{exc}") from None
+            if v2:
+                # What the line sold for, by definition (orders/events.py): the sales ledger adds
+                # it at confirmation and takes quantity x unit_price off at cancellation, so one
+                # that disagreed would leave the product's sales amount wrong for good.
+                found = converted[-1]
+                try:
+                    expected = (found["quantity"] * found["unit_price"]).quantize(_CENT)
+                except ArithmeticError:  # past the decimal context's precision: no amount to sell
+                    raise ContractViolation(f"[{n}].subtotal: quantity x unit_price is out of range") from None
+                if found["subtotal"] != expected:
+                    raise ContractViolation(
+                        f"[{n}].subtotal: {found['subtotal']} is not quantity x unit_price ({expected})"
+                    )
         return converted
 
     example = {name: spec.example for name, spec in line.items()}

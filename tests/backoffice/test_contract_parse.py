@@ -127,3 +127,24 @@ def test_a_payload_checked_from_a_dict_still_has_its_strings_checked():
     payload = json.loads(view("3").value)
     with pytest.raises(ContractViolation, match="NUL character"):
         payload_check("ProductViewed", 1, {**payload, "note": "a\x00b"})
+
+
+@pytest.mark.parametrize("subtotal", ["10.01", "0.00", "-10.00", "1000.00"])
+def test_a_v2_line_whose_subtotal_is_not_its_quantity_times_its_price_is_refused(subtotal):
+    # (the ledger of sales adds a line's subtotal when the order is confirmed and takes off
+    # quantity x unit price when it is cancelled: a subtotal that disagrees would leave the
+    # product's sales amount wrong for good)
+    confirmed = order_event("OrderConfirmed", "50", [("3", 2, "5.00"), ("4", 1, "1.50")])
+    payload = json.loads(confirmed.value)
+    assert payload["lines"][0]["subtotal"] == "10.00"
+    payload["lines"][0]["subtotal"] = subtotal
+    with pytest.raises(ContractViolation, match=r"lines\[0\]\.subtotal: .* is not quantity x unit_price \(10\.00\)"):
+        _parse(_with_value(confirmed, json.dumps(payload).encode()))
+
+
+def test_a_v2_line_whose_subtotal_is_its_quantity_times_its_price_in_any_notation_is_read():
+    confirmed = order_event("OrderConfirmed", "50", [("3", 2, "5.00")])
+    payload = json.loads(confirmed.value)
+    payload["lines"][0]["subtotal"] = "10"
+    event = _parse(_with_value(confirmed, json.dumps(payload).encode()))
+    assert event.payload["lines"][0]["subtotal"] == Decimal("10.00")
