@@ -219,15 +219,21 @@ def claim_batch(
     `min_age_s`: only rows due for at least that long (the Celery beat drain beside a relay
     loop: what just committed is the loop's, tasks.py).
     """
-    now = now or timezone.now()
-    due = now - timedelta(seconds=min_age_s)
     # No batch in flight: a token no row holds keeps the SQL free of NULL comparisons.
     in_flight = in_flight or uuid.uuid4()
-    expires = now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL)
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            return _pg_claim(token=token, limit=limit, now=now, due=due, in_flight=in_flight, expires=expires)
-        return _sqlite_claim(token=token, limit=limit, now=now, due=due, in_flight=in_flight, expires=expires)
+            return _pg_claim(token=token, limit=limit, now=now, min_age_s=min_age_s, in_flight=in_flight)
+        # SQLite: one host, one drain at a time (sqlite_lock.py): the host's clock is the clock.
+        now = now or timezone.now()
+        return _sqlite_claim(
+            token=token,
+            limit=limit,
+            now=now,
+            due=now - timedelta(seconds=min_age_s),
+            in_flight=in_flight,
+            expires=now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL),
+        )
 
 
 ABANDONED = "the relay died (or outlived its lease) while holding this row"
@@ -283,7 +289,7 @@ def _dead_reason(attempts: int | str) -> str:
 
 
 def _pg_claim(
-    *, token: uuid.UUID, limit: int, now: datetime, due: datetime, in_flight: uuid.UUID, expires: datetime
+    *, token: uuid.UUID, limit: int, now: datetime | None, min_age_s: float, in_flight: uuid.UUID
 ) -> list[ClaimedRow]:
     with connection.cursor() as cursor:
         # The claim's one right plan: ordered index scans that stop at the limit, each per-key
@@ -294,10 +300,17 @@ def _pg_claim(
         # JIT off: the planner cannot tell that the ordered scans stop at the limit, estimates
         # the per-key probes over the whole backlog, and would compile the claim (150 ms) to
         # save microseconds.
+        # set_config(..., true) is SET LOCAL. In the same round trip, the database's clock: every
+        # relay's leases and due times read one clock, whatever its host's says (a relay whose
+        # clock ran ahead would take over live leases; one behind would leave due rows waiting).
         cursor.execute(
-            "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; "
-            "SET LOCAL jit = off"
+            "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
+            "set_config('enable_sort', 'off', true), set_config('jit', 'off', true), statement_timestamp()"
         )
+        database_now = cursor.fetchone()[-1]
+        now = now or database_now
+        due = now - timedelta(seconds=min_age_s)
+        expires = now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL)
         # SKIP LOCKED: concurrent relays take disjoint rows. The partial indexes on pending rows
         # by seq (and by topic, seq) yield them oldest first: each scan stops after its limit.
         params = {"now": now, "due": due, "in_flight": in_flight}
@@ -478,13 +491,14 @@ def claim_quick(
     """
     if connection.vendor != "postgresql":
         return claim_batch(token=token, limit=limit, now=now, in_flight=in_flight)
-    now = now or timezone.now()
     in_flight = in_flight or uuid.uuid4()
-    expires = now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL)
     unfinished = f"b.status <> 'published' AND lower(b.status) IN ({_blocking_statuses_sql()})"
     not_ours = "(b.claim_token IS NULL OR b.claim_token <> %(in_flight)s)"
+    # The database's clock (statement_timestamp()), as in `claim_batch`: one clock for every
+    # relay. `now` only where a caller passes one.
+    database_now = "coalesce(%(now)s::timestamptz, statement_timestamp())"
     # What this claim may take: pending, due and holding no lease token (live or expired).
-    claimable = "{t}.status = 'pending' AND {t}.available_at <= %(now)s AND {t}.claim_token IS NULL"
+    claimable = "{t}.status = 'pending' AND {t}.available_at <= " + database_now + " AND {t}.claim_token IS NULL"
     # The per-key checks are scalar subqueries, not NOT EXISTS: the planner cannot turn them into
     # anti-joins over the whole table (what `claim_batch` prevents with its SET LOCALs, two more
     # round trips here); each stays a probe of the (key, seq) index. The first, per candidate,
@@ -506,14 +520,15 @@ def claim_quick(
         f"(SELECT min(b.seq + 0) FROM {_TABLE} b WHERE b.key = k.key AND (b.key, b.seq) < (k.key, k.last) "
         f"AND {unfinished} AND {not_ours} AND b.seq NOT IN (SELECT seq FROM candidate)) AS seq "
         "FROM (SELECT key, max(seq) AS last FROM candidate GROUP BY key) k) "
-        f"UPDATE {_TABLE} SET claim_token = %(token)s, claim_expires_at = %(expires)s "
+        f"UPDATE {_TABLE} SET claim_token = %(token)s, "
+        f"claim_expires_at = {database_now} + make_interval(secs => %(ttl_s)s) "
         f"FROM candidate c JOIN left_out l ON l.key = c.key WHERE {_TABLE}.seq = c.seq "
         "AND (l.seq IS NULL OR c.seq < l.seq) "
         f"RETURNING {_RETURNING_QUALIFIED}"
     )
     params: dict[str, Any] = {
         "token": token,
-        "expires": expires,
+        "ttl_s": settings.OUTBOX_CLAIM_TTL,
         "now": now,
         "in_flight": in_flight,
         "limit": limit,
@@ -544,7 +559,7 @@ def claim_quick(
 QUICK_CLAIM_STATEMENT = "outbox_claim_quick"
 _QUICK_CLAIM_PARAMETERS = {
     "token": "uuid",
-    "expires": "timestamptz",
+    "ttl_s": "float8",
     "now": "timestamptz",
     "in_flight": "uuid",
     "limit": "int",

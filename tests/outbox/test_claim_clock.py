@@ -1,0 +1,60 @@
+"""On PostgreSQL the claims read the time from the database, not from the relay's host: a relay
+whose clock runs ahead does not take over another relay's live lease (sending its rows twice,
+and charging them an attempt they did not fail), and one whose clock runs behind does not leave
+due rows waiting. (SQLite: one host, one drain at a time; its claims keep the host's clock.)"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from outbox.models import OutboxEvent
+from outbox.relay import claim_batch
+from outbox.relay.claim import claim_quick
+from tests.outbox.events_for_tests import outbox_rows_bulk
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+SKEW = timedelta(minutes=2)  # past the lease (OUTBOX_CLAIM_TTL, 60 s)
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.fail("the database's clock is PostgreSQL's: run with DATABASE_URL=postgres://...")
+
+
+def _relay_clock_off_by(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> None:
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + offset)
+
+
+def test_a_relay_whose_clock_runs_ahead_does_not_take_over_a_live_lease(monkeypatch):
+    # given rows leased by a relay with a true clock, a minute from their expiry
+    outbox_rows_bulk(topic="t", keys=2, per_key=2)
+    assert len(claim_batch(token=uuid.uuid4(), limit=10)) == 4
+    # when a relay whose clock is two minutes ahead claims
+    _relay_clock_off_by(monkeypatch, SKEW)
+    taken = claim_batch(token=uuid.uuid4(), limit=10)
+    # then it takes nothing, and counts no abandoned attempt
+    assert taken == []
+    assert set(OutboxEvent.objects.values_list("attempts", flat=True)) == {0}
+
+
+@pytest.mark.parametrize("claim", [claim_batch, claim_quick], ids=["full claim", "quick claim"])
+def test_a_relay_whose_clock_runs_behind_claims_what_is_due(monkeypatch, claim):
+    # given rows recorded and due now
+    outbox_rows_bulk(topic="t", keys=2, per_key=2)
+    # when a relay whose clock is two minutes behind claims
+    _relay_clock_off_by(monkeypatch, -SKEW)
+    taken = claim(token=uuid.uuid4(), limit=10)
+    # then it takes them, under a lease that lasts OUTBOX_CLAIM_TTL from the database's now
+    assert len(taken) == 4
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT min(claim_expires_at - statement_timestamp()) FROM outbox_outboxevent")
+        (left,) = cursor.fetchone()
+    assert timedelta(seconds=50) < left <= timedelta(seconds=60)
