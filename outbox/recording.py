@@ -43,6 +43,11 @@ _COLUMNS = (
     "available_at",
 )
 _CONSTANTS = {"status": "'pending'", "attempts": "0", "last_error": "''"}
+# On PostgreSQL a new row is due from the database's clock, the one the relays' claims read
+# (outbox/relay/claim.py): an application host whose clock runs ahead would otherwise record
+# rows that no relay takes before its clock's time. SQLite is one host: its clock.
+_COLUMNS_POSTGRESQL = _COLUMNS[:-1]
+_CONSTANTS_POSTGRESQL = {**_CONSTANTS, "available_at": "statement_timestamp()"}
 
 
 def _field_of(name: str) -> Field[Any, Any]:
@@ -60,14 +65,18 @@ def _column(name: str) -> str:
     return column
 
 
-def _insert_sql(rows: int) -> str:
+def _insert_sql(rows: int, *, postgresql: bool) -> str:
     meta = OutboxEvent._meta
-    columns = ", ".join(_column(name) for name in (*_COLUMNS, *_CONSTANTS))
-    placeholders = "(" + ", ".join(["%s"] * len(_COLUMNS) + list(_CONSTANTS.values())) + ")"
+    values, constants = (_COLUMNS_POSTGRESQL, _CONSTANTS_POSTGRESQL) if postgresql else (_COLUMNS, _CONSTANTS)
+    columns = ", ".join(_column(name) for name in (*values, *constants))
+    placeholders = "(" + ", ".join(["%s"] * len(values) + list(constants.values())) + ")"
     return f"INSERT INTO {meta.db_table} ({columns}) VALUES " + ", ".join([placeholders] * rows)
 
 
-_INSERT_SQL = {rows: _insert_sql(rows) for rows in range(1, 9)}
+# (on PostgreSQL, rows) -> the INSERT of that many rows.
+_INSERT_SQL = {
+    (postgresql, rows): _insert_sql(rows, postgresql=postgresql) for postgresql in (False, True) for rows in range(1, 9)
+}
 # PostgreSQL with the NOTIFY wake-up: the same INSERT as a data-modifying CTE whose statement
 # notifies the relay loop, so the wake-up costs no round trip of its own. PostgreSQL delivers
 # the notification at commit (never on rollback, nor for a rolled-back savepoint) and folds
@@ -77,7 +86,8 @@ _INSERT_SQL = {rows: _insert_sql(rows) for rows in range(1, 9)}
 _INSERT_NOTIFY_SQL = {
     rows: f"WITH _outbox_rows AS ({sql} RETURNING {OutboxEvent._meta.pk.column}) "
     f"SELECT pg_notify('{CHANNEL}', (SELECT min({OutboxEvent._meta.pk.column}) FROM _outbox_rows) || ' ' || %s)"
-    for rows, sql in _INSERT_SQL.items()
+    for (postgresql, rows), sql in _INSERT_SQL.items()
+    if postgresql
 }
 
 
@@ -219,14 +229,16 @@ def _preparing_cursor_class() -> type:
 
 def _insert(rows: list[list[Any]], connection: Any, *, using: str) -> None:
     notify = wakeup_mode(using) == "notify"
+    postgresql = connection.vendor == "postgresql"
+    width = len(_COLUMNS_POSTGRESQL) if postgresql else len(_COLUMNS)  # PostgreSQL: no available_at
     with _recording_cursor(connection) as cursor:
         for start in range(0, len(rows), 8):
             chunk = rows[start : start + 8]
-            params = [value for row in chunk for value in row]
+            params = [value for row in chunk for value in row[:width]]
             if notify and start == 0:  # one notification per statement batch is enough
                 cursor.execute(_INSERT_NOTIFY_SQL[len(chunk)], [*params, str(chunk[0][0])])
             else:
-                cursor.execute(_INSERT_SQL[len(chunk)], params)
+                cursor.execute(_INSERT_SQL[postgresql, len(chunk)], params)
 
 
 def outbox_record(*, event: DomainEvent, using: str = "default") -> None:

@@ -1,7 +1,8 @@
 """On PostgreSQL the claims read the time from the database, not from the relay's host: a relay
 whose clock runs ahead does not take over another relay's live lease (sending its rows twice,
 and charging them an attempt they did not fail), and one whose clock runs behind does not leave
-due rows waiting. (SQLite: one host, one drain at a time; its claims keep the host's clock.)"""
+due rows waiting; a row recorded on a host whose clock runs ahead is due from the database's
+clock too. (SQLite: one host, one drain at a time; it keeps the host's clock.)"""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from outbox.models import OutboxEvent
+from outbox.recording import outbox_record
 from outbox.relay import claim_batch
 from outbox.relay.claim import claim_quick
-from tests.outbox.events_for_tests import outbox_rows_bulk
+from tests.outbox.events_for_tests import SequenceRecorded, outbox_rows_bulk
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -58,3 +60,20 @@ def test_a_relay_whose_clock_runs_behind_claims_what_is_due(monkeypatch, claim):
         cursor.execute("SELECT min(claim_expires_at - statement_timestamp()) FROM outbox_outboxevent")
         (left,) = cursor.fetchone()
     assert timedelta(seconds=50) < left <= timedelta(seconds=60)
+
+
+@pytest.mark.parametrize("claim", [claim_batch, claim_quick], ids=["full claim", "quick claim"])
+def test_a_row_recorded_on_a_host_whose_clock_runs_ahead_is_due_at_once(monkeypatch, claim):
+    # given an event recorded on an application host whose clock is two minutes ahead
+    _relay_clock_off_by(monkeypatch, SKEW)
+    with transaction.atomic():
+        outbox_record(event=SequenceRecorded(product_id="1", sequence=0))
+    monkeypatch.undo()
+    # when a relay with a true clock claims at once
+    taken = claim(token=uuid.uuid4(), limit=10)
+    # then the row is due: it keeps the host's occurred_at (the event's time), and is due from
+    # the database's clock
+    assert len(taken) == 1
+    row = OutboxEvent.objects.get()
+    assert row.occurred_at > timezone.now() + SKEW / 2
+    assert row.available_at <= timezone.now()
