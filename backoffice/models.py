@@ -120,12 +120,18 @@ class DeadLetter(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     created_at = models.DateTimeField(auto_now_add=True)
     redriven_at = models.DateTimeField(null=True, blank=True)
+    # SHA-256 of the record's key, value and headers (PoisonRecord.digest): with its coordinates,
+    # what makes a letter once per record. The coordinates alone are not enough: a recreated
+    # topic starts its offsets again, and its record at an offset that already has a letter
+    # would be dropped as a redelivery of the old one.
+    record_digest = models.CharField(max_length=64, default="", editable=False)
 
     class Meta:
         ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["consumer_group", "topic", "partition", "offset"], name="deadletter_once_per_record"
+                fields=["consumer_group", "topic", "partition", "offset", "record_digest"],
+                name="deadletter_once_per_record",
             )
         ]
 

@@ -9,6 +9,7 @@ and is retried, then finds the ids already handled.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,19 @@ class PoisonRecord:
     def error_kind(self) -> str:
         """A bounded label of the reason, for the metrics."""
         return "DatabaseRefused" if self.error.startswith(DATABASE_REFUSED) else "ContractViolation"
+
+    def digest(self) -> str:
+        """SHA-256 of the key, value and headers (each length-prefixed): the same record
+        delivered again has the same, another record at the same offset (a recreated topic)
+        another."""
+        found = hashlib.sha256()
+        for part in (self.key, self.value, *(item for name, raw in self.headers for item in (name, raw))):
+            if part is None:
+                found.update(b"\xff" * 8)  # a null: no length prefix looks like it
+            else:
+                data = part if isinstance(part, bytes) else str(part).encode()
+                found.update(len(data).to_bytes(8, "big") + data)
+        return found.hexdigest()
 
     def headers_as_json(self) -> list[list[str]]:
         # jsonb holds no NUL: such a byte is kept as four characters, backslash x 0 0 (the
@@ -260,6 +274,7 @@ def batch_apply(
                         value=p.value,
                         headers=p.headers_as_json(),
                         error=p.error[:5000].replace("\x00", "\\x00"),
+                        record_digest=p.digest(),
                     )
                     for p in poison
                 ],

@@ -1,0 +1,34 @@
+"""The DeadLetter row of each poison record: one per record however often its batch is applied
+(a redelivery), and one for each record, also where a recreated topic puts another record at
+an offset that already has a letter (its offsets start again at 0)."""
+
+from __future__ import annotations
+
+import pytest
+
+from backoffice.models import DeadLetter
+from backoffice.projections import PoisonRecord, batch_apply
+
+pytestmark = pytest.mark.django_db
+
+
+def _poison(value: bytes) -> PoisonRecord:
+    return PoisonRecord("catalog-events", 0, 5, b"3", value, [("event_id", b"x")], "record is not JSON")
+
+
+def test_a_poison_record_delivered_again_is_one_dead_letter():
+    batch_apply(group="g", events=[], poison=[_poison(b"not json")])
+    batch_apply(group="g", events=[], poison=[_poison(b"not json")])
+    assert DeadLetter.objects.count() == 1
+
+
+def test_another_record_at_the_offset_of_a_dead_letter_is_a_dead_letter_too():
+    # given a dead letter at offset 5 of partition 0
+    batch_apply(group="g", events=[], poison=[_poison(b"not json")])
+    # when the topic is recreated and another poison record lands at the same offset
+    batch_apply(group="g", events=[], poison=[_poison(b"{also not valid")])
+    # then both are dead letters: the second is kept, not dropped as a duplicate of the first
+    assert sorted(bytes(letter.value) for letter in DeadLetter.objects.all() if letter.value is not None) == [
+        b"not json",
+        b"{also not valid",
+    ]
