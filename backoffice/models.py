@@ -124,7 +124,9 @@ class DeadLetter(models.Model):
     # what makes a letter once per record. The coordinates alone are not enough: a recreated
     # topic starts its offsets again, and its record at an offset that already has a letter
     # would be dropped as a redelivery of the old one.
-    record_digest = models.CharField(max_length=64, default="", editable=False)
+    # db_default: a consumer of the release before, still running after `migrate`, inserts
+    # letters without it.
+    record_digest = models.CharField(max_length=64, default="", db_default="", editable=False)
 
     class Meta:
         ordering = ["-id"]

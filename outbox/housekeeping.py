@@ -11,6 +11,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from outbox.models import OutboxEvent
+from outbox.relay.write_back import clock_now
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def outbox_requeue(*, event_ids: list[str] | None = None) -> int:
     return dead.update(
         status=OutboxEvent.Status.PENDING,
         attempts=0,
-        available_at=timezone.now(),
+        available_at=clock_now(),  # the clock the claims read (the database's on PostgreSQL)
         claim_token=None,
         claim_expires_at=None,
     )

@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="deadletter",
             name="record_digest",
-            field=models.CharField(default="", editable=False, max_length=64),
+            field=models.CharField(db_default="", default="", editable=False, max_length=64),
         ),
         migrations.AddConstraint(
             model_name="deadletter",

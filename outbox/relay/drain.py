@@ -16,7 +16,7 @@ from outbox.relay.rows import ClaimedRow, DrainResult, NotSent
 from outbox.relay.send import SentBatch, acknowledged as _acknowledged, send as _send
 from outbox.relay.sqlite_lock import single_relay_on_sqlite as _single_relay_on_sqlite
 from outbox.relay.stopping import relay_stop_requested
-from outbox.relay.write_back import write_back as _write_back
+from outbox.relay.write_back import hand_back_abandoned as _hand_back_abandoned, write_back as _write_back
 
 logger = logging.getLogger("outbox.relay")
 
@@ -203,7 +203,12 @@ def _drain(
                     claiming = False  # let backoff work instead of spinning on a failing broker
                 if deferred:
                     if result.failed or result.dead or aborted:
-                        release(next_token, next_rows, "an earlier batch failed")
+                        # Not sent: the suspect row goes back as it was found (abandoned, its
+                        # attempt not counted), to be taken alone again.
+                        _hand_back_abandoned(token=next_token, rows=[row for row in next_rows if row.abandoned])
+                        others = [row for row in next_rows if not row.abandoned]
+                        if others:
+                            release(next_token, others, "an earlier batch failed")
                         next_rows = []
                     else:
                         sending = hand_over(next_token, next_rows, next_deadline)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from commerce.observability.telemetry import relay_send_span_start, telemetry_enabled
 from outbox.kafka import DeliveryFuture, producer_get, producer_reset
@@ -165,7 +165,9 @@ def acknowledged(
             outcomes[seq] = NotSent("the producer was dropped after an earlier failure")
         else:
             error = future.exception if future.is_done else None
-            outcomes[seq] = error or KafkaError("not acknowledged before the deadline")
+            # No answer in time: a timeout, retriable (the cluster is slow or short of
+            # replicas), never the row's fault, so it never makes the row dead.
+            outcomes[seq] = error or KafkaTimeoutError("not acknowledged before the deadline")
             aborted = True
             if abort is not None:
                 abort.set()  # before the producer goes: the next batch's send stops first

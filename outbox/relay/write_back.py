@@ -7,13 +7,14 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
-from kafka.errors import KafkaError
+from kafka.errors import KafkaTimeoutError
 
 from commerce.observability.telemetry import relay_send_span_end
 from commerce.tracing import trace_context
@@ -64,6 +65,7 @@ def write_back(
     """
     blocked_keys = set() if blocked_keys is None else blocked_keys
     now = timezone.now()
+    retry_from: datetime | None = None  # the backoff's start, read once if a row failed
     published: list[ClaimedRow] = []
     failed: list[ClaimedRow] = []
     released: list[int] = []
@@ -83,7 +85,7 @@ def write_back(
                 blocked = True
                 blocked_keys.add(key)
             elif isinstance(outcome, BaseException) or outcome is None:
-                error = outcome or KafkaError("no outcome")
+                error = outcome or KafkaTimeoutError("no outcome")
                 row.attempts += 1
                 row.last_error = f"{type(error).__name__}: {error}"[:2000]
                 permanent = isinstance(error, PERMANENT_ERRORS)
@@ -98,7 +100,8 @@ def write_back(
                     # A dead row holds its key back only when the setting says so.
                     blocked = settings.OUTBOX_DEAD_BLOCKS_KEY
                 else:
-                    row.available_at = now + timedelta(seconds=backoff_seconds(row.attempts))
+                    retry_from = retry_from or clock_now()
+                    row.available_at = retry_from + timedelta(seconds=backoff_seconds(row.attempts))
                     result.failed += 1
                     blocked = True
                 if blocked:
@@ -172,6 +175,34 @@ def write_back(
         outcomes=outcomes,
         spans=spans,
         acked_at=now,
+    )
+
+
+def clock_now() -> datetime:
+    """Now on the clock the claims read: the database's on PostgreSQL (a relay or an operator
+    whose host clock is off would otherwise make a backoff or a requeue late, or no backoff at
+    all), the host's on SQLite (one host)."""
+    if connection.vendor != "postgresql":
+        return timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        found: datetime = cursor.fetchone()[0]
+        return found
+
+
+# A lease that ran out long ago: an abandoned row handed back reads as abandoned on any clock.
+_LONG_EXPIRED = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def hand_back_abandoned(*, token: uuid.UUID, rows: list[ClaimedRow]) -> int:
+    """Give back abandoned rows this drain claimed and never sent, as the claim found them:
+    under a lease token whose lease ran out, without the attempt their takeover counted. The next
+    claim takes each alone again (a release would clear the token and make it a row like any
+    other, sent in a full batch). Fenced by the token; returns the rows handed back."""
+    if not rows:
+        return 0
+    return OutboxEvent.objects.filter(claim_token=token, seq__in=[row.seq for row in rows]).update(
+        claim_token=uuid.uuid4(), claim_expires_at=_LONG_EXPIRED, attempts=F("attempts") - 1
     )
 
 

@@ -5,6 +5,8 @@ an offset that already has a letter (its offsets start again at 0)."""
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from backoffice.models import DeadLetter
 from backoffice.projections import PoisonRecord, batch_apply
@@ -32,3 +34,15 @@ def test_another_record_at_the_offset_of_a_dead_letter_is_a_dead_letter_too():
         b"not json",
         b"{also not valid",
     ]
+
+
+def test_a_letter_inserted_without_a_digest_by_the_release_before_is_stored():
+    # (a consumer of the release before, still running after `migrate`, knows no record_digest)
+    columns = ["consumer_group", "topic", "partition", "offset", "headers", "error", "status", "created_at"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {DeadLetter._meta.db_table} ({', '.join(connection.ops.quote_name(c) for c in columns)}) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            ["g", "catalog-events", 0, 5, "[]", "record is not JSON", "open", timezone.now()],
+        )
+    assert DeadLetter.objects.get().record_digest == ""

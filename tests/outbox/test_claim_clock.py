@@ -10,12 +10,15 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection, transaction
 from django.utils import timezone
+from kafka.errors import KafkaTimeoutError
 
+from outbox.housekeeping import outbox_requeue
 from outbox.models import OutboxEvent
 from outbox.recording import outbox_record
-from outbox.relay import claim_batch
+from outbox.relay import DrainResult, claim_batch, write_back
 from outbox.relay.claim import claim_quick
 from tests.outbox.events_for_tests import SequenceRecorded, outbox_rows_bulk
 
@@ -77,3 +80,31 @@ def test_a_row_recorded_on_a_host_whose_clock_runs_ahead_is_due_at_once(monkeypa
     row = OutboxEvent.objects.get()
     assert row.occurred_at > timezone.now() + SKEW / 2
     assert row.available_at <= timezone.now()
+
+
+def test_a_failed_row_backs_off_from_the_database_clock(monkeypatch):
+    # given a row claimed by a relay whose clock is two minutes behind
+    monkeypatch.setattr(django_settings, "OUTBOX_BACKOFF_BASE", 0.5)
+    monkeypatch.setattr(django_settings, "OUTBOX_BACKOFF_MAX", 0.5)
+    outbox_rows_bulk(topic="t", keys=1, per_key=1)
+    _relay_clock_off_by(monkeypatch, -SKEW)
+    token = uuid.uuid4()
+    (row,) = claim_batch(token=token, limit=10)
+    # when its send fails
+    write_back(token=token, rows=[row], outcomes={row.seq: KafkaTimeoutError("x")}, result=DrainResult())
+    # then it waits its backoff from the database's now, not from two minutes ago
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT available_at - statement_timestamp() FROM outbox_outboxevent")
+        (wait,) = cursor.fetchone()
+    assert timedelta(seconds=0) < wait <= timedelta(seconds=0.5)
+
+
+def test_a_row_requeued_by_a_host_whose_clock_runs_ahead_is_due_at_once(monkeypatch):
+    # given a dead row requeued from a host whose clock is two minutes ahead
+    outbox_rows_bulk(topic="t", keys=1, per_key=1)
+    OutboxEvent.objects.update(status="dead", attempts=12)
+    _relay_clock_off_by(monkeypatch, SKEW)
+    assert outbox_requeue() == 1
+    monkeypatch.undo()
+    # then a relay with a true clock takes it at once
+    assert len(claim_batch(token=uuid.uuid4(), limit=10)) == 1

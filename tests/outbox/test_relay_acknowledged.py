@@ -10,7 +10,7 @@ import uuid
 from typing import Any, cast
 
 import pytest
-from kafka.errors import IllegalStateError
+from kafka.errors import IllegalStateError, KafkaTimeoutError
 
 from outbox.kafka import DeliveryFuture
 from outbox.relay import send as send_module
@@ -63,3 +63,24 @@ def test_the_last_batch_of_a_drain_whose_send_was_aborted_is_not_flushed_by_a_ne
     abort.set()  # an earlier batch failed while this one was being sent
     acknowledged(_batch(), flush=True, abort=abort)
     assert made == []
+
+
+class _Unanswered:
+    """A delivery future the broker never answered (a partition short of in-sync replicas: the
+    producer retries inside until its delivery timeout, past the batch's deadline)."""
+
+    is_done = False
+    exception = None
+    value = None
+
+    def get(self, timeout: float | None = None) -> Any:
+        raise KafkaTimeoutError("still waiting")
+
+
+def test_a_row_not_acknowledged_by_its_deadline_failed_with_a_retriable_error():
+    # (a retriable error never makes a row dead: a partial outage of the cluster must not)
+    futures = cast(dict[int, DeliveryFuture], {1: _Unanswered()})
+    outcomes, aborted = acknowledged(SentBatch(uuid.uuid4(), [], futures, {}, time.monotonic() - 1), flush=False)
+    assert aborted
+    assert isinstance(outcomes[1], KafkaTimeoutError)
+    assert outcomes[1].retriable

@@ -9,11 +9,12 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from kafka.errors import KafkaTimeoutError
 
 from outbox.kafka import producer_reset
 from outbox.models import OutboxEvent
 from outbox.relay import claim_batch, drain, relay_drain
-from outbox.relay.send import send as relay_send
+from outbox.relay.send import acknowledged as relay_acknowledged, send as relay_send
 from tests.outbox.events_for_tests import outbox_rows_bulk
 
 
@@ -67,3 +68,34 @@ def test_an_abandoned_row_claimed_while_a_batch_is_in_flight_waits_for_its_write
     assert held_when_sent == []
     assert result.published == 40
     assert not OutboxEvent.objects.exclude(status="published").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_an_abandoned_row_not_sent_because_the_batch_before_failed_stays_a_suspect(kafka_topics, monkeypatch):
+    producer_reset()
+    # given the backlog above, and the batch in flight when the abandoned row is claimed failing
+    rows = outbox_rows_bulk(topic=kafka_topics["catalog-events"], keys=40, per_key=1)
+    suspect, failing = rows[15], rows[12]
+    _abandon(suspect)
+
+    def acknowledged_with_a_failure(sent, **kwargs):
+        outcomes, aborted = relay_acknowledged(sent, **kwargs)
+        if any(row.seq == failing.seq for row in sent.rows):
+            outcomes[failing.seq] = KafkaTimeoutError("the broker did not answer")
+        return outcomes, aborted
+
+    monkeypatch.setattr(drain, "_acknowledged", acknowledged_with_a_failure)
+    try:
+        # when the drain runs, and stops at the failure
+        result = relay_drain(batch_size=10)
+    finally:
+        producer_reset()
+    assert result.failed == 1
+    # then the abandoned row was not sent and is handed back as it was found: under an expired
+    # lease, its takeover's attempt not counted
+    row = OutboxEvent.objects.get(seq=suspect.seq)
+    assert (row.status, row.attempts, row.claim_token is not None) == ("pending", 0, True)
+    # and the next claim takes it alone again, counting the attempt then
+    again = claim_batch(token=uuid.uuid4(), limit=100)
+    assert [(r.seq, r.abandoned, r.attempts) for r in again] == [(suspect.seq, True, 1)]
