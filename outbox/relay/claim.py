@@ -495,8 +495,9 @@ def claim_quick(
     unfinished = f"b.status <> 'published' AND lower(b.status) IN ({_blocking_statuses_sql()})"
     not_ours = "(b.claim_token IS NULL OR b.claim_token <> %(in_flight)s)"
     # The database's clock (statement_timestamp()), as in `claim_batch`: one clock for every
-    # relay. `now` only where a caller passes one.
-    database_now = "coalesce(%(now)s::timestamptz, statement_timestamp())"
+    # relay. `now` only where a caller passes one (tests), in a statement text of its own: the
+    # production statement reads the clock directly, with no parameter that is always null.
+    database_now = "statement_timestamp()" if now is None else "%(now)s::timestamptz"
     # What this claim may take: pending, due and holding no lease token (live or expired).
     claimable = "{t}.status = 'pending' AND {t}.available_at <= " + database_now + " AND {t}.claim_token IS NULL"
     # The per-key checks are scalar subqueries, not NOT EXISTS: the planner cannot turn them into
