@@ -130,7 +130,7 @@ def metrics_upsert(effects: Effects, *, now: datetime) -> list[str]:
             # A version <= 0 is never applied (a new row starts at version 0, as in the ORM path).
             "SELECT e.product_id, e.likes, e.views, e.quantity, e.amount, "
             "CASE WHEN e.stock_version > 0 THEN e.stock END, greatest(e.stock_version, 0), %s "
-            "FROM unnest(%b::text[], %b::integer[], %b::integer[], %b::integer[], %b::numeric[], "
+            "FROM unnest(%b::text[], %b::integer[], %b::integer[], %b::bigint[], %b::numeric[], "
             "%b::integer[], %b::integer[]) "
             "AS e(product_id, likes, views, quantity, amount, stock, stock_version) "
             "ON CONFLICT (product_id) DO UPDATE SET "

@@ -35,8 +35,11 @@ class ProductMetrics(models.Model):
     product_id = models.CharField(max_length=64, unique=True)
     like_count = models.IntegerField(default=0)
     view_count = models.IntegerField(default=0)
-    sales_quantity = models.IntegerField(default=0)
-    sales_amount = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0.00"))
+    # Sums of every sale: wider than the values the contract lets one record carry (an integer,
+    # numeric(14,2)), so that no sum of valid records overflows. With the record's own width,
+    # one record at the bound made every later sale of the product overflow and be dead-lettered.
+    sales_quantity = models.BigIntegerField(default=0)
+    sales_amount = models.DecimalField(max_digits=20, decimal_places=2, default=Decimal("0.00"))
     stock = models.IntegerField(null=True, blank=True)
     stock_version = models.IntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
@@ -66,7 +69,7 @@ class OrderLedger(models.Model):
     # The aggregate_version of the event whose state the row holds; 0 for a row that so far
     # knows only a refund (its state fields are placeholders until the order's events come).
     aggregate_version = models.BigIntegerField(default=0)
-    refund_due = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0.00"))
+    refund_due = models.DecimalField(max_digits=20, decimal_places=2, default=Decimal("0.00"))  # a sum, as above
     refund_reason = models.CharField(max_length=200, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 

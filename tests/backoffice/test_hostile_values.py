@@ -126,27 +126,48 @@ def test_with_the_id_length_bound_off_an_id_longer_than_its_column_is_isolated(m
         assert ProductMetrics.objects.get(product_id=long_id).like_count == 1
 
 
-def test_a_counter_that_overflows_only_once_summed_is_isolated():
-    # given two orders whose quantities each fit an integer column, but not their sum
-    big = contract.INTEGER_MAX
+def test_sales_at_the_contracts_bounds_sum_without_overflow():
+    # given two orders of one product, each line at the largest quantity and amount the contract
+    # lets a record carry (an integer, numeric(14,2)), then an ordinary one
+    big, most = contract.INTEGER_MAX, Decimal("999999999999.99")
     records = [
-        order_event("OrderConfirmed", "1", [("3", big, "0.01")]),
+        order_event("OrderConfirmed", "1", [("3", big, "0.00")]),
+        order_event("OrderConfirmed", "2", [("3", 1, str(most))]),
+        order_event("OrderConfirmed", "3", [("3", big, "0.00")]),
+        order_event("OrderConfirmed", "4", [("3", 1, str(most))]),
+        order_event("OrderConfirmed", "5", [("3", 2, "5.00")]),
+    ]
+    # when they are applied
+    outcome, _ = _apply(consumed(records))
+    # then every one is counted: the sums are wider than their terms (before, one record at the
+    # bound made every later sale of the product overflow and be dead-lettered)
+    assert (outcome.applied, outcome.dead_lettered) == (5, 0)
+    metrics = ProductMetrics.objects.get(product_id="3")
+    assert (metrics.sales_quantity, metrics.sales_amount) == (2 * big + 4, 2 * most + Decimal("10.00"))
+
+
+def test_a_counter_that_overflows_only_once_summed_is_isolated(monkeypatch):
+    # given a contract loosened to let 2**62 through, and two orders whose quantities each fit
+    # the sum's column (bigint), but not their sum
+    monkeypatch.setattr(contract, "INTEGER_MAX", 2**63 - 1)
+    big = 2**62
+    records = [
+        order_event("OrderConfirmed", "1", [("3", big, "0.00")]),
         view("3"),
-        order_event("OrderConfirmed", "2", [("3", big, "0.01")]),
+        order_event("OrderConfirmed", "2", [("3", big, "0.00")]),
         view("3"),
     ]
     # when they come in one batch
     outcome, _ = _apply(consumed(records))
-    metrics = ProductMetrics.objects.get(product_id="3")
-    if connection.vendor == "postgresql":
-        # then the second order, the one that overflows, is the dead letter; the rest applied
-        assert (outcome.applied, outcome.dead_lettered) == (3, 1)
-        assert DeadLetter.objects.get().offset == 2
-        assert (metrics.sales_quantity, metrics.view_count) == (big, 2)
-    else:
-        # (SQLite integers hold 64 bits: the sum fits)
+    if connection.vendor != "postgresql":
+        # (SQLite, the laptop's default, turns an integer sum past 64 bits into a real: no error)
         assert (outcome.applied, outcome.dead_lettered) == (4, 0)
-        assert (metrics.sales_quantity, metrics.view_count) == (2 * big, 2)
+        return
+    # then the second order, the one that overflows, is the dead letter; the rest applied
+    assert (outcome.applied, outcome.dead_lettered) == (3, 1)
+    assert DeadLetter.objects.get().offset == 2
+    metrics = ProductMetrics.objects.get(product_id="3")
+    assert (metrics.sales_quantity, metrics.view_count) == (big, 2)
 
 
 # Values a producer can write into any field: the contract refuses them or the database holds
