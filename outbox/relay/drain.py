@@ -8,15 +8,21 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from django import db
 from django.conf import settings
 
 from outbox.kafka import producer_name, producer_name_set
 from outbox.relay.claim import claim_batch, claim_quick
+from outbox.relay.reconnect import Retry, new_session, retry_for
 from outbox.relay.rows import ClaimedRow, DrainResult, NotSent
 from outbox.relay.send import SentBatch, acknowledged as _acknowledged, send as _send
 from outbox.relay.sqlite_lock import single_relay_on_sqlite as _single_relay_on_sqlite
 from outbox.relay.stopping import relay_stop_requested
-from outbox.relay.write_back import hand_back_abandoned as _hand_back_abandoned, write_back as _write_back
+from outbox.relay.write_back import (
+    hand_back_abandoned as _hand_back_abandoned,
+    release_unseen_claim as _release_unseen_claim,
+    write_back as _write_back,
+)
 
 logger = logging.getLogger("outbox.relay")
 
@@ -99,6 +105,12 @@ def _drain(
         claiming = True
         quick = quick_claims
         claimed_at: dict[uuid.UUID, float] = {}  # token -> when its claim began (batch duration)
+        failed_claims: list[tuple[uuid.UUID, db.Error]] = []  # the database gave up on the claim
+        lease_s = float(settings.OUTBOX_CLAIM_TTL)
+
+        def lease_end(token: uuid.UUID) -> float:
+            """Until when a lost session's write-back of the batch is worth doing again."""
+            return claimed_at.get(token, time.monotonic()) + lease_s
 
         def claim_next(in_flight: uuid.UUID | None) -> tuple[uuid.UUID, list[ClaimedRow], float]:
             nonlocal claiming, quick
@@ -113,12 +125,28 @@ def _drain(
             # The batch's deadline: its acks are in by half its lease, which leaves the other
             # half for the write-back. A batch never outlives its lease.
             deadline = time.monotonic() + settings.OUTBOX_CLAIM_TTL / 2
-            if not claiming:
-                rows = []
-            elif quick:
-                rows = claim_quick(token=token, limit=limit, in_flight=in_flight, from_seq=quick_from_seq)
-            else:
-                rows = claim_batch(token=token, limit=limit, in_flight=in_flight, min_age_s=min_age_s)
+            rows: list[ClaimedRow] = []
+            try:
+                if not claiming:
+                    pass
+                elif quick:
+                    rows = claim_quick(token=token, limit=limit, in_flight=in_flight, from_seq=quick_from_seq)
+                else:
+                    rows = claim_batch(token=token, limit=limit, in_flight=in_flight, min_age_s=min_age_s)
+            except db.Error as exc:
+                retry = retry_for(exc)
+                if retry is None:
+                    raise
+                # The database gave up on the claim (its session lost, a timeout): no more
+                # claims in this drain; a batch in flight is still written back, on a new session.
+                logger.warning(
+                    "outbox claim failed: no more claims in this drain",
+                    extra={"error": f"{type(exc).__name__}: {exc}", "batch_in_flight": in_flight is not None},
+                )
+                failed_claims.append((token, exc))
+                claiming = False
+                if retry is Retry.NEW_SESSION:
+                    new_session()
             if len(rows) >= limit:
                 quick = False  # a backlog: from now on with the topics' fair shares
             if rows:
@@ -134,6 +162,7 @@ def _drain(
                 outcomes={row.seq: NotSent(why) for row in rows},
                 result=result,
                 blocked_keys=blocked_keys,
+                retry_until=lease_end(token),
             )
 
         # The sender thread sends with this drain's producer (the relay loop's full drains have
@@ -193,6 +222,7 @@ def _drain(
                     result=result,
                     blocked_keys=blocked_keys,
                     spans=sent.spans,
+                    retry_until=lease_end(sent.token),
                 )
                 relay_batch_observed(
                     size=len(sent.rows), seconds=time.monotonic() - claimed_at.pop(sent.token, started)
@@ -205,7 +235,11 @@ def _drain(
                     if result.failed or result.dead or aborted:
                         # Not sent: the suspect row goes back as it was found (abandoned, its
                         # attempt not counted), to be taken alone again.
-                        _hand_back_abandoned(token=next_token, rows=[row for row in next_rows if row.abandoned])
+                        _hand_back_abandoned(
+                            token=next_token,
+                            rows=[row for row in next_rows if row.abandoned],
+                            retry_until=lease_end(next_token),
+                        )
                         others = [row for row in next_rows if not row.abandoned]
                         if others:
                             release(next_token, others, "an earlier batch failed")
@@ -217,6 +251,19 @@ def _drain(
                     next_token, next_rows, next_deadline = claim_next(None)
                     sending = hand_over(next_token, next_rows, next_deadline)
                 token, rows = next_token, next_rows
+        for failed_token, error in failed_claims:
+            # The claim may have committed, its reply lost with the session: what it leased
+            # is released, not left for the lease to run out. Done again until the lease ends
+            # only if the database answered this drain's write-backs since.
+            try:
+                _release_unseen_claim(
+                    token=failed_token, retry_until=lease_end(failed_token) if result.batches else None
+                )
+            except db.Error:
+                logger.warning("a failed claim could not be released", extra={"claim_token": str(failed_token)})
+            if not result.batches:
+                raise error  # nothing claimed: the database is away, the caller backs off
+            result.errors.append(f"claim: {type(error).__name__}: {error}"[:2000])
     result.seconds = time.monotonic() - started
     if result.batches:
         level = logging.WARNING if result.failed or result.dead else logging.INFO

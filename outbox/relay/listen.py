@@ -162,8 +162,9 @@ def _drain_until_idle(
             )
         except (DatabaseError, InterfaceError) as exc:
             # A restart or failover of PostgreSQL: the loop outlives it (`make run` would
-            # otherwise lose its relay). Rows this drain held stay leased until their lease
-            # runs out and go out again then (at least once); nothing is lost.
+            # otherwise lose its relay). The drain wrote back what it held on a new session
+            # while its lease lasted (outbox/relay/reconnect.py); what it could not stays leased
+            # until the lease runs out and goes out again then (at least once); nothing is lost.
             logger.warning("relay loop drain failed on the database; reconnecting", extra={"error": repr(exc)})
             with _stats_lock:
                 stats.database_errors += 1

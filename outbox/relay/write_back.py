@@ -19,6 +19,7 @@ from kafka.errors import KafkaTimeoutError
 from commerce.observability.telemetry import relay_send_span_end
 from commerce.tracing import trace_context
 from outbox.models import OutboxEvent
+from outbox.relay.reconnect import done_again_until
 from outbox.relay.rows import (
     PERMANENT_ERRORS,
     ClaimedRow,
@@ -45,6 +46,7 @@ def write_back(
     result: DrainResult,
     blocked_keys: set[str] | None = None,
     spans: dict[int, Any] | None = None,
+    retry_until: float | None = None,
 ) -> None:
     """Mark, fail or release the rows of one batch.
 
@@ -62,10 +64,14 @@ def write_back(
     Once written, the outcome goes to the observers: the published counter and commit->ack
     histogram (for the rows this write-back marked), the failure counters, and the end of each
     row's "send" span (`spans`, seq -> span, only while tracing is on).
+
+    `retry_until` (monotonic): if the database session is lost (or the server gives up on a
+    statement), the statements are done again, on a new session, until then: the batch's lease
+    (outbox/relay/reconnect.py).
     """
     blocked_keys = set() if blocked_keys is None else blocked_keys
     now = timezone.now()
-    retry_from: datetime | None = None  # the backoff's start, read once if a row failed
+    backoffs: list[tuple[ClaimedRow, float]] = []  # failed rows and their backoff, from the database's now
     published: list[ClaimedRow] = []
     failed: list[ClaimedRow] = []
     released: list[int] = []
@@ -100,8 +106,7 @@ def write_back(
                     # A dead row holds its key back only when the setting says so.
                     blocked = settings.OUTBOX_DEAD_BLOCKS_KEY
                 else:
-                    retry_from = retry_from or clock_now()
-                    row.available_at = retry_from + timedelta(seconds=backoff_seconds(row.attempts))
+                    backoffs.append((row, backoff_seconds(row.attempts)))
                     result.failed += 1
                     blocked = True
                 if blocked:
@@ -126,7 +131,6 @@ def write_back(
                 row.kafka_offset = outcome.offset
                 published.append(row)
     fenced = OutboxEvent.objects.filter(claim_token=token)
-    marked = 0
     # A batch all acknowledged is one UPDATE on PostgreSQL (one dense run of seqs): in autocommit
     # it is one round trip, where a transaction adds its BEGIN and COMMIT to every write-back.
     one_statement = (
@@ -136,37 +140,50 @@ def write_back(
         and bool(published)
         and max(row.seq for row in published) - min(row.seq for row in published) < DENSE_RUN_MAX_SPAN
     )
-    with contextlib.nullcontext() if one_statement else transaction.atomic():
-        updated = 0
-        if published:
-            marked = _mark_published(token=token, rows=published, now=now)
-            updated += marked
-        if failed:
-            updated += fenced.bulk_update(
-                [
-                    OutboxEvent(
-                        seq=r.seq,
-                        status=r.status,
-                        attempts=r.attempts,
-                        last_error=r.last_error,
-                        available_at=r.available_at or now,
-                        claim_token=None,
-                        claim_expires_at=None,
-                    )
-                    for r in failed
-                ],
-                ["status", "attempts", "last_error", "available_at", "claim_token", "claim_expires_at"],
-                batch_size=1000,
-            )
-        if released:
-            updated += fenced.filter(seq__in=released).update(claim_token=None, claim_expires_at=None)
+
+    def statements(attempt: int) -> tuple[int, int]:
+        """(rows updated, of which marked published): done again as a whole after a lost session."""
+        if attempt > 1 and _written_before(published):
+            # The session was lost after the write-back committed, before its reply came: the
+            # rows are ours as written, not fenced out.
+            return len(published) + len(failed) + len(released), len(published)
+        marked = updated = 0
+        if backoffs:
+            retry_from = clock_now()
+            for row, seconds in backoffs:
+                row.available_at = retry_from + timedelta(seconds=seconds)
+        with contextlib.nullcontext() if one_statement else transaction.atomic():
+            if published:
+                marked = _mark_published(token=token, rows=published, now=now)
+                updated += marked
+            if failed:
+                updated += fenced.bulk_update(
+                    [
+                        OutboxEvent(
+                            seq=r.seq,
+                            status=r.status,
+                            attempts=r.attempts,
+                            last_error=r.last_error,
+                            available_at=r.available_at or now,
+                            claim_token=None,
+                            claim_expires_at=None,
+                        )
+                        for r in failed
+                    ],
+                    ["status", "attempts", "last_error", "available_at", "claim_token", "claim_expires_at"],
+                    batch_size=1000,
+                )
+            if released:
+                updated += fenced.filter(seq__in=released).update(claim_token=None, claim_expires_at=None)
+        return updated, marked
+
+    updated, marked = done_again_until(statements, until=retry_until, what="write back")
+    fenced_out = len(published) + len(failed) + len(released) - updated
     result.published += len(published)
     result.released += len(released)
-    result.fenced_out += len(published) + len(failed) + len(released) - updated
-    if result.fenced_out:
-        logger.warning(
-            "claim expired before the write back: rows left to their new owner", extra={"rows": result.fenced_out}
-        )
+    result.fenced_out += fenced_out
+    if fenced_out:
+        logger.warning("claim expired before the write back: rows left to their new owner", extra={"rows": fenced_out})
     _observe(
         published=published,
         all_marked=marked == len(published),
@@ -194,16 +211,45 @@ def clock_now() -> datetime:
 _LONG_EXPIRED = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def hand_back_abandoned(*, token: uuid.UUID, rows: list[ClaimedRow]) -> int:
+def hand_back_abandoned(*, token: uuid.UUID, rows: list[ClaimedRow], retry_until: float | None = None) -> int:
     """Give back abandoned rows this drain claimed and never sent, as the claim found them:
     under a lease token whose lease ran out, without the attempt their takeover counted. The next
     claim takes each alone again (a release would clear the token and make it a row like any
-    other, sent in a full batch). Fenced by the token; returns the rows handed back."""
+    other, sent in a full batch). Fenced by the token (so done at most once however often it is
+    run again on a new session until `retry_until`); returns the rows handed back."""
     if not rows:
         return 0
-    return OutboxEvent.objects.filter(claim_token=token, seq__in=[row.seq for row in rows]).update(
-        claim_token=uuid.uuid4(), claim_expires_at=_LONG_EXPIRED, attempts=F("attempts") - 1
+    return done_again_until(
+        lambda attempt: OutboxEvent.objects.filter(claim_token=token, seq__in=[row.seq for row in rows]).update(
+            claim_token=uuid.uuid4(), claim_expires_at=_LONG_EXPIRED, attempts=F("attempts") - 1
+        ),
+        until=retry_until,
+        what="hand back",
     )
+
+
+def release_unseen_claim(*, token: uuid.UUID, retry_until: float | None = None) -> int:
+    """Release the rows a claim that failed may have leased all the same: its session was lost
+    after the claim committed, before its reply came, so the drain never saw them. Fenced by the
+    claim's token; returns the rows released (none when the claim did not commit)."""
+    return done_again_until(
+        lambda attempt: OutboxEvent.objects.filter(claim_token=token).update(claim_token=None, claim_expires_at=None),
+        until=retry_until,
+        what="release a claim not seen",
+    )
+
+
+def _written_before(published: list[ClaimedRow]) -> bool:
+    """True when the acknowledged rows already stand published with the partition and offset
+    this batch got: a write-back that committed on a session lost before its reply (a write-back
+    is all or nothing, so its published rows tell). Another relay's send would have others."""
+    if not published:
+        return False
+    ours = {(row.seq, row.kafka_partition, row.kafka_offset) for row in published}
+    found = OutboxEvent.objects.filter(
+        seq__in=[row.seq for row in published], status=OutboxEvent.Status.PUBLISHED
+    ).values_list("seq", "kafka_partition", "kafka_offset")
+    return ours <= set(found)
 
 
 def _observe(
