@@ -34,7 +34,13 @@ from kafka.structs import OffsetAndMetadata
 
 from backoffice.contract import IncomingEvent
 from backoffice.dlq import DeadLetterForwarder
-from backoffice.isolation import ConsumedRecord, batch_apply_isolating, error_is_transient, records_parse
+from backoffice.isolation import (
+    ConsumedRecord,
+    batch_apply_isolating,
+    error_is_transient,
+    forward_once,
+    records_parse,
+)
 from backoffice.projections import BatchOutcome
 from commerce.gc_freeze import startup_objects_frozen
 from commerce.observability import metrics
@@ -228,6 +234,8 @@ class EventConsumer:
 
     def _process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         batch = records_parse(record for records in polled.values() for record in records)
+        # A poison record's copy goes to `.dlq` once, not again at each retry of its batch.
+        forward = forward_once(self._dlq)
         attempt = 0
         while True:
             try:
@@ -235,7 +243,7 @@ class EventConsumer:
                 # One consumer span per record, continuing the producer's context; they end
                 # with the batch's transaction (as errors when it fails and is retried).
                 with consumer_batch_spans(batch.events, group=self.group_id):
-                    outcome = batch_apply_isolating(group=self.group_id, batch=batch, forward=self._dlq)
+                    outcome = batch_apply_isolating(group=self.group_id, batch=batch, forward=forward)
                 metrics.consumer_batch_observed(seconds=time.perf_counter() - started)
             except Exception as exc:  # the consumer outlives any error (BLE sees it logged below)
                 # Only transient errors are expected here (the rest is isolated record by

@@ -120,7 +120,7 @@ def batch_apply_isolating(*, group: str, batch: ParsedBatch, forward: Forward) -
     """Apply the batch in one transaction; if a non-transient error repeats on it, bisect it and
     dead-letter the record(s) that cause it. Raises only transient errors (the caller retries
     the whole batch; the inbox skips what a partial pass already applied)."""
-    forward = _once(forward)
+    forward = forward_once(forward)
     for attempt in (1, 2):
         try:
             return _apply(group, batch.events, batch.poison, forward, batch.records)
@@ -175,17 +175,24 @@ def _apply(
     return batch_apply(group=group, events=events, poison=poison, records=records)
 
 
-def _once(forward: Forward) -> Forward:
-    """Forward each poison record once per call, however often its batch is tried again."""
-    sent: set[tuple[str, int, int]] = set()
+class ForwardOnce:
+    """A forward that sends each poison record once however often its batch is tried again: in
+    the bisection, and by the consumer after a transient error (made once per batch, outside its
+    retries)."""
 
-    def forward_new(poison: list[PoisonRecord]) -> None:
-        new = [p for p in poison if (p.topic, p.partition, p.offset) not in sent]
+    def __init__(self, forward: Forward) -> None:
+        self._forward = forward
+        self._sent: set[tuple[str, int, int]] = set()
+
+    def __call__(self, poison: list[PoisonRecord]) -> None:
+        new = [p for p in poison if (p.topic, p.partition, p.offset) not in self._sent]
         if new:
-            forward(new)
-            sent.update((p.topic, p.partition, p.offset) for p in new)
+            self._forward(new)
+            self._sent.update((p.topic, p.partition, p.offset) for p in new)
 
-    return forward_new
+
+def forward_once(forward: Forward) -> Forward:
+    return forward if isinstance(forward, ForwardOnce) else ForwardOnce(forward)
 
 
 def _merge(total: BatchOutcome, part: BatchOutcome) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import threading
 import uuid
 
+import psycopg
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from backoffice.consumer import EventConsumer
 from backoffice.models import DeadLetter, InboxEntry, ProductMetrics
@@ -102,4 +104,43 @@ def test_a_record_whose_copy_is_over_the_request_size_is_dead_lettered_without_i
     headers = _dlq_headers(kafka_topics)
     assert headers["dlq_value"].startswith(f"omitted: {len(value)} bytes".encode())
     assert headers["dlq_error"]
+    _assert_neighbours_applied_once(good)
+
+
+def test_a_batch_retried_after_a_transient_error_sends_its_poison_copy_once(kafka_topics, monkeypatch):
+    # given a poison record and good ones on one partition, the good ones' metrics row locked by
+    # another session and a lock_timeout on the consumer's: its first pass forwards the poison
+    # record's copy, then fails (transient) and is retried once the lock is gone
+    ProductMetrics.objects.create(product_id="3")
+    good = [like("3", True), view("3"), view("3")]
+    _produce_without_key_or_value(kafka_topics["catalog-events"], partition=0)
+    produce(good, kafka_topics, partition=0)
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    holder = psycopg.connect(**params)
+    holder.execute("SELECT 1 FROM backoffice_productmetrics WHERE product_id = '3' FOR UPDATE")
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '100ms'")
+    back_off = EventConsumer._back_off
+    retried: list[str] = []
+
+    def back_off_once_the_lock_is_gone(self, message, exc, **kwargs):
+        retried.append(type(exc).__name__)
+        holder.rollback()
+        back_off(self, message, exc, **kwargs)
+
+    monkeypatch.setattr(EventConsumer, "_back_off", back_off_once_the_lock_is_gone)
+    try:
+        # when the back office reads them
+        consumer, stalled = _consume_or_stall()
+    finally:
+        holder.close()
+    # then the batch was retried, and the poison record has one copy on `.dlq`, one letter
+    assert not stalled
+    assert retried[:1] == ["LockNotAvailable"], retried
+    assert consumer.stats.dead_lettered == 1
+    assert DeadLetter.objects.count() == 1
+    copies = kafka_read_all(f"{kafka_topics['catalog-events']}.dlq")
+    assert len(copies) == 1, [copy.headers for copy in copies]
     _assert_neighbours_applied_once(good)
