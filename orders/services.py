@@ -255,12 +255,18 @@ def order_follow_payment(*, payment_id: int) -> None:
     if payment.status == Payment.Status.COMPLETED:
         with contextlib.suppress(IllegalTransition):  # cancelled meanwhile: refund-due already, see above
             order_confirm(order_id=payment.order_id)
-    elif (
-        payment.status == Payment.Status.FAILED
-        and Order.objects.filter(id=payment.order_id, status=Order.Status.PENDING_PAYMENT).exists()
-    ):
-        with contextlib.suppress(IllegalTransition):  # cancelled meanwhile: nothing left to do
-            order_cancel(order_id=payment.order_id, reason=f"payment failed: {payment.failure_reason}")
+    elif payment.status == Payment.Status.FAILED:
+        with outbox_atomic():
+            # Under the order's lock, as a retry of the payment takes it (payment_request): a
+            # failure whose reaction comes after the customer retried does not cancel the order
+            # the retry may still pay; the retry's own outcome decides.
+            order = Order.objects.select_for_update().filter(id=payment.order_id).first()
+            if order is None or order.status != Order.Status.PENDING_PAYMENT:
+                return
+            if order.payments.filter(status__in=Payment.OPEN_OR_CAPTURED).exists():
+                return
+            with contextlib.suppress(IllegalTransition):  # cancelled meanwhile: nothing left to do
+                order_cancel(order_id=payment.order_id, reason=f"payment failed: {payment.failure_reason}")
 
 
 def order_payments_follow_lost() -> int:

@@ -129,8 +129,13 @@ def _refund_required(*, payment: Payment, order: Order, reason: str) -> None:
 
 
 def _capture_record(*, payment: Payment, order: Order) -> None:
-    """The gateway captured the money: COMPLETED if the order can still take it, else REFUND_DUE."""
-    if order.status == Order.Status.PENDING_PAYMENT:
+    """The gateway captured the money: COMPLETED if the order can still take it, else REFUND_DUE.
+
+    An order awaiting payment that another captured payment already paid (a retry after a
+    failure, both captured before the order's reaction to either ran) cannot take a second one.
+    """
+    already_paid = order.payments.filter(status=Payment.Status.COMPLETED).exclude(pk=payment.pk).exists()
+    if order.status == Order.Status.PENDING_PAYMENT and not already_paid:
         payment.status = Payment.Status.COMPLETED
         payment.finished_at = timezone.now()
         payment.save(update_fields=["status", "finished_at", "updated_at"])
@@ -212,7 +217,8 @@ def _callback_authenticate(*, body: bytes, headers: Mapping[str, str], now: floa
     """The callback's event id, once its signature and timestamp are good; else InvalidSignature."""
     timestamp = headers.get(TIMESTAMP_HEADER) or ""
     event_id = headers.get(EVENT_ID_HEADER) or ""
-    if not timestamp.isdigit() or not EVENT_ID.fullmatch(event_id):
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+    if not (timestamp.isascii() and timestamp.isdigit()) or not EVENT_ID.fullmatch(event_id):
         raise InvalidSignature(f"missing or malformed {TIMESTAMP_HEADER} or {EVENT_ID_HEADER}")
     if not callback_signature_valid(
         body, timestamp=timestamp, event_id=event_id, signature=headers.get(SIGNATURE_HEADER)
@@ -221,6 +227,17 @@ def _callback_authenticate(*, body: bytes, headers: Mapping[str, str], now: floa
     if abs(now - int(timestamp)) > settings.PAYMENT_CALLBACK_TOLERANCE:
         raise InvalidSignature(f"{TIMESTAMP_HEADER} is outside the tolerance window")
     return event_id
+
+
+def _text_storable(text: str) -> bool:
+    """Text PostgreSQL stores and the event contract carries: no NUL, no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def payment_callback_handle(*, body: bytes, headers: Mapping[str, str], now: float | None = None) -> CallbackOutcome:
@@ -233,8 +250,8 @@ def payment_callback_handle(*, body: bytes, headers: Mapping[str, str], now: flo
     event_id = _callback_authenticate(body=body, headers=headers, now=time.time() if now is None else now)
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DomainValidationError(f"body is not JSON: {exc}", field="non_field_errors") from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise DomainValidationError(f"body is not JSON: {type(exc).__name__}", field="non_field_errors") from exc
     if not isinstance(data, dict):
         raise DomainValidationError("body must be a JSON object", field="non_field_errors")
     key = data.get("transaction_key")
@@ -243,14 +260,18 @@ def payment_callback_handle(*, body: bytes, headers: Mapping[str, str], now: flo
         raise DomainValidationError("must be a transaction key (txn_ and 24 hex digits)", field="transaction_key")
     if status not in (Payment.Status.COMPLETED, Payment.Status.FAILED):
         raise DomainValidationError("must be COMPLETED or FAILED", field="status")
-    reason = data.get("reason")
+    reason = data.get("reason", "")
+    if reason is None:
+        reason = ""
+    if not isinstance(reason, str) or not _text_storable(reason):
+        raise DomainValidationError("must be text, without NUL characters or lone surrogates", field="reason")
     with transaction.atomic():
         try:
             with transaction.atomic():
                 CallbackReceipt.objects.create(event_id=event_id, transaction_key=key)
         except IntegrityError as exc:
             raise ReplayedCallback(f"callback {event_id} was already received") from exc
-        return payment_settle(transaction_key=key, status=status, reason=reason if isinstance(reason, str) else "")
+        return payment_settle(transaction_key=key, status=status, reason=reason)
 
 
 @dataclass
