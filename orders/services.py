@@ -17,7 +17,7 @@ from typing import TypedDict
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from catalog.models import Product
@@ -92,6 +92,18 @@ def _confirmed_snapshot(order: Order) -> _ConfirmedSnapshot:
     return {**snapshot, "lines": lines, "currency": settings.SHOP_CURRENCY}
 
 
+def _amount_max(field_name: str) -> Decimal:
+    field = Order._meta.get_field(field_name)
+    assert isinstance(field, models.DecimalField)
+    digits, places = field.max_digits or 0, field.decimal_places or 0
+    return Decimal(10) ** (digits - places) - Decimal(1).scaleb(-places)
+
+
+# The largest total the order's amount columns hold (numeric(12, 2)): a larger one was a 500, and
+# on SQLite a committed order that no read of the user's orders could load again.
+ORDER_TOTAL_MAX = _amount_max("original_total")
+
+
 def _lines_validate(lines: list[OrderLineRequest]) -> None:
     if not lines:
         raise DomainValidationError("an order needs at least one line", field="lines")
@@ -142,6 +154,8 @@ def order_place(*, user: User, lines: list[OrderLineRequest], coupon_code: str |
         coupon = _coupon_lock_usable(code=coupon_code, user=user) if coupon_code else None
 
         original_total = sum((products[line.product_id].price * line.quantity for line in lines), Decimal("0.00"))
+        if original_total > ORDER_TOTAL_MAX:
+            raise DomainValidationError(f"the order's total {original_total} is over {ORDER_TOTAL_MAX}", field="lines")
         discount = coupon.discount_for(original_total) if coupon else Decimal("0.00")
         # OrderCreated is the order's first event: version 1 from the start (the row is new,
         # nobody else can see it before the commit).
