@@ -139,10 +139,12 @@ def _drain(
                     raise
                 # The database gave up on the claim (its session lost, a timeout): no more
                 # claims in this drain; a batch in flight is still written back, on a new session.
-                logger.warning(
-                    "outbox claim failed: no more claims in this drain",
-                    extra={"error": f"{type(exc).__name__}: {exc}", "batch_in_flight": in_flight is not None},
-                )
+                # (With none in flight the error is raised at the end, and its caller logs it.)
+                if in_flight is not None:
+                    logger.warning(
+                        "outbox claim failed: no more claims in this drain, the batch in flight written back",
+                        extra={"error": f"{type(exc).__name__}: {exc}"},
+                    )
                 failed_claims.append((token, exc))
                 claiming = False
                 if retry is Retry.NEW_SESSION:
@@ -259,8 +261,13 @@ def _drain(
                 _release_unseen_claim(
                     token=failed_token, retry_until=lease_end(failed_token) if result.batches else None
                 )
-            except db.Error:
-                logger.warning("a failed claim could not be released", extra={"claim_token": str(failed_token)})
+            except db.Error as exc:
+                # The database is still away: the claim, if it committed, waits out its lease.
+                logger.log(
+                    logging.WARNING if result.batches else logging.DEBUG,
+                    "a failed claim could not be released",
+                    extra={"claim_token": str(failed_token), "error": f"{type(exc).__name__}: {exc}"},
+                )
             if not result.batches:
                 raise error  # nothing claimed: the database is away, the caller backs off
             result.errors.append(f"claim: {type(error).__name__}: {error}"[:2000])
