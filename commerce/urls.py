@@ -8,6 +8,8 @@ from backoffice.asyncapi import asyncapi_view
 from commerce import api_auth, dashboard, health
 from commerce.observability.exporters import metrics_view
 
+handler404 = "commerce.api_errors.not_found"
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -42,3 +42,12 @@ def test_an_order_whose_total_does_not_fit_is_a_400_and_nothing_is_written(price
     assert Product.objects.get(id=product.id).stock == 100_000
     assert not OutboxEvent.objects.filter(type="OrderCreated").exists()
     assert client.get("/api/orders/").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/orders/abc/", "/api/products/-1/", "/api/no-such-thing/"])
+def test_a_path_no_url_matches_is_a_json_404_under_the_api(path, settings):
+    settings.DEBUG = False  # DEBUG's technical 404 page is HTML whatever the handler
+    response = _client_for(user_make()).get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "not_found"
