@@ -28,6 +28,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """The 404 of a path no URL matches (`handler404`): JSON under /api/, like every other answer
     of the API (an id that is not a number, `/api/orders/abc/`, was Django's HTML page)."""
-    if request.path.startswith("/api/"):
+    if request.path_info == "/api" or request.path_info.startswith("/api/"):  # path_info: without a deploy prefix
         return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
     return page_not_found(request, exception)

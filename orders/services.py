@@ -262,6 +262,9 @@ def order_cancel(*, order_id: int, reason: str, user: User | None = None) -> Ord
 def order_follow_payment(*, payment_id: int) -> None:
     """Confirm or cancel the order of a finished payment. Safe to run any number of times.
 
+    A failed payment cancels the order only when no other payment of it is open or captured (a
+    retry, or a late capture of an earlier payment): that one's outcome decides.
+
     A completed payment whose order was cancelled meanwhile was made refund-due by that
     cancellation (payments.receivers): nothing is left to do here.
     """

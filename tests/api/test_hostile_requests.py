@@ -44,7 +44,7 @@ def test_an_order_whose_total_does_not_fit_is_a_400_and_nothing_is_written(price
     assert client.get("/api/orders/").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/api/orders/abc/", "/api/products/-1/", "/api/no-such-thing/"])
+@pytest.mark.parametrize("path", ["/api/orders/abc/", "/api/products/-1/", "/api/no-such-thing/", "/api"])
 def test_a_path_no_url_matches_is_a_json_404_under_the_api(path, settings):
     settings.DEBUG = False  # DEBUG's technical 404 page is HTML whatever the handler
     response = _client_for(user_make()).get(path)
