@@ -17,14 +17,14 @@ from typing import TypedDict
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from catalog.models import Product
 from catalog.services import product_stock_reserve, product_stock_restore
 from commerce.errors import DomainValidationError, IllegalTransition
 from orders.events import OrderCancelled, OrderConfirmed, OrderCreated, OrderLinePayload, OrderLineTotalPayload
-from orders.models import Coupon, Order, OrderLine
+from orders.models import CENT, Coupon, Order, OrderLine
 from orders.signals import order_cancelled, order_confirmed, order_created
 from outbox.recording import outbox_atomic
 from payments.models import Payment
@@ -92,8 +92,8 @@ def _confirmed_snapshot(order: Order) -> _ConfirmedSnapshot:
     return {**snapshot, "lines": lines, "currency": settings.SHOP_CURRENCY}
 
 
-def _amount_max(field_name: str) -> Decimal:
-    field = Order._meta.get_field(field_name)
+def _amount_max(model: type[models.Model], field_name: str) -> Decimal:
+    field = model._meta.get_field(field_name)
     assert isinstance(field, models.DecimalField)
     digits, places = field.max_digits or 0, field.decimal_places or 0
     return Decimal(10) ** (digits - places) - Decimal(1).scaleb(-places)
@@ -101,7 +101,9 @@ def _amount_max(field_name: str) -> Decimal:
 
 # The largest total the order's amount columns hold (numeric(12, 2)): a larger one was a 500, and
 # on SQLite a committed order that no read of the user's orders could load again.
-ORDER_TOTAL_MAX = _amount_max("original_total")
+ORDER_TOTAL_MAX = _amount_max(Order, "original_total")
+COUPON_VALUE_MAX = _amount_max(Coupon, "value")
+CODE_MAX_LENGTH = Coupon._meta.get_field("code").max_length or 0
 
 
 def _lines_validate(lines: list[OrderLineRequest]) -> None:
@@ -134,9 +136,18 @@ def coupon_create(*, code: str, owner: User, kind: str, value: Decimal, expires_
         raise DomainValidationError(f"unknown coupon kind {kind!r}", field="kind")
     if value <= 0 or (kind == Coupon.Kind.PERCENT and value > 100):
         raise DomainValidationError("must be positive, and at most 100 for a percentage", field="value")
+    if value > COUPON_VALUE_MAX or value != value.quantize(CENT):
+        raise DomainValidationError(f"must be at most {COUPON_VALUE_MAX}, in cents", field="value")
+    if not 1 <= len(code) <= CODE_MAX_LENGTH or "\x00" in code:
+        raise DomainValidationError(f"must be 1 to {CODE_MAX_LENGTH} characters, without NUL", field="code")
     if Coupon.objects.filter(code=code).exists():
         raise DomainValidationError(f"coupon {code!r} already exists", field="code")
-    return Coupon.objects.create(code=code, owner=owner, kind=kind, value=value, expires_at=expires_at)
+    try:
+        with transaction.atomic():
+            return Coupon.objects.create(code=code, owner=owner, kind=kind, value=value, expires_at=expires_at)
+    except IntegrityError as exc:
+        # Created by another session since the check above (its INSERT committed first).
+        raise DomainValidationError(f"coupon {code!r} already exists", field="code") from exc
 
 
 def order_place(*, user: User, lines: list[OrderLineRequest], coupon_code: str | None = None) -> Order:
