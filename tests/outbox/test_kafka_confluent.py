@@ -8,6 +8,7 @@ Against the real broker it runs every guarantee test of the relay: the modules m
 
 from __future__ import annotations
 
+import threading
 import time
 
 import confluent_kafka
@@ -83,6 +84,40 @@ def test_a_delivery_future_waits_raises_or_returns_as_kafka_pythons_does():
     assert failed.is_done
     with pytest.raises(kafka_errors.MessageSizeTooLargeError):
         failed.get(timeout=0)
+
+
+def test_a_get_waiting_before_the_report_wakes_when_it_comes():
+    # The future makes its waiter only when a get() comes before the report (a threading.Event
+    # per record cost the sender more than librdkafka's produce()): the late report must wake it.
+    for report in ("delivered", "abandoned"):
+        future = ConfluentDeliveryFuture()
+        with pytest.raises(kafka_errors.KafkaTimeoutError):
+            future.get(timeout=0.01)  # a get that gave up: the next one still waits
+        outcome: list[BaseException] = []
+
+        def wait(future=future, outcome=outcome):
+            try:
+                future.get(timeout=10)
+            except BaseException as exc:  # noqa: BLE001 - the outcome under test
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.05)
+        assert waiter.is_alive()  # waiting, not returned early
+        if report == "delivered":
+            error = confluent_kafka.KafkaError(confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE, "big")
+            future.delivered(error, None)  # type: ignore[arg-type]
+        else:
+            future.abandoned(kafka_errors.KafkaTimeoutError("closed"))
+        waiter.join(5)
+        assert not waiter.is_alive()
+        assert len(outcome) == 1
+        assert isinstance(
+            outcome[0],
+            kafka_errors.MessageSizeTooLargeError if report == "delivered" else kafka_errors.KafkaTimeoutError,
+        )
+        assert "no delivery report" not in str(outcome[0])
 
 
 def test_without_a_broker_the_producer_fails_within_its_bootstrap_timeout(settings):
