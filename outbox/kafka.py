@@ -12,6 +12,7 @@ same small interface (outbox/kafka_confluent.py): `send`, its future, `flush`, `
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from django.conf import settings
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import IllegalStateError
+from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 if TYPE_CHECKING:
     from outbox.kafka_confluent import ConfluentProducer
@@ -101,6 +103,32 @@ def producer_own(name: str) -> Iterator[None]:
         _thread.producer_name = previous
 
 
+@functools.lru_cache(maxsize=65_536)
+def _key_hash(serialized_key: bytes) -> int:
+    return int(murmur2(serialized_key)) & 0x7FFFFFFF
+
+
+class KeyHashPartitioner(DefaultPartitioner):
+    """kafka-python's default partitioner (the Java client's: murmur2 of the key, modulo the
+    topic's partitions; librdkafka's `murmur2_random`), with the hash of recent keys remembered.
+
+    kafka-python computes murmur2 in pure Python, with a sort and a list of the partitions, on
+    every send: 8% of a drain's time with kafka-python (bench/relay.py's rows, 1,000 keys). An
+    aggregate's events share its key, so a key's hash is asked for again and again. The bounded
+    cache (least recently used out) keeps memory flat however many keys go by.
+    """
+
+    def partition(
+        self, topic: str, key: Any, serialized_key: bytes | None, value: Any, serialized_value: Any, cluster: Any
+    ) -> int:
+        partitions = cluster.partitions_for_topic(topic) if serialized_key is not None else None
+        if not partitions:  # no key (a random partition), or a topic unknown (ValueError)
+            found: int = super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+            return found
+        chosen: int = sorted(partitions)[_key_hash(serialized_key) % len(partitions)]
+        return chosen
+
+
 def producer_config() -> dict[str, Any]:
     return {
         "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
@@ -128,6 +156,7 @@ def producer_config() -> dict[str, Any]:
         # topic fails (and the row waits in backoff) instead of creating it with the broker's
         # defaults, which would move keys to other partitions once it is recreated properly.
         "allow_auto_create_topics": False,
+        "partitioner": KeyHashPartitioner(),
         **settings.KAFKA_SECURITY,
     }
 
