@@ -10,6 +10,8 @@ class Operation(models.Model):  # noqa: DJ008 - no table and no rows: there is n
 
     `commerce.outbox_requeue` (dead outbox rows back to pending) and `commerce.deadletter_redrive`
     (dead letters handled again) re-send events: "change" on the model would be too broad.
+    `commerce.payment_review_settle` records a person's word on money (a payment under review
+    captured or not), which no edit of a payment may do.
     """
 
     class Meta:
@@ -18,4 +20,5 @@ class Operation(models.Model):  # noqa: DJ008 - no table and no rows: there is n
         permissions = [
             ("outbox_requeue", "Can requeue dead outbox rows"),
             ("deadletter_redrive", "Can redrive dead letters"),
+            ("payment_review_settle", "Can settle a payment under review"),
         ]

@@ -201,6 +201,76 @@ def payment_fail(*, transaction_key: str, reason: str) -> Payment:
     return payment_settle(transaction_key=transaction_key, status=Payment.Status.FAILED, reason=reason).payment
 
 
+def payment_review_settle(*, transaction_key: str, captured: bool, reviewer: str) -> Payment:
+    """A person's decision on a payment under review (NEEDS_REVIEW), taken after checking the
+    charge at the gateway: captured (recorded as a capture: COMPLETED, or REFUND_DUE if the
+    order cannot take it) or not (FAILED, no money taken). The events and the order's reaction
+    are those of the gateway's own answer (`payment_settle`).
+
+    Only a payment still under review: one the gateway settled meanwhile (its callback, the
+    reconciliation) is left as the gateway said, IllegalTransition. Raises Payment.DoesNotExist.
+    """
+    order_id = Payment.objects.values_list("order_id", flat=True).get(transaction_key=transaction_key)
+    with transaction.atomic():
+        # The locks payment_settle takes, in its order, taken first: the status checked here is
+        # the one settled.
+        Order.objects.select_for_update().get(id=order_id)
+        payment = Payment.objects.select_for_update().get(transaction_key=transaction_key)
+        if payment.status != Payment.Status.NEEDS_REVIEW:
+            raise IllegalTransition(
+                f"payment {transaction_key} is no longer under review: it is {payment.status}",
+                status=payment.status,
+            )
+        outcome = payment_settle(
+            transaction_key=transaction_key,
+            status=Payment.Status.COMPLETED if captured else Payment.Status.FAILED,
+            reason="" if captured else f"no capture at the gateway, checked by {reviewer}",
+        )
+    logger.warning(
+        "payment under review settled by a person",
+        extra={
+            "transaction_key": transaction_key,
+            "order_id": order_id,
+            "captured": captured,
+            "reviewer": reviewer,
+            "status": outcome.payment.status,
+        },
+    )
+    return outcome.payment
+
+
+def payment_review_ask_gateway(*, transaction_key: str) -> str:
+    """Ask the gateway about one payment under review now, as the reconciliation does on its
+    next run, and apply its answer; returns the payment's status after it. Nothing is decided
+    while the gateway says "processing" or cannot be asked. Raises Payment.DoesNotExist."""
+    Payment.objects.get(transaction_key=transaction_key)
+    try:
+        answer = gateway_get().payment_status(transaction_key=transaction_key)
+    except GatewayUnavailable as exc:
+        logger.warning(
+            "gateway unreachable for a payment under review: nothing decided",
+            extra={"transaction_key": transaction_key, "error": str(exc)[:200]},
+        )
+    else:
+        _gateway_answer_apply(transaction_key=transaction_key, state=answer.state, reason=answer.reason)
+    return Payment.objects.values_list("status", flat=True).get(transaction_key=transaction_key)
+
+
+def _gateway_answer_apply(*, transaction_key: str, state: ChargeState, reason: str | None) -> str:
+    """The gateway's answer on a payment, applied: "captured", "failed" (declined, or never
+    seen: no money was taken), "processing" (nothing decided) or "" (it changed nothing)."""
+    if state is ChargeState.COMPLETED:
+        changed = payment_settle(transaction_key=transaction_key, status=Payment.Status.COMPLETED).changed
+        return "captured" if changed else ""
+    if state in (ChargeState.FAILED, ChargeState.UNKNOWN):
+        why = (reason or "declined") if state is ChargeState.FAILED else "gateway never received the request"
+        with contextlib.suppress(IllegalTransition):  # a capture arrived meanwhile: it stands
+            if payment_settle(transaction_key=transaction_key, status=Payment.Status.FAILED, reason=why).changed:
+                return "failed"
+        return ""
+    return "processing"
+
+
 def payments_refund_for_cancelled_order(*, order_id: int) -> None:
     """Captured payments of an order being cancelled become refund-due, in the cancel's transaction.
 
@@ -325,19 +395,10 @@ def payment_reconcile(*, now: datetime | None = None) -> ReconcileResult:
             if created_at < review_before:
                 result.marked_for_review += _review_mark(transaction_key=key)
             continue
-        if answer.state is ChargeState.COMPLETED:
-            result.captured += payment_settle(transaction_key=key, status=Payment.Status.COMPLETED).changed
-        elif answer.state in (ChargeState.FAILED, ChargeState.UNKNOWN):
-            reason = (
-                (answer.reason or "declined")
-                if answer.state is ChargeState.FAILED
-                else "gateway never received the request"
-            )
-            with contextlib.suppress(IllegalTransition):  # a capture arrived meanwhile: it stands
-                result.failed += payment_settle(
-                    transaction_key=key, status=Payment.Status.FAILED, reason=reason
-                ).changed
-        else:
+        applied = _gateway_answer_apply(transaction_key=key, state=answer.state, reason=answer.reason)
+        result.captured += applied == "captured"
+        result.failed += applied == "failed"
+        if applied == "processing":
             result.still_processing += 1
             if created_at < review_before:
                 result.marked_for_review += _review_mark(transaction_key=key)
