@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import contextlib
 
+from run import supervisor as supervision
 from run.environment import PROJECT_DIR, dotenv_values, empty_dotenv_keys, run_address, run_environment
 from run.status import PipelineFigures, is_ready, readiness
-from run.supervisor import Component, Supervisor, group_alive, group_kill
+from run.supervisor import Component, Supervisor, component_stop, group_alive, group_kill
 
 VAR_DIR = Path(os.environ.get("VAR_DIR") or PROJECT_DIR / "var")
 LOG_DIR = VAR_DIR / "log"
@@ -153,7 +153,8 @@ def stop_running_supervisor() -> None:
 
 
 def restart_component(name: str) -> int:
-    """Stop one component (SIGTERM to its process group); the supervisor starts it again."""
+    """Stop one component (`component_stop`: its main process, then its group if it hangs); the
+    supervisor starts it again."""
     state = pids_read()
     if state is None or not pid_alive(state["supervisor"]):
         say("make run is not running in this checkout")
@@ -162,9 +163,12 @@ def restart_component(name: str) -> int:
     if info is None or not info.get("pid"):
         say(f"no component {name!r}; components: {', '.join(state['components'])}")
         return 1
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(info["pid"], signal.SIGTERM)
-    say(f"stopped {name} (pid {info['pid']}); make run starts it again")
+    pid = info["pid"]
+    say(f"stopping {name} (pid {pid}) ...")
+    if component_stop(pid):
+        say(f"stopped {name} (pid {pid}); make run starts it again")
+    else:
+        say(f"{name} (pid {pid}) did not stop in {supervision.STOP_TIMEOUT_S:.0f} s: killed; make run starts it again")
     return 0
 
 

@@ -21,6 +21,9 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 # A component that stayed up this long is healthy again: its next death restarts it at once.
 HEALTHY_AFTER_S = 30.0
+# How long a component asked to stop from outside its supervisor (`make restart-<name>`) may
+# take before its whole group is killed: a Celery worker's warm shutdown waits for its tasks.
+STOP_TIMEOUT_S = 30.0
 # Deaths in a row after which a component "keeps dying" and its log tail is shown.
 CRASH_LOOP_DEATHS = 3
 LOG_TAIL_LINES = 15
@@ -56,6 +59,25 @@ def group_kill(pgid: int, wait_s: float = 5.0) -> None:
     deadline = time.monotonic() + wait_s
     while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def component_stop(pid: int) -> bool:
+    """Stop one component from outside its supervisor, as `stop_all` does: SIGTERM to its main
+    process only, which stops its own children (a Celery worker whose pool children get the
+    SIGTERM too hangs in its shutdown, in billiard's `_help_stuff_finish`, and never exits);
+    SIGKILL to its whole group if any of it still runs after `STOP_TIMEOUT_S`. True when it
+    stopped by itself. (Its supervisor reaps it, and starts it again.)"""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while group_alive(pid):
+        if time.monotonic() >= deadline:
+            group_kill(pid)
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @dataclass
