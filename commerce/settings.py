@@ -7,16 +7,44 @@ server (SQLite, a file-based Celery broker, a local Kafka on 127.0.0.1:9092); pr
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("VAR_DIR", default=str(BASE_DIR / "var")))
 
-env = environ.Env()
+
+class _Env(environ.Env):
+    """django-environ, with the variable named when its value cannot be read (a bare
+    `ValueError: invalid literal for int() with base 10: 'abc'` names nothing), and numbers read
+    strictly: django-environ keeps only the digits of a float, so `PAYMENT_REVIEW_AFTER=1h` was
+    one second."""
+
+    @classmethod
+    def parse_value(cls, value: Any, cast: Any) -> Any:
+        if cast is float and isinstance(value, str):
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(f"not a finite number: {value!r}")
+            return number
+        return super().parse_value(value, cast)
+
+    def get_value(
+        self, var: str, cast: Any = None, default: Any = environ.Env.NOTSET, parse_default: bool = False
+    ) -> Any:
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except (ValueError, TypeError) as exc:
+            found = self.ENVIRON.get(var, "")
+            raise environ.ImproperlyConfigured(f"{var}={found!r} cannot be read: {exc}") from exc
+
+
+env = _Env()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 env_file = BASE_DIR / ".env"
 if env_file.exists():

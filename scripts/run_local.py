@@ -25,7 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 from run import supervisor as supervision
-from run.environment import PROJECT_DIR, dotenv_values, empty_dotenv_keys, run_address, run_environment
+from run.environment import (
+    PROJECT_DIR,
+    address_taken,
+    dotenv_values,
+    empty_dotenv_keys,
+    kafka_bootstrap,
+    run_address,
+    run_environment,
+)
 from run.status import PipelineFigures, is_ready, readiness
 from run.supervisor import Component, Supervisor, component_stop, group_alive, group_kill
 
@@ -172,12 +180,32 @@ def restart_component(name: str) -> int:
     return 0
 
 
+class StackNotReady(Exception):
+    """`make run` cannot start the stack; the message says why."""
+
+
 def kafka_prepare() -> bool:
-    """Make sure a broker answers; say which one and whether `make run` started it."""
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    was_ours = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True, check=False).returncode == 0
-    subprocess.run([KAFKA_LOCAL, "start"], check=True, capture_output=True)
-    ours_now = subprocess.run([KAFKA_LOCAL, "status"], capture_output=True, check=False).returncode == 0
+    """Make sure a broker answers; say which one and whether `make run` started it.
+
+    The broker is KAFKA_BOOTSTRAP_SERVERS as the components read it (the environment, then
+    .env): scripts/kafka-local is given the same, so that it starts one there or finds it."""
+    bootstrap = kafka_bootstrap(dict(os.environ))
+    environment = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+
+    def local(command: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([KAFKA_LOCAL, command], capture_output=True, text=True, check=False, env=environment)
+        if check and done.returncode != 0:
+            output = (done.stderr + done.stdout).strip().splitlines()
+            raise StackNotReady(
+                f"no Kafka broker answers at {bootstrap} and the local one did not start there "
+                f"(scripts/kafka-local {command} exited with {done.returncode}):\n"
+                + "\n".join(f"    {line}" for line in output[-8:])
+            )
+        return done
+
+    was_ours = local("status").returncode == 0
+    local("start", check=True)
+    ours_now = local("status").returncode == 0
     if ours_now and not was_ours:
         say(f"Kafka: started a local broker at {bootstrap} (stopped on exit)")
         return True
@@ -188,9 +216,15 @@ def kafka_prepare() -> bool:
     return False
 
 
-def print_environment() -> None:
-    for key, value in run_environment(dict(os.environ)).items():
+def print_environment() -> int:
+    try:
+        added = run_environment(dict(os.environ))
+    except ValueError as exc:
+        print(f"make run: {exc}", file=sys.stderr)  # stdout is eval'd
+        return 2
+    for key, value in added.items():
         print(f"export {key}={shlex.quote(value)}")
+    return 0
 
 
 def main() -> int:
@@ -212,8 +246,7 @@ def main() -> int:
     )
     options = parser.parse_args()
     if options.env:
-        print_environment()
-        return 0
+        return print_environment()
     if options.stop:
         stop_running_supervisor()
         return 0
@@ -222,6 +255,15 @@ def main() -> int:
     if not reap_leftovers():
         return 1
 
+    try:
+        host, port = run_address(dict(os.environ))
+    except ValueError as exc:
+        say(str(exc))
+        return 2
+    taken = address_taken(host, port)
+    if taken:
+        say(f"the API server cannot listen: {taken}")
+        return 2
     os.environ.update(run_environment(dict(os.environ)))
     empty = empty_dotenv_keys()
     if empty:
@@ -229,9 +271,12 @@ def main() -> int:
             f".env sets {', '.join(empty)} to an empty value, which overrides the default: "
             "comment the line out to get the default"
         )
-    host, port = run_address(dict(os.environ))
     base = f"http://{host}:{port}"
-    kafka_started_here = kafka_prepare()
+    try:
+        kafka_started_here = kafka_prepare()
+    except StackNotReady as exc:
+        say(str(exc))
+        return 1
     say(
         f"topics {os.environ['KAFKA_TOPIC_CATALOG']}, {os.environ['KAFKA_TOPIC_ORDERS']}; "
         f"consumer group {os.environ['BACKOFFICE_GROUP_ID']}"

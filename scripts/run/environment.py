@@ -9,8 +9,10 @@ running on one broker never read each other's events. Anything set in the enviro
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
+import socket
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -70,10 +72,41 @@ def run_environment(environ: dict[str, str], project_dir: Path = PROJECT_DIR) ->
 
 
 def run_address(environ: dict[str, str], dotenv: dict[str, str] | None = None) -> tuple[str, int]:
+    """RUN_HOST and RUN_PORT (the environment first, then .env). ValueError, naming RUN_PORT,
+    when it is not a port number."""
     dotenv = dotenv_values(PROJECT_DIR / ".env") if dotenv is None else dotenv
     host = environ.get("RUN_HOST") or dotenv.get("RUN_HOST") or "127.0.0.1"
-    port = int(environ.get("RUN_PORT") or dotenv.get("RUN_PORT") or "8000")
-    return host, port
+    given = environ.get("RUN_PORT") or dotenv.get("RUN_PORT") or "8000"
+    if not given.isascii() or not given.isdigit() or not 1 <= int(given) <= 65535:
+        raise ValueError(f"RUN_PORT must be a port number from 1 to 65535, not {given!r}")
+    return host, int(given)
+
+
+def address_taken(host: str, port: int) -> str | None:
+    """Why `make run`'s server could not listen at host:port (another process listens there,
+    the host is not this machine's), or None."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"RUN_HOST {host!r} cannot be resolved: {exc.strerror}"
+    family, kind, proto, _, address = found[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As the server binds: SO_REUSEADDR, so a port in TIME_WAIT is free, a listening one not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"{host}:{port} is taken by another process (RUN_PORT=8001 make run listens elsewhere)"
+            return f"cannot listen at {host}:{port}: {exc.strerror}"
+    return None
+
+
+def kafka_bootstrap(environ: dict[str, str], dotenv: dict[str, str] | None = None) -> str:
+    """The broker `make run` uses: KAFKA_BOOTSTRAP_SERVERS from the environment, then .env (as
+    its components read it), else the local default."""
+    dotenv = dotenv_values(PROJECT_DIR / ".env") if dotenv is None else dotenv
+    return environ.get("KAFKA_BOOTSTRAP_SERVERS") or dotenv.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
 
 
 def empty_dotenv_keys(project_dir: Path = PROJECT_DIR) -> list[str]:

@@ -128,3 +128,21 @@ def test_a_wsgi_or_asgi_server_refuses_to_load_without_a_gateway(tmp_path, modul
         timeout=60,
     )
     assert loaded.returncode == 0, loaded.stderr
+
+
+@pytest.mark.parametrize(
+    "variable,value",
+    [
+        ("OUTBOX_BATCH_SIZE", "abc"),
+        # django-environ kept a float's digits only: "1h" was one second, "1,5" was 1.5
+        ("PAYMENT_REVIEW_AFTER", "1h"),
+        ("OUTBOX_CLAIM_TTL", "1,5"),
+        ("PAYMENT_RECONCILE_AFTER", "nan"),
+    ],
+)
+def test_a_setting_that_cannot_be_read_is_named_in_one_line_not_a_traceback(tmp_path, variable, value):
+    # (make run's components and manage.py alike: a bare ValueError named no variable)
+    result = _manage(tmp_path, "check", **{**PRODUCTION, variable: value})
+    assert result.returncode != 0
+    assert f"{variable}={value!r} cannot be read" in result.stderr
+    assert "Traceback" not in result.stderr
