@@ -84,21 +84,23 @@ def run_address(environ: dict[str, str], dotenv: dict[str, str] | None = None) -
 
 def address_taken(host: str, port: int) -> str | None:
     """Why `make run`'s server could not listen at host:port (another process listens there,
-    the host is not this machine's), or None."""
+    the host is not this machine's), or None. Probed as runserver binds: a bracketed host
+    (`[::1]`) on IPv6, any other on IPv4 (a name that resolves to ::1 first included)."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    family = socket.AF_INET6 if bare != host else socket.AF_INET
     try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = socket.getaddrinfo(bare, port, family, socket.SOCK_STREAM)
     except socket.gaierror as exc:
         return f"RUN_HOST {host!r} cannot be resolved: {exc.strerror}"
-    family, kind, proto, _, address = found[0]
-    with socket.socket(family, kind, proto) as probe:
-        # As the server binds: SO_REUSEADDR, so a port in TIME_WAIT is free, a listening one not.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return f"{host}:{port} is taken by another process (RUN_PORT=8001 make run listens elsewhere)"
-            return f"cannot listen at {host}:{port}: {exc.strerror}"
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As the server binds: SO_REUSEADDR, so a port in TIME_WAIT is free, a listening one not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(found[0][4])
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"{host}:{port} is taken by another process (RUN_PORT=8001 make run listens elsewhere)"
+        return f"cannot listen at {host}:{port}: {exc.strerror}"
     return None
 
 

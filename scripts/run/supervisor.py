@@ -68,6 +68,8 @@ def component_stop(pid: int) -> bool:
     SIGKILL to its whole group if any of it still runs after `STOP_TIMEOUT_S`. True when it
     stopped by itself. (Its supervisor reaps it, and starts it again.)"""
     try:
+        if os.getpgid(pid) != pid:
+            return True  # not a component (each leads its own group): its pid was reused
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return True

@@ -57,6 +57,24 @@ def test_a_port_another_process_listens_on_is_refused_before_anything_starts(tmp
     assert address_taken("127.0.0.1", port) is None  # free once the other process is gone
 
 
+def test_the_address_is_probed_as_runserver_binds_it():
+    # a bracketed host is IPv6 (runserver's form: "[::1]:8000"); any other is IPv4
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert address_taken("localhost", port) is not None  # even where localhost is ::1 first
+    if socket.has_ipv6:
+        try:
+            with socket.socket(socket.AF_INET6) as free:
+                free.bind(("::1", 0))
+                port6 = free.getsockname()[1]
+        except OSError:
+            return  # no IPv6 loopback on this machine
+        assert address_taken("[::1]", port6) is None
+    assert address_taken("no-such-host.invalid", 8000) is not None
+
+
 def test_the_broker_is_the_one_the_components_read_from_the_environment_or_dotenv():
     assert kafka_bootstrap({}, {}) == "127.0.0.1:9092"
     assert kafka_bootstrap({}, {"KAFKA_BOOTSTRAP_SERVERS": "10.0.0.5:9092"}) == "10.0.0.5:9092"
