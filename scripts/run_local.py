@@ -327,14 +327,16 @@ def main() -> int:
         if options.demo is not None:
             return run_demo(options.demo, supervisor, base, lambda: stopping)
         next_status = 0.0
+        said_ready = False
         while not stopping:
             supervisor.check()
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + STATUS_EVERY_S
-                print(
-                    f"[{time.strftime('%H:%M:%S')}] {readiness(base)} | {figures.text} | {supervisor.summary()}",
-                    flush=True,
-                )
+                line = readiness(base)
+                print(f"[{time.strftime('%H:%M:%S')}] {line} | {figures.text} | {supervisor.summary()}", flush=True)
+                if not said_ready and is_ready(line):
+                    said_ready = True
+                    say(f"ready: the API answers at {base}/api/ (the demo users' tokens are above)")
             time.sleep(0.2)
     finally:
         figures.stop()

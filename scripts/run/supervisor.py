@@ -95,6 +95,9 @@ class Component:
     restart_at: float | None = None
     last_exit: int | None = None
     reported_loop: bool = False
+    # Where this `make run`'s lines begin in the log, which earlier runs' lines precede (the
+    # log is appended to): a crash loop's report shows this run's lines only.
+    log_start: int | None = None
     _log: object = field(default=None, repr=False)
 
     @property
@@ -108,6 +111,8 @@ class Component:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        if self.log_start is None:
+            self.log_start = log.seek(0, os.SEEK_END)
         # Its own session: Ctrl-C in the terminal reaches only `make run`, which stops the
         # components in order, and a component's children share its group, reaped with it.
         self.popen = subprocess.Popen(
@@ -121,7 +126,7 @@ class Component:
         try:
             with open(self.log_path, "rb") as log:
                 log.seek(0, os.SEEK_END)
-                log.seek(max(0, log.tell() - 16384))
+                log.seek(max(self.log_start or 0, log.tell() - 16384))
                 text = log.read().decode("utf-8", errors="replace")
         except OSError:
             return []

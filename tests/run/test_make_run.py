@@ -65,6 +65,9 @@ def test_env_example_copied_to_env_runs_and_a_payment_confirms_its_order(stacks)
     _remember(stack)
     output = stack.output()
     assert READY in output
+    # said once, in words, right after the first ready status line
+    stack.wait_for(lambda: "make run: ready: the API answers at http://" in stack.output(), timeout=10, what="ready")
+    assert stack.output().count("make run: ready:") == 1
     assert "Traceback" not in output
     assert "to an empty value" not in output  # .env.example sets nothing
     token = stack.token("alice")

@@ -58,6 +58,29 @@ def test_a_component_that_keeps_dying_is_restarted_with_backoff_and_reported_wit
     assert f"(restarts {component.restarts})" in sup.summary()
 
 
+def test_a_crash_loop_is_reported_with_this_runs_lines_not_an_earlier_runs(tmp_path, fast_backoff, capsys):
+    # given the log of an earlier make run (logs are appended to), ending with its own error
+    (tmp_path / "server.log").write_text("OverflowError: bind(): port must be 0-65535.\n" * 20)
+    sup, _ = _supervise(
+        tmp_path, "server", "print('Error: That port is already in use.', flush=True); raise SystemExit(1)"
+    )
+    sup.start_all()
+    component = sup.components["server"]
+
+    # when it keeps dying
+    def watch() -> bool:
+        sup.check()
+        return component.reported_loop
+
+    _until(watch)
+    sup.stop_all()
+
+    # then the report shows what this run's server said, none of the earlier run's error
+    printed = capsys.readouterr().out
+    assert "server| Error: That port is already in use." in printed
+    assert "OverflowError" not in printed
+
+
 def test_a_killed_component_is_restarted_and_what_it_left_in_its_group_is_reaped(tmp_path):
     # given a component with a child of its own (as a Celery worker has its pool)
     code = (
