@@ -22,6 +22,7 @@ docs/OUTBOX.md, "Claim", has the whole protocol.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 import weakref
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.db.models import F, TextField
 from django.db.models.functions import Cast
@@ -221,9 +222,12 @@ def claim_batch(
     """
     # No batch in flight: a token no row holds keeps the SQL free of NULL comparisons.
     in_flight = in_flight or uuid.uuid4()
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        return _pg_claim_own_transaction(token=token, limit=limit, now=now, min_age_s=min_age_s, in_flight=in_flight)
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            return _pg_claim(token=token, limit=limit, now=now, min_age_s=min_age_s, in_flight=in_flight)
+        if connection.vendor == "postgresql":  # in a caller's transaction: a savepoint of it
+            with connection.cursor() as cursor:
+                return _pg_claim(cursor, token=token, limit=limit, now=now, min_age_s=min_age_s, in_flight=in_flight)
         # SQLite: one host, one drain at a time (sqlite_lock.py): the host's clock is the clock.
         now = now or timezone.now()
         return _sqlite_claim(
@@ -288,55 +292,88 @@ def _dead_reason(attempts: int | str) -> str:
 # (an `IN` list of 2,000 placeholders costs more to build and parse than the rows cost to read).
 
 
-def _pg_claim(
+def _pg_claim_own_transaction(
     *, token: uuid.UUID, limit: int, now: datetime | None, min_age_s: float, in_flight: uuid.UUID
 ) -> list[ClaimedRow]:
+    """The claim in a transaction its own statements begin and end: BEGIN goes with its first
+    statement, COMMIT with its last (the lease), in the same round trips. `transaction.atomic()`
+    sends each on its own, two more round trips a claim, and every round trip of the drain's
+    thread waits for the GIL while the sender thread holds it (up to a switch interval, 5 ms:
+    docs/BENCHMARKS.md). Whatever fails in between is rolled back here (or by the server, when
+    the session is gone); the connection is back in autocommit, outside any transaction."""
     with connection.cursor() as cursor:
-        # The claim's one right plan: ordered index scans that stop at the limit, each per-key
-        # probe an index range of its key. On a table never analyzed (a fresh deployment, a
-        # bulk load) the planner estimates a handful of rows and may instead sort every pending
-        # row and probe with a bitmap of the whole pending index: quadratic, minutes at 20,000
-        # rows (seen in the concurrent-relays test). For this transaction only.
-        # JIT off: the planner cannot tell that the ordered scans stop at the limit, estimates
-        # the per-key probes over the whole backlog, and would compile the claim (150 ms) to
-        # save microseconds.
-        # set_config(..., true) is SET LOCAL. In the same round trip, the database's clock: every
-        # relay's leases and due times read one clock, whatever its host's says (a relay whose
-        # clock ran ahead would take over live leases; one behind would leave due rows waiting).
+        try:
+            return _pg_claim(
+                cursor, token=token, limit=limit, now=now, min_age_s=min_age_s, in_flight=in_flight, own=True
+            )
+        except BaseException:
+            with contextlib.suppress(DatabaseError, InterfaceError):  # a lost session rolled back by itself
+                cursor.execute("ROLLBACK")
+            raise
+
+
+def _pg_claim(
+    cursor: CursorWrapper,
+    *,
+    token: uuid.UUID,
+    limit: int,
+    now: datetime | None,
+    min_age_s: float,
+    in_flight: uuid.UUID,
+    own: bool = False,
+) -> list[ClaimedRow]:
+    """The claim's statements; `own`: in a transaction they begin and end themselves
+    (`_pg_claim_own_transaction`), else in the caller's."""
+    # The claim's one right plan: ordered index scans that stop at the limit, each per-key
+    # probe an index range of its key. On a table never analyzed (a fresh deployment, a
+    # bulk load) the planner estimates a handful of rows and may instead sort every pending
+    # row and probe with a bitmap of the whole pending index: quadratic, minutes at 20,000
+    # rows (seen in the concurrent-relays test). For this transaction only.
+    # JIT off: the planner cannot tell that the ordered scans stop at the limit, estimates
+    # the per-key probes over the whole backlog, and would compile the claim (150 ms) to
+    # save microseconds.
+    # set_config(..., true) is SET LOCAL. In the same round trip, the database's clock: every
+    # relay's leases and due times read one clock, whatever its host's says (a relay whose
+    # clock ran ahead would take over live leases; one behind would leave due rows waiting).
+    cursor.execute(
+        ("BEGIN; " if own else "")
+        + "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
+        "set_config('enable_sort', 'off', true), set_config('jit', 'off', true), statement_timestamp()"
+    )
+    if own:
+        cursor.nextset()  # past BEGIN's empty result
+    database_now = cursor.fetchone()[-1]
+    now = now or database_now
+    due = now - timedelta(seconds=min_age_s)
+    expires = now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL)
+    # SKIP LOCKED: concurrent relays take disjoint rows. The partial indexes on pending rows
+    # by seq (and by topic, seq) yield them oldest first: each scan stops after its limit.
+    params = {"now": now, "due": due, "in_flight": in_flight}
+    lock = "FOR UPDATE OF o SKIP LOCKED"
+    settled = _settle(
+        _claimable_candidates(
+            cursor,
+            limit=limit,
+            params=params,
+            lock=lock,
+            without=lambda candidates: _pg_without_rows_another_relay_is_claiming(
+                cursor, [(seq, key) for seq, key, _, _ in candidates], in_flight=in_flight
+            ),
+        )
+    )
+    if settled.doomed:
         cursor.execute(
-            "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), "
-            "set_config('enable_sort', 'off', true), set_config('jit', 'off', true), statement_timestamp()"
+            f"UPDATE {_TABLE} SET status = 'dead', attempts = attempts + 1, "
+            "last_error = format(%(reason)s, attempts + 1), "
+            "claim_token = NULL, claim_expires_at = NULL WHERE seq = ANY(%(doomed)s)",
+            {"doomed": settled.doomed, "reason": _dead_reason("%s")},
         )
-        database_now = cursor.fetchone()[-1]
-        now = now or database_now
-        due = now - timedelta(seconds=min_age_s)
-        expires = now + timedelta(seconds=settings.OUTBOX_CLAIM_TTL)
-        # SKIP LOCKED: concurrent relays take disjoint rows. The partial indexes on pending rows
-        # by seq (and by topic, seq) yield them oldest first: each scan stops after its limit.
-        params = {"now": now, "due": due, "in_flight": in_flight}
-        lock = "FOR UPDATE OF o SKIP LOCKED"
-        settled = _settle(
-            _claimable_candidates(
-                cursor,
-                limit=limit,
-                params=params,
-                lock=lock,
-                without=lambda candidates: _pg_without_rows_another_relay_is_claiming(
-                    cursor, [(seq, key) for seq, key, _, _ in candidates], in_flight=in_flight
-                ),
-            )
-        )
-        if settled.doomed:
-            cursor.execute(
-                f"UPDATE {_TABLE} SET status = 'dead', attempts = attempts + 1, "
-                "last_error = format(%(reason)s, attempts + 1), "
-                "claim_token = NULL, claim_expires_at = NULL WHERE seq = ANY(%(doomed)s)",
-                {"doomed": settled.doomed, "reason": _dead_reason("%s")},
-            )
-        if not settled.kept:
-            return []
-        rows = _pg_lease(cursor, settled.kept, abandoned=settled.abandoned, token=token, expires=expires)
-        return _flag_abandoned(rows, settled.abandoned)
+    if not settled.kept:
+        if own:
+            cursor.execute("COMMIT")
+        return []
+    rows = _pg_lease(cursor, settled.kept, abandoned=settled.abandoned, token=token, expires=expires, commit=own)
+    return _flag_abandoned(rows, settled.abandoned)
 
 
 def _pg_without_rows_another_relay_is_claiming(
@@ -391,7 +428,10 @@ def _pg_lease(
     abandoned: list[int],
     token: uuid.UUID,
     expires: datetime,
+    commit: bool = False,
 ) -> list[ClaimedRow]:
+    """Lease the kept rows; `commit`: and end the claim's own transaction in the same round trip
+    (the UPDATE's rows are its first result)."""
     if abandoned:
         cursor.execute(
             f"UPDATE {_TABLE} SET attempts = attempts + 1, last_error = %(reason)s WHERE seq = ANY(%(abandoned)s)",
@@ -399,7 +439,7 @@ def _pg_lease(
         )
     cursor.execute(
         f"UPDATE {_TABLE} SET claim_token = %(token)s, claim_expires_at = %(expires)s "
-        f"WHERE seq = ANY(%(kept)s::bigint[]) RETURNING {_RETURNING}",
+        f"WHERE seq = ANY(%(kept)s::bigint[]) RETURNING {_RETURNING}" + ("; COMMIT" if commit else ""),
         {"token": token, "expires": expires, "kept": pg_int_array(kept)},
     )
     return _claimed_rows(cursor.fetchall())
