@@ -61,10 +61,15 @@ class _ConfirmedSnapshot(_SnapshotFields):
     currency: str
 
 
-def _snapshot(order: Order) -> _Snapshot:
-    lines = tuple(
+def _snapshot(order: Order, lines: list[OrderLine] | None = None) -> _Snapshot:
+    """`lines`: the order's lines when the caller has them (it has just written them), saving
+    the round trip that reads them back; read from the database otherwise."""
+    ordered = (
+        sorted(lines, key=lambda line: line.product_id) if lines is not None else order.lines.order_by("product_id")
+    )
+    payload_lines = tuple(
         OrderLinePayload(product_id=str(line.product_id), quantity=line.quantity, unit_price=line.unit_price)
-        for line in order.lines.all().order_by("product_id")
+        for line in ordered
     )
     return {
         "order_id": str(order.id),
@@ -73,7 +78,7 @@ def _snapshot(order: Order) -> _Snapshot:
         "original_total": order.original_total,
         "discount": order.discount,
         "final_total": order.final_total,
-        "lines": lines,
+        "lines": payload_lines,
     }
 
 
@@ -178,7 +183,7 @@ def order_place(*, user: User, lines: list[OrderLineRequest], coupon_code: str |
             coupon=coupon,
             version=1,
         )
-        OrderLine.objects.bulk_create(
+        order_lines = OrderLine.objects.bulk_create(
             [
                 OrderLine(
                     order=order,
@@ -198,7 +203,9 @@ def order_place(*, user: User, lines: list[OrderLineRequest], coupon_code: str |
         order_created.send(
             sender=Order,
             event=OrderCreated(
-                **_snapshot(order), coupon_code=coupon.code if coupon else None, aggregate_version=order.version
+                **_snapshot(order, order_lines),
+                coupon_code=coupon.code if coupon else None,
+                aggregate_version=order.version,
             ),
         )
     return order
