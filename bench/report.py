@@ -255,7 +255,10 @@ so figures are compared with a baseline measured in the same run.
   commits its offset after each, on a sample.
 - `bench/e2e.py`: orders through the services at a fixed rate ({e2e["orders_per_s"]:.0f}/s achieved) with the relay
   ({e2e.get("relay", "celery_kick")}) and a real consumer; latency = the time right after the back office's
-  commit - the event's occurred_at.
+  commit - the time right after the order's COMMIT returned (the writer's on_commit hook). The back
+  office's leg starts at the record's Kafka timestamp (the relay's send); split at the poll that
+  returned the record: send -> polled p50 {e2e.get("consumer_to_poll_p50_ms", "-")} ms (Kafka's hop and the
+  wait behind the batch being applied), polled -> committed p50 {e2e.get("consumer_apply_p50_ms", "-")} ms.
 - `bench/payment_confirm.py`: `make run` for real on its defaults (SQLite, the file-based Celery
   queue) in a copy of the checkout, {payment["rate"]:g} orders/s for {payment["seconds"]:g} s through the HTTP API,
   each order paid; latency = the order's `confirmed_at` - the payment's `created_at` (includes the simulated
