@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,24 @@ class _Env(environ.Env):
         except (ValueError, TypeError) as exc:
             found = self.ENVIRON.get(var, "")
             raise environ.ImproperlyConfigured(f"{var}={found!r} cannot be read: {exc}") from exc
+
+    def at_least(self, var: str, cast: type, default: Any, minimum: float, *, above: bool = False) -> Any:
+        """A number no smaller than `minimum` (larger, with `above`): a negative tolerance
+        refused every callback, a retention of 0 days emptied the inbox at its next purge."""
+        value = self.get_value(var, cast=cast, default=default)
+        if value < minimum or (above and value == minimum):
+            bound = "more than" if above else "at least"
+            raise environ.ImproperlyConfigured(f"{var}={value!r} is out of range: it must be {bound} {minimum}")
+        return value
+
+    def rate(self, var: str, default: str) -> str:
+        """A DRF throttle rate. DRF reads it at each request: a bad one was a 500 on every call."""
+        value = self.str(var, default=default)
+        if not re.fullmatch(r"[0-9]+/[smhd][a-z]*", value):
+            raise environ.ImproperlyConfigured(
+                f"{var}={value!r} cannot be read: a rate is <requests>/<second|minute|hour|day>, e.g. 10/min"
+            )
+        return value
 
 
 env = _Env()
@@ -257,7 +276,7 @@ PAYMENT_CALLBACK_SECRET = env.str(
 )
 PAYMENT_CALLBACK_SECRET_MIN_LENGTH = 32
 # Seconds a callback's signed X-Gateway-Timestamp may differ from our clock.
-PAYMENT_CALLBACK_TOLERANCE = env.float("PAYMENT_CALLBACK_TOLERANCE", default=300.0)
+PAYMENT_CALLBACK_TOLERANCE = env.at_least("PAYMENT_CALLBACK_TOLERANCE", float, 300.0, 0, above=True)
 # A larger callback body is refused with 413 before it is read.
 PAYMENT_CALLBACK_MAX_BYTES = env.int("PAYMENT_CALLBACK_MAX_BYTES", default=64 * 1024)
 PAYMENT_SIM_FAILURE_RATE = env.float("PAYMENT_SIM_FAILURE_RATE", default=0.1)
@@ -274,10 +293,16 @@ PAYMENT_CALLBACK_BASE_URL = env.str("PAYMENT_CALLBACK_BASE_URL", default="")
 # Per client IP for anonymous requests, per user for authenticated ones, per IP for the token
 # endpoint (password guessing). The test settings raise the first two for the suite and the
 # load tools; set them in the environment of a load test against a running server.
-THROTTLE_ANON = env.str("THROTTLE_ANON", default="120/min")
-THROTTLE_USER = env.str("THROTTLE_USER", default="1200/min")
-THROTTLE_LOGIN = env.str("THROTTLE_LOGIN", default="10/min")
+THROTTLE_ANON = env.rate("THROTTLE_ANON", default="120/min")
+THROTTLE_USER = env.rate("THROTTLE_USER", default="1200/min")
+THROTTLE_LOGIN = env.rate("THROTTLE_LOGIN", default="10/min")
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["commerce.throttling.AnonThrottle", "commerce.throttling.UserThrottle"]
+# How many reverse proxies in front of the API append to X-Forwarded-For: the client's address
+# for the rate limits is the entry the outermost of them wrote. 0 (no proxy): the connection's
+# address, the header ignored; DRF's default trusted the whole header, which any client writes,
+# so a new value per request was a new allowance (unlimited password guesses).
+TRUSTED_PROXIES = env.at_least("TRUSTED_PROXIES", int, 0, 0)
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
 # Bearer token that lets monitoring read /health/relay without a staff session; empty: staff only.
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
 # /health/backoffice is unhealthy when events wait and the consumer handled none for this long.
@@ -291,7 +316,7 @@ BACKOFFICE_SESSION_TIMEOUT_MS = env.int("BACKOFFICE_SESSION_TIMEOUT_MS", default
 # empty fetch, and the longest one poll waits for records (both return as soon as records come).
 BACKOFFICE_FETCH_MAX_WAIT_MS = env.int("BACKOFFICE_FETCH_MAX_WAIT_MS", default=100)
 BACKOFFICE_POLL_TIMEOUT_MS = env.int("BACKOFFICE_POLL_TIMEOUT_MS", default=500)
-BACKOFFICE_INBOX_RETENTION = timedelta(days=env.float("BACKOFFICE_INBOX_RETENTION_DAYS", default=14))
+BACKOFFICE_INBOX_RETENTION = timedelta(days=env.at_least("BACKOFFICE_INBOX_RETENTION_DAYS", float, 14.0, 0, above=True))
 PRODUCT_CACHE_KEY = "catalog:product:{product_id}"
 
 # --- Event contract (docs/EVENTS.md) ----------------------------------------------------------

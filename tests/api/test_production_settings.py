@@ -146,3 +146,24 @@ def test_a_setting_that_cannot_be_read_is_named_in_one_line_not_a_traceback(tmp_
     assert result.returncode != 0
     assert f"{variable}={value!r} cannot be read" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "variable,value",
+    [
+        # DRF parses a rate at each request: every API call was a 500
+        ("THROTTLE_USER", "abc"),
+        ("THROTTLE_LOGIN", "10/fortnight"),
+        # every callback refused as stale
+        ("PAYMENT_CALLBACK_TOLERANCE", "-1"),
+        # the hourly purge emptied the inbox: every redelivery applied again
+        ("BACKOFFICE_INBOX_RETENTION_DAYS", "0"),
+        ("BACKOFFICE_INBOX_RETENTION_DAYS", "-3"),
+        ("TRUSTED_PROXIES", "-1"),
+    ],
+)
+def test_a_setting_out_of_its_range_is_refused_at_start(tmp_path, variable, value):
+    result = _manage(tmp_path, "check", **{**PRODUCTION, variable: value})
+    assert result.returncode != 0
+    assert f"{variable}=" in result.stderr
+    assert "Traceback" not in result.stderr

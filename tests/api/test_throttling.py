@@ -102,3 +102,47 @@ def test_the_default_rates_put_the_token_endpoint_strictest(tmp_path):
     login, anon, user = (int(rate.split("/")[0]) for rate in result.stdout.split())
     assert result.stdout.split()[0].endswith("/min")
     assert login < anon < user
+
+
+def test_a_forged_x_forwarded_for_does_not_make_a_new_client(settings):
+    # By default no proxy is trusted: the header is the client's to write, and a new value
+    # per request was a fresh allowance each time (40 password guesses, no 429).
+    settings.THROTTLE_LOGIN = "3/min"
+    settings.THROTTLE_ANON = "3/min"
+    client = _client()
+    guesses = [
+        client.post(
+            "/api/auth/token/",
+            {"username": "alice", "password": f"guess-{n}"},
+            format="json",
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{n}",
+        ).status_code
+        for n in range(4)
+    ]
+    assert guesses[:3] == [400, 400, 400]
+    assert guesses[3] == 429
+    product = product_make()
+    reads = [
+        client.get(f"/api/products/{product.id}/", HTTP_X_FORWARDED_FOR=f"10.0.1.{n}").status_code for n in range(4)
+    ]
+    assert reads == [200, 200, 200, 429]
+
+
+def test_behind_a_trusted_proxy_the_client_is_the_address_the_proxy_saw(settings):
+    # TRUSTED_PROXIES=1: the last X-Forwarded-For entry is the proxy's own record of the client.
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    settings.THROTTLE_LOGIN = "2/min"
+    client = _client()
+
+    def guess(forwarded_for: str) -> int:
+        return client.post(
+            "/api/auth/token/",
+            {"username": "alice", "password": "wrong"},
+            format="json",
+            HTTP_X_FORWARDED_FOR=forwarded_for,
+        ).status_code
+
+    # one client behind the proxy, whatever it puts before the proxy's entry
+    assert [guess(f"1.2.3.{n}, 203.0.113.7") for n in range(3)] == [400, 400, 429]
+    # another client has its own allowance
+    assert guess("203.0.113.8") == 400
