@@ -8,11 +8,15 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from catalog.models import Like, Product, ProductView
-from catalog.services import product_create, product_restock
+from catalog.services import STOCK_MAX, product_create, product_restock, product_update
 from commerce.admin import ReadOnlyAdmin
+from commerce.errors import DomainValidationError
 
 
 class ProductCreateForm(forms.ModelForm):
+    # SQLite's columns have no range for Django to check: the bound the services hold.
+    stock = forms.IntegerField(min_value=0, max_value=STOCK_MAX)
+
     class Meta:
         model = Product
         fields = ["name", "price", "stock"]
@@ -40,16 +44,23 @@ class ProductAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Product, form: forms.ModelForm[Product], change: bool) -> None:
         if change:
-            obj.save(update_fields=["name", "price", "updated_at"])
+            product_update(product_id=obj.pk, name=obj.name, price=obj.price)
         else:
             created = product_create(name=obj.name, price=obj.price, stock=obj.stock)
             obj.pk = created.pk
 
     @admin.action(description="Restock 10 units (emits StockChanged)", permissions=["change"])
     def restock_ten(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        restocked = 0
         for product in queryset:
-            product_restock(product_id=product.id, quantity=10)
-        self.message_user(request, f"Restocked {queryset.count()} product(s).", messages.SUCCESS)
+            try:
+                product_restock(product_id=product.id, quantity=10)
+            except DomainValidationError as exc:
+                self.message_user(request, f"Product {product.id}: restock refused: {exc}", messages.ERROR)
+            else:
+                restocked += 1
+        if restocked:
+            self.message_user(request, f"Restocked {restocked} product(s).", messages.SUCCESS)
 
 
 @admin.register(Like)

@@ -5,13 +5,28 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
+from django.core.cache import cache
 from django.db import transaction
 
 from catalog.errors import InsufficientStock
 from catalog.events import LikeChanged, ProductViewed, StockChanged
 from catalog.models import Like, Product, ProductView
 from catalog.signals import like_changed, product_viewed, stock_changed
+from commerce.errors import DomainValidationError
+
+# The most stock a product holds: its column on PostgreSQL is an integer, and StockChanged's
+# `quantity` is one. More was a 500 in development (the schema check) and, in production, a
+# committed stock the back office dead-lettered, its projection wrong for good.
+STOCK_MAX = 2**31 - 1
+
+
+def _cached_detail_forget(product_id: int) -> None:
+    """The product's cached API detail is deleted once the change commits (deleted before, a
+    read in between would cache the old state again)."""
+    key = settings.PRODUCT_CACHE_KEY.format(product_id=product_id)
+    transaction.on_commit(lambda: cache.delete(key))
 
 
 def _stock_change(*, product: Product, delta: int, reason: str, order_id: int | None = None) -> None:
@@ -22,6 +37,10 @@ def _stock_change(*, product: Product, delta: int, reason: str, order_id: int | 
             product_id=product.id,
             available=product.stock,
             requested=-delta,
+        )
+    if product.stock + delta > STOCK_MAX:
+        raise DomainValidationError(
+            f"product {product.id} would hold {product.stock + delta} units, more than {STOCK_MAX}", field="quantity"
         )
     product.stock += delta
     product.stock_version += 1
@@ -54,7 +73,11 @@ def _like_changed(*, product: Product, user: User, liked: bool) -> None:
 
 
 def product_create(*, name: str, price: Decimal, stock: int) -> Product:
-    """Create a product; its initial stock is the first StockChanged (version 1)."""
+    """Create a product; its initial stock is the first StockChanged (version 1).
+
+    Raises DomainValidationError (400: stock) for a stock below 0 or above STOCK_MAX."""
+    if not 0 <= stock <= STOCK_MAX:
+        raise DomainValidationError(f"must be 0 to {STOCK_MAX}", field="stock")
     with transaction.atomic():
         product = Product.objects.create(name=name, price=price, stock=0, stock_version=0)
         _stock_change(product=product, delta=stock, reason="create")
@@ -67,6 +90,19 @@ def product_restock(*, product_id: int, quantity: int) -> Product:
     with transaction.atomic():
         product = Product.objects.select_for_update().get(id=product_id)
         _stock_change(product=product, delta=quantity, reason="restock")
+        # Back in stock is shown at once (the cached detail would say 0 for minutes).
+        _cached_detail_forget(product.id)
+    return product
+
+
+def product_update(*, product_id: int, name: str, price: Decimal) -> Product:
+    """Change a product's name and price (no event: the catalog's events are about stock,
+    likes and views); its cached detail is deleted at commit."""
+    with transaction.atomic():
+        product = Product.objects.select_for_update().get(id=product_id)
+        product.name, product.price = name, price
+        product.save(update_fields=["name", "price", "updated_at"])
+        _cached_detail_forget(product.id)
     return product
 
 
