@@ -39,6 +39,11 @@ class ProductAdmin(admin.ModelAdmin):
             kwargs["form"] = ProductCreateForm
         return super().get_form(request, obj, change, **kwargs)
 
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # No event says a product is gone: the back office would keep its metrics (and stock)
+        # for good, and its orders' lines name it.
+        return False
+
     def get_readonly_fields(self, request: HttpRequest, obj: Product | None = None) -> list[str]:
         return ["stock", "stock_version", "created_at", "updated_at"] if obj else []
 

@@ -88,3 +88,14 @@ def test_a_restock_is_shown_by_the_cached_detail_at_once(api_client, django_capt
     with django_capture_on_commit_callbacks(execute=True):
         product_restock(product_id=product.id, quantity=10)
     assert api_client.get(f"/api/products/{product.id}/").json()["stock"] == 10
+
+
+def test_the_admin_does_not_delete_products(admin_client):
+    # No event says a product is gone: its metrics in the back office stayed for good.
+    product = product_make(stock=7)
+    page = admin_client.get(reverse("admin:catalog_product_delete", args=[product.id]))
+    assert page.status_code == 403
+    admin_client.post(reverse("admin:catalog_product_delete", args=[product.id]), {"post": "yes"})
+    bulk = admin_client.get(reverse("admin:catalog_product_changelist"))
+    assert "delete_selected" not in bulk.context["action_form"].fields["action"].choices.__repr__()
+    assert Product.objects.filter(id=product.id).exists()
