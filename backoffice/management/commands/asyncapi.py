@@ -26,7 +26,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         path = Path(options["output"])
         text = asyncapi_yaml()
-        committed = path.read_text() if path.exists() else None
+        try:
+            committed = path.read_text() if path.exists() else None
+        except OSError as exc:
+            raise CommandError(f"cannot read {path}: {exc.strerror}") from exc
         if committed is not None:
             breaking = document_changes_incompatible(yaml.safe_load(committed), asyncapi_document())
             if breaking:
@@ -38,5 +41,8 @@ class Command(BaseCommand):
                 raise CommandError(f"{path} differs from the contract: run manage.py asyncapi")
             self.stdout.write(f"{path} is up to date")
             return
-        path.write_text(text)
+        try:
+            path.write_text(text)
+        except OSError as exc:
+            raise CommandError(f"cannot write {path}: {exc.strerror}") from exc
         self.stdout.write(f"wrote {path}")

@@ -7,6 +7,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from backoffice.consumer import EventConsumer
+from commerce.management.arguments import (
+    INT32_MAX,
+    INT64_MAX,
+    integer_between,
+    seconds,
+    text_not_blank,
+    topic_name,
+)
 from commerce.observability.exporters import metrics_http_start
 
 logger = logging.getLogger(__name__)
@@ -19,34 +27,47 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--topics", nargs="+", default=None, help="default: every topic of KAFKA_TOPICS")
-        parser.add_argument("--group", default=None, help="default: BACKOFFICE_GROUP_ID")
-        parser.add_argument("--batch-size", type=int, default=None)
         parser.add_argument(
+            "--topics", nargs="+", type=topic_name, default=None, help="default: every topic of KAFKA_TOPICS"
+        )
+        parser.add_argument("--group", type=text_not_blank, default=None, help="default: BACKOFFICE_GROUP_ID")
+        parser.add_argument(
+            "--batch-size", type=integer_between(1, INT32_MAX), default=None, help="default: BACKOFFICE_BATCH_SIZE"
+        )
+        # Both default to None, not True: argparse counts an exclusive flag as given only when it
+        # stores a value other than its default. None (neither given) means from the beginning.
+        start = parser.add_mutually_exclusive_group()
+        start.add_argument(
             "--from-beginning",
             action="store_true",
-            default=True,
+            default=None,
             help="a new group starts at the oldest record (default)",
         )
-        parser.add_argument(
-            "--from-latest", dest="from_beginning", action="store_false", help="a new group starts at the end"
+        start.add_argument(
+            "--from-latest",
+            dest="from_beginning",
+            action="store_false",
+            default=None,
+            help="a new group starts at the end",
         )
         parser.add_argument(
             "--until-idle",
-            type=float,
+            type=seconds(zero_allowed=True),
             default=None,
             metavar="SECONDS",
             help="exit after this long without a record (counted once each partition answered a fetch)",
         )
-        parser.add_argument("--max-events", type=int, default=None, help="exit after N records")
-        parser.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS")
+        parser.add_argument(
+            "--max-events", type=integer_between(1, INT64_MAX), default=None, help="exit after N records"
+        )
+        parser.add_argument("--progress-every", type=seconds(zero_allowed=False), default=10.0, metavar="SECONDS")
 
     def handle(self, *args: Any, **options: Any) -> None:
         consumer = EventConsumer(
             topics=options["topics"] or list(settings.KAFKA_TOPICS.values()),
             group_id=options["group"] or settings.BACKOFFICE_GROUP_ID,
             batch_size=options["batch_size"],
-            from_beginning=options["from_beginning"],
+            from_beginning=options["from_beginning"] is not False,
             progress_every_s=options["progress_every"],
         )
         consumer.install_signal_handlers()

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from backoffice.consumer import EventConsumer
 from backoffice.projections import projections_reset
+from commerce.management.arguments import seconds, text_not_blank
 
 
 class Command(BaseCommand):
@@ -16,8 +17,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--group", default=None)
-        parser.add_argument("--until-idle", type=float, default=5.0, metavar="SECONDS")
+        parser.add_argument("--group", type=text_not_blank, default=None)
+        parser.add_argument("--until-idle", type=seconds(zero_allowed=True), default=5.0, metavar="SECONDS")
 
     def handle(self, *args: Any, **options: Any) -> None:
         group = options["group"] or settings.BACKOFFICE_GROUP_ID

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from commerce.management.arguments import INT32_MAX, integer_between
 from outbox.topics import TopicsNotReady, topic_names, topics_ensure
 
 
@@ -16,7 +17,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--partitions", type=int, default=None)
+        parser.add_argument("--partitions", type=integer_between(1, INT32_MAX), default=None)
 
     def handle(self, *args: Any, partitions: int | None = None, **options: Any) -> None:
         try:

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from commerce.management.arguments import seconds, uuid_text
 from outbox.housekeeping import outbox_purge_published, outbox_requeue, outbox_status
 from outbox.models import OutboxEvent
 from outbox.relay import relay_drain
@@ -29,7 +30,7 @@ class Command(BaseCommand):
         status = sub.add_parser("status")
         status.add_argument(
             "--max-age",
-            type=float,
+            type=seconds(zero_allowed=True),
             default=None,
             help="seconds; exit 1 when the oldest pending row is older (default OUTBOX_STALE_SECONDS)",
         )
@@ -41,7 +42,7 @@ class Command(BaseCommand):
             "(outbox/topics.py); exit 1 on a mismatch or when Kafka cannot tell",
         )
         requeue = sub.add_parser("requeue")
-        requeue.add_argument("event_ids", nargs="*", help="event ids; none means every dead row")
+        requeue.add_argument("event_ids", nargs="*", type=uuid_text, help="event ids; none means every dead row")
         requeue.add_argument("--all", action="store_true")
         drain = sub.add_parser("drain")
         drain.add_argument("--until-empty", action="store_true")
