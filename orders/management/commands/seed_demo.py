@@ -13,7 +13,8 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from catalog.models import Product
-from catalog.services import product_create
+from catalog.services import STOCK_MAX, product_create
+from commerce.management.arguments import integer_between
 from orders.models import Coupon
 from orders.services import coupon_create
 
@@ -47,7 +48,7 @@ class Command(BaseCommand):
     help = "Create demo products, users with tokens and coupons (idempotent); a dev superuser in DEBUG."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--stock", type=int, default=500)
+        parser.add_argument("--stock", type=integer_between(0, STOCK_MAX), default=500)
 
     def handle(self, *args: Any, stock: int, **options: Any) -> None:
         existing = set(Product.objects.values_list("name", flat=True))
