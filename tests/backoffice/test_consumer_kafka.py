@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from kafka import KafkaAdminClient
 
 from backoffice.consumer import EventConsumer, _CommitBeforeRevoke
@@ -253,6 +253,30 @@ def test_replay_rebuilds_projections_equal_to_live(kafka_topics, settings):
     assert replayed == live
     assert projections_differences(expected) == []
     assert InboxEntry.objects.filter(consumer_group=group).count() == len(records)
+
+
+def test_a_rebuild_is_refused_while_the_group_has_a_live_consumer(kafka_topics, subprocess_env, tmp_path):
+    # given a group whose consumer runs (as under `make run`) and has applied a stream
+    records, expected = stream_make(events=300, seed=5)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    produce(records, kafka_topics)
+    live = _consumer_process("consumer-live", subprocess_env, tmp_path, group)
+    live.start()
+    try:
+        _wait_for_inbox(len(records))
+        _wait_for_stable_group(group, members=1, partitions=6)
+        # when a rebuild of that group is asked for
+        with pytest.raises(CommandError, match="live member"):
+            call_command("rebuild_projections", "--group", group, "--until-idle", "3")
+        # then nothing was emptied (before: it took the partitions the live one was not
+        # assigned, replayed those, and left the projections short for good)
+        assert projections_differences(expected) == []
+        assert InboxEntry.objects.filter(consumer_group=group).count() == len(records)
+    finally:
+        live.stop()
+    # and once the consumer is stopped, the rebuild runs
+    call_command("rebuild_projections", "--group", group, "--until-idle", "3")
+    assert projections_differences(expected) == []
 
 
 def test_a_topic_deleted_and_recreated_under_the_consumer_is_followed(kafka_topics, subprocess_env, tmp_path):

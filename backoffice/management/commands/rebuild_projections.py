@@ -3,11 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from kafka.errors import KafkaError
 
 from backoffice.consumer import EventConsumer
 from backoffice.projections import projections_reset
 from commerce.management.arguments import seconds, text_not_blank
+from outbox.kafka import admin_client
 
 
 class Command(BaseCommand):
@@ -22,6 +24,14 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         group = options["group"] or settings.BACKOFFICE_GROUP_ID
+        members = _live_members(group)
+        if members:
+            # A live member keeps applying into the projections being emptied, and holds the
+            # partitions it is assigned: the rebuild replayed the others only.
+            raise CommandError(
+                f"group {group} has {len(members)} live member(s) ({', '.join(members)}): stop its "
+                "consumers first (make stop, or the consume_events processes), then rebuild"
+            )
         projections_reset(group=group)
         self.stdout.write(f"projections and inbox of {group} emptied; replaying")
         consumer = EventConsumer(
@@ -35,3 +45,16 @@ class Command(BaseCommand):
         self.stdout.write(
             f"replayed {stats.polled} records: applied {stats.applied}, dead letters {stats.dead_lettered}"
         )
+
+
+def _live_members(group: str) -> list[str]:
+    """The group's members now (their client ids), as the group's coordinator sees them."""
+    try:
+        admin = admin_client()
+        try:
+            described = admin.describe_groups([group])[group]
+        finally:
+            admin.close()
+    except KafkaError as exc:
+        raise CommandError(f"cannot ask Kafka about group {group}: {type(exc).__name__}: {exc}") from exc
+    return [f"{member['client_id']} on {member['client_host']}" for member in described["members"]]
