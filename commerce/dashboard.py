@@ -1,5 +1,9 @@
 """The pipeline dashboard in the admin (staff only): is every event flowing?
 
+Staff who may view what a page shows, like the admin's lists (superusers pass): the overview
+needs `outbox.view_outboxevent` (its recent orders are listed with `orders.view_order` too), an
+order's trace needs both, since it lists the order and its outbox rows. Anyone else gets a 403.
+
 Outbox backlog and publish rate, topics that differ from the replication policy, consumer lag
 per partition (Kafka's committed offsets against the end offsets), dead letters, a chart of
 events per second, and the trace of one order from its HTTP request to the back office.
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.decorators import permission_required
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -110,6 +115,7 @@ def chart_svg(series: dict[str, tuple[str, list[float]]], *, width: int = 640, h
     return "".join(parts)
 
 
+@permission_required("outbox.view_outboxevent", raise_exception=True)
 def pipeline_dashboard(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     since = now - timedelta(minutes=CHART_MINUTES)
@@ -152,7 +158,7 @@ def pipeline_dashboard(request: HttpRequest) -> HttpResponse:
         "lag_error": lag if isinstance(lag, str) else None,
         "lag_total": sum(p.lag for p in lag) if isinstance(lag, list) else None,
         "dead_letters_open": DeadLetter.objects.filter(status=DeadLetter.Status.OPEN).count(),
-        "recent_orders": Order.objects.order_by("-id")[:10],
+        "recent_orders": Order.objects.order_by("-id")[:10] if request.user.has_perm("orders.view_order") else None,
         "chart": chart_svg(
             {
                 "published": ("#2b6cb0", _per_bucket(published_times, since)),
@@ -166,6 +172,7 @@ def pipeline_dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "admin/pipeline/dashboard.html", context)
 
 
+@permission_required(["orders.view_order", "outbox.view_outboxevent"], raise_exception=True)
 def order_trace(request: HttpRequest, order_id: int) -> HttpResponse:
     order = get_object_or_404(Order.objects.prefetch_related("lines", "payments"), id=order_id)
     rows = list(
