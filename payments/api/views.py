@@ -6,7 +6,6 @@ from typing import IO, Any
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -15,6 +14,7 @@ from rest_framework.views import APIView
 
 from commerce.api_auth import AuthenticatedRequest
 from commerce.api_schema import BAD_REQUEST, CONFLICT, NOT_FOUND, UNAUTHORIZED, ErrorSerializer
+from commerce.parsers import RequestTooLarge
 from payments import selectors, services
 from payments.gateway import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from payments.models import Payment
@@ -57,12 +57,6 @@ CallbackOutputSerializer = inline_serializer(
         "changed": serializers.BooleanField(help_text="false for a repeated callback"),
     },
 )
-
-
-class RequestTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "request body too large"
-    default_code = "too_large"
 
 
 class RawBodyParser(BaseParser):
