@@ -8,9 +8,10 @@ from django.http import HttpRequest
 
 from backoffice.models import DeadLetter, EventLog, InboxEntry, OrderLedger, ProductMetrics
 from backoffice.services import dead_letters_redrive
+from commerce.admin import BoundedLookupsAdmin
 
 
-class ReadOnlyAdmin(admin.ModelAdmin[Any]):
+class ReadOnlyAdmin(BoundedLookupsAdmin[Any]):
     """Projections are written by the consumer only."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:

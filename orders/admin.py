@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from commerce.admin import ReadOnlyAdmin
+from commerce.admin import BoundedLookupsAdmin, ReadOnlyAdmin
 from commerce.errors import DomainError
 from orders.models import Coupon, Order, OrderLine
 from orders.services import order_cancel
@@ -59,7 +59,7 @@ class OrderAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Coupon)
-class CouponAdmin(admin.ModelAdmin):
+class CouponAdmin(BoundedLookupsAdmin):
     list_display = ["code", "kind", "value", "owner", "expires_at", "used_at"]
     list_filter = ["kind", "expires_at"]
     search_fields = ["code", "owner__username"]

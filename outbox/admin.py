@@ -5,12 +5,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from commerce.admin import BoundedLookupsAdmin
 from outbox.housekeeping import outbox_requeue, outbox_status
 from outbox.models import OutboxEvent
 
 
 @admin.register(OutboxEvent)
-class OutboxEventAdmin(admin.ModelAdmin[OutboxEvent]):
+class OutboxEventAdmin(BoundedLookupsAdmin[OutboxEvent]):
     """Read-only: rows change through the relay. Dead rows can be requeued."""
 
     list_display = [
