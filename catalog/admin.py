@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from catalog.models import Like, Product, ProductView
 from catalog.services import STOCK_MAX, product_create, product_restock, product_update
-from commerce.admin import ReadOnlyAdmin
+from commerce.admin import BoundedLookupsAdmin, ReadOnlyAdmin
 from commerce.errors import DomainValidationError
 
 
@@ -23,7 +23,7 @@ class ProductCreateForm(forms.ModelForm):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(BoundedLookupsAdmin[Product]):
     """Stock changes only through the services (they emit StockChanged): created with its initial
     stock, then restocked with the action; name and price are plain edits."""
 

@@ -74,17 +74,7 @@ NOT_OURS = {"auth", "authtoken"}  # Django's and DRF's admins
 @pytest.mark.parametrize(
     "model_admin",
     [
-        pytest.param(
-            model_admin,
-            id=f"{model._meta.app_label}.{model._meta.model_name}",
-            marks=[
-                pytest.mark.xfail(
-                    strict=True, reason="catalog/admin.py's ProductAdmin does not use BoundedLookupsAdmin yet"
-                )
-            ]
-            if model._meta.label == "catalog.Product"
-            else [],
-        )
+        pytest.param(model_admin, id=f"{model._meta.app_label}.{model._meta.model_name}")
         for model, model_admin in admin.site._registry.items()
         if model._meta.app_label not in NOT_OURS
     ],
