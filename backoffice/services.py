@@ -18,6 +18,31 @@ from backoffice.projections import DATABASE_REFUSED, batch_apply
 logger = logging.getLogger(__name__)
 
 
+class ProjectionsOfAnotherGroup(Exception):
+    """The projections hold another group's effects: a second group would apply every event
+    again (the inbox is per group, the projections are shared)."""
+
+    def __init__(self, message: str, *, group: str) -> None:
+        super().__init__(message)
+        self.group = group
+
+
+def projections_group_check(group: str) -> None:
+    """Raise ProjectionsOfAnotherGroup when the inbox holds events of a group other than
+    `group`. Two range probes of the inbox's (group, event id) index, not a scan."""
+    others = InboxEntry.objects.filter(consumer_group__lt=group).values_list("consumer_group", flat=True)[:1]
+    found = list(others) or list(
+        InboxEntry.objects.filter(consumer_group__gt=group).values_list("consumer_group", flat=True)[:1]
+    )
+    if found:
+        raise ProjectionsOfAnotherGroup(
+            f"the projections hold the effects of group {found[0]!r}: group {group!r} would apply every "
+            f"event again. Use {found[0]!r} (BACKOFFICE_GROUP_ID), or start over with "
+            f"`rebuild_projections --group {group}` once group {found[0]!r} is stopped for good",
+            group=found[0],
+        )
+
+
 @dataclass
 class RedriveResult:
     redriven: int = 0

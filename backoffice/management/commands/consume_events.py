@@ -4,9 +4,10 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backoffice.consumer import EventConsumer
+from backoffice.services import ProjectionsOfAnotherGroup, projections_group_check
 from commerce.management.arguments import (
     INT32_MAX,
     INT64_MAX,
@@ -63,9 +64,14 @@ class Command(BaseCommand):
         parser.add_argument("--progress-every", type=seconds(zero_allowed=False), default=10.0, metavar="SECONDS")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        group = options["group"] or settings.BACKOFFICE_GROUP_ID
+        try:
+            projections_group_check(group)
+        except ProjectionsOfAnotherGroup as exc:
+            raise CommandError(str(exc)) from exc
         consumer = EventConsumer(
             topics=options["topics"] or list(settings.KAFKA_TOPICS.values()),
-            group_id=options["group"] or settings.BACKOFFICE_GROUP_ID,
+            group_id=group,
             batch_size=options["batch_size"],
             from_beginning=options["from_beginning"] is not False,
             progress_every_s=options["progress_every"],

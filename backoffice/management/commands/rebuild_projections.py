@@ -8,6 +8,7 @@ from kafka.errors import KafkaError
 
 from backoffice.consumer import EventConsumer
 from backoffice.projections import projections_reset
+from backoffice.services import ProjectionsOfAnotherGroup, projections_group_check
 from commerce.management.arguments import seconds, text_not_blank
 from outbox.kafka import admin_client
 
@@ -24,16 +25,22 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         group = options["group"] or settings.BACKOFFICE_GROUP_ID
-        members = _live_members(group)
-        if members:
-            # A live member keeps applying into the projections being emptied, and holds the
-            # partitions it is assigned: the rebuild replayed the others only.
-            raise CommandError(
-                f"group {group} has {len(members)} live member(s) ({', '.join(members)}): stop its "
-                "consumers first (make stop, or the consume_events processes), then rebuild"
-            )
+        groups = [group]
+        try:
+            projections_group_check(group)
+        except ProjectionsOfAnotherGroup as exc:
+            groups.append(exc.group)  # the projections' group until now: stopped too
+        for name in groups:
+            members = _live_members(name)
+            if members:
+                # A live member keeps applying into the projections being emptied, and holds
+                # the partitions it is assigned: the rebuild replayed the others only.
+                raise CommandError(
+                    f"group {name} has {len(members)} live member(s) ({', '.join(members)}): stop its "
+                    "consumers first (make stop, or the consume_events processes), then rebuild"
+                )
         projections_reset(group=group)
-        self.stdout.write(f"projections and inbox of {group} emptied; replaying")
+        self.stdout.write(f"projections and inbox emptied; replaying as group {group}")
         consumer = EventConsumer(
             topics=list(settings.KAFKA_TOPICS.values()), group_id=group, seek_to_beginning_on_assign=True
         )
