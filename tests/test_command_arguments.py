@@ -143,6 +143,7 @@ def test_consume_events_refuses_bad_arguments_before_connecting(no_kafka: None, 
         ),
     ],
 )
+@pytest.mark.django_db  # the command first checks whose effects the projections hold
 def test_consume_events_passes_good_arguments_on(
     monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: dict[str, Any]
 ) -> None:
