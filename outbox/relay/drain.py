@@ -15,7 +15,7 @@ from outbox.kafka import producer_name, producer_name_set
 from outbox.relay.claim import claim_batch, claim_quick
 from outbox.relay.reconnect import Retry, new_session, retry_for
 from outbox.relay.rows import ClaimedRow, DrainResult, NotSent
-from outbox.relay.send import SentBatch, TopicRefusals, acknowledged as _acknowledged, send as _send
+from outbox.relay.send import SentBatch, acknowledged as _acknowledged, send as _send
 from outbox.relay.sqlite_lock import single_relay_on_sqlite as _single_relay_on_sqlite
 from outbox.relay.stopping import relay_stop_requested
 from outbox.relay.write_back import (
@@ -101,8 +101,6 @@ def _drain(
         if not may_run:
             return result
         blocked_keys: set[str] = set()
-        refusals = TopicRefusals()
-        failing = False  # a failure other than a topic's refusal: no more claims in this drain
         abort = threading.Event()
         claiming = True
         quick = quick_claims
@@ -182,10 +180,10 @@ def _drain(
                 if not rows:
                     return None
                 if len(rows) > INLINE_SEND_MAX_ROWS:
-                    return sender.submit(_send, token, rows, deadline=deadline, abort=abort, refusals=refusals)
+                    return sender.submit(_send, token, rows, deadline=deadline, abort=abort)
                 handed: Future[SentBatch] = Future()
                 try:
-                    handed.set_result(_send(token, rows, deadline=deadline, abort=abort, refusals=refusals))
+                    handed.set_result(_send(token, rows, deadline=deadline, abort=abort))
                 except Exception as exc:  # noqa: BLE001 - raised again by result(), as from the sender thread
                     handed.set_exception(exc)
                 return handed
@@ -219,7 +217,6 @@ def _drain(
                     # Fault tests kill the relay here: sent and acknowledged, not yet marked.
                     logger.warning("paused after send", extra={"rows": len(sent.rows)})
                     time.sleep(settings.OUTBOX_FAULT_PAUSE_AFTER_SEND)
-                failed_before, dead_before = result.failed, result.dead
                 _write_back(
                     token=sent.token,
                     rows=sent.rows,
@@ -234,16 +231,10 @@ def _drain(
                 )
                 if not_to_send:
                     release(next_token, not_to_send, sent.stopped or "an earlier batch failed")
-                # A topic's refusal is not a failing broker: its rows are held back (send.py),
-                # the other topics' go on.
-                failing = failing or aborted or result.dead > dead_before
-                failing = failing or result.failed - failed_before > sent.refused
-                if failing:
+                if result.failed or result.dead or aborted:
                     claiming = False  # let backoff work instead of spinning on a failing broker
-                if sent.held and not sent.futures:
-                    claiming = False  # nothing left but rows held back: claiming them again is all
                 if deferred:
-                    if failing or result.failed:
+                    if result.failed or result.dead or aborted:
                         # Not sent: the suspect row goes back as it was found (abandoned, its
                         # attempt not counted), to be taken alone again.
                         _hand_back_abandoned(

@@ -4,12 +4,6 @@ The send stops at the first row the producer refuses (each refusal may block `ma
 the batch's deadline, or when the process is stopping: the rows after that are not handed to
 the producer at all (`NotSent`) and the write-back releases them untouched. So a later row of a
 key never goes out after an earlier one failed, and a batch never outlives its lease.
-
-One refusal does not stop the batch: a topic the producer cannot send to (missing, or not
-allowed), the first in the drain. The rest of that topic's rows, and every later row of a key
-held back, are not sent; the other topics' rows go on (`TopicRefusals`). Before, every batch
-stopped at the missing topic's oldest row, after blocking for it: the other topics got a few
-records a minute until the topic was made again.
 """
 
 from __future__ import annotations
@@ -25,12 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from kafka.errors import (
-    KafkaError,
-    KafkaTimeoutError,
-    TopicAuthorizationFailedError,
-    UnknownTopicOrPartitionError,
-)
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from commerce.observability.telemetry import relay_send_span_start, telemetry_enabled
 from outbox.kafka import DeliveryFuture, producer_get, producer_reset
@@ -56,51 +45,6 @@ def record_headers(row: ClaimedRow) -> list[tuple[str, bytes]]:
     return headers
 
 
-# A refused topic is not asked again for this long by any drain of the process: each ask may
-# block max_block_ms (5 s). Then its rows are tried again (the topic may have been made).
-TOPIC_REFUSED_FOR_S = 5.0
-_topics_refused_until: dict[str, float] = {}
-_topics_refused_lock = threading.Lock()
-
-
-def _topic_refusal(exc: BaseException) -> bool:
-    """A refusal of the row's topic rather than of the row or the cluster: kafka-python's send
-    waits for the topic's metadata and gives up with a timeout when the topic is missing (the
-    relay never creates topics); either client may name the topic unknown or not allowed."""
-    return isinstance(exc, (KafkaTimeoutError, UnknownTopicOrPartitionError, TopicAuthorizationFailedError))
-
-
-def topics_refused_forget() -> None:
-    """Every topic is asked again at the next send (tests; a topic made by the operator)."""
-    with _topics_refused_lock:
-        _topics_refused_until.clear()
-
-
-@dataclass
-class TopicRefusals:
-    """One drain's refusals: the topic refused (one per drain: a second means the cluster, and
-    the batch stops as for any refusal) and the keys held back, whose later rows, on any topic,
-    are not sent in this drain (a key's rows go out in order whatever their topic)."""
-
-    topic: str = ""
-    held_keys: set[str] = field(default_factory=set)
-
-    def refused(self, topic: str) -> bool:
-        if topic == self.topic:
-            return True
-        with _topics_refused_lock:
-            return _topics_refused_until.get(topic, 0.0) > time.monotonic()
-
-    def refuse(self, topic: str) -> None:
-        self.topic = topic
-        _topic_refused_remember(topic)
-
-
-def _topic_refused_remember(topic: str) -> None:
-    with _topics_refused_lock:
-        _topics_refused_until[topic] = time.monotonic() + TOPIC_REFUSED_FOR_S
-
-
 @dataclass
 class SentBatch:
     """A claimed batch handed to the producer, not yet written back."""
@@ -114,8 +58,6 @@ class SentBatch:
     claimed_at: float = 0.0  # time.monotonic() of its claim: the batch duration's start
     # seq -> the row's "send" span, while tracing is on; the write-back ends them.
     spans: dict[int, Any] = field(default_factory=dict)
-    refused: int = 0  # rows refused with their topic (each made the topic refused)
-    held: int = 0  # rows not sent because their topic was refused or their key held back
 
 
 def send(
@@ -125,16 +67,12 @@ def send(
     deadline: float,
     abort: threading.Event | None = None,
     claimed_at: float = 0.0,
-    refusals: TopicRefusals | None = None,
 ) -> SentBatch:
     """Hand the rows to the producer in seq order until one is refused, the deadline passes,
     the process is stopping or `abort` is set (an earlier batch failed while this one was being
-    sent); does not wait for the acknowledgements. A refusal of the row's topic (the drain's
-    first, `refusals`) holds back that topic's rows and the keys it leaves behind, and the
-    others go on. While tracing is on, each row handed over gets its "send" span (linked to the
-    row's traceparent), ended by the write-back."""
+    sent); does not wait for the acknowledgements. While tracing is on, each row handed over gets
+    its "send" span (linked to the row's traceparent), ended by the write-back."""
     abort = abort or threading.Event()
-    refusals = refusals if refusals is not None else TopicRefusals()
     outcomes: dict[int, Outcome] = {}
     futures: dict[int, DeliveryFuture] = {}
     batch = SentBatch(token, rows, futures, outcomes, deadline, claimed_at=claimed_at)
@@ -159,11 +97,6 @@ def send(
             # out-of-memory serialization, a supervisor's SIGKILL on a stuck send).
             logger.warning("crashing on event", extra={"event_id": row.event_id})
             os.kill(os.getpid(), signal.SIGKILL)
-        if row.key in refusals.held_keys or refusals.refused(row.topic):
-            batch.outcomes[row.seq] = NotSent(f"topic {row.topic} refused, or an earlier row of the key held back")
-            refusals.held_keys.add(row.key)
-            batch.held += 1
-            continue
         if spans is not None:
             spans[row.seq] = relay_send_span_start(
                 topic=row.topic,
@@ -179,16 +112,7 @@ def send(
         except Exception as exc:  # noqa: BLE001 - the row's failure is recorded on the row
             if abort.is_set():  # the producer was closed under this send: not this row's fault
                 return _stop_at(batch, index, None, why="an earlier batch failed")
-            if refusals.topic or not _topic_refusal(exc):
-                return _stop_at(batch, index, exc)
-            batch.outcomes[row.seq] = exc
-            batch.refused += 1
-            refusals.refuse(row.topic)
-            refusals.held_keys.add(row.key)
-            logger.warning(
-                "send refused by the topic: its rows held back, the other topics' sent",
-                extra={"topic": row.topic, "event_id": row.event_id, "error": f"{type(exc).__name__}: {exc}"},
-            )
+            return _stop_at(batch, index, exc)
     return batch
 
 
@@ -244,10 +168,6 @@ def acknowledged(
             # No answer in time: a timeout, retriable (the cluster is slow or short of
             # replicas), never the row's fault, so it never makes the row dead.
             outcomes[seq] = error or KafkaTimeoutError("not acknowledged before the deadline")
-            if isinstance(error, (UnknownTopicOrPartitionError, TopicAuthorizationFailedError)):
-                # Refused by the broker (confluent's way; kafka-python refuses in send()): the
-                # next drains hold the topic's rows back for a while, the other topics go on.
-                _topic_refused_remember(next(row.topic for row in batch.rows if row.seq == seq))
             aborted = True
             if abort is not None:
                 abort.set()  # before the producer goes: the next batch's send stops first
