@@ -91,6 +91,16 @@ def site_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Error | 
         messages.append(Error("ALLOWED_HOSTS contains '*' with DEBUG off.", id="commerce.E001"))
     if any(origin.startswith("http://") for origin in settings.CSRF_TRUSTED_ORIGINS):
         messages.append(Error("CSRF_TRUSTED_ORIGINS lists an http:// origin with DEBUG off.", id="commerce.E002"))
+    if not settings.TRUSTED_PROXIES_GIVEN:
+        messages.append(
+            Warning(
+                "TRUSTED_PROXIES is not set: the rate limits take the connection's address as the client's. "
+                "Behind a proxy that is the proxy's, one bucket for every client (ten wrong passwords a "
+                "minute from anyone would lock every login out).",
+                hint="Set it to the number of proxies in front that append to X-Forwarded-For, 0 if none.",
+                id="commerce.W002",
+            )
+        )
     return messages
 
 

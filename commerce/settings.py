@@ -44,13 +44,18 @@ class _Env(environ.Env):
             found = self.ENVIRON.get(var, "")
             raise environ.ImproperlyConfigured(f"{var}={found!r} cannot be read: {exc}") from exc
 
-    def at_least(self, var: str, cast: type, default: Any, minimum: float, *, above: bool = False) -> Any:
-        """A number no smaller than `minimum` (larger, with `above`): a negative tolerance
-        refused every callback, a retention of 0 days emptied the inbox at its next purge."""
+    def at_least(
+        self, var: str, cast: type, default: Any, minimum: float, *, above: bool = False, maximum: float | None = None
+    ) -> Any:
+        """A number no smaller than `minimum` (larger, with `above`) and, with `maximum`, no
+        larger than that: a negative tolerance refused every callback, a retention of 0 days
+        emptied the inbox at its next purge, a million days overflowed the purge's date."""
         value = self.get_value(var, cast=cast, default=default)
         if value < minimum or (above and value == minimum):
             bound = "more than" if above else "at least"
             raise environ.ImproperlyConfigured(f"{var}={value!r} is out of range: it must be {bound} {minimum}")
+        if maximum is not None and value > maximum:
+            raise environ.ImproperlyConfigured(f"{var}={value!r} is out of range: it must be at most {maximum}")
         return value
 
     def rate(self, var: str, default: str) -> str:
@@ -276,7 +281,7 @@ PAYMENT_CALLBACK_SECRET = env.str(
 )
 PAYMENT_CALLBACK_SECRET_MIN_LENGTH = 32
 # Seconds a callback's signed X-Gateway-Timestamp may differ from our clock.
-PAYMENT_CALLBACK_TOLERANCE = env.at_least("PAYMENT_CALLBACK_TOLERANCE", float, 300.0, 0, above=True)
+PAYMENT_CALLBACK_TOLERANCE = env.at_least("PAYMENT_CALLBACK_TOLERANCE", float, 300.0, 0, above=True, maximum=86400)
 # A larger callback body is refused with 413 before it is read.
 PAYMENT_CALLBACK_MAX_BYTES = env.int("PAYMENT_CALLBACK_MAX_BYTES", default=64 * 1024)
 PAYMENT_SIM_FAILURE_RATE = env.float("PAYMENT_SIM_FAILURE_RATE", default=0.1)
@@ -302,6 +307,9 @@ REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["commerce.throttling.AnonThrottle"
 # address, the header ignored; DRF's default trusted the whole header, which any client writes,
 # so a new value per request was a new allowance (unlimited password guesses).
 TRUSTED_PROXIES = env.at_least("TRUSTED_PROXIES", int, 0, 0)
+# Said explicitly (0 included): with DEBUG off a system check warns otherwise, since behind a
+# proxy the default makes every client one (the proxy's address): one rate-limit bucket for all.
+TRUSTED_PROXIES_GIVEN = bool(env.str("TRUSTED_PROXIES", default=""))
 REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
 # Bearer token that lets monitoring read /health/relay without a staff session; empty: staff only.
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
@@ -316,7 +324,9 @@ BACKOFFICE_SESSION_TIMEOUT_MS = env.int("BACKOFFICE_SESSION_TIMEOUT_MS", default
 # empty fetch, and the longest one poll waits for records (both return as soon as records come).
 BACKOFFICE_FETCH_MAX_WAIT_MS = env.int("BACKOFFICE_FETCH_MAX_WAIT_MS", default=100)
 BACKOFFICE_POLL_TIMEOUT_MS = env.int("BACKOFFICE_POLL_TIMEOUT_MS", default=500)
-BACKOFFICE_INBOX_RETENTION = timedelta(days=env.at_least("BACKOFFICE_INBOX_RETENTION_DAYS", float, 14.0, 0, above=True))
+BACKOFFICE_INBOX_RETENTION = timedelta(
+    days=env.at_least("BACKOFFICE_INBOX_RETENTION_DAYS", float, 14.0, 0, above=True, maximum=36500)
+)
 PRODUCT_CACHE_KEY = "catalog:product:{product_id}"
 
 # --- Event contract (docs/EVENTS.md) ----------------------------------------------------------

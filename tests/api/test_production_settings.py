@@ -39,6 +39,7 @@ def _manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
 PRODUCTION = {
     "PAYMENT_GATEWAY": "tests.support.gateways.SilentGateway",
     "PAYMENT_CALLBACK_SECRET": secrets.token_urlsafe(40),
+    "TRUSTED_PROXIES": "1",
 }
 
 
@@ -159,6 +160,11 @@ def test_a_setting_that_cannot_be_read_is_named_in_one_line_not_a_traceback(tmp_
         # the hourly purge emptied the inbox: every redelivery applied again
         ("BACKOFFICE_INBOX_RETENTION_DAYS", "0"),
         ("BACKOFFICE_INBOX_RETENTION_DAYS", "-3"),
+        # the purge's date overflowed at every run (1e6), the import failed with a traceback (1e9)
+        ("BACKOFFICE_INBOX_RETENTION_DAYS", "1000000"),
+        ("BACKOFFICE_INBOX_RETENTION_DAYS", "1000000000"),
+        # the receipts' purge overflowed
+        ("PAYMENT_CALLBACK_TOLERANCE", "1000000000000"),
         ("TRUSTED_PROXIES", "-1"),
     ],
 )
@@ -167,3 +173,14 @@ def test_a_setting_out_of_its_range_is_refused_at_start(tmp_path, variable, valu
     assert result.returncode != 0
     assert f"{variable}=" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_production_without_trusted_proxies_said_is_warned(tmp_path):
+    # Behind a proxy the default (0) makes every client the proxy: one rate-limit bucket.
+    unset = {key: value for key, value in PRODUCTION.items() if key != "TRUSTED_PROXIES"}
+    result = _manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **unset)
+    assert result.returncode != 0
+    assert "commerce.W002" in result.stderr + result.stdout
+    # said, even as 0 (no proxy), it is not
+    said = _manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **{**unset, "TRUSTED_PROXIES": "0"})
+    assert said.returncode == 0, said.stderr
