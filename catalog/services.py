@@ -114,6 +114,7 @@ def product_stock_reserve(*, product: Product, quantity: int, order_id: int) -> 
 def product_stock_restore(*, product: Product, quantity: int, order_id: int) -> None:
     """Give back units of a cancelled order. The caller holds the product's row lock."""
     _stock_change(product=product, delta=quantity, reason="restore", order_id=order_id)
+    _cached_detail_forget(product.id)  # back in stock from 0 is shown at once, as after a restock
 
 
 def product_like(*, user: User, product_id: int) -> bool:

@@ -12,8 +12,9 @@ from django.urls import reverse
 from catalog.models import Product
 from catalog.services import STOCK_MAX, product_create, product_restock
 from commerce.errors import DomainValidationError
+from orders.services import OrderLineRequest, order_cancel, order_place
 from outbox.models import OutboxEvent
-from tests.factories import product_make
+from tests.factories import product_make, user_make
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +100,15 @@ def test_the_admin_does_not_delete_products(admin_client):
     bulk = admin_client.get(reverse("admin:catalog_product_changelist"))
     assert "delete_selected" not in bulk.context["action_form"].fields["action"].choices.__repr__()
     assert Product.objects.filter(id=product.id).exists()
+
+
+def test_units_given_back_by_a_cancelled_order_are_shown_by_the_cached_detail_at_once(
+    api_client, django_capture_on_commit_callbacks, settings
+):
+    settings.PAYMENT_GATEWAY = "tests.support.gateways.SilentGateway"
+    product = product_make(stock=1)
+    order = order_place(user=user_make(), lines=[OrderLineRequest(product_id=product.id, quantity=1)])
+    assert api_client.get(f"/api/products/{product.id}/").json()["stock"] == 0  # now cached
+    with django_capture_on_commit_callbacks(execute=True):
+        order_cancel(order_id=order.id, reason="changed my mind")
+    assert api_client.get(f"/api/products/{product.id}/").json()["stock"] == 1
