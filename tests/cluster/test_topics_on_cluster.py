@@ -8,6 +8,7 @@ import uuid
 from io import StringIO
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
@@ -96,7 +97,10 @@ def test_a_topic_made_with_less_is_reported_by_ensure_topics_outbox_status_and_t
     assert json.loads(as_json.getvalue())["topic_mismatches"] == expected
 
     # and so does the admin dashboard
-    client.force_login(user_make(is_staff=True))
+    # (the dashboard needs the outbox's view permission, 3e9f8e9)
+    staff = user_make(is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_outboxevent"))
+    client.force_login(staff)
     page = client.get("/admin/pipeline/").content.decode()
     assert all(line in page for line in expected)
     assert 'id="topic-check-ok"' not in page
