@@ -182,6 +182,44 @@ def producer_broken(producer: RelayProducer) -> BaseException | None:
     return None
 
 
+def producer_topic_absent(producer: RelayProducer, topic: str, *, since: float) -> bool:
+    """Whether the cluster answered this producer since `since` (time.monotonic()) without
+    `topic`: the topic is missing, the cluster is not away.
+
+    kafka-python's `send()` raises the same KafkaTimeoutError after `max_block_ms` when a topic
+    is missing and when no broker answers its metadata request; only its metadata tells them
+    apart (refreshed since, and still without the topic). librdkafka's `produce()` does not wait
+    for metadata: a missing topic comes back in the delivery report (UnknownTopicOrPartition).
+    """
+    if not isinstance(producer, KafkaProducer):
+        return False
+    metadata = getattr(producer, "_metadata", None)
+    refreshed_ms = getattr(metadata, "_last_successful_refresh_ms", None)
+    if metadata is None or refreshed_ms is None:
+        return False
+    return bool(refreshed_ms >= since * 1000 and metadata.partitions_for_topic(topic) is None)
+
+
+def producer_topic_present(producer: RelayProducer, topic: str) -> bool:
+    """Whether this producer's view of the cluster has `topic` now (False when it cannot tell).
+
+    kafka-python: the metadata its I/O thread keeps; a topic it was told is unknown is asked for
+    again every `retry_backoff_ms` while tracked, and is tracked from here on (a producer made
+    after the topic was held back has never asked for it). confluent-kafka: a metadata request
+    of at most a second.
+    """
+    if not isinstance(producer, KafkaProducer):
+        return producer.topic_present(topic, timeout_s=1.0)
+    metadata = producer._metadata  # type: ignore[attr-defined]  # no public API without a wait
+    if metadata.partitions_for_topic(topic) is not None:
+        return True
+    sender = producer._sender  # type: ignore[attr-defined]
+    if topic not in metadata._topics:
+        sender.add_topic(topic)
+        sender.wakeup()
+    return False
+
+
 ClientT = TypeVar("ClientT", KafkaProducer, KafkaConsumer)
 
 

@@ -226,6 +226,15 @@ class ConfluentProducer:
                 if not self._pending:
                     self._lock.notify_all()
 
+    def topic_present(self, topic: str, *, timeout_s: float) -> bool:
+        """Whether the cluster has `topic` (a metadata request for it; False without an answer)."""
+        try:
+            metadata = self._producer.list_topics(topic, timeout=timeout_s)
+        except confluent_kafka.KafkaException:
+            return False
+        found = metadata.topics.get(topic)
+        return found is not None and found.error is None and bool(found.partitions)
+
     def broken(self) -> BaseException | None:
         """Why this producer can deliver nothing any more (closed, fatal error), or None."""
         if self._closed:

@@ -90,7 +90,9 @@ def _drain(
     key may have rows in two consecutive batches; a key whose row failed in N has its rows in
     N+1 released unmarked (`blocked_keys`), to be sent again after the failed row. A refused
     send, a failed acknowledgement, a batch's deadline or a stop of the process ends the drain:
-    what was not sent is released at once (docs/OUTBOX.md).
+    what was not sent is released at once (docs/OUTBOX.md). Rows of a missing topic do not end
+    it: they fail into their backoff, their keys' later rows are not sent (`held_keys`), and the
+    other topics' rows go on (outbox/relay/send.py, `MissingTopics`).
     """
     from commerce.observability.metrics import relay_batch_observed
 
@@ -101,6 +103,7 @@ def _drain(
         if not may_run:
             return result
         blocked_keys: set[str] = set()
+        held_keys: set[str] = set()  # keys with a row of a missing topic: not sent in this drain
         abort = threading.Event()
         claiming = True
         quick = quick_claims
@@ -180,10 +183,10 @@ def _drain(
                 if not rows:
                     return None
                 if len(rows) > INLINE_SEND_MAX_ROWS:
-                    return sender.submit(_send, token, rows, deadline=deadline, abort=abort)
+                    return sender.submit(_send, token, rows, deadline=deadline, abort=abort, held_keys=held_keys)
                 handed: Future[SentBatch] = Future()
                 try:
-                    handed.set_result(_send(token, rows, deadline=deadline, abort=abort))
+                    handed.set_result(_send(token, rows, deadline=deadline, abort=abort, held_keys=held_keys))
                 except Exception as exc:  # noqa: BLE001 - raised again by result(), as from the sender thread
                     handed.set_exception(exc)
                 return handed
@@ -231,7 +234,10 @@ def _drain(
                 )
                 if not_to_send:
                     release(next_token, not_to_send, sent.stopped or "an earlier batch failed")
-                if result.failed or result.dead or aborted:
+                result.held += sent.held
+                # Rows of a missing topic are in backoff now, not claimable: the drain goes on
+                # with the other topics' rows. Any other failure ends it.
+                if result.failed > result.held or result.dead or aborted:
                     claiming = False  # let backoff work instead of spinning on a failing broker
                 if deferred:
                     if result.failed or result.dead or aborted:

@@ -69,6 +69,14 @@ class ProducerUnavailable(KafkaError):
     retriable = True
 
 
+class TopicMissing(KafkaError):
+    """The cluster has no such topic (deleted by mistake, not made yet): the row waits in backoff
+    while the other topics' rows go out. Retriable: the topic may be made again, and a row never
+    goes dead for its absence (outbox/relay/send.py, `MissingTopics`)."""
+
+    retriable = True
+
+
 class NotSent(Exception):
     """The outcome of a row the send stopped before (or whose send was abandoned): the write-back
     releases it untouched, no attempt counted."""
@@ -80,6 +88,7 @@ class DrainResult:
     failed: int = 0
     dead: int = 0
     released: int = 0
+    held: int = 0  # failed because their topic is missing (counted in `failed` too)
     fenced_out: int = 0
     batches: int = 0
     seconds: float = 0.0
@@ -91,6 +100,7 @@ class DrainResult:
             "failed": self.failed,
             "dead": self.dead,
             "released": self.released,
+            "held": self.held,
             "fenced_out": self.fenced_out,
             "batches": self.batches,
             "seconds": round(self.seconds, 3),

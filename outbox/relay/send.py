@@ -4,6 +4,10 @@ The send stops at the first row the producer refuses (each refusal may block `ma
 the batch's deadline, or when the process is stopping: the rows after that are not handed to
 the producer at all (`NotSent`) and the write-back releases them untouched. So a later row of a
 key never goes out after an earlier one failed, and a batch never outlives its lease.
+
+One refusal does not stop the send: a topic the cluster says it does not have. Its rows fail
+at once (`TopicMissing`, a backoff) until the cluster has it again, and the rows of their keys
+are not sent; the other topics' rows go on (`MissingTopics`).
 """
 
 from __future__ import annotations
@@ -16,17 +20,95 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 
 from commerce.observability.telemetry import relay_send_span_start, telemetry_enabled
-from outbox.kafka import DeliveryFuture, producer_get, producer_reset
-from outbox.relay.rows import ClaimedRow, NotSent, Outcome, ProducerUnavailable
+from outbox.kafka import (
+    DeliveryFuture,
+    producer_get,
+    producer_reset,
+    producer_topic_absent,
+    producer_topic_present,
+)
+from outbox.relay.rows import ClaimedRow, NotSent, Outcome, ProducerUnavailable, TopicMissing
 from outbox.relay.stopping import relay_stop_requested
 
+if TYPE_CHECKING:
+    from outbox.kafka import RelayProducer
+
 logger = logging.getLogger("outbox.relay")
+
+
+# How long a missing topic is held back before the producer is asked whether it is back.
+MISSING_TOPIC_RECHECK_S = 1.0
+
+
+@dataclass
+class _Held:
+    since: float  # time.time() the cluster first answered without the topic
+    checked: float  # time.monotonic() of the last look for it
+
+
+class MissingTopics:
+    """The topics this process's relays found missing from the cluster, until it has them again.
+
+    A topic deleted by mistake (or not made yet: `ensure_topics` makes them) must not hold back
+    the others. Without this, every batch stopped at the missing topic's oldest row, after
+    kafka-python's send blocked `max_block_ms` (5 s) waiting for its metadata: the other topics'
+    rows went out a few a minute. Only an answer of the cluster holds a topic back (kafka-python:
+    its metadata refreshed during the wait, still without the topic; confluent-kafka: a delivery
+    refused with UnknownTopicOrPartition), never a timeout alone: a cluster that does not answer
+    still stops the batch at its first row. A held topic's rows fail at once, each into its
+    backoff (retriable: never dead for it); once a second has passed, the next of its rows asks
+    the producer's view of the cluster (no wait) and goes out if the topic is there.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, _Held] = {}
+
+    def hold(self, topic: str, error: BaseException, *, event_id: str) -> None:
+        with self._lock:
+            if topic in self._held:
+                return
+            self._held[topic] = _Held(since=time.time(), checked=time.monotonic())
+        logger.error(
+            "topic missing from the cluster: its rows wait, the other topics' go on (make it: ensure_topics)",
+            extra={"topic": topic, "event_id": event_id, "error": f"{type(error).__name__}: {error}"},
+        )
+
+    def held(self, topic: str, producer: RelayProducer) -> _Held | None:
+        """The hold on `topic`, or None if it is not held (any more: asked at most once a second)."""
+        with self._lock:
+            held = self._held.get(topic)
+            if held is None or time.monotonic() - held.checked < MISSING_TOPIC_RECHECK_S:
+                return held
+            held.checked = time.monotonic()
+        if not producer_topic_present(producer, topic):
+            return held
+        with self._lock:
+            self._held.pop(topic, None)
+        logger.warning("topic back in the cluster: its rows are sent again", extra={"topic": topic})
+        return None
+
+    def topics(self) -> set[str]:
+        with self._lock:
+            return set(self._held)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+
+missing_topics = MissingTopics()
+
+
+def _topic_missing(topic: str, held: _Held) -> TopicMissing:
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(held.since))
+    return TopicMissing(f"the cluster has no topic {topic!r} (since {since}): the row waits until it is made again")
 
 
 def record_headers(row: ClaimedRow) -> list[tuple[str, bytes]]:
@@ -55,6 +137,7 @@ class SentBatch:
     outcomes: dict[int, Outcome]
     deadline: float  # time.monotonic() by which the acks must be in: half the lease
     stopped: str = ""  # why the send stopped before the end of the batch, if it did
+    held: int = 0  # rows failed at once: their topic is missing (`MissingTopics`)
     claimed_at: float = 0.0  # time.monotonic() of its claim: the batch duration's start
     # seq -> the row's "send" span, while tracing is on; the write-back ends them.
     spans: dict[int, Any] = field(default_factory=dict)
@@ -67,12 +150,18 @@ def send(
     deadline: float,
     abort: threading.Event | None = None,
     claimed_at: float = 0.0,
+    held_keys: set[str] | None = None,
 ) -> SentBatch:
     """Hand the rows to the producer in seq order until one is refused, the deadline passes,
     the process is stopping or `abort` is set (an earlier batch failed while this one was being
     sent); does not wait for the acknowledgements. While tracing is on, each row handed over gets
-    its "send" span (linked to the row's traceparent), ended by the write-back."""
+    its "send" span (linked to the row's traceparent), ended by the write-back.
+
+    A row of a missing topic fails at once (`MissingTopics`) and the send goes on; its key joins
+    `held_keys` (the drain's, across its batches): the later rows of those keys are not sent.
+    A row its last relay died holding is never held back this way: it is sent alone, as found."""
     abort = abort or threading.Event()
+    held_keys = set() if held_keys is None else held_keys
     outcomes: dict[int, Outcome] = {}
     futures: dict[int, DeliveryFuture] = {}
     batch = SentBatch(token, rows, futures, outcomes, deadline, claimed_at=claimed_at)
@@ -92,6 +181,15 @@ def send(
             return _stop_at(batch, index, None, why="stopping")
         if time.monotonic() >= deadline:
             return _stop_at(batch, index, None, why="deadline")
+        if row.key in held_keys:
+            outcomes[row.seq] = NotSent("an earlier row of its key is held back: its topic is missing")
+            continue
+        held = None if row.abandoned else missing_topics.held(row.topic, producer)
+        if held is not None:
+            outcomes[row.seq] = _topic_missing(row.topic, held)
+            held_keys.add(row.key)
+            batch.held += 1
+            continue
         if crash_on and row.event_id == crash_on:
             # Fault tests: a send that kills the process (a segfault in a client library, an
             # out-of-memory serialization, a supervisor's SIGKILL on a stuck send).
@@ -105,6 +203,7 @@ def send(
                 key=row.key,
                 traceparent=(row.headers or {}).get("traceparent"),
             )
+        asked_at = time.monotonic()
         try:
             futures[row.seq] = send_one(
                 row.topic, key=row.key.encode(), value=row.payload_text.encode(), headers=record_headers(row)
@@ -112,6 +211,17 @@ def send(
         except Exception as exc:  # noqa: BLE001 - the row's failure is recorded on the row
             if abort.is_set():  # the producer was closed under this send: not this row's fault
                 return _stop_at(batch, index, None, why="an earlier batch failed")
+            if (
+                isinstance(exc, KafkaTimeoutError)
+                and not row.abandoned
+                and producer_topic_absent(producer, row.topic, since=asked_at)
+            ):
+                missing_topics.hold(row.topic, exc, event_id=row.event_id)
+                held = missing_topics.held(row.topic, producer)
+                outcomes[row.seq] = exc if held is None else _topic_missing(row.topic, held)
+                held_keys.add(row.key)
+                batch.held += 1
+                continue
             return _stop_at(batch, index, exc)
     return batch
 
@@ -168,6 +278,10 @@ def acknowledged(
             # No answer in time: a timeout, retriable (the cluster is slow or short of
             # replicas), never the row's fault, so it never makes the row dead.
             outcomes[seq] = error or KafkaTimeoutError("not acknowledged before the deadline")
+            if isinstance(error, UnknownTopicOrPartitionError):
+                # librdkafka's answer for a missing topic: the next sends hold it back.
+                row = next(row for row in batch.rows if row.seq == seq)
+                missing_topics.hold(row.topic, error, event_id=row.event_id)
             aborted = True
             if abort is not None:
                 abort.set()  # before the producer goes: the next batch's send stops first

@@ -156,6 +156,35 @@ def test_a_broker_outage_longer_than_the_attempts_allowed_kills_no_row(private_b
         assert sequences == list(range(5)), key
 
 
+def test_a_broker_outage_is_not_taken_for_a_missing_topic(private_broker, kafka_topics, settings):
+    from outbox.relay import relay_drain
+    from outbox.relay.send import missing_topics
+
+    # given a relay whose producer has sent to the catalog topic only
+    settings.OUTBOX_CLAIM_TTL = 20
+    catalog, orders = kafka_topics["catalog-events"], kafka_topics["order-events"]
+    missing_topics.forget()
+    outbox_rows_bulk(topic=catalog, keys=2, per_key=1)
+    assert relay_drain().published == 2
+    # and rows of the order topic, whose metadata it never asked for, then more catalog rows
+    outbox_rows_bulk(topic=orders, keys=3, per_key=2)
+    outbox_rows_bulk(topic=catalog, keys=3, per_key=2)
+    # when the broker is away during a drain (kafka-python's send then waits max_block_ms for
+    # the order topic's metadata and raises the timeout a missing topic raises too)
+    private_broker.stop()
+    began = time.monotonic()
+    result = relay_drain(time_budget_s=30)
+    # then the drain stopped at its first failure as in any outage, within the batch's deadline:
+    # no topic is taken for missing, no catalog row went out ahead of the cluster's return
+    assert time.monotonic() - began < settings.OUTBOX_CLAIM_TTL
+    assert missing_topics.topics() == set()
+    assert (result.held, result.published) == (0, 0), result.as_dict()
+    assert result.failed >= 1, result.as_dict()
+    assert not OutboxEvent.objects.filter(status="dead").exists()
+    assert OutboxEvent.objects.filter(status="pending").count() == 12
+    assert not OutboxEvent.objects.filter(claim_token__isnull=False).exists()
+
+
 def test_relay_killed_after_send_before_mark_loses_nothing(kafka_topics, subprocess_env, tmp_path):
     from outbox.tasks import relay_drain_task
 

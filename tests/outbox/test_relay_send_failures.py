@@ -10,6 +10,8 @@ from collections import defaultdict
 
 import pytest
 from django.db import connection
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 from kafka import KafkaProducer
 from kafka.errors import ClusterAuthorizationFailedError
@@ -17,6 +19,7 @@ from kafka.errors import ClusterAuthorizationFailedError
 from outbox.kafka import producer_get, producer_reset
 from outbox.models import OutboxEvent
 from outbox.relay import DrainResult, relay_drain
+from outbox.relay.send import missing_topics
 from tests.outbox.events_for_tests import outbox_rows_bulk
 from tests.support.kafka import kafka_read_all, kafka_topics_create, kafka_topics_delete
 
@@ -26,8 +29,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.relay_clients, pytest.mark.dj
 @pytest.fixture(autouse=True)
 def _fresh_producer():
     producer_reset()
+    missing_topics.forget()
     yield
     producer_reset()
+    missing_topics.forget()
 
 
 def _drain_in_thread(timeout_s: float, *, time_budget_s: float) -> tuple[DrainResult | None, float]:
@@ -118,6 +123,71 @@ def test_a_topic_deleted_mid_drain_stops_the_drain_within_its_lease_and_order_ho
     for key in map(str, range(1, 21)):
         first_seen = list(dict.fromkeys(by_key[key]))
         assert first_seen == list(range(last_before[key] + 1, 100)), (key, first_seen[:5], last_before[key])
+
+
+@pytest.mark.fault
+def test_a_missing_topic_holds_back_its_own_rows_and_no_other_topic(kafka_topics, kafka_bootstrap, settings):
+    # given the order topic deleted (the relay never creates topics), its 20 rows the oldest
+    # pending, then 200 rows for the catalog topic on keys of their own (a key's rows go out in
+    # order across topics: a catalog row keyed like a held order row would wait with it)
+    catalog, orders = kafka_topics["catalog-events"], kafka_topics["order-events"]
+    kafka_topics_delete(kafka_bootstrap, [orders])
+    outbox_rows_bulk(topic=orders, keys=5, per_key=4)
+    OutboxEvent.objects.filter(topic=orders).update(key=Concat(Value("order-"), F("key")))
+    outbox_rows_bulk(topic=catalog, keys=10, per_key=20)
+    settings.OUTBOX_BATCH_SIZE = 50
+    settings.OUTBOX_BACKOFF_BASE, settings.OUTBOX_BACKOFF_MAX = 30, 60
+    # when drains run, as the relay loop's do, for up to 30 s
+    began, drains = time.monotonic(), []
+    while time.monotonic() - began < 30:
+        result, _ = _drain_in_thread(60, time_budget_s=30)
+        assert result is not None
+        drains.append(result)
+        if OutboxEvent.objects.filter(topic=catalog, status="published").count() == 200:
+            break
+    spent = time.monotonic() - began
+    # then every catalog row went out in one drain (two with confluent-kafka: its refusal comes
+    # in a delivery report, which drops the producer and ends that drain), in order per key
+    # (before: every batch stopped at the missing topic's oldest row, no catalog row went out)
+    assert OutboxEvent.objects.filter(topic=catalog, status="published").count() == 200, [d.as_dict() for d in drains]
+    assert len(drains) <= (2 if settings.KAFKA_CLIENT == "confluent" else 1), [d.as_dict() for d in drains]
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for record in kafka_read_all(catalog, timeout_s=30):
+        assert record.key is not None
+        by_key[record.key.decode()].append(json.loads(record.value)["sequence"])
+    assert {key: list(dict.fromkeys(sequences)) for key, sequences in by_key.items()} == {
+        str(key): list(range(20)) for key in range(1, 11)
+    }
+    # the cluster was asked for the missing topic once (each ask blocks max_block_ms), not
+    # once per row; its rows wait in backoff, pending (never dead: the topic may come back)
+    assert spent < 15, spent
+    assert not OutboxEvent.objects.filter(topic=orders).exclude(status="pending").exists()
+    waiting = OutboxEvent.objects.filter(topic=orders)
+    # (each key's oldest row failed into its backoff, the key's later rows were not sent)
+    assert waiting.filter(attempts=1).count() == 5
+    assert all(
+        row.attempts <= 1 and ("order-events" in row.last_error or "UnknownTopicOrPartition" in row.last_error)
+        for row in waiting
+        if row.attempts
+    )
+    assert not OutboxEvent.objects.filter(claim_token__isnull=False).exists()
+
+    # when the topic is made again (by the operator) and the backoff has passed
+    kafka_topics_create(kafka_bootstrap, [orders], partitions=3)
+    OutboxEvent.objects.filter(status="pending").update(available_at=timezone.now())
+    deadline = time.monotonic() + 60
+    while OutboxEvent.objects.filter(status="pending").exists() and time.monotonic() < deadline:
+        relay_drain(time_budget_s=5)
+        time.sleep(0.2)
+    # then its rows go out too, in order per key
+    assert not OutboxEvent.objects.exclude(status="published").exists()
+    by_key = defaultdict(list)
+    for record in kafka_read_all(orders, timeout_s=30):
+        assert record.key is not None
+        by_key[record.key.decode()].append(json.loads(record.value)["sequence"])
+    assert {key: list(dict.fromkeys(sequences)) for key, sequences in by_key.items()} == {
+        f"order-{key}": list(range(4)) for key in range(1, 6)
+    }
 
 
 def _fatal_error_forced(producer: object) -> None:
