@@ -47,6 +47,11 @@ class PartitionLag:
         return self.end - (self.committed or 0)
 
 
+# How long a status page waits for Kafka, per client: a health probe or an operator's page
+# answers "Kafka unavailable" within seconds (kafka-python's bootstrap default is 30 s).
+STATUS_KAFKA_TIMEOUT_S = 3.0
+
+
 def consumer_lag(group: str) -> list[PartitionLag] | str:
     """Lag of the group per partition, or the reason it cannot be read now.
 
@@ -62,7 +67,8 @@ def consumer_lag(group: str) -> list[PartitionLag] | str:
             bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
             group_id=group,
             enable_auto_commit=False,
-            request_timeout_ms=3000,
+            request_timeout_ms=int(STATUS_KAFKA_TIMEOUT_S * 1000),
+            bootstrap_timeout_ms=int(STATUS_KAFKA_TIMEOUT_S * 1000),
             allow_auto_create_topics=False,  # looking at a missing topic must not create it
             **settings.KAFKA_SECURITY,
         )
@@ -147,7 +153,7 @@ def pipeline_dashboard(request: HttpRequest) -> HttpResponse:
         InboxEntry.objects.filter(consumer_group=group, handled_at__gte=since).values_list("handled_at", flat=True)
     )
     lag = consumer_lag(group)
-    topic_mismatches, topic_check_error = topics_check_report()
+    topic_mismatches, topic_check_error = topics_check_report(timeout_s=STATUS_KAFKA_TIMEOUT_S)
     context = {
         **admin_context(request, "Pipeline"),
         "topics": topics,

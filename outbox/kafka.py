@@ -360,7 +360,16 @@ def _producers_close() -> None:
         _close(producer, 10.0)
 
 
-def admin_client() -> KafkaAdminClient:
+def admin_client(*, timeout_s: float | None = None) -> KafkaAdminClient:
+    """The admin client; `timeout_s` bounds its bootstrap and each request (kafka-python's
+    defaults: 30 s to bootstrap, the 10 s request timeout set here), for a status page."""
+    if timeout_s is None:
+        return KafkaAdminClient(
+            bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=10000, **settings.KAFKA_SECURITY
+        )
     return KafkaAdminClient(
-        bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, request_timeout_ms=10000, **settings.KAFKA_SECURITY
+        bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+        request_timeout_ms=int(timeout_s * 1000),
+        bootstrap_timeout_ms=int(timeout_s * 1000),
+        **settings.KAFKA_SECURITY,
     )

@@ -143,9 +143,11 @@ def topics_wait_for_leaders(admin: KafkaAdminClient, names: list[str], *, timeou
         raise TopicsNotReady(str(exc)) from exc
 
 
-def topics_check() -> list[TopicMismatch]:
-    """How the project's topics differ from the policy now (a missing topic is a mismatch too)."""
-    admin = admin_client()
+def topics_check(*, timeout_s: float | None = None) -> list[TopicMismatch]:
+    """How the project's topics differ from the policy now (a missing topic is a mismatch too).
+
+    `timeout_s` bounds the admin client's bootstrap and each request (a status page's)."""
+    admin = admin_client(timeout_s=timeout_s)
     try:
         policy = topic_policy(brokers=len(admin.describe_cluster()["brokers"]))
         names = topic_names()
@@ -182,9 +184,9 @@ def _mismatches(admin: KafkaAdminClient, names: list[str], policy: TopicPolicy) 
     return found
 
 
-def topics_check_report() -> tuple[list[TopicMismatch], str | None]:
+def topics_check_report(*, timeout_s: float | None = None) -> tuple[list[TopicMismatch], str | None]:
     """`topics_check()` for a status page: (mismatches, None), or ([], why Kafka could not tell)."""
     try:
-        return topics_check(), None
+        return topics_check(timeout_s=timeout_s), None
     except Exception as exc:  # noqa: BLE001 - shown to the operator instead of the check
         return [], f"Kafka unavailable: {type(exc).__name__}: {exc}"

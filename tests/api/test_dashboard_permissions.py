@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 def no_kafka(monkeypatch):
     # The overview asks Kafka for the lag and the topics' policy: answered as "unavailable" here.
     monkeypatch.setattr("commerce.dashboard.consumer_lag", lambda group: "Kafka unavailable: test")
-    monkeypatch.setattr("commerce.dashboard.topics_check_report", lambda: ([], "Kafka unavailable: test"))
+    monkeypatch.setattr("commerce.dashboard.topics_check_report", lambda **_: ([], "Kafka unavailable: test"))
 
 
 @pytest.fixture

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 
 from commerce.health import relay_health
 from tests.factories import product_make, token_for, user_make
@@ -121,3 +123,27 @@ def test_the_backoffice_health_reports_lag_without_progress(client, settings, ka
     # and an unreachable Kafka is reported as such
     settings.KAFKA_BOOTSTRAP_SERVERS = ["127.0.0.1:1"]
     assert client.get("/health/backoffice").json()["problems"] == ["kafka unavailable"]
+
+
+def test_with_kafka_unreachable_the_status_pages_answer_within_a_probe_timeout(client, settings):
+    # given Kafka unreachable (nothing listens on the port) and a staff user who may see the pages
+    settings.KAFKA_BOOTSTRAP_SERVERS = ["127.0.0.1:1"]
+    staff = user_make(is_staff=True)
+    staff.is_superuser = True
+    staff.save(update_fields=["is_superuser"])
+    client.force_login(staff)
+    # when the back office's health and the pipeline dashboard are asked for
+    began = time.monotonic()
+    backoffice = client.get("/health/backoffice")
+    backoffice_s = time.monotonic() - began
+    began = time.monotonic()
+    dashboard = client.get(reverse("pipeline-dashboard"))
+    dashboard_s = time.monotonic() - began
+    # then each says Kafka is unavailable within a probe's usual timeout (before: 30 s for the
+    # health, 60 s for the dashboard: kafka-python's 30 s bootstrap default, once per client)
+    assert backoffice.status_code == 503
+    assert backoffice.json()["problems"] == ["kafka unavailable"]
+    assert backoffice_s < 10, backoffice_s
+    assert dashboard.status_code == 200
+    assert b"Kafka unavailable" in dashboard.content
+    assert dashboard_s < 15, dashboard_s
