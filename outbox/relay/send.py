@@ -82,6 +82,8 @@ class MissingTopics:
 
     def held(self, topic: str, producer: RelayProducer) -> _Held | None:
         """The hold on `topic`, or None if it is not held (any more: asked at most once a second)."""
+        if not self._held:  # every row asks: no lock while nothing is held
+            return None
         with self._lock:
             held = self._held.get(topic)
             if held is None or time.monotonic() - held.checked < MISSING_TOPIC_RECHECK_S:
