@@ -291,6 +291,9 @@ PAYMENT_RECONCILE_AFTER = env.float("PAYMENT_RECONCILE_AFTER", default=30.0)
 # Seconds after which a payment the gateway still calls "processing" goes to manual review.
 PAYMENT_REVIEW_AFTER = env.float("PAYMENT_REVIEW_AFTER", default=3600.0)
 PAYMENT_RECONCILE_INTERVAL = env.float("PAYMENT_RECONCILE_INTERVAL", default=30.0)
+# An order awaiting payment this long, with no payment open or captured, is cancelled and its
+# stock put back on sale (the beat's `orders.expire_unpaid`); 0: never.
+ORDER_PAYMENT_TIMEOUT_MINUTES = env.at_least("ORDER_PAYMENT_TIMEOUT_MINUTES", float, 30.0, 0, maximum=525_600)
 # Where the simulated gateway POSTs its callbacks; empty: it calls the callback handler in-process.
 PAYMENT_CALLBACK_BASE_URL = env.str("PAYMENT_CALLBACK_BASE_URL", default="")
 
@@ -370,6 +373,7 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-purge-published": {"task": "outbox.purge_published", "schedule": 3600.0},
     "payments-reconcile": {"task": "payments.reconcile", "schedule": PAYMENT_RECONCILE_INTERVAL},
     "orders-follow-lost-payments": {"task": "orders.follow_lost_payments", "schedule": PAYMENT_RECONCILE_INTERVAL},
+    "orders-expire-unpaid": {"task": "orders.expire_unpaid", "schedule": 60.0},
     "backoffice-purge-inbox": {"task": "backoffice.purge_inbox", "schedule": 3600.0},
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypedDict
 
@@ -302,6 +302,41 @@ def order_follow_payment(*, payment_id: int) -> None:
                 return
             with contextlib.suppress(IllegalTransition):  # cancelled meanwhile: nothing left to do
                 order_cancel(order_id=payment.order_id, reason=f"payment failed: {payment.failure_reason}")
+
+
+# How many orders one run of the expiry cancels, each in a transaction of its own.
+EXPIRE_BATCH = 200
+
+
+def orders_expire_unpaid() -> int:
+    """Cancel the orders awaiting payment for longer than ORDER_PAYMENT_TIMEOUT_MINUTES that have
+    no payment open or captured: their stock goes back on sale, their coupon back to its owner
+    (OrderCancelled and StockChanged say so). Beat; returns how many it cancelled.
+
+    The age is read on the database's clock, as every order's `created_at` is compared there:
+    a worker whose clock runs ahead cancels nothing early. An order whose payment is at the
+    gateway, or captured and not yet followed, is left to that payment's outcome. The check is
+    done again under the order's lock, which a payment's request takes too: a payment asked for
+    meanwhile keeps its order; one asked for after the expiry is refused (the order is cancelled).
+    """
+    minutes = settings.ORDER_PAYMENT_TIMEOUT_MINUTES
+    if not minutes:
+        return 0
+    cutoff = models.ExpressionWrapper(
+        models.functions.Now() - models.Value(timedelta(minutes=minutes)), output_field=models.DateTimeField()
+    )
+    unpaid = Order.objects.filter(status=Order.Status.PENDING_PAYMENT, created_at__lt=cutoff).exclude(
+        payments__status__in=Payment.OPEN_OR_CAPTURED
+    )
+    expired = 0
+    for order_id in list(unpaid.order_by("id").values_list("id", flat=True)[:EXPIRE_BATCH]):
+        with outbox_atomic():
+            order = unpaid.select_for_update().filter(id=order_id).first()
+            if order is None:  # paid, being paid or cancelled meanwhile
+                continue
+            order_cancel(order_id=order.id, reason=f"payment timeout: not paid within {minutes:g} minutes")
+        expired += 1
+    return expired
 
 
 def order_payments_follow_lost() -> int:

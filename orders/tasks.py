@@ -24,3 +24,11 @@ def follow_lost_payments() -> dict[str, int]:
     if repaired:
         logger.info("orders followed lost payment reactions", extra={"orders_repaired": repaired})
     return {"orders_repaired": repaired}
+
+
+@shared_task(name="orders.expire_unpaid")
+def expire_unpaid() -> dict[str, int]:
+    expired = services.orders_expire_unpaid()
+    if expired:
+        logger.info("unpaid orders expired", extra={"orders_expired": expired})
+    return {"orders_expired": expired}
