@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from backoffice.asyncapi import asyncapi_view
 from commerce import api_auth, dashboard, health
 from commerce.observability.exporters import metrics_view
+from commerce.throttling import admin_login_throttled
 
 handler404 = "commerce.api_errors.not_found"
 
@@ -22,6 +23,8 @@ urlpatterns = [
         admin.site.admin_view(dashboard.order_trace),
         name="pipeline-order-trace",
     ),
+    # Before the admin's own URLs: its login form, with the attempts limited (THROTTLE_LOGIN).
+    path("admin/login/", admin_login_throttled(admin.site.login), name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

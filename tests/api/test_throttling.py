@@ -146,3 +146,24 @@ def test_behind_a_trusted_proxy_the_client_is_the_address_the_proxy_saw(settings
     assert [guess(f"1.2.3.{n}, 203.0.113.7") for n in range(3)] == [400, 400, 429]
     # another client has its own allowance
     assert guess("203.0.113.8") == 400
+
+
+def test_the_admin_login_is_limited_per_client_like_the_token_endpoint(client, settings):
+    # given a staff account and the login rate at 3 a minute
+    settings.THROTTLE_LOGIN = "3/min"
+    staff = user_make(username="ops", is_staff=True)
+    # when a client guesses passwords on the admin's login form
+    guesses = [client.post("/admin/login/", {"username": "ops", "password": f"guess{n}"}).status_code for n in range(3)]
+    # then the form answers (200: wrong password) until the limit, and then refuses with 429
+    # and Retry-After, even the right password: guessing stops there (before: no limit at all)
+    assert guesses == [200, 200, 200]
+    refused = client.post("/admin/login/", {"username": "ops", "password": "pw-for-tests-only"})
+    assert refused.status_code == 429, refused.content[:300]
+    assert int(refused["Retry-After"]) > 0
+    assert "_auth_user_id" not in client.session
+    # the form itself still shows, and another client is not affected
+    assert client.get("/admin/login/").status_code == 200
+    other = type(client)(REMOTE_ADDR="10.0.0.9")
+    signed_in = other.post("/admin/login/", {"username": "ops", "password": "pw-for-tests-only"})
+    assert signed_in.status_code == 302
+    assert other.session["_auth_user_id"] == str(staff.id)
