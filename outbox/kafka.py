@@ -200,23 +200,29 @@ def producer_topic_absent(producer: RelayProducer, topic: str, *, since: float) 
     return bool(refreshed_ms >= since * 1000 and metadata.partitions_for_topic(topic) is None)
 
 
-def producer_topic_present(producer: RelayProducer, topic: str) -> bool:
-    """Whether this producer's view of the cluster has `topic` now (False when it cannot tell).
+def producer_topic_present(producer: RelayProducer, topic: str, *, since: float) -> bool:
+    """Whether the cluster has told this producer, since `since` (time.monotonic()), that it has
+    `topic` (False when it cannot tell yet).
 
-    kafka-python: the metadata its I/O thread keeps; a topic it was told is unknown is asked for
-    again every `retry_backoff_ms` while tracked, and is tracked from here on (a producer made
-    after the topic was held back has never asked for it). confluent-kafka: a metadata request
-    of at most a second.
+    kafka-python: the metadata its I/O thread keeps, if refreshed since (a producer that knew the
+    topic before it was deleted lists it until its next refresh, every 5 minutes); otherwise a
+    refresh is asked for, without waiting, and the next look reads it. A topic it was told is
+    unknown is asked for again every `retry_backoff_ms` while tracked, and is tracked from here
+    on. confluent-kafka: a metadata request of at most a second.
     """
     if not isinstance(producer, KafkaProducer):
         return producer.topic_present(topic, timeout_s=1.0)
     metadata = producer._metadata  # type: ignore[attr-defined]  # no public API without a wait
-    if metadata.partitions_for_topic(topic) is not None:
-        return True
     sender = producer._sender  # type: ignore[attr-defined]
-    if topic not in metadata._topics:
+    if metadata._last_successful_refresh_ms >= since * 1000:
+        if metadata.partitions_for_topic(topic) is not None:
+            return True
+        if topic in metadata._topics:
+            return False
         sender.add_topic(topic)
-        sender.wakeup()
+    else:
+        metadata.request_update()
+    sender.wakeup()
     return False
 
 

@@ -237,10 +237,10 @@ def _drain(
                 result.held += sent.held
                 # Rows of a missing topic are in backoff now, not claimable: the drain goes on
                 # with the other topics' rows. Any other failure ends it.
-                if result.failed > result.held or result.dead or aborted:
+                if result.failed_not_held or result.dead or aborted:
                     claiming = False  # let backoff work instead of spinning on a failing broker
                 if deferred:
-                    if result.failed or result.dead or aborted:
+                    if result.failed_not_held or result.dead or aborted:
                         # Not sent: the suspect row goes back as it was found (abandoned, its
                         # attempt not counted), to be taken alone again.
                         _hand_back_abandoned(

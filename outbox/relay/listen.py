@@ -173,7 +173,7 @@ def _drain_until_idle(
         with _stats_lock:
             stats.drains += 1
             stats.published += result.published
-        if result.failed or result.dead or not result.batches:
+        if result.failed_not_held or result.dead or not result.batches:
             return True  # nothing more now, or rows in backoff: the poll comes back to them
         if result.seconds < DRAIN_BUDGET_S:
             return True  # the drain ended on its own: it claimed everything due

@@ -71,10 +71,16 @@ class ProducerUnavailable(KafkaError):
 
 class TopicMissing(KafkaError):
     """The cluster has no such topic (deleted by mistake, not made yet): the row waits in backoff
-    while the other topics' rows go out. Retriable: the topic may be made again, and a row never
-    goes dead for its absence (outbox/relay/send.py, `MissingTopics`)."""
+    while the other topics' rows go out (outbox/relay/send.py, `MissingTopics`). Not the row's
+    attempt: its attempts are not counted (a relay that died holding a row with many would make
+    it dead at the next claim), and its backoff grows with how long the topic has been missing
+    (`backoff_s`) instead. Retriable: the topic may be made again."""
 
     retriable = True
+
+    def __init__(self, message: str, *, backoff_s: float) -> None:
+        super().__init__(message)
+        self.backoff_s = backoff_s
 
 
 class NotSent(Exception):
@@ -94,6 +100,11 @@ class DrainResult:
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def failed_not_held(self) -> int:
+        """Failures other than rows of a missing topic: a reason to stop claiming (backoff)."""
+        return self.failed - self.held
+
     def as_dict(self) -> dict[str, object]:
         return {
             "published": self.published,
@@ -111,6 +122,13 @@ def backoff_seconds(attempts: int) -> float:
     """Exponential backoff with full jitter: uniform in [base/2, min(max, base * 2^attempts)]."""
     ceiling = min(settings.OUTBOX_BACKOFF_MAX, settings.OUTBOX_BACKOFF_BASE * (2 ** max(attempts - 1, 0)))
     return random.uniform(min(settings.OUTBOX_BACKOFF_BASE / 2, ceiling), ceiling)
+
+
+def topic_missing_backoff_seconds(missing_for_s: float) -> float:
+    """The backoff of a row whose topic has been missing for `missing_for_s`: about as long again
+    (a topic made again soon is followed soon), within [base/2, max], with full jitter."""
+    ceiling = min(settings.OUTBOX_BACKOFF_MAX, max(settings.OUTBOX_BACKOFF_BASE, 2 * missing_for_s))
+    return random.uniform(ceiling / 2, ceiling)
 
 
 def unfinished_statuses() -> list[str]:

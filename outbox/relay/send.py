@@ -33,7 +33,14 @@ from outbox.kafka import (
     producer_topic_absent,
     producer_topic_present,
 )
-from outbox.relay.rows import ClaimedRow, NotSent, Outcome, ProducerUnavailable, TopicMissing
+from outbox.relay.rows import (
+    ClaimedRow,
+    NotSent,
+    Outcome,
+    ProducerUnavailable,
+    TopicMissing,
+    topic_missing_backoff_seconds,
+)
 from outbox.relay.stopping import relay_stop_requested
 
 if TYPE_CHECKING:
@@ -49,6 +56,7 @@ MISSING_TOPIC_RECHECK_S = 1.0
 @dataclass
 class _Held:
     since: float  # time.time() the cluster first answered without the topic
+    held_at: float  # the same moment on time.monotonic()
     checked: float  # time.monotonic() of the last look for it
 
 
@@ -62,8 +70,9 @@ class MissingTopics:
     its metadata refreshed during the wait, still without the topic; confluent-kafka: a delivery
     refused with UnknownTopicOrPartition), never a timeout alone: a cluster that does not answer
     still stops the batch at its first row. A held topic's rows fail at once, each into its
-    backoff (retriable: never dead for it); once a second has passed, the next of its rows asks
-    the producer's view of the cluster (no wait) and goes out if the topic is there.
+    backoff (`TopicMissing`: no attempt counted, a backoff as long as the topic has been
+    missing); once a second has passed, the next of its rows asks the producer's view of the
+    cluster (no wait) and goes out if the cluster has listed the topic since the hold began.
     """
 
     def __init__(self) -> None:
@@ -74,7 +83,8 @@ class MissingTopics:
         with self._lock:
             if topic in self._held:
                 return
-            self._held[topic] = _Held(since=time.time(), checked=time.monotonic())
+            now = time.monotonic()
+            self._held[topic] = _Held(since=time.time(), held_at=now, checked=now)
         logger.error(
             "topic missing from the cluster: its rows wait, the other topics' go on (make it: ensure_topics)",
             extra={"topic": topic, "event_id": event_id, "error": f"{type(error).__name__}: {error}"},
@@ -89,7 +99,9 @@ class MissingTopics:
             if held is None or time.monotonic() - held.checked < MISSING_TOPIC_RECHECK_S:
                 return held
             held.checked = time.monotonic()
-        if not producer_topic_present(producer, topic):
+        # Only what the cluster said since the hold began: a producer that knew the topic
+        # before it was deleted still lists it until its next metadata refresh (5 minutes).
+        if not producer_topic_present(producer, topic, since=held.held_at):
             return held
         with self._lock:
             self._held.pop(topic, None)
@@ -110,7 +122,10 @@ missing_topics = MissingTopics()
 
 def _topic_missing(topic: str, held: _Held) -> TopicMissing:
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(held.since))
-    return TopicMissing(f"the cluster has no topic {topic!r} (since {since}): the row waits until it is made again")
+    return TopicMissing(
+        f"the cluster has no topic {topic!r} (since {since}): the row waits until it is made again",
+        backoff_s=topic_missing_backoff_seconds(time.monotonic() - held.held_at),
+    )
 
 
 def record_headers(row: ClaimedRow) -> list[tuple[str, bytes]]:

@@ -26,6 +26,7 @@ from outbox.relay.rows import (
     DrainResult,
     NotSent,
     Outcome,
+    TopicMissing,
     backoff_seconds,
     outbox_column,
     pg_int_array,
@@ -92,7 +93,9 @@ def write_back(
                 blocked_keys.add(key)
             elif isinstance(outcome, BaseException) or outcome is None:
                 error = outcome or KafkaTimeoutError("no outcome")
-                row.attempts += 1
+                missing = isinstance(error, TopicMissing)  # not the row's attempt
+                if not missing:
+                    row.attempts += 1
                 row.last_error = f"{type(error).__name__}: {error}"[:2000]
                 permanent = isinstance(error, PERMANENT_ERRORS)
                 # A retriable error (the broker away, a leader moving, replicas missing, a
@@ -106,7 +109,9 @@ def write_back(
                     # A dead row holds its key back only when the setting says so.
                     blocked = settings.OUTBOX_DEAD_BLOCKS_KEY
                 else:
-                    backoffs.append((row, backoff_seconds(row.attempts)))
+                    backoffs.append(
+                        (row, error.backoff_s if isinstance(error, TopicMissing) else backoff_seconds(row.attempts))
+                    )
                     result.failed += 1
                     blocked = True
                 if blocked:
