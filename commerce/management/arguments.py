@@ -12,6 +12,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 INT32_MAX = 2**31 - 1  # Kafka's int fields (partition count, max.poll.records), an SQL integer
 INT64_MAX = 2**63 - 1  # an SQL bigint (the primary keys)
@@ -73,3 +74,14 @@ def uuid_text(text: str) -> str:
         return str(uuid.UUID(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
+
+
+def moment(text: str) -> datetime:
+    """An ISO 8601 date and time (2026-11-27T09:30:00+01:00); without an offset, UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date and time (e.g. 2026-11-27T09:30:00Z)"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -132,6 +132,56 @@ def test_purge_deletes_only_published_rows_past_retention_in_bounded_chunks(sett
     assert len(deletes) == 3  # 2 + 2 + 1 rows: no statement deletes more than a chunk
 
 
+def test_republish_sends_a_lost_topic_again_once_the_claims_taken_before_are_written_back(settings):
+    # given a topic deleted by mistake and made again: its published rows' records went with it
+    # (OPERATIONS.md, "A topic deleted by mistake"); another topic's rows are fine
+    settings.KAFKA_TOPICS = {**settings.KAFKA_TOPICS, "order-events": "orders", "catalog-events": "catalog"}
+    settings.OUTBOX_CLAIM_TTL = 2
+    now = timezone.now()
+    lost = _rows("orders", 3, status=OutboxEvent.Status.PUBLISHED, published_at=now - timedelta(hours=1))
+    older = _rows("orders", 1, status=OutboxEvent.Status.PUBLISHED, published_at=now - timedelta(days=2))[0]
+    other = _rows("catalog", 2, status=OutboxEvent.Status.PUBLISHED, published_at=now)
+    # and a batch sent to the old topic just before it went, still leased: its write-back marks
+    # it published after the command started; a requeue that did not wait would miss it
+    in_flight = _rows("orders", 1, claim_token=uuid.uuid4(), claim_expires_at=now + timedelta(seconds=1))[0]
+
+    def written_back_later(*_: object) -> None:
+        OutboxEvent.objects.filter(seq=in_flight.seq).update(
+            status=OutboxEvent.Status.PUBLISHED, published_at=timezone.now(), claim_token=None, claim_expires_at=None
+        )
+
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        written_back_later()
+
+    # when the operator republishes the topic's rows published in the last day
+    out = StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("outbox.housekeeping.time.sleep", sleep)
+        call_command(
+            "outbox", "republish", "--topic", "orders", "--since", (now - timedelta(days=1)).isoformat(), stdout=out
+        )
+    # then it waited for the claim, and every row of the topic published since then, that one
+    # included, is pending again (due now, no lease); older and other rows stay
+    assert waits
+    pending = set(OutboxEvent.objects.filter(status=OutboxEvent.Status.PENDING).values_list("seq", flat=True))
+    assert pending == {row.seq for row in lost} | {in_flight.seq}
+    assert not OutboxEvent.objects.filter(seq__in=pending, claim_token__isnull=False).exists()
+    assert OutboxEvent.objects.get(seq=older.seq).status == OutboxEvent.Status.PUBLISHED
+    assert all(OutboxEvent.objects.get(seq=row.seq).status == OutboxEvent.Status.PUBLISHED for row in other)
+    assert "republished 4 row(s) of orders" in out.getvalue()
+
+
+def test_republish_refuses_a_topic_the_outbox_does_not_write(settings):
+    settings.KAFKA_TOPICS = {**settings.KAFKA_TOPICS, "order-events": "orders"}
+    with pytest.raises(CommandError, match="not a topic of the outbox"):
+        call_command("outbox", "republish", "--topic", "ordres", stdout=StringIO())
+    with pytest.raises(CommandError, match="--since"):
+        call_command("outbox", "republish", "--topic", "orders", "--since", "yesterday", stdout=StringIO())
+
+
 def test_beat_drains_every_poll_interval_and_purges_hourly():
     from commerce.celery import app
 

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from commerce.management.arguments import seconds, uuid_text
-from outbox.housekeeping import outbox_purge_published, outbox_requeue, outbox_status
+from commerce.management.arguments import moment, seconds, topic_name, uuid_text
+from outbox.housekeeping import outbox_purge_published, outbox_republish, outbox_requeue, outbox_status
 from outbox.models import OutboxEvent
 from outbox.relay import relay_drain
 from outbox.relay.stopping import relay_stop_request, relay_stop_requested
@@ -22,7 +22,8 @@ class Command(BaseCommand):
     help = (
         "Outbox operations: `status` (exit 1 when the oldest pending row is older than "
         "--max-age; with --topics, also on a topic that differs from the replication policy), "
-        "`requeue` (dead rows back to pending), `drain` (publish now), `purge`."
+        "`requeue` (dead rows back to pending), `republish` (a topic's published rows sent again, "
+        "after it was deleted by mistake), `drain` (publish now), `purge`."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -44,6 +45,15 @@ class Command(BaseCommand):
         requeue = sub.add_parser("requeue")
         requeue.add_argument("event_ids", nargs="*", type=uuid_text, help="event ids; none means every dead row")
         requeue.add_argument("--all", action="store_true")
+        republish = sub.add_parser("republish")
+        republish.add_argument("--topic", required=True, type=topic_name, help="the Kafka topic to send again")
+        republish.add_argument(
+            "--since",
+            type=moment,
+            default=None,
+            help="only rows published at or after this ISO 8601 time (default: every one still kept, "
+            "OUTBOX_RETENTION_DAYS)",
+        )
         drain = sub.add_parser("drain")
         drain.add_argument("--until-empty", action="store_true")
         sub.add_parser("purge")
@@ -61,10 +71,31 @@ class Command(BaseCommand):
                 raise CommandError("name event ids, or pass --all")
             count = outbox_requeue(event_ids=options["event_ids"] or None)
             self.stdout.write(f"requeued {count} dead row(s)")
+        elif action == "republish":
+            self._republish(topic=options["topic"], since=options["since"])
         elif action == "drain":
             self._drain(until_empty=options["until_empty"])
         elif action == "purge":
             self.stdout.write(f"deleted {outbox_purge_published()} published row(s)")
+
+    def _republish(self, *, topic: str, since: Any) -> None:
+        topics = sorted(set(settings.KAFKA_TOPICS.values()))
+        if topic not in topics:
+            raise CommandError(f"{topic!r} is not a topic of the outbox (KAFKA_TOPICS: {', '.join(topics)})")
+        said: list[int] = []
+
+        def waiting(rows: int, seconds_left: float) -> None:
+            if rows not in said:  # a line when the count changes, not every 0.2 s
+                said.append(rows)
+                self.stdout.write(
+                    f"waiting for {rows} leased row(s) of {topic} to be written back (at most {seconds_left:.0f} s)"
+                )
+
+        count = outbox_republish(topic=topic, since=since, on_wait=waiting)
+        self.stdout.write(
+            f"republished {count} row(s) of {topic}: pending again, the relay sends them "
+            "(consumers skip what they had applied)"
+        )
 
     def _drain(self, *, until_empty: bool) -> None:
         """One drain; with `until_empty`, drains until no due row is pending.
@@ -84,7 +115,11 @@ class Command(BaseCommand):
             total += result.published
             if result.batches:
                 self.stdout.write(json.dumps(result.as_dict()))
-            if not until_empty or result.failed:
+            if not until_empty or result.failed_not_held:
+                break
+            if result.held and not result.published:
+                # What is left is a missing topic's rows: they wait in backoff for the topic.
+                self.stderr.write(f"{result.held} row(s) wait for a topic missing from the cluster: stopping")
                 break
             if result.batches:
                 backlog, stalled_since = None, None
