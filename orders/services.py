@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypedDict
@@ -304,8 +305,10 @@ def order_follow_payment(*, payment_id: int) -> None:
                 order_cancel(order_id=payment.order_id, reason=f"payment failed: {payment.failure_reason}")
 
 
-# How many orders one run of the expiry cancels, each in a transaction of its own.
-EXPIRE_BATCH = 200
+# The expiry takes the orders due in chunks of this many, each order in a transaction of its own,
+# until none is left or its time is up (the next beat run goes on).
+EXPIRE_CHUNK = 200
+EXPIRE_BUDGET_S = 50.0
 
 
 def orders_expire_unpaid() -> int:
@@ -313,11 +316,16 @@ def orders_expire_unpaid() -> int:
     no payment open or captured: their stock goes back on sale, their coupon back to its owner
     (OrderCancelled and StockChanged say so). Beat; returns how many it cancelled.
 
-    The age is read on the database's clock, as every order's `created_at` is compared there:
-    a worker whose clock runs ahead cancels nothing early. An order whose payment is at the
-    gateway, or captured and not yet followed, is left to that payment's outcome. The check is
-    done again under the order's lock, which a payment's request takes too: a payment asked for
-    meanwhile keeps its order; one asked for after the expiry is refused (the order is cancelled).
+    The age is read on the database's clock against `created_at` (written by the web host that
+    placed the order): a worker whose clock is off cancels nothing early. An order whose payment
+    is at the gateway, or captured and not yet followed, is left to that payment's outcome.
+
+    Each order is locked first and looked at again after, in statements of their own: a payment
+    request holds the same lock while it records its payment, and on PostgreSQL a statement
+    that waited for the lock still sees what it saw when it started (READ COMMITTED), so a
+    check folded into the locking statement missed the payment committed meanwhile and
+    cancelled an order being paid. An order that cannot be cancelled (a restore past
+    STOCK_MAX, say) is logged and skipped, not retried before the others.
     """
     minutes = settings.ORDER_PAYMENT_TIMEOUT_MINUTES
     if not minutes:
@@ -325,18 +333,36 @@ def orders_expire_unpaid() -> int:
     cutoff = models.ExpressionWrapper(
         models.functions.Now() - models.Value(timedelta(minutes=minutes)), output_field=models.DateTimeField()
     )
-    unpaid = Order.objects.filter(status=Order.Status.PENDING_PAYMENT, created_at__lt=cutoff).exclude(
+    due = Order.objects.filter(status=Order.Status.PENDING_PAYMENT, created_at__lt=cutoff).exclude(
         payments__status__in=Payment.OPEN_OR_CAPTURED
     )
-    expired = 0
-    for order_id in list(unpaid.order_by("id").values_list("id", flat=True)[:EXPIRE_BATCH]):
-        with outbox_atomic():
-            order = unpaid.select_for_update().filter(id=order_id).first()
-            if order is None:  # paid, being paid or cancelled meanwhile
-                continue
-            order_cancel(order_id=order.id, reason=f"payment timeout: not paid within {minutes:g} minutes")
-        expired += 1
+    expired, last_id = 0, 0
+    deadline = time.monotonic() + EXPIRE_BUDGET_S
+    while time.monotonic() < deadline:
+        chunk = list(due.filter(id__gt=last_id).order_by("id").values_list("id", flat=True)[:EXPIRE_CHUNK])
+        if not chunk:
+            break
+        last_id = chunk[-1]
+        for order_id in chunk:
+            try:
+                if _order_expire(order_id=order_id, minutes=minutes):
+                    expired += 1
+            except Exception:  # one order must not stop the others; logged with its id
+                logger.exception("unpaid order not expired", extra={"order_id": order_id})
     return expired
+
+
+def _order_expire(*, order_id: int, minutes: float) -> bool:
+    """Cancel one unpaid order if, under its lock, it still awaits payment with none open or
+    captured; whether it did."""
+    with outbox_atomic():
+        order = Order.objects.select_for_update().filter(id=order_id).first()
+        if order is None or order.status != Order.Status.PENDING_PAYMENT:
+            return False  # paid and confirmed, or cancelled, meanwhile
+        if order.payments.filter(status__in=Payment.OPEN_OR_CAPTURED).exists():
+            return False  # a payment asked for meanwhile: its outcome decides
+        order_cancel(order_id=order.id, reason=f"payment timeout: not paid within {minutes:g} minutes")
+    return True
 
 
 def order_payments_follow_lost() -> int:

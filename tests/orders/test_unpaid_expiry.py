@@ -6,13 +6,16 @@ by placing orders and never paying."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from catalog.models import Product
+from commerce.errors import DomainValidationError
 from orders.models import Coupon, Order
 from orders.services import OrderLineRequest, order_place
 from outbox.models import OutboxEvent
@@ -123,3 +126,67 @@ def test_a_timeout_of_zero_never_expires_an_order(settings):
     order = _placed(product, minutes_ago=60 * 24 * 365)
     assert _expire() == {"orders_expired": 0}
     assert Order.objects.get(id=order.id).status == Order.Status.PENDING_PAYMENT
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_payment_asked_for_while_the_expiry_waits_for_the_order_keeps_it():
+    if connection.vendor != "postgresql":
+        pytest.fail("a race of two sessions: run with DATABASE_URL=postgres://...")
+    # given an old unpaid order, and its customer's payment request holding the order's lock
+    # (recorded, not yet committed) when the expiry comes to it
+    product = product_make(stock=2)
+    order = _placed(product, minutes_ago=45)
+    requested, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def pay() -> None:
+        try:
+            with transaction.atomic():
+                payment_request(user=order.user, order_id=order.id, card_type="VISA")
+                requested.set()
+                release.wait(10)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    payer = threading.Thread(target=pay)
+    payer.start()
+    assert requested.wait(10)
+    threading.Timer(0.5, release.set).start()  # the expiry's lock waits on the payment's
+    try:
+        # when the expiry runs meanwhile
+        result = _expire()
+    finally:
+        release.set()
+        payer.join(10)
+    # then the order is left to its payment (before: cancelled as "not paid", the payment
+    # then captured for a cancelled order, refund due)
+    assert errors == []
+    assert result == {"orders_expired": 0}
+    assert Order.objects.get(id=order.id).status == Order.Status.PENDING_PAYMENT
+    assert Payment.objects.get(order_id=order.id).status == Payment.Status.PENDING
+    assert _stock(product) == 0
+
+
+def test_an_order_that_cannot_be_cancelled_does_not_stop_the_others(monkeypatch):
+    # given two old unpaid orders, the first of which cannot be cancelled (a restore past the
+    # stock bound, say)
+    import orders.services
+
+    product = product_make(stock=4)
+    stuck, other = _placed(product, minutes_ago=60), _placed(product, minutes_ago=60)
+    cancel = orders.services.order_cancel
+
+    def cancel_refusing_the_first(*, order_id: int, reason: str) -> Order:
+        if order_id == stuck.id:
+            raise DomainValidationError("restoring 2 would pass the stock bound", field="stock")
+        return cancel(order_id=order_id, reason=reason)
+
+    monkeypatch.setattr(orders.services, "order_cancel", cancel_refusing_the_first)
+    # when the expiry runs, then the other one is expired all the same (before, the run stopped
+    # at the first, and every later run stopped there again)
+    assert _expire() == {"orders_expired": 1}
+    assert Order.objects.get(id=stuck.id).status == Order.Status.PENDING_PAYMENT
+    assert Order.objects.get(id=other.id).status == Order.Status.CANCELLED
