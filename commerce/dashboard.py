@@ -12,6 +12,7 @@ events per second, and the trace of one order from its HTTP request to the back 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -59,6 +60,7 @@ def consumer_lag(group: str) -> list[PartitionLag] | str:
     without joining it (no rebalance of the real consumers).
     """
     from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaTimeoutError
 
     from outbox.kafka import topic_auto_create_off
 
@@ -75,14 +77,28 @@ def consumer_lag(group: str) -> list[PartitionLag] | str:
         topic_auto_create_off(reader)
     except Exception as exc:  # noqa: BLE001 - shown on the page instead of the table
         return f"Kafka unavailable: {type(exc).__name__}: {exc}"
+    # kafka-python waits for the group's coordinator without end unless told a timeout (a
+    # coordinator that does not answer, __consumer_offsets without a leader): one deadline for
+    # every read after the bootstrap.
+    deadline = time.monotonic() + STATUS_KAFKA_TIMEOUT_S
+
+    def left_ms() -> int:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise KafkaTimeoutError(f"no answer within {STATUS_KAFKA_TIMEOUT_S:g} s")
+        return max(1, int(left * 1000))
+
     try:
         partitions = [
             TopicPartition(topic, p)
             for topic in settings.KAFKA_TOPICS.values()
             for p in sorted(reader.partitions_for_topic(topic) or [])
         ]
-        ends = reader.end_offsets(partitions) if partitions else {}
-        return [PartitionLag(tp.topic, tp.partition, reader.committed(tp), ends[tp]) for tp in partitions]
+        ends = reader.end_offsets(partitions, timeout_ms=left_ms()) if partitions else {}
+        return [
+            PartitionLag(tp.topic, tp.partition, reader.committed(tp, timeout_ms=left_ms()), ends[tp])
+            for tp in partitions
+        ]
     except Exception as exc:  # noqa: BLE001 - as above: shown on the page instead of the table
         return f"Kafka unavailable: {type(exc).__name__}: {exc}"
     finally:

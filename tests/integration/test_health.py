@@ -147,3 +147,40 @@ def test_with_kafka_unreachable_the_status_pages_answer_within_a_probe_timeout(c
     assert dashboard.status_code == 200
     assert b"Kafka unavailable" in dashboard.content
     assert dashboard_s < 15, dashboard_s
+
+
+def test_the_lag_reader_gives_up_on_a_coordinator_that_does_not_answer(monkeypatch):
+    # given brokers that answer metadata and offsets, and a group coordinator that never answers:
+    # kafka-python waits for it without end unless the call is given a timeout (Timer(None))
+    from kafka.errors import KafkaTimeoutError
+
+    import commerce.dashboard
+
+    waited: list[float] = []
+
+    class CoordinatorAway:
+        def __init__(self, **config: object) -> None:
+            pass
+
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return {0, 1}
+
+        def end_offsets(self, partitions, timeout_ms=None):
+            return dict.fromkeys(partitions, 5)
+
+        def committed(self, partition, metadata=False, timeout_ms=None):
+            if timeout_ms is None:
+                raise AssertionError("waits for the coordinator without end")
+            waited.append(timeout_ms / 1000)
+            time.sleep(timeout_ms / 1000)
+            raise KafkaTimeoutError("the coordinator did not answer")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("kafka.KafkaConsumer", CoordinatorAway)
+    # when the lag is read, then it says Kafka is unavailable, having waited one deadline in all
+    lag = commerce.dashboard.consumer_lag("backoffice")
+    assert isinstance(lag, str)
+    assert lag.startswith("Kafka unavailable: KafkaTimeoutError"), lag
+    assert 0 < sum(waited) <= commerce.dashboard.STATUS_KAFKA_TIMEOUT_S + 0.1, waited
