@@ -66,9 +66,16 @@ def outbox_status() -> list[TopicStatus]:
     return [TopicStatus(**row) for row in rows]
 
 
+@dataclass
+class Republished:
+    rows: int  # put back to pending
+    still_leased: int  # leases taken before the call and not written back when the wait ended
+    started_at: datetime  # on the clock the claims read
+
+
 def outbox_republish(
     *, topic: str, since: datetime | None = None, on_wait: Callable[[int, float], None] | None = None
-) -> int:
+) -> Republished:
     """The published rows of `topic` (published at or after `since`) back to pending, to be sent
     again: the recovery of a topic deleted by mistake, whose records went with it (OPERATIONS.md).
     Consumers absorb what they had applied (the back office's inbox). Returns how many.
@@ -77,8 +84,11 @@ def outbox_republish(
     taken before the call is written back, released or expired: a batch the old topic
     acknowledged just before it went is marked published by that write-back, after the call
     began, and a requeue that did not wait would miss it (a fault campaign on 3 brokers lost 52
-    events so). A lease that runs out unwritten leaves its rows pending, to be sent anyway.
-    `on_wait(rows, seconds_left)` is told while it waits.
+    events so). A lease that runs out unwritten leaves its rows pending, to be sent anyway, but
+    a relay paused past its lease can still write them back as published after this (the
+    write-back is fenced by the claim's token, not its time): `still_leased` says how many
+    were left, for the caller to say so. The relays' OUTBOX_CLAIM_TTL is assumed to be this
+    process's. `on_wait(rows, seconds_left)` is told while it waits.
     """
     started = clock_now()
     ttl = float(settings.OUTBOX_CLAIM_TTL)
@@ -93,13 +103,16 @@ def outbox_republish(
     published = OutboxEvent.objects.filter(topic=topic, status=OutboxEvent.Status.PUBLISHED)
     if since is not None:
         published = published.filter(published_at__gte=since)
-    return published.update(
+    # One statement: every older row of a key pending again at once, so the claims' per-key
+    # order sends them ahead of the key's newer rows (in chunks, a newer row could go first).
+    rows = published.update(
         status=OutboxEvent.Status.PENDING,
         attempts=0,
         available_at=clock_now(),
         claim_token=None,
         claim_expires_at=None,
     )
+    return Republished(rows=rows, still_leased=count, started_at=started)
 
 
 def outbox_requeue(*, event_ids: list[str] | None = None) -> int:

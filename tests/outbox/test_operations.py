@@ -174,6 +174,25 @@ def test_republish_sends_a_lost_topic_again_once_the_claims_taken_before_are_wri
     assert "republished 4 row(s) of orders" in out.getvalue()
 
 
+def test_republish_says_so_when_a_lease_outlives_its_wait(settings, capsys):
+    # given a row of the topic still leased once the wait (OUTBOX_CLAIM_TTL, 0 here, and a
+    # second) is over: its relay may be paused, and write it back as published later
+    settings.KAFKA_TOPICS = {**settings.KAFKA_TOPICS, "order-events": "orders"}
+    settings.OUTBOX_CLAIM_TTL = 0
+    _rows("orders", 2, status=OutboxEvent.Status.PUBLISHED, published_at=timezone.now())
+    _rows("orders", 1, claim_token=uuid.uuid4(), claim_expires_at=timezone.now() - timedelta(seconds=1))
+    # when the operator republishes the topic
+    with pytest.raises(SystemExit) as exited:
+        call_command("outbox", "republish", "--topic", "orders")
+    # then the rows are republished, and the command says the lease was left, with what to run
+    # once it settles, and exits 1 (before: it said nothing and exited 0)
+    assert exited.value.code == 1
+    out, err = capsys.readouterr()
+    assert "republished 2 row(s) of orders" in out
+    assert "1 row(s) of orders leased before this were not written back" in err
+    assert "outbox republish --topic orders --since " in err
+
+
 def test_republish_refuses_a_topic_the_outbox_does_not_write(settings):
     settings.KAFKA_TOPICS = {**settings.KAFKA_TOPICS, "order-events": "orders"}
     with pytest.raises(CommandError, match="not a topic of the outbox"):

@@ -52,7 +52,8 @@ class Command(BaseCommand):
             type=moment,
             default=None,
             help="only rows published at or after this ISO 8601 time (default: every one still kept, "
-            "OUTBOX_RETENTION_DAYS)",
+            "OUTBOX_RETENTION_DAYS). It waits for the relays' leases up to OUTBOX_CLAIM_TTL: run it "
+            "with the relays' value",
         )
         drain = sub.add_parser("drain")
         drain.add_argument("--until-empty", action="store_true")
@@ -91,11 +92,19 @@ class Command(BaseCommand):
                     f"waiting for {rows} leased row(s) of {topic} to be written back (at most {seconds_left:.0f} s)"
                 )
 
-        count = outbox_republish(topic=topic, since=since, on_wait=waiting)
+        republished = outbox_republish(topic=topic, since=since, on_wait=waiting)
         self.stdout.write(
-            f"republished {count} row(s) of {topic}: pending again, the relay sends them "
+            f"republished {republished.rows} row(s) of {topic}: pending again, the relay sends them "
             "(consumers skip what they had applied)"
         )
+        if republished.still_leased:
+            started = republished.started_at.isoformat()
+            self.stderr.write(
+                f"{republished.still_leased} row(s) of {topic} leased before this were not written back "
+                f"within OUTBOX_CLAIM_TTL: a relay paused past its lease may still mark them published. "
+                f"Once `outbox status` shows the topic settled, run: outbox republish --topic {topic} --since {started}"
+            )
+            sys.exit(1)
 
     def _drain(self, *, until_empty: bool) -> None:
         """One drain; with `until_empty`, drains until no due row is pending.
