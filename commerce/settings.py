@@ -394,7 +394,10 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "commerce.logging.ContextFilter"}},
+    "filters": {
+        "context": {"()": "commerce.logging.ContextFilter"},
+        "once_a_minute": {"()": "commerce.logging.RepeatedFilter", "every_s": 60.0},
+    },
     "formatters": {
         "json": {"()": "commerce.logging.JsonFormatter"},
         "text": {"()": "commerce.logging.TextFormatter"},
@@ -409,6 +412,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "kafka": {"level": env.str("KAFKA_LOG_LEVEL", default="WARNING")},
+        # A missing topic, asked for every 100 ms: the same error line once a minute is enough.
+        "kafka.cluster": {"filters": ["once_a_minute"]},
         "django.db.backends": {"level": "INFO"},
         # The file broker has no host name; kombu warns about it on every publish.
         "kombu.connection": {"level": "ERROR"},
